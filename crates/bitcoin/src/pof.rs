@@ -1,0 +1,435 @@
+//! BIP-322 proofs of funds (`pof…`): a finalized PSBT of `to_sign` whose additional
+//! inputs spend the UTXOs being proven.
+//!
+//! A proof only shows that the signer *could* spend those outputs; whether they exist
+//! and are unspent is the caller's business (a Bitcoin backend). [`verify_pof`]
+//! therefore checks the PSBT against the UTXO list the caller trusts, exactly: no
+//! extra, no missing, no mismatched amount or script. [`verify_pof_claimed`] reports
+//! what the PSBT itself claims, for readers who have no UTXO list.
+//!
+//! Building proofs: [`sign_pof_single`] for a single-key P2WPKH address; multisig
+//! proofs go through the split signing of [`crate::multisig`] with
+//! [`crate::multisig::Form::ProofOfFunds`].
+
+use std::collections::HashSet;
+
+use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
+use bitcoin::base64::Engine as _;
+use bitcoin::psbt::{raw, Psbt};
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::sighash::SighashCache;
+use bitcoin::{
+    Address, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+};
+use serde::Serialize;
+use ubtc_core::bundle::Utxo;
+
+use crate::bip322::{
+    self, check_to_sign_shape, decode_base64, Format, SignError, ToSignParams, Verified,
+    VerifyError, MAX_POF_SIGNATURE_CHARS, PSBT_GLOBAL_GENERIC_SIGNED_MESSAGE,
+};
+use crate::script;
+
+/// Most inputs in a proof of funds PSBT (the challenge plus the bundle's UTXO limit).
+pub const MAX_POF_INPUTS: usize = ubtc_core::bundle::BUNDLE_MAX_UTXOS + 1;
+/// Most inputs when any input is a legacy (non-segwit) spend: legacy sighashes hash
+/// the whole transaction per input, so the cost grows with the square of the count.
+pub const MAX_POF_INPUTS_WITH_LEGACY: usize = 256;
+
+/// The funds a proof of funds covers: its additional inputs, each verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProvenFunds {
+    pub total_sats: u64,
+    pub inputs: Vec<Utxo>,
+}
+
+/// Verifies a `pof…` signature against exactly the UTXOs in `utxos` (order does not
+/// matter; duplicates are refused).
+pub fn verify_pof(
+    address: &Address,
+    message: &[u8],
+    signature: &str,
+    utxos: &[Utxo],
+) -> Result<ProvenFunds, VerifyError> {
+    let claimed = verify_pof_claimed(address, message, signature)?;
+    let mut expected: Vec<Utxo> = utxos.iter().map(normalize).collect();
+    let mut seen = HashSet::new();
+    for u in &expected {
+        if !seen.insert((u.txid.clone(), u.vout)) {
+            return Err(VerifyError::UtxoMismatch(format!(
+                "UTXO {}:{} is listed twice",
+                u.txid, u.vout
+            )));
+        }
+    }
+    let mut got = claimed.inputs.clone();
+    expected.sort_by(|a, b| (&a.txid, a.vout).cmp(&(&b.txid, b.vout)));
+    got.sort_by(|a, b| (&a.txid, a.vout).cmp(&(&b.txid, b.vout)));
+    for u in &got {
+        match expected
+            .iter()
+            .find(|e| e.txid == u.txid && e.vout == u.vout)
+        {
+            None => {
+                return Err(VerifyError::UtxoMismatch(format!(
+                    "proof spends {}:{} which is not in the UTXO list",
+                    u.txid, u.vout
+                )))
+            }
+            Some(e) if e != u => {
+                return Err(VerifyError::UtxoMismatch(format!(
+                    "{}:{}: proof claims {} sats to script {}, the list says {} sats to {}",
+                    u.txid,
+                    u.vout,
+                    u.amount_sats,
+                    u.script_pubkey_hex,
+                    e.amount_sats,
+                    e.script_pubkey_hex
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(missing) = expected
+        .iter()
+        .find(|e| !got.iter().any(|u| u.txid == e.txid && u.vout == e.vout))
+    {
+        return Err(VerifyError::UtxoMismatch(format!(
+            "UTXO {}:{} is not spent by the proof",
+            missing.txid, missing.vout
+        )));
+    }
+    Ok(claimed)
+}
+
+/// Verifies a `pof…` signature and reports the UTXOs its PSBT claims (from its
+/// witness / non-witness UTXO fields). Every input's script is verified.
+pub fn verify_pof_claimed(
+    address: &Address,
+    message: &[u8],
+    signature: &str,
+) -> Result<ProvenFunds, VerifyError> {
+    if signature.len() > MAX_POF_SIGNATURE_CHARS {
+        return Err(VerifyError::TooLong {
+            len: signature.len(),
+            max: MAX_POF_SIGNATURE_CHARS,
+        });
+    }
+    let Some(rest) = signature.strip_prefix("pof") else {
+        return Err(VerifyError::ParsePof(
+            "signature does not start with pof".into(),
+        ));
+    };
+    let verified = verify_pof_claimed_script(&address.script_pubkey(), message, rest)?;
+    verified
+        .funds
+        .ok_or_else(|| VerifyError::Invalid("proof of funds without funds".into()))
+}
+
+fn normalize(u: &Utxo) -> Utxo {
+    Utxo {
+        txid: u.txid.to_ascii_lowercase(),
+        vout: u.vout,
+        amount_sats: u.amount_sats,
+        script_pubkey_hex: u.script_pubkey_hex.to_ascii_lowercase(),
+    }
+}
+
+/// Parses and verifies the base64 PSBT (without its `pof` prefix) for `challenge`.
+pub(crate) fn verify_pof_claimed_script(
+    challenge: &Script,
+    message: &[u8],
+    b64: &str,
+) -> Result<Verified, VerifyError> {
+    let bytes = decode_base64(b64)?;
+    let psbt = Psbt::deserialize(&bytes).map_err(|e| VerifyError::ParsePof(e.to_string()))?;
+    let n = psbt.unsigned_tx.input.len();
+    if n > MAX_POF_INPUTS {
+        return Err(VerifyError::Invalid(format!(
+            "{n} inputs; at most {MAX_POF_INPUTS}"
+        )));
+    }
+    let message_key = raw::Key {
+        type_value: PSBT_GLOBAL_GENERIC_SIGNED_MESSAGE,
+        key: Vec::new(),
+    };
+    if let Some(m) = psbt.unknown.get(&message_key) {
+        if m.as_slice() != message {
+            return Err(VerifyError::Invalid(
+                "the PSBT's signed-message field differs from the message".into(),
+            ));
+        }
+    }
+    let spend = bip322::to_spend(challenge, message);
+    let mut tx = psbt.unsigned_tx.clone();
+    check_to_sign_shape(&tx, spend.compute_txid())?;
+
+    let mut prevouts: Vec<TxOut> = Vec::with_capacity(n);
+    let mut seen = HashSet::with_capacity(n);
+    let mut legacy = false;
+    for (i, (txin, pin)) in tx.input.iter_mut().zip(&psbt.inputs).enumerate() {
+        if !seen.insert(txin.previous_output) {
+            return Err(VerifyError::Invalid(format!(
+                "input {i} spends {} twice",
+                txin.previous_output
+            )));
+        }
+        if pin.final_script_sig.is_none() && pin.final_script_witness.is_none() {
+            return Err(VerifyError::Invalid(format!("input {i} is not finalized")));
+        }
+        txin.script_sig = pin.final_script_sig.clone().unwrap_or_default();
+        txin.witness = pin.final_script_witness.clone().unwrap_or_default();
+        let is_legacy = txin.witness.is_empty();
+        legacy |= is_legacy;
+
+        let from_witness = pin.witness_utxo.clone();
+        let own_non_witness = pin.non_witness_utxo.as_ref();
+        let from_non_witness = if i == 0 {
+            None
+        } else {
+            non_witness_output(&psbt, i, txin.previous_output)?
+        };
+        let _ = own_non_witness;
+        if let (Some(a), Some(b)) = (&from_witness, &from_non_witness) {
+            if a != b {
+                return Err(VerifyError::Invalid(format!(
+                    "input {i}: witness and non-witness UTXO disagree"
+                )));
+            }
+        }
+        let prevout = if i == 0 {
+            // The challenge output is ours to rebuild; a PSBT that says otherwise lies.
+            if let Some(w) = &from_witness {
+                if *w != spend.output[0] {
+                    return Err(VerifyError::Invalid(
+                        "input 0's UTXO is not the BIP-322 challenge".into(),
+                    ));
+                }
+            }
+            spend.output[0].clone()
+        } else if is_legacy {
+            // A legacy sighash does not commit to the amount: only the full previous
+            // transaction proves it.
+            from_non_witness.ok_or_else(|| {
+                VerifyError::Invalid(format!(
+                    "input {i} is a legacy spend without its previous transaction"
+                ))
+            })?
+        } else {
+            from_witness.or(from_non_witness).ok_or_else(|| {
+                VerifyError::Invalid(format!("input {i} has no witness or non-witness UTXO"))
+            })?
+        };
+        prevouts.push(prevout);
+    }
+    if legacy && n > MAX_POF_INPUTS_WITH_LEGACY {
+        return Err(VerifyError::Invalid(format!(
+            "{n} inputs with legacy spends; at most {MAX_POF_INPUTS_WITH_LEGACY}"
+        )));
+    }
+    let mut cache = SighashCache::new(&tx);
+    for i in 0..n {
+        script::verify_input(&tx, i, &prevouts, &mut cache).map_err(
+            |e| match VerifyError::from(e) {
+                VerifyError::Script(e) => VerifyError::Invalid(format!("input {i}: {e}")),
+                VerifyError::Inconclusive(e) => {
+                    VerifyError::Inconclusive(format!("input {i}: {e}"))
+                }
+                other => other,
+            },
+        )?;
+    }
+    let mut total: u64 = 0;
+    let mut inputs = Vec::with_capacity(n.saturating_sub(1));
+    for (txin, prevout) in tx.input.iter().zip(&prevouts).skip(1) {
+        total = total
+            .checked_add(prevout.value.to_sat())
+            .ok_or_else(|| VerifyError::Invalid("input amounts overflow".into()))?;
+        inputs.push(Utxo {
+            txid: txin.previous_output.txid.to_string(),
+            vout: txin.previous_output.vout,
+            amount_sats: prevout.value.to_sat(),
+            script_pubkey_hex: hex::encode(prevout.script_pubkey.as_bytes()),
+        });
+    }
+    Ok(Verified {
+        format: Format::ProofOfFunds,
+        lock_time: tx.lock_time.to_consensus_u32(),
+        sequence: tx.input[0].sequence.0,
+        funds: Some(ProvenFunds {
+            total_sats: total,
+            inputs,
+        }),
+    })
+}
+
+/// The output `outpoint` read from a non-witness UTXO: input `i`'s own, or (BIP-322's
+/// optimisation) the first earlier input's with the same txid. The previous
+/// transaction must hash to the outpoint's txid.
+fn non_witness_output(
+    psbt: &Psbt,
+    i: usize,
+    outpoint: OutPoint,
+) -> Result<Option<TxOut>, VerifyError> {
+    let prev_tx = psbt.inputs[i].non_witness_utxo.as_ref().or_else(|| {
+        psbt.unsigned_tx
+            .input
+            .iter()
+            .zip(&psbt.inputs)
+            .take(i)
+            .find(|(txin, pin)| {
+                txin.previous_output.txid == outpoint.txid && pin.non_witness_utxo.is_some()
+            })
+            .and_then(|(_, pin)| pin.non_witness_utxo.as_ref())
+    });
+    let Some(prev_tx) = prev_tx else {
+        return Ok(None);
+    };
+    if prev_tx.compute_txid() != outpoint.txid {
+        return Err(VerifyError::Invalid(format!(
+            "input {i}: non-witness UTXO does not hash to {}",
+            outpoint.txid
+        )));
+    }
+    let out = prev_tx
+        .output
+        .get(outpoint.vout as usize)
+        .ok_or_else(|| VerifyError::Invalid(format!("input {i}: vout out of range")))?;
+    Ok(Some(out.clone()))
+}
+
+/// A UTXO the signer wants to prove, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendableUtxo {
+    pub outpoint: OutPoint,
+    pub txout: TxOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UtxoError {
+    #[error("UTXO txid {0:?} is not 64 hex characters")]
+    Txid(String),
+    #[error("UTXO script {0:?} is not hex")]
+    Script(String),
+    #[error("UTXO {0} is listed twice")]
+    Duplicate(String),
+}
+
+impl SpendableUtxo {
+    pub fn parse(u: &Utxo) -> Result<Self, UtxoError> {
+        let txid: Txid = u
+            .txid
+            .parse()
+            .map_err(|_| UtxoError::Txid(u.txid.clone()))?;
+        let spk = hex::decode(&u.script_pubkey_hex)
+            .map_err(|_| UtxoError::Script(u.script_pubkey_hex.clone()))?;
+        Ok(Self {
+            outpoint: OutPoint { txid, vout: u.vout },
+            txout: TxOut {
+                value: Amount::from_sat(u.amount_sats),
+                script_pubkey: ScriptBuf::from_bytes(spk),
+            },
+        })
+    }
+
+    pub fn parse_all(utxos: &[Utxo]) -> Result<Vec<Self>, UtxoError> {
+        let mut seen = HashSet::new();
+        utxos
+            .iter()
+            .map(|u| {
+                let p = Self::parse(u)?;
+                if !seen.insert(p.outpoint) {
+                    return Err(UtxoError::Duplicate(p.outpoint.to_string()));
+                }
+                Ok(p)
+            })
+            .collect()
+    }
+}
+
+/// The unsigned `to_sign` of a proof of funds: the challenge input, then one input per
+/// UTXO (in the given order), and its prevouts.
+pub(crate) fn pof_to_sign(
+    challenge: &Script,
+    message: &[u8],
+    params: ToSignParams,
+    utxos: &[SpendableUtxo],
+) -> (Transaction, Vec<TxOut>) {
+    let spend = bip322::to_spend(challenge, message);
+    let mut tx = bip322::to_sign(spend.compute_txid(), params);
+    let mut prevouts = spend.output;
+    for u in utxos {
+        tx.input.push(TxIn {
+            previous_output: u.outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence(0),
+            witness: Witness::new(),
+        });
+        prevouts.push(u.txout.clone());
+    }
+    (tx, prevouts)
+}
+
+/// Encodes a finalized proof-of-funds PSBT: the message global, a witness UTXO on
+/// every input, and each input's final scriptSig / witness from `signed`.
+pub(crate) fn encode_pof(
+    unsigned: Transaction,
+    signed: &Transaction,
+    prevouts: &[TxOut],
+    message: &[u8],
+) -> Result<String, SignError> {
+    let mut psbt =
+        Psbt::from_unsigned_tx(unsigned).map_err(|e| SignError::Params(e.to_string()))?;
+    psbt.unknown.insert(
+        raw::Key {
+            type_value: PSBT_GLOBAL_GENERIC_SIGNED_MESSAGE,
+            key: Vec::new(),
+        },
+        message.to_vec(),
+    );
+    for ((pin, txin), prevout) in psbt.inputs.iter_mut().zip(&signed.input).zip(prevouts) {
+        pin.witness_utxo = Some(prevout.clone());
+        if !txin.script_sig.is_empty() {
+            pin.final_script_sig = Some(txin.script_sig.clone());
+        }
+        if !txin.witness.is_empty() {
+            pin.final_script_witness = Some(txin.witness.clone());
+        }
+    }
+    Ok(format!("pof{}", BASE64.encode(psbt.serialize())))
+}
+
+/// Proof of funds for a single-key P2WPKH (or P2TR key path) address over its own
+/// UTXOs. Every UTXO must pay to `address`.
+pub fn sign_pof_single(
+    secret: &SecretKey,
+    address: &Address,
+    message: &[u8],
+    utxos: &[Utxo],
+) -> Result<String, SignError> {
+    let spk = address.script_pubkey();
+    let kind = bip322::single_key_kind(secret, &spk)
+        .ok_or_else(|| SignError::KeyMismatch(address.to_string()))?;
+    if !matches!(
+        kind,
+        bip322::SingleKeyKind::P2wpkh | bip322::SingleKeyKind::P2tr
+    ) {
+        return Err(SignError::UnsupportedAddress {
+            form: "proof of funds",
+            address: address.to_string(),
+        });
+    }
+    let utxos = SpendableUtxo::parse_all(utxos).map_err(|e| SignError::Params(e.to_string()))?;
+    if let Some(u) = utxos.iter().find(|u| u.txout.script_pubkey != spk) {
+        return Err(SignError::Params(format!(
+            "UTXO {} does not pay to {address}",
+            u.outpoint
+        )));
+    }
+    let (unsigned, prevouts) = pof_to_sign(&spk, message, ToSignParams::default(), &utxos);
+    let mut signed = unsigned.clone();
+    for i in 0..signed.input.len() {
+        bip322::sign_single_input(secret, kind, &mut signed, i, &prevouts)?;
+    }
+    encode_pof(unsigned, &signed, &prevouts, message)
+}
