@@ -1,0 +1,295 @@
+//! Storage for Universal Bitcoin.
+//!
+//! The [`Store`] trait speaks domain operations (`record_detected`, `claim_next`,
+//! `complete_signed`, …), never SQL. Two backends implement it on sqlx with one SQL
+//! text per operation where the dialects agree: SQLite (the embedded default) and
+//! PostgreSQL (production). Migrations live per dialect under `migrations/`. One
+//! conformance suite (`tests/conformance.rs`) runs against both.
+//!
+//! Every method that changes more than one row does so in one transaction and says so.
+//! Every status change goes through [`ubtc_core::ValidationStatus::transition`]; a
+//! forbidden move is an error and changes nothing.
+//!
+//! This crate holds no business rules (fees, limits, who may sign): callers decide,
+//! the store records atomically.
+
+pub mod baseline;
+mod error;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+pub mod types;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use async_trait::async_trait;
+use ubtc_core::validation::Reason;
+use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the connection broke. Callers back off
+    /// and retry; nothing was changed.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("validation {0} not found")]
+    NotFound(ValidationId),
+    #[error(transparent)]
+    Transition(#[from] ubtc_core::validation::TransitionError),
+    /// The row changed under us (another worker, an expired lease). Nothing was written.
+    #[error("validation {id} is no longer held by this claim")]
+    LostClaim { id: ValidationId },
+    /// A stored value did not parse back into its domain type (corruption or a newer
+    /// schema).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?} (expected sqlite:… or postgres://…)")]
+    UnsupportedUrl(String),
+    /// An argument cannot be stored (a number beyond the column's range, a schema
+    /// name with unsafe characters). Nothing was written.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (connection trouble, not a logic error).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage contract of the whole system.
+///
+/// Implementations must be safe to share between many tasks and many processes on
+/// the same database: uniqueness and claims are enforced by the database, not by
+/// in-process locks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations of this dialect. Idempotent.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Cheap round trip to the database (`/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ----- intake (chain monitors) -----
+
+    /// Records a payment seen on chain as `detected`. When `new.rejection` is set it is
+    /// kept as the pending rejection (`ValidationRecord::pending_rejection`) and the
+    /// caller applies it with [`Store::confirm_and_reject`] once the payment is
+    /// confirmed, so that a reorg can still drop it. Unique on `(chain, tx_hash,
+    /// index)`: a second call for the same payment changes nothing and returns
+    /// `Recorded::AlreadyKnown` with the existing id. One statement (`INSERT … ON
+    /// CONFLICT DO NOTHING`), plus a lookup when the payment was already known.
+    async fn record_detected(&self, new: &NewValidation, now: Timestamp) -> StoreResult<Recorded>;
+
+    /// Validations of `chain` still `detected`, oldest first, for the monitor to
+    /// re-check depth and reorgs.
+    async fn list_detected(
+        &self,
+        chain: &ChainId,
+        limit: u32,
+    ) -> StoreResult<Vec<ValidationRecord>>;
+
+    /// `detected` → `confirmed` → `queued` (or `delayed` until `delay_until`) in one
+    /// statement, after the caller's rate limiter decided. `confirmations` is stored
+    /// for display. A queued validation gets `not_before = now`, so the queue is served
+    /// in order of due time. Returns the new status (`queued` or `delayed`).
+    /// The store does not look at `pending_rejection`: the caller must call
+    /// [`Store::confirm_and_reject`] instead when one is set.
+    async fn confirm_and_enqueue(
+        &self,
+        id: ValidationId,
+        confirmations: u64,
+        delay_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<ValidationStatus>;
+
+    /// `detected` → `confirmed` → `rejected` with the reason (below the fee, bad
+    /// message), in one transaction. Never signed.
+    async fn confirm_and_reject(
+        &self,
+        id: ValidationId,
+        confirmations: u64,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// `detected` → `dropped` (disappeared in a reorg before confirmation).
+    async fn drop_reorged(
+        &self,
+        id: ValidationId,
+        reason: &Reason,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    // ----- queue (workers) -----
+
+    /// Atomically claims the next job: a `queued` or `delayed` validation whose
+    /// not-before time has passed, or a `signing` one whose lease expired (its worker
+    /// died). Oldest not-before first. Sets `signing`, the lease holder and expiry, and
+    /// increments `attempts`. Two concurrent callers never get the same row
+    /// (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: a single writer).
+    async fn claim_next(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<Option<Claimed>> {
+        Ok(self.claim_batch(worker, 1, lease_ms, now).await?.pop())
+    }
+
+    /// Like [`Store::claim_next`] for up to `max` jobs in one round trip.
+    async fn claim_batch(
+        &self,
+        worker: &str,
+        max: u32,
+        lease_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Claimed>>;
+
+    /// Extends the lease of a claim still held. `LostClaim` if it was taken over.
+    async fn renew_lease(&self, claim: &Claimed, lease_ms: i64, now: Timestamp) -> StoreResult<()>;
+
+    /// Writes the signed result in ONE transaction: status `signed`, the statement and
+    /// the proof bundle, one outbox row per event in `outbox`, and a metrics row.
+    /// Fails with `LostClaim` (writing nothing) if the claim is no longer held, so a
+    /// validation is never signed twice with different statements.
+    async fn complete_signed(
+        &self,
+        claim: &Claimed,
+        result: &SignedResult,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Gives a claimed job back: `signing` → `queued` with `not_before`, keeping the
+    /// reason of this attempt. Used for retries with back-off.
+    async fn retry_later(
+        &self,
+        claim: &Claimed,
+        reason: &Reason,
+        not_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// `signing` → `failed` (dead letter) with the reason; writes the outbox rows given.
+    async fn fail(
+        &self,
+        claim: &Claimed,
+        reason: &Reason,
+        outbox: &[NewOutboxEvent],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Operator action: `failed` → `queued` now, attempts reset.
+    async fn requeue_failed(&self, id: ValidationId, now: Timestamp) -> StoreResult<()>;
+
+    /// Records that the requester has been told: `signed` → `delivered`.
+    async fn mark_delivered(&self, id: ValidationId, now: Timestamp) -> StoreResult<()>;
+
+    // ----- reads (API) -----
+
+    async fn get_validation(&self, id: ValidationId) -> StoreResult<Option<ValidationRecord>>;
+    async fn find_by_payment(
+        &self,
+        chain: Option<&ChainId>,
+        tx_hash: &str,
+    ) -> StoreResult<Vec<ValidationRecord>>;
+    async fn get_by_payment_ref(
+        &self,
+        payment: &PaymentRef,
+    ) -> StoreResult<Option<ValidationRecord>>;
+    /// Newest first (by id, which is a UUIDv7), keyset-paginated by `before`.
+    async fn list_validations(
+        &self,
+        filter: &ValidationFilter,
+    ) -> StoreResult<Vec<ValidationRecord>>;
+    /// The stored proof bundle JSON of a signed validation.
+    async fn get_bundle(&self, id: ValidationId) -> StoreResult<Option<String>>;
+    async fn stats(&self, since: Timestamp) -> StoreResult<Stats>;
+
+    // ----- reserves -----
+
+    /// Adds a reserve address, or returns the existing one for the same address.
+    async fn add_reserve_address(
+        &self,
+        new: &NewReserveAddress,
+        now: Timestamp,
+    ) -> StoreResult<ReserveAddress>;
+    /// Active (not retired) reserve addresses, oldest first.
+    async fn list_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>>;
+    async fn retire_reserve_address(&self, address: &str, now: Timestamp) -> StoreResult<bool>;
+
+    async fn upsert_chain_token(&self, token: &ChainToken) -> StoreResult<()>;
+    async fn list_chain_tokens(&self) -> StoreResult<Vec<ChainToken>>;
+
+    async fn record_reserve_snapshot(&self, snapshot: &ReserveSnapshot) -> StoreResult<i64>;
+    async fn latest_reserve_snapshot(&self) -> StoreResult<Option<ReserveSnapshot>>;
+
+    // ----- chain cursors (monitors) -----
+
+    async fn get_cursor(&self, chain: &ChainId) -> StoreResult<Option<ChainCursor>>;
+    async fn set_cursor(&self, cursor: &ChainCursor, now: Timestamp) -> StoreResult<()>;
+
+    // ----- outbox -----
+
+    /// Outbox rows not yet delivered whose next attempt is due, oldest first.
+    async fn due_outbox(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
+    async fn list_outbox_for(&self, validation: ValidationId) -> StoreResult<Vec<OutboxEvent>>;
+    /// Records the outcome of one delivery attempt of an outbox row: increments
+    /// `attempts`, then marks it delivered, reschedules it, or marks it dead (dead
+    /// letter; the row is kept). Returns false when no pending row has that event id
+    /// (already delivered or dead, or unknown). One statement.
+    async fn record_outbox_attempt(
+        &self,
+        event_id: uuid::Uuid,
+        outcome: &OutboxOutcome,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
+/// Opens the backend named by a URL: `sqlite:PATH` / `sqlite::memory:` or
+/// `postgres://…` / `postgresql://…`. Runs no migrations.
+///
+/// `max_connections` bounds the PostgreSQL pool, or the SQLite reader pool (SQLite
+/// writes go through one connection, see [`SqliteStore`]).
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            PgStore::connect(url, max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// The URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}://{}:***{}",
+                    &url[..scheme_end],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

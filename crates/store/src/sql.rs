@@ -1,0 +1,776 @@
+//! The one SQL implementation of [`Store`](crate::Store), shared by both backends.
+//!
+//! Both sqlx drivers accept `$N` placeholders (SQLite reads `$N` as "argument N", so a
+//! number may be repeated), integers are BIGINT in both schemas and ids decode as
+//! `Uuid` from a PostgreSQL `UUID` or a SQLite 16-byte `BLOB`. So almost every
+//! statement is the same text on both. `impl_store!` writes the `Store` impl once for a
+//! backend type; the backend supplies the three operations whose SQL differs
+//! (`claim_batch_dialect`, `complete_signed_dialect`, `fail_dialect`: PostgreSQL does
+//! them as one statement with `SKIP LOCKED` / data-modifying CTEs, which SQLite lacks)
+//! and its migrator.
+//!
+//! The statement texts are `pub(crate)` constants so that [`crate::baseline`] issues
+//! exactly the same SQL.
+
+use crate::rows::{outbox_columns, validation_columns};
+
+pub(crate) const INSERT_VALIDATION: &str = "INSERT INTO validations (id, chain, tx_hash, \
+     tx_index, payer, amount_base_units, message, block_number, block_hash, status, \
+     pending_reject_code, pending_reject_detail, callback_url, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'detected', $10, $11, $12, $13, $13) \
+     ON CONFLICT (tx_hash, chain, tx_index) DO NOTHING RETURNING id";
+
+pub(crate) const ID_BY_PAYMENT: &str =
+    "SELECT id FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
+
+pub(crate) const STATUS_OF: &str = "SELECT status FROM validations WHERE id = $1";
+
+/// `$2` is `queued` or `delayed`.
+pub(crate) const CONFIRM_AND_ENQUEUE: &str = "UPDATE validations SET status = $2, \
+     confirmations = $3, not_before = $4, confirmed_at = $5, updated_at = $5 \
+     WHERE id = $1 AND status = 'detected'";
+
+pub(crate) const CONFIRM_AND_REJECT: &str = "UPDATE validations SET status = 'rejected', \
+     confirmations = $2, reason_code = $3, reason_detail = $4, confirmed_at = $5, \
+     updated_at = $5 WHERE id = $1 AND status = 'detected'";
+
+pub(crate) const DROP_REORGED: &str = "UPDATE validations SET status = 'dropped', \
+     reason_code = $2, reason_detail = $3, updated_at = $4 WHERE id = $1 AND status = 'detected'";
+
+/// Guard shared by every write on a claim: `$1` id, `$2` lease owner, `$3` attempt.
+macro_rules! claim_guard {
+    () => {
+        " WHERE id = $1 AND status = 'signing' AND lease_owner = $2 AND attempts = $3"
+    };
+}
+pub(crate) use claim_guard;
+
+pub(crate) const RENEW_LEASE: &str = concat!(
+    "UPDATE validations SET lease_expires = $4, updated_at = $5",
+    claim_guard!()
+);
+
+pub(crate) const RETRY_LATER: &str = concat!(
+    "UPDATE validations SET status = 'queued', not_before = $4, reason_code = $5, \
+     reason_detail = $6, lease_owner = NULL, lease_expires = NULL, updated_at = $7",
+    claim_guard!()
+);
+
+/// The validation half of `complete_signed` (SQLite runs it in a transaction with the
+/// inserts below; PostgreSQL inlines the same text in one CTE statement).
+macro_rules! sign_update {
+    () => {
+        concat!(
+            "UPDATE validations SET status = 'signed', statement_text = $4, bundle_json = $5, \
+             signed_at = $6, updated_at = $6, lease_owner = NULL, lease_expires = NULL",
+            $crate::sql::claim_guard!(),
+            " RETURNING id, chain"
+        )
+    };
+}
+pub(crate) use sign_update;
+
+macro_rules! fail_update {
+    () => {
+        concat!(
+            "UPDATE validations SET status = 'failed', reason_code = $4, reason_detail = $5, \
+             lease_owner = NULL, lease_expires = NULL, updated_at = $6",
+            $crate::sql::claim_guard!(),
+            " RETURNING id"
+        )
+    };
+}
+pub(crate) use fail_update;
+
+pub(crate) const SIGN_UPDATE: &str = sign_update!();
+pub(crate) const FAIL_UPDATE: &str = fail_update!();
+
+pub(crate) const INSERT_METRIC: &str = "INSERT INTO validation_metrics (validation_id, chain, \
+     signed_at, processing_ms) VALUES ($1, $2, $3, $4)";
+
+pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO webhook_outbox (event_id, validation_id, \
+     event_type, payload, target_url, attempts, next_attempt_at, created_at) \
+     VALUES ($1, $2, $3, $4, $5, 0, $6, $6)";
+
+pub(crate) const REQUEUE_FAILED: &str = "UPDATE validations SET status = 'queued', attempts = 0, \
+     not_before = $2, lease_owner = NULL, lease_expires = NULL, updated_at = $2 \
+     WHERE id = $1 AND status = 'failed'";
+
+pub(crate) const MARK_DELIVERED: &str = "UPDATE validations SET status = 'delivered', \
+     updated_at = $2 WHERE id = $1 AND status = 'signed'";
+
+/// Claim predicate and order, shared by both claim statements: waiting rows whose time
+/// has come, or held rows whose lease ran out. `$3` is now.
+macro_rules! claim_select {
+    () => {
+        "SELECT id FROM validations \
+         WHERE (status IN ('queued', 'delayed') AND (not_before IS NULL OR not_before <= $3)) \
+            OR (status = 'signing' AND lease_expires < $3) \
+         ORDER BY COALESCE(not_before, 0), id LIMIT $4"
+    };
+}
+pub(crate) use claim_select;
+
+/// `$1` worker, `$2` lease expiry, `$3` now, `$4` max rows.
+macro_rules! claim_set {
+    () => {
+        "UPDATE validations SET status = 'signing', lease_owner = $1, lease_expires = $2, \
+         attempts = attempts + 1, updated_at = $3 "
+    };
+}
+pub(crate) use claim_set;
+
+pub(crate) const GET_VALIDATION: &str = concat!(
+    "SELECT ",
+    validation_columns!(),
+    " FROM validations WHERE id = $1"
+);
+pub(crate) const LIST_DETECTED: &str = concat!(
+    "SELECT ",
+    validation_columns!(),
+    " FROM validations WHERE status = 'detected' AND chain = $1 ORDER BY id LIMIT $2"
+);
+pub(crate) const FIND_BY_TX: &str = concat!(
+    "SELECT ",
+    validation_columns!(),
+    " FROM validations WHERE tx_hash = $1 ORDER BY id"
+);
+pub(crate) const FIND_BY_TX_CHAIN: &str = concat!(
+    "SELECT ",
+    validation_columns!(),
+    " FROM validations WHERE tx_hash = $1 AND chain = $2 ORDER BY id"
+);
+pub(crate) const GET_BY_PAYMENT: &str = concat!(
+    "SELECT ",
+    validation_columns!(),
+    " FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3"
+);
+pub(crate) const LIST_PREFIX: &str = concat!("SELECT ", validation_columns!(), " FROM validations");
+pub(crate) const GET_BUNDLE: &str = "SELECT bundle_json FROM validations WHERE id = $1";
+pub(crate) const STATUS_COUNTS: &str = "SELECT chain, status, COUNT(*) AS n FROM validations \
+     GROUP BY chain, status ORDER BY chain, status";
+pub(crate) const METRICS_COUNT: &str =
+    "SELECT COUNT(*) FROM validation_metrics WHERE signed_at >= $1";
+/// Nearest-rank percentile without dialect-specific aggregates: the value at a rank.
+pub(crate) const METRIC_AT_RANK: &str = "SELECT processing_ms FROM validation_metrics \
+     WHERE signed_at >= $1 ORDER BY processing_ms LIMIT 1 OFFSET $2";
+
+pub(crate) const ADD_ADDRESS: &str = "INSERT INTO bitcoin_wallets (address, descriptor, kind, \
+     label, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address) DO NOTHING";
+pub(crate) const GET_ADDRESS: &str = "SELECT id, address, descriptor, kind, label, created_at, \
+     retired_at FROM bitcoin_wallets WHERE address = $1";
+pub(crate) const LIST_ADDRESSES: &str = "SELECT id, address, descriptor, kind, label, \
+     created_at, retired_at FROM bitcoin_wallets WHERE retired_at IS NULL ORDER BY id";
+pub(crate) const RETIRE_ADDRESS: &str =
+    "UPDATE bitcoin_wallets SET retired_at = $2 WHERE address = $1 AND retired_at IS NULL";
+
+pub(crate) const UPSERT_TOKEN: &str = "INSERT INTO chain_tokens (chain, token_address, \
+     decimals, symbol) VALUES ($1, $2, $3, $4) ON CONFLICT (chain) DO UPDATE SET \
+     token_address = excluded.token_address, decimals = excluded.decimals, \
+     symbol = excluded.symbol";
+pub(crate) const LIST_TOKENS: &str =
+    "SELECT chain, token_address, decimals, symbol FROM chain_tokens ORDER BY chain";
+
+pub(crate) const INSERT_SNAPSHOT: &str = "INSERT INTO reserve_ratios (taken_at, bitcoin_height, \
+     bitcoin_block_hash, reserve_sats, supply_sats, ratio_ppm, healthy, stale, supply_json) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+pub(crate) const LATEST_SNAPSHOT: &str = "SELECT taken_at, bitcoin_height, bitcoin_block_hash, \
+     reserve_sats, supply_sats, ratio_ppm, healthy, stale, supply_json FROM reserve_ratios \
+     ORDER BY taken_at DESC, id DESC LIMIT 1";
+
+pub(crate) const GET_CURSOR: &str =
+    "SELECT chain, block_number, block_hash FROM chain_cursors WHERE chain = $1";
+pub(crate) const SET_CURSOR: &str = "INSERT INTO chain_cursors (chain, block_number, block_hash, \
+     updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (chain) DO UPDATE SET \
+     block_number = excluded.block_number, block_hash = excluded.block_hash, \
+     updated_at = excluded.updated_at";
+
+pub(crate) const DUE_OUTBOX: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM webhook_outbox WHERE delivered_at IS NULL AND dead_at IS NULL \
+     AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
+);
+pub(crate) const OUTBOX_FOR: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM webhook_outbox WHERE validation_id = $1 ORDER BY id"
+);
+/// `$2` delivered_at, `$3` next attempt, `$4` dead_at, `$5` error; NULLs keep the column.
+pub(crate) const OUTBOX_ATTEMPT: &str = "UPDATE webhook_outbox SET attempts = attempts + 1, \
+     delivered_at = $2, next_attempt_at = COALESCE($3, next_attempt_at), dead_at = $4, \
+     last_error = COALESCE($5, last_error) \
+     WHERE event_id = $1 AND delivered_at IS NULL AND dead_at IS NULL";
+
+/// Writes `impl Store for $store` over `$db` with the shared SQL above. The store type
+/// must have `writer()` and `reader()` pool accessors, `run_migrations()`, and the three
+/// `*_dialect` operations.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Explains why a guarded single-row status change matched nothing: the
+            /// row is missing, or its current status forbids the move.
+            async fn refused(&self, id: ValidationId, to: ValidationStatus) -> StoreError {
+                let current: Result<Option<String>, sqlx::Error> =
+                    sqlx::query_scalar(sql::STATUS_OF)
+                        .bind(id.0)
+                        .fetch_optional(self.writer())
+                        .await;
+                match current {
+                    Err(e) => e.into(),
+                    Ok(None) => StoreError::NotFound(id),
+                    Ok(Some(s)) => match rows::parse_status(&s) {
+                        Err(e) => e,
+                        // The row moved between our guarded write and this read; report
+                        // the move from the state it now has.
+                        Ok(from) => StoreError::Transition(
+                            from.transition(to)
+                                .err()
+                                .unwrap_or(TransitionError { from, to }),
+                        ),
+                    },
+                }
+            }
+
+            /// Runs a guarded `UPDATE … WHERE id = $1 AND status = <from>`; maps "no row"
+            /// to NotFound or Transition.
+            async fn guarded<'q>(
+                &self,
+                id: ValidationId,
+                to: ValidationStatus,
+                q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+            ) -> StoreResult<()> {
+                if q.execute(self.writer()).await?.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(self.refused(id, to).await)
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn record_detected(
+                &self,
+                new: &NewValidation,
+                now: Timestamp,
+            ) -> StoreResult<Recorded> {
+                let p = &new.payment;
+                let index = i64::from(p.index);
+                let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_VALIDATION)
+                    .bind(new.id.0)
+                    .bind(p.chain.as_str())
+                    .bind(p.tx_hash.as_str())
+                    .bind(index)
+                    .bind(new.payer.as_str())
+                    .bind(new.amount_base_units.to_string())
+                    .bind(new.message.as_slice())
+                    .bind(rows::to_i64(new.block.number, "block number")?)
+                    .bind(new.block.hash.as_str())
+                    .bind(new.rejection.as_ref().map(|r| r.code.as_str()))
+                    .bind(new.rejection.as_ref().map(|r| r.detail.as_str()))
+                    .bind(new.callback_url.as_deref())
+                    .bind(now.0)
+                    .fetch_optional(self.writer())
+                    .await?;
+                if let Some(id) = inserted {
+                    return Ok(Recorded::Inserted(ValidationId(id)));
+                }
+                // Already known: the row exists (rows are never deleted), read its id.
+                let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
+                    .bind(p.tx_hash.as_str())
+                    .bind(p.chain.as_str())
+                    .bind(index)
+                    .fetch_one(self.writer())
+                    .await?;
+                Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+            }
+
+            async fn list_detected(
+                &self,
+                chain: &ChainId,
+                limit: u32,
+            ) -> StoreResult<Vec<ValidationRecord>> {
+                let rows: Vec<rows::ValidationRow> = sqlx::query_as(sql::LIST_DETECTED)
+                    .bind(chain.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::validations(rows)
+            }
+
+            async fn confirm_and_enqueue(
+                &self,
+                id: ValidationId,
+                confirmations: u64,
+                delay_until: Option<Timestamp>,
+                now: Timestamp,
+            ) -> StoreResult<ValidationStatus> {
+                let queued = ValidationStatus::Detected
+                    .transition(ValidationStatus::Confirmed)?
+                    .transition(ValidationStatus::Queued)?;
+                let (to, not_before) = match delay_until {
+                    Some(t) => (queued.transition(ValidationStatus::Delayed)?, t),
+                    None => (queued, now),
+                };
+                let q = sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+                    .bind(id.0)
+                    .bind(to.as_str())
+                    .bind(rows::to_i64(confirmations, "confirmations")?)
+                    .bind(not_before.0)
+                    .bind(now.0);
+                self.guarded(id, ValidationStatus::Confirmed, q).await?;
+                Ok(to)
+            }
+
+            async fn confirm_and_reject(
+                &self,
+                id: ValidationId,
+                confirmations: u64,
+                reason: &Reason,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                ValidationStatus::Detected
+                    .transition(ValidationStatus::Confirmed)?
+                    .transition(ValidationStatus::Rejected)?;
+                let q = sqlx::query(sql::CONFIRM_AND_REJECT)
+                    .bind(id.0)
+                    .bind(rows::to_i64(confirmations, "confirmations")?)
+                    .bind(reason.code.as_str())
+                    .bind(reason.detail.as_str())
+                    .bind(now.0);
+                self.guarded(id, ValidationStatus::Confirmed, q).await
+            }
+
+            async fn drop_reorged(
+                &self,
+                id: ValidationId,
+                reason: &Reason,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                ValidationStatus::Detected.transition(ValidationStatus::Dropped)?;
+                let q = sqlx::query(sql::DROP_REORGED)
+                    .bind(id.0)
+                    .bind(reason.code.as_str())
+                    .bind(reason.detail.as_str())
+                    .bind(now.0);
+                self.guarded(id, ValidationStatus::Dropped, q).await
+            }
+
+            async fn claim_batch(
+                &self,
+                worker: &str,
+                max: u32,
+                lease_ms: i64,
+                now: Timestamp,
+            ) -> StoreResult<Vec<Claimed>> {
+                if max == 0 {
+                    return Ok(Vec::new());
+                }
+                let rows = self
+                    .claim_batch_dialect(worker, max, now.plus_millis(lease_ms), now)
+                    .await?;
+                let mut claimed = rows
+                    .into_iter()
+                    .map(rows::claimed)
+                    .collect::<StoreResult<Vec<Claimed>>>()?;
+                // RETURNING order is unspecified: hand jobs out in queue order.
+                claimed.sort_by_key(|c| (c.record.not_before.map_or(0, |t| t.0), c.record.id));
+                Ok(claimed)
+            }
+
+            async fn renew_lease(
+                &self,
+                claim: &Claimed,
+                lease_ms: i64,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                let done = sqlx::query(sql::RENEW_LEASE)
+                    .bind(claim.record.id.0)
+                    .bind(claim.worker.as_str())
+                    .bind(i64::from(claim.attempt))
+                    .bind(now.plus_millis(lease_ms).0)
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::LostClaim {
+                        id: claim.record.id,
+                    })
+                }
+            }
+
+            async fn complete_signed(
+                &self,
+                claim: &Claimed,
+                result: &SignedResult,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                ValidationStatus::Signing.transition(ValidationStatus::Signed)?;
+                if self.complete_signed_dialect(claim, result, now).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::LostClaim {
+                        id: claim.record.id,
+                    })
+                }
+            }
+
+            async fn retry_later(
+                &self,
+                claim: &Claimed,
+                reason: &Reason,
+                not_before: Timestamp,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                ValidationStatus::Signing.transition(ValidationStatus::Queued)?;
+                let done = sqlx::query(sql::RETRY_LATER)
+                    .bind(claim.record.id.0)
+                    .bind(claim.worker.as_str())
+                    .bind(i64::from(claim.attempt))
+                    .bind(not_before.0)
+                    .bind(reason.code.as_str())
+                    .bind(reason.detail.as_str())
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::LostClaim {
+                        id: claim.record.id,
+                    })
+                }
+            }
+
+            async fn fail(
+                &self,
+                claim: &Claimed,
+                reason: &Reason,
+                outbox: &[NewOutboxEvent],
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                ValidationStatus::Signing.transition(ValidationStatus::Failed)?;
+                if self.fail_dialect(claim, reason, outbox, now).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::LostClaim {
+                        id: claim.record.id,
+                    })
+                }
+            }
+
+            async fn requeue_failed(&self, id: ValidationId, now: Timestamp) -> StoreResult<()> {
+                ValidationStatus::Failed.transition(ValidationStatus::Queued)?;
+                let q = sqlx::query(sql::REQUEUE_FAILED).bind(id.0).bind(now.0);
+                self.guarded(id, ValidationStatus::Queued, q).await
+            }
+
+            async fn mark_delivered(&self, id: ValidationId, now: Timestamp) -> StoreResult<()> {
+                ValidationStatus::Signed.transition(ValidationStatus::Delivered)?;
+                let q = sqlx::query(sql::MARK_DELIVERED).bind(id.0).bind(now.0);
+                self.guarded(id, ValidationStatus::Delivered, q).await
+            }
+
+            async fn get_validation(
+                &self,
+                id: ValidationId,
+            ) -> StoreResult<Option<ValidationRecord>> {
+                let row: Option<rows::ValidationRow> = sqlx::query_as(sql::GET_VALIDATION)
+                    .bind(id.0)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(ValidationRecord::try_from).transpose()
+            }
+
+            async fn find_by_payment(
+                &self,
+                chain: Option<&ChainId>,
+                tx_hash: &str,
+            ) -> StoreResult<Vec<ValidationRecord>> {
+                let rows: Vec<rows::ValidationRow> = match chain {
+                    Some(chain) => {
+                        sqlx::query_as(sql::FIND_BY_TX_CHAIN)
+                            .bind(tx_hash)
+                            .bind(chain.as_str())
+                            .fetch_all(self.reader())
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as(sql::FIND_BY_TX)
+                            .bind(tx_hash)
+                            .fetch_all(self.reader())
+                            .await?
+                    }
+                };
+                rows::validations(rows)
+            }
+
+            async fn get_by_payment_ref(
+                &self,
+                payment: &PaymentRef,
+            ) -> StoreResult<Option<ValidationRecord>> {
+                let row: Option<rows::ValidationRow> = sqlx::query_as(sql::GET_BY_PAYMENT)
+                    .bind(payment.tx_hash.as_str())
+                    .bind(payment.chain.as_str())
+                    .bind(i64::from(payment.index))
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(ValidationRecord::try_from).transpose()
+            }
+
+            async fn list_validations(
+                &self,
+                filter: &ValidationFilter,
+            ) -> StoreResult<Vec<ValidationRecord>> {
+                // One text per combination of filters (at most eight, each prepared
+                // once), so every combination gets its own index-friendly plan.
+                let mut text = String::from(sql::LIST_PREFIX);
+                let mut n = 0;
+                let mut clause = |text: &mut String, cond: &str| {
+                    n += 1;
+                    text.push_str(if n == 1 { " WHERE " } else { " AND " });
+                    text.push_str(cond);
+                    text.push_str(&format!(" ${n}"));
+                };
+                if filter.status.is_some() {
+                    clause(&mut text, "status =");
+                }
+                if filter.chain.is_some() {
+                    clause(&mut text, "chain =");
+                }
+                if filter.before.is_some() {
+                    clause(&mut text, "id <");
+                }
+                let limit_param = n + 1;
+                text.push_str(&format!(" ORDER BY id DESC LIMIT ${limit_param}"));
+                let mut q = sqlx::query_as::<_, rows::ValidationRow>(&text);
+                if let Some(status) = filter.status {
+                    q = q.bind(status.as_str());
+                }
+                if let Some(chain) = &filter.chain {
+                    q = q.bind(chain.as_str());
+                }
+                if let Some(before) = filter.before {
+                    q = q.bind(before.0);
+                }
+                let rows = q
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::validations(rows)
+            }
+
+            async fn get_bundle(&self, id: ValidationId) -> StoreResult<Option<String>> {
+                let bundle: Option<Option<String>> = sqlx::query_scalar(sql::GET_BUNDLE)
+                    .bind(id.0)
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok(bundle.flatten())
+            }
+
+            async fn stats(&self, since: Timestamp) -> StoreResult<Stats> {
+                let counts: Vec<rows::StatusCountRow> = sqlx::query_as(sql::STATUS_COUNTS)
+                    .fetch_all(self.reader())
+                    .await?;
+                let counts = counts
+                    .into_iter()
+                    .map(StatusCount::try_from)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let signed: i64 = sqlx::query_scalar(sql::METRICS_COUNT)
+                    .bind(since.0)
+                    .fetch_one(self.reader())
+                    .await?;
+                let mut pct = [None; 3];
+                if signed > 0 {
+                    for (slot, p) in pct.iter_mut().zip([50, 90, 99]) {
+                        // Nearest rank: the smallest value with at least p% at or below.
+                        let rank = (signed * p + 99) / 100;
+                        let value: i64 = sqlx::query_scalar(sql::METRIC_AT_RANK)
+                            .bind(since.0)
+                            .bind(rank.max(1) - 1)
+                            .fetch_one(self.reader())
+                            .await?;
+                        *slot = Some(value);
+                    }
+                }
+                Ok(Stats {
+                    counts,
+                    processing_ms_p50: pct[0],
+                    processing_ms_p90: pct[1],
+                    processing_ms_p99: pct[2],
+                    signed_since: u64::try_from(signed).unwrap_or(0),
+                })
+            }
+
+            async fn add_reserve_address(
+                &self,
+                new: &NewReserveAddress,
+                now: Timestamp,
+            ) -> StoreResult<ReserveAddress> {
+                sqlx::query(sql::ADD_ADDRESS)
+                    .bind(new.address.as_str())
+                    .bind(new.descriptor.as_str())
+                    .bind(new.kind.as_str())
+                    .bind(new.label.as_deref())
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                let row: rows::ReserveAddressRow = sqlx::query_as(sql::GET_ADDRESS)
+                    .bind(new.address.as_str())
+                    .fetch_one(self.writer())
+                    .await?;
+                Ok(row.into())
+            }
+
+            async fn list_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>> {
+                let rows: Vec<rows::ReserveAddressRow> = sqlx::query_as(sql::LIST_ADDRESSES)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(ReserveAddress::from).collect())
+            }
+
+            async fn retire_reserve_address(
+                &self,
+                address: &str,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query(sql::RETIRE_ADDRESS)
+                    .bind(address)
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn upsert_chain_token(&self, token: &ChainToken) -> StoreResult<()> {
+                sqlx::query(sql::UPSERT_TOKEN)
+                    .bind(token.chain.as_str())
+                    .bind(token.token_address.as_str())
+                    .bind(i64::from(token.decimals))
+                    .bind(token.symbol.as_str())
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_chain_tokens(&self) -> StoreResult<Vec<ChainToken>> {
+                let rows: Vec<rows::ChainTokenRow> = sqlx::query_as(sql::LIST_TOKENS)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(ChainToken::try_from).collect()
+            }
+
+            async fn record_reserve_snapshot(&self, s: &ReserveSnapshot) -> StoreResult<i64> {
+                let supply_json = serde_json::to_string(&s.supply)
+                    .map_err(|e| StoreError::InvalidInput(format!("supply entries: {e}")))?;
+                let ratio = s
+                    .ratio_ppm
+                    .map(|r| rows::to_i64(r, "ratio_ppm"))
+                    .transpose()?;
+                let id: i64 = sqlx::query_scalar(sql::INSERT_SNAPSHOT)
+                    .bind(s.taken_at.0)
+                    .bind(i64::from(s.bitcoin_height))
+                    .bind(s.bitcoin_block_hash.as_str())
+                    .bind(rows::to_i64(s.reserve_sats.0, "reserve_sats")?)
+                    .bind(rows::to_i64(s.supply_sats.0, "supply_sats")?)
+                    .bind(ratio)
+                    .bind(s.healthy)
+                    .bind(s.stale)
+                    .bind(supply_json)
+                    .fetch_one(self.writer())
+                    .await?;
+                Ok(id)
+            }
+
+            async fn latest_reserve_snapshot(&self) -> StoreResult<Option<ReserveSnapshot>> {
+                let row: Option<rows::ReserveSnapshotRow> = sqlx::query_as(sql::LATEST_SNAPSHOT)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(ReserveSnapshot::try_from).transpose()
+            }
+
+            async fn get_cursor(&self, chain: &ChainId) -> StoreResult<Option<ChainCursor>> {
+                let row: Option<rows::CursorRow> = sqlx::query_as(sql::GET_CURSOR)
+                    .bind(chain.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(ChainCursor::try_from).transpose()
+            }
+
+            async fn set_cursor(&self, cursor: &ChainCursor, now: Timestamp) -> StoreResult<()> {
+                sqlx::query(sql::SET_CURSOR)
+                    .bind(cursor.chain.as_str())
+                    .bind(rows::to_i64(cursor.block_number, "block number")?)
+                    .bind(cursor.block_hash.as_str())
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn due_outbox(
+                &self,
+                now: Timestamp,
+                limit: u32,
+            ) -> StoreResult<Vec<OutboxEvent>> {
+                let rows: Vec<rows::OutboxRow> = sqlx::query_as(sql::DUE_OUTBOX)
+                    .bind(now.0)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::outbox(rows)
+            }
+
+            async fn list_outbox_for(
+                &self,
+                validation: ValidationId,
+            ) -> StoreResult<Vec<OutboxEvent>> {
+                let rows: Vec<rows::OutboxRow> = sqlx::query_as(sql::OUTBOX_FOR)
+                    .bind(validation.0)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows::outbox(rows)
+            }
+
+            async fn record_outbox_attempt(
+                &self,
+                event_id: uuid::Uuid,
+                outcome: &OutboxOutcome,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let (delivered, next, dead, error) = match outcome {
+                    OutboxOutcome::Delivered => (Some(now.0), None, None, None),
+                    OutboxOutcome::Retry {
+                        next_attempt_at,
+                        error,
+                    } => (None, Some(next_attempt_at.0), None, Some(error.as_str())),
+                    OutboxOutcome::Dead { error } => {
+                        (None, None, Some(now.0), Some(error.as_str()))
+                    }
+                };
+                let done = sqlx::query(sql::OUTBOX_ATTEMPT)
+                    .bind(event_id)
+                    .bind(delivered)
+                    .bind(next)
+                    .bind(dead)
+                    .bind(error)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use impl_store;

@@ -1,0 +1,204 @@
+//! SQLite backend: the embedded default (`ubtc demo`, single-host installs).
+//!
+//! Writes go through ONE pooled connection (the writer pool has a single connection),
+//! reads through a separate pool of readers that WAL mode lets run beside it. SQLite
+//! admits one writer at a time anyway; queueing writers in the pool instead of in
+//! SQLite's busy handler means in-process writers never see `SQLITE_BUSY`, and
+//! multi-statement write transactions start with `BEGIN IMMEDIATE`, so a writer in
+//! another process waits on `busy_timeout` instead of failing a lock upgrade.
+//!
+//! `sqlite::memory:` databases use the single writer connection for reads too (a
+//! second connection would see another, empty, database).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
+use ubtc_core::validation::{Reason, TransitionError};
+use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
+
+use crate::rows::{self, validation_columns};
+use crate::sql::{self, claim_select, claim_set, impl_store};
+use crate::types::*;
+use crate::{Store, StoreError, StoreResult};
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite's claim: one `UPDATE … RETURNING`, atomic under SQLite's database write lock
+/// (no other writer can run between its SELECT and its UPDATE).
+const CLAIM_BATCH: &str = concat!(
+    claim_set!(),
+    "WHERE id IN (",
+    claim_select!(),
+    ") RETURNING ",
+    validation_columns!()
+);
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file if missing) the database at `url` (`sqlite:PATH`,
+    /// `sqlite://PATH` or `sqlite::memory:`) with WAL, `synchronous = NORMAL`, a busy
+    /// timeout and foreign keys. `max_readers` bounds the read pool. Runs no
+    /// migrations.
+    pub async fn connect(url: &str, max_readers: u32) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // An in-memory database lives as long as its connection: never let it close.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(max_readers.max(1))
+                .connect_with(options)
+                .await?
+        };
+        Ok(Self { writer, reader })
+    }
+
+    /// The pool every write goes through (one connection). Benchmarks and the baseline
+    /// use it.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The pool of read connections.
+    pub fn reader_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    async fn run_migrations(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_batch_dialect(
+        &self,
+        worker: &str,
+        max: u32,
+        lease_expires: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<Vec<rows::ValidationRow>> {
+        Ok(sqlx::query_as(CLAIM_BATCH)
+            .bind(worker)
+            .bind(lease_expires.0)
+            .bind(now.0)
+            .bind(i64::from(max))
+            .fetch_all(&self.writer)
+            .await?)
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the guarded status change, then the metrics
+    /// row and the outbox rows. Returns false (after rolling back, so nothing is
+    /// written) when the claim is no longer held.
+    async fn complete_signed_dialect(
+        &self,
+        claim: &Claimed,
+        result: &SignedResult,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(uuid::Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
+            .bind(claim.record.id.0)
+            .bind(claim.worker.as_str())
+            .bind(i64::from(claim.attempt))
+            .bind(result.statement_text.as_str())
+            .bind(result.bundle_json.as_str())
+            .bind(now.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((id, chain)) = row else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        sqlx::query(sql::INSERT_METRIC)
+            .bind(id)
+            .bind(chain)
+            .bind(now.0)
+            .bind(result.processing_ms)
+            .execute(&mut *tx)
+            .await?;
+        insert_outbox(&mut tx, claim.record.id, &result.outbox, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Same shape as `complete_signed_dialect`: guarded status change and outbox rows
+    /// in one `BEGIN IMMEDIATE` transaction.
+    async fn fail_dialect(
+        &self,
+        claim: &Claimed,
+        reason: &Reason,
+        outbox: &[NewOutboxEvent],
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<uuid::Uuid> = sqlx::query_scalar(sql::FAIL_UPDATE)
+            .bind(claim.record.id.0)
+            .bind(claim.worker.as_str())
+            .bind(i64::from(claim.attempt))
+            .bind(reason.code.as_str())
+            .bind(reason.detail.as_str())
+            .bind(now.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_outbox(&mut tx, claim.record.id, outbox, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn insert_outbox(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    validation: ValidationId,
+    events: &[NewOutboxEvent],
+    now: Timestamp,
+) -> StoreResult<()> {
+    for e in events {
+        sqlx::query(sql::INSERT_OUTBOX)
+            .bind(e.event_id)
+            .bind(validation.0)
+            .bind(e.event_type.as_str())
+            .bind(e.payload_json.as_str())
+            .bind(e.target_url.as_deref())
+            .bind(now.0)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+impl_store!(SqliteStore, Sqlite);

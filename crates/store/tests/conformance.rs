@@ -1,0 +1,1137 @@
+//! The store conformance suite: every test is written once against `&dyn Store` and
+//! run on SQLite (a fresh temporary file) and on PostgreSQL (a fresh schema on the
+//! server at `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`,
+//! dropped afterwards). An unreachable PostgreSQL fails the PostgreSQL tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ubtc_core::amount::{Sats, TokenAmount};
+use ubtc_core::bundle::SupplyEntry;
+use ubtc_core::payment::{ChainBlock, Payer, TxHash};
+use ubtc_core::validation::{Reason, TransitionError};
+use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
+use ubtc_store::*;
+
+const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+const LEASE_MS: i64 = 30_000;
+
+// ---------------------------------------------------------------- harness
+
+/// Removes the test database when the test ends, also when it panicked.
+enum Cleanup {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Postgres { url, schema } => {
+                // Drop runs outside any runtime we may block: use a thread with its own.
+                let (url, schema) = (url.clone(), schema.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        if let Ok(store) = PgStore::connect(&url, 1).await {
+                            let _ = store.drop_schema(&schema).await;
+                        }
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    _cleanup: Cleanup,
+}
+
+fn pg_url() -> String {
+    std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned())
+}
+
+async fn sqlite_harness() -> Harness {
+    let path = std::env::temp_dir().join(format!(
+        "ubtc-store-test-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cleanup = Cleanup::Sqlite(path.clone());
+    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Harness {
+        store: Arc::new(store),
+        _cleanup: cleanup,
+    }
+}
+
+async fn pg_harness() -> Harness {
+    let url = pg_url();
+    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
+    let store = match PgStore::connect_in_schema_with(&url, &schema, 10).await {
+        Ok(store) => store,
+        Err(e) => panic!(
+            "PostgreSQL is required for the PostgreSQL conformance tests and is not reachable at {url} \
+             (set UBTC_TEST_DATABASE_URL): {e}"
+        ),
+    };
+    let cleanup = Cleanup::Postgres { url, schema };
+    store.migrate().await.unwrap();
+    Harness {
+        store: Arc::new(store),
+        _cleanup: cleanup,
+    }
+}
+
+/// Each conformance test is an `async fn(Arc<dyn Store>)`; this writes one
+/// `#[tokio::test]` per backend for each.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::sqlite_harness().await;
+                    super::$name(h.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::pg_harness().await;
+                    super::$name(h.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrate_is_idempotent,
+    payment_is_unique,
+    record_round_trips,
+    allowed_transitions,
+    forbidden_transitions_change_nothing,
+    claims_are_exclusive_under_concurrency,
+    not_before_is_respected,
+    expired_lease_is_reclaimed,
+    renew_lease_extends_and_guards,
+    complete_signed_is_atomic,
+    retry_fail_and_requeue,
+    list_validations_filters_and_pages,
+    list_detected_oldest_first,
+    stats_counts_and_percentiles,
+    reserve_addresses,
+    chain_tokens,
+    reserve_snapshots,
+    chain_cursors,
+    outbox_due_and_attempts,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn chain(name: &str) -> ChainId {
+    ChainId::parse(name).unwrap()
+}
+
+fn new_validation(chain_name: &str, tx: &str, index: u32) -> NewValidation {
+    NewValidation {
+        id: ValidationId::new(),
+        payment: PaymentRef {
+            chain: chain(chain_name),
+            tx_hash: TxHash::parse(tx).unwrap(),
+            index,
+        },
+        payer: Payer::parse("0xpayer").unwrap(),
+        amount_base_units: 1_000,
+        message: b"hello".to_vec(),
+        block: ChainBlock {
+            number: 100,
+            hash: "0xblock".into(),
+        },
+        callback_url: None,
+        rejection: None,
+    }
+}
+
+async fn detected(store: &dyn Store, chain_name: &str, tx: &str) -> ValidationId {
+    store
+        .record_detected(&new_validation(chain_name, tx, 0), T0)
+        .await
+        .unwrap()
+        .id()
+}
+
+async fn queued(store: &dyn Store, chain_name: &str, tx: &str) -> ValidationId {
+    let id = detected(store, chain_name, tx).await;
+    store.confirm_and_enqueue(id, 12, None, T0).await.unwrap();
+    id
+}
+
+async fn get(store: &dyn Store, id: ValidationId) -> ValidationRecord {
+    store.get_validation(id).await.unwrap().unwrap()
+}
+
+fn signed_result(tag: &str, events: usize) -> SignedResult {
+    SignedResult {
+        statement_text: format!("statement {tag}"),
+        bundle_json: format!("{{\"bundle\":\"{tag}\"}}"),
+        outbox: (0..events)
+            .map(|i| NewOutboxEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "validation.signed".into(),
+                payload_json: format!("{{\"n\":{i}}}"),
+                target_url: (i % 2 == 0).then(|| "https://example.com/hook".to_owned()),
+            })
+            .collect(),
+        processing_ms: 42,
+    }
+}
+
+async fn claim_one(store: &dyn Store, worker: &str, now: Timestamp) -> Claimed {
+    store
+        .claim_next(worker, LEASE_MS, now)
+        .await
+        .unwrap()
+        .expect("a job to claim")
+}
+
+fn assert_transition_error<T: std::fmt::Debug>(
+    r: StoreResult<T>,
+    from: ValidationStatus,
+    to: ValidationStatus,
+) {
+    match r {
+        Err(StoreError::Transition(e)) => assert_eq!(e, TransitionError { from, to }),
+        other => panic!("expected a transition error {from} -> {to}, got {other:?}"),
+    }
+}
+
+fn assert_lost<T: std::fmt::Debug>(r: StoreResult<T>) {
+    assert!(
+        matches!(r, Err(StoreError::LostClaim { .. })),
+        "expected LostClaim, got {r:?}"
+    );
+}
+
+// ---------------------------------------------------------------- tests
+
+async fn migrate_is_idempotent(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+async fn payment_is_unique(store: Arc<dyn Store>) {
+    let s = &*store;
+    let first = new_validation("ethereum", "0xaaa", 0);
+    let first_id = first.id;
+    assert_eq!(
+        s.record_detected(&first, T0).await.unwrap(),
+        Recorded::Inserted(first_id)
+    );
+    // Same payment under another id: a no-op naming the existing row.
+    let again = new_validation("ethereum", "0xaaa", 0);
+    assert_eq!(
+        s.record_detected(&again, T0.plus_millis(5)).await.unwrap(),
+        Recorded::AlreadyKnown(first_id)
+    );
+    assert!(s.get_validation(again.id).await.unwrap().is_none());
+    // Another index, or the same hash on another chain, is another payment.
+    let other_index = s
+        .record_detected(&new_validation("ethereum", "0xaaa", 1), T0)
+        .await
+        .unwrap();
+    let other_chain = s
+        .record_detected(&new_validation("polygon", "0xaaa", 0), T0)
+        .await
+        .unwrap();
+    assert!(matches!(other_index, Recorded::Inserted(_)));
+    assert!(matches!(other_chain, Recorded::Inserted(_)));
+
+    let all = s.find_by_payment(None, "0xaaa").await.unwrap();
+    assert_eq!(all.len(), 3);
+    let on_eth = s
+        .find_by_payment(Some(&chain("ethereum")), "0xaaa")
+        .await
+        .unwrap();
+    assert_eq!(on_eth.len(), 2);
+    assert!(s.find_by_payment(None, "0xnone").await.unwrap().is_empty());
+    let by_ref = s.get_by_payment_ref(&first.payment).await.unwrap().unwrap();
+    assert_eq!(by_ref.id, first_id);
+    assert_eq!(by_ref.updated_at, T0, "the second sighting changed nothing");
+}
+
+async fn record_round_trips(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut new = new_validation(
+        "solana",
+        "5VERv8NMvzbJMEkV8xnrLkEaWRtSz9CosKDYjCJjBRnbJLgp8uirBgmQpjKhoR4tjF3Z",
+        3,
+    );
+    new.amount_base_units = u128::MAX;
+    new.message = vec![0, 159, 146, 150, b'\n'];
+    new.block = ChainBlock {
+        number: u64::from(u32::MAX) + 7,
+        hash: "blockhash".into(),
+    };
+    new.callback_url = Some("https://example.com/cb".into());
+    new.rejection = Some(Reason::new("below_fee", "paid 1, fee is 2"));
+    s.record_detected(&new, T0).await.unwrap();
+    let r = get(s, new.id).await;
+    assert_eq!(r.id, new.id);
+    assert_eq!(r.payment, new.payment);
+    assert_eq!(r.payer, new.payer);
+    assert_eq!(r.amount_base_units, u128::MAX);
+    assert_eq!(r.message_hex, "009f92960a");
+    assert_eq!(r.block, new.block);
+    assert_eq!(r.status, ValidationStatus::Detected);
+    assert_eq!(r.pending_rejection, new.rejection);
+    assert_eq!(r.reason, None);
+    assert_eq!(r.callback_url, new.callback_url);
+    assert_eq!((r.attempts, r.confirmations), (0, 0));
+    assert_eq!((r.created_at, r.updated_at), (T0, T0));
+    assert_eq!(
+        (r.not_before, r.lease_owner.clone(), r.lease_expires),
+        (None, None, None)
+    );
+    assert_eq!(
+        (r.statement_text.clone(), r.confirmed_at, r.signed_at),
+        (None, None, None)
+    );
+    assert!(s
+        .get_validation(ValidationId::new())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.get_bundle(new.id).await.unwrap().is_none());
+}
+
+async fn allowed_transitions(store: Arc<dyn Store>) {
+    use ValidationStatus::*;
+    let s = &*store;
+    // detected → confirmed → queued → signing → queued (retry) → signing → signed → delivered
+    let id = detected(s, "ethereum", "0x1").await;
+    assert_eq!(
+        s.confirm_and_enqueue(id, 12, None, T0.plus_millis(1))
+            .await
+            .unwrap(),
+        Queued
+    );
+    let r = get(s, id).await;
+    assert_eq!(
+        (r.status, r.confirmations, r.confirmed_at),
+        (Queued, 12, Some(T0.plus_millis(1)))
+    );
+    let c = claim_one(s, "w1", T0.plus_millis(2)).await;
+    assert_eq!(c.record.status, Signing);
+    assert_eq!((c.attempt, c.worker.as_str()), (1, "w1"));
+    assert_eq!(c.lease_expires, T0.plus_millis(2 + LEASE_MS));
+    s.retry_later(
+        &c,
+        &Reason::new("quorum", "1 of 2"),
+        T0.plus_millis(3),
+        T0.plus_millis(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(s, id).await.status, Queued);
+    let c = claim_one(s, "w1", T0.plus_millis(3)).await;
+    assert_eq!(c.attempt, 2);
+    s.complete_signed(&c, &signed_result("a", 0), T0.plus_millis(4))
+        .await
+        .unwrap();
+    assert_eq!(get(s, id).await.status, Signed);
+    s.mark_delivered(id, T0.plus_millis(5)).await.unwrap();
+    assert_eq!(get(s, id).await.status, Delivered);
+
+    // queued → delayed → signing → failed → queued
+    let id = detected(s, "ethereum", "0x2").await;
+    assert_eq!(
+        s.confirm_and_enqueue(id, 1, Some(T0.plus_millis(100)), T0)
+            .await
+            .unwrap(),
+        Delayed
+    );
+    let r = get(s, id).await;
+    assert_eq!(
+        (r.status, r.not_before),
+        (Delayed, Some(T0.plus_millis(100)))
+    );
+    let c = claim_one(s, "w1", T0.plus_millis(100)).await;
+    assert_eq!(c.record.id, id);
+    s.fail(
+        &c,
+        &Reason::new("quorum", "no quorum"),
+        &[],
+        T0.plus_millis(101),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get(s, id).await.status, Failed);
+    s.requeue_failed(id, T0.plus_millis(102)).await.unwrap();
+    assert_eq!(get(s, id).await.status, Queued);
+
+    // detected → confirmed → rejected; detected → dropped
+    let id = detected(s, "ethereum", "0x3").await;
+    let reason = Reason::new("below_fee", "too little");
+    s.confirm_and_reject(id, 12, &reason, T0.plus_millis(1))
+        .await
+        .unwrap();
+    let r = get(s, id).await;
+    assert_eq!(
+        (r.status, r.reason, r.confirmations),
+        (Rejected, Some(reason), 12)
+    );
+    let id = detected(s, "ethereum", "0x4").await;
+    let reason = Reason::new("reorg", "block replaced");
+    s.drop_reorged(id, &reason, T0.plus_millis(1))
+        .await
+        .unwrap();
+    let r = get(s, id).await;
+    assert_eq!((r.status, r.reason), (Dropped, Some(reason)));
+}
+
+async fn forbidden_transitions_change_nothing(store: Arc<dyn Store>) {
+    use ValidationStatus::*;
+    let s = &*store;
+    let reason = Reason::new("x", "y");
+    let later = T0.plus_millis(1_000);
+
+    let q = queued(s, "ethereum", "0x1").await;
+    let before = get(s, q).await;
+    assert_transition_error(
+        s.confirm_and_enqueue(q, 1, None, later).await,
+        Queued,
+        Confirmed,
+    );
+    assert_transition_error(
+        s.confirm_and_reject(q, 1, &reason, later).await,
+        Queued,
+        Confirmed,
+    );
+    assert_transition_error(s.drop_reorged(q, &reason, later).await, Queued, Dropped);
+    assert_transition_error(s.mark_delivered(q, later).await, Queued, Delivered);
+    assert_transition_error(s.requeue_failed(q, later).await, Queued, Queued);
+    assert_eq!(get(s, q).await, before);
+
+    let d = detected(s, "ethereum", "0x2").await;
+    let before = get(s, d).await;
+    assert_transition_error(s.mark_delivered(d, later).await, Detected, Delivered);
+    assert_transition_error(s.requeue_failed(d, later).await, Detected, Queued);
+    assert_eq!(get(s, d).await, before);
+
+    let dropped = detected(s, "ethereum", "0x3").await;
+    s.drop_reorged(dropped, &reason, T0).await.unwrap();
+    let before = get(s, dropped).await;
+    assert_transition_error(
+        s.confirm_and_enqueue(dropped, 1, None, later).await,
+        Dropped,
+        Confirmed,
+    );
+    assert_transition_error(
+        s.drop_reorged(dropped, &reason, later).await,
+        Dropped,
+        Dropped,
+    );
+    assert_eq!(get(s, dropped).await, before);
+
+    // A signed validation is never re-queued nor re-signed; a delivered one is final.
+    let c = claim_one(s, "w", T0).await;
+    s.complete_signed(&c, &signed_result("a", 0), T0)
+        .await
+        .unwrap();
+    let before = get(s, c.record.id).await;
+    assert_transition_error(s.requeue_failed(c.record.id, later).await, Signed, Queued);
+    assert_lost(s.complete_signed(&c, &signed_result("b", 1), later).await);
+    assert_eq!(get(s, c.record.id).await, before);
+    assert_eq!(
+        s.get_bundle(c.record.id).await.unwrap().unwrap(),
+        "{\"bundle\":\"a\"}"
+    );
+    s.mark_delivered(c.record.id, T0).await.unwrap();
+    assert_transition_error(
+        s.mark_delivered(c.record.id, later).await,
+        Delivered,
+        Delivered,
+    );
+
+    let missing = ValidationId::new();
+    assert!(matches!(
+        s.confirm_and_enqueue(missing, 1, None, T0).await,
+        Err(StoreError::NotFound(id)) if id == missing
+    ));
+    assert!(matches!(
+        s.mark_delivered(missing, T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn claims_are_exclusive_under_concurrency(store: Arc<dyn Store>) {
+    const JOBS: usize = 200;
+    const WORKERS: usize = 8;
+    let mut ids = HashSet::new();
+    for i in 0..JOBS {
+        ids.insert(queued(&*store, "ethereum", &format!("0x{i:04x}")).await);
+    }
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("w{w}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_batch(&worker, 3, LEASE_MS, T0.plus_millis(1))
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                for c in batch {
+                    assert_eq!(c.worker, worker);
+                    store
+                        .complete_signed(&c, &signed_result(&worker, 1), T0.plus_millis(2))
+                        .await
+                        .unwrap();
+                    mine.push(c.record.id);
+                }
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+    assert_eq!(claimed.len(), JOBS, "every job claimed exactly once");
+    assert_eq!(claimed.iter().copied().collect::<HashSet<_>>(), ids);
+    let stats = store.stats(T0).await.unwrap();
+    assert_eq!(stats.signed_since, JOBS as u64);
+}
+
+async fn not_before_is_respected(store: Arc<dyn Store>) {
+    let s = &*store;
+    let late = detected(s, "ethereum", "0x1").await;
+    s.confirm_and_enqueue(late, 1, Some(T0.plus_millis(5_000)), T0)
+        .await
+        .unwrap();
+    let early = detected(s, "ethereum", "0x2").await;
+    s.confirm_and_enqueue(early, 1, Some(T0.plus_millis(1_000)), T0)
+        .await
+        .unwrap();
+    let now = queued(s, "ethereum", "0x3").await; // not before T0
+
+    assert!(s
+        .claim_next("w", LEASE_MS, T0.plus_millis(-1))
+        .await
+        .unwrap()
+        .is_none());
+    let batch = s
+        .claim_batch("w", 10, LEASE_MS, T0.plus_millis(999))
+        .await
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(|c| c.record.id).collect::<Vec<_>>(),
+        vec![now]
+    );
+    assert!(s
+        .claim_next("w", LEASE_MS, T0.plus_millis(999))
+        .await
+        .unwrap()
+        .is_none());
+    // Both due: the earlier not-before comes first.
+    let batch = s
+        .claim_batch("w", 10, LEASE_MS, T0.plus_millis(5_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        batch.iter().map(|c| c.record.id).collect::<Vec<_>>(),
+        vec![early, late]
+    );
+    assert!(s
+        .claim_batch("w", 0, LEASE_MS, T0.plus_millis(9_000))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn expired_lease_is_reclaimed(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = queued(s, "ethereum", "0x1").await;
+    let old = s.claim_next("old", 1_000, T0).await.unwrap().unwrap();
+    // Still held: nobody else gets it, even at the expiry instant.
+    assert!(s
+        .claim_next("new", 1_000, T0.plus_millis(1_000))
+        .await
+        .unwrap()
+        .is_none());
+    let new = s
+        .claim_next("new", 1_000, T0.plus_millis(1_001))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (new.record.id, new.attempt, new.worker.as_str()),
+        (id, 2, "new")
+    );
+
+    let before = get(s, id).await;
+    let late = T0.plus_millis(1_500);
+    assert_lost(
+        s.complete_signed(&old, &signed_result("old", 2), late)
+            .await,
+    );
+    assert_lost(s.renew_lease(&old, 1_000, late).await);
+    assert_lost(
+        s.retry_later(&old, &Reason::new("x", "y"), late, late)
+            .await,
+    );
+    assert_lost(
+        s.fail(
+            &old,
+            &Reason::new("x", "y"),
+            &signed_result("f", 1).outbox,
+            late,
+        )
+        .await,
+    );
+    // The old holder wrote nothing: no status change, bundle, outbox row or metric.
+    assert_eq!(get(s, id).await, before);
+    assert!(s.get_bundle(id).await.unwrap().is_none());
+    assert!(s.list_outbox_for(id).await.unwrap().is_empty());
+    assert_eq!(s.stats(T0).await.unwrap().signed_since, 0);
+
+    s.complete_signed(&new, &signed_result("new", 1), late)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_bundle(id).await.unwrap().unwrap(),
+        "{\"bundle\":\"new\"}"
+    );
+}
+
+async fn renew_lease_extends_and_guards(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = queued(s, "ethereum", "0x1").await;
+    let c = s.claim_next("w", 1_000, T0).await.unwrap().unwrap();
+    s.renew_lease(&c, 5_000, T0.plus_millis(900)).await.unwrap();
+    assert_eq!(get(s, id).await.lease_expires, Some(T0.plus_millis(5_900)));
+    assert!(s
+        .claim_next("x", 1_000, T0.plus_millis(2_000))
+        .await
+        .unwrap()
+        .is_none());
+    let mut impostor = c.clone();
+    impostor.worker = "x".into();
+    assert_lost(s.renew_lease(&impostor, 5_000, T0.plus_millis(1_000)).await);
+    let mut stale = c.clone();
+    stale.attempt += 1;
+    assert_lost(s.complete_signed(&stale, &signed_result("s", 0), T0).await);
+    s.complete_signed(&c, &signed_result("ok", 0), T0.plus_millis(3_000))
+        .await
+        .unwrap();
+}
+
+async fn complete_signed_is_atomic(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = queued(s, "polygon", "0x1").await;
+    let c = claim_one(s, "w", T0).await;
+    let result = signed_result("one", 2);
+    let at = T0.plus_millis(10);
+    s.complete_signed(&c, &result, at).await.unwrap();
+    let r = get(s, id).await;
+    assert_eq!(r.status, ValidationStatus::Signed);
+    assert_eq!(r.statement_text.as_deref(), Some("statement one"));
+    assert_eq!(
+        (r.signed_at, r.lease_owner.clone(), r.lease_expires),
+        (Some(at), None, None)
+    );
+    assert_eq!(s.get_bundle(id).await.unwrap().unwrap(), result.bundle_json);
+    let outbox = s.list_outbox_for(id).await.unwrap();
+    assert_eq!(outbox.len(), 2);
+    for (row, event) in outbox.iter().zip(&result.outbox) {
+        assert_eq!(row.event_id, event.event_id);
+        assert_eq!(row.validation_id, Some(id));
+        assert_eq!(row.event_type, event.event_type);
+        assert_eq!(row.payload_json, event.payload_json);
+        assert_eq!(row.target_url, event.target_url);
+        assert_eq!(
+            (row.attempts, row.next_attempt_at, row.created_at),
+            (0, at, at)
+        );
+        assert_eq!((row.delivered_at, row.dead_at), (None, None));
+    }
+    let stats = s.stats(T0).await.unwrap();
+    assert_eq!((stats.signed_since, stats.processing_ms_p50), (1, Some(42)));
+
+    // A failure inside the transaction (an outbox event id that already exists) rolls
+    // the whole completion back: still signing, no bundle, no metric.
+    let id2 = queued(s, "polygon", "0x2").await;
+    let c2 = claim_one(s, "w", T0).await;
+    let before = get(s, id2).await;
+    let mut clash = signed_result("two", 1);
+    clash.outbox.push(result.outbox[0].clone());
+    let err = s.complete_signed(&c2, &clash, at).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert_eq!(get(s, id2).await, before);
+    assert!(s.get_bundle(id2).await.unwrap().is_none());
+    assert!(s.list_outbox_for(id2).await.unwrap().is_empty());
+    assert_eq!(s.stats(T0).await.unwrap().signed_since, 1);
+    // The claim still holds and completes normally.
+    s.complete_signed(&c2, &signed_result("two", 1), at)
+        .await
+        .unwrap();
+}
+
+async fn retry_fail_and_requeue(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = queued(s, "ethereum", "0x1").await;
+    let c = claim_one(s, "w", T0).await;
+    let reason = Reason::new("guardian_down", "2 of 3 unreachable");
+    s.retry_later(&c, &reason, T0.plus_millis(500), T0.plus_millis(1))
+        .await
+        .unwrap();
+    let r = get(s, id).await;
+    assert_eq!(r.status, ValidationStatus::Queued);
+    assert_eq!(
+        (r.not_before, r.reason.clone(), r.attempts),
+        (Some(T0.plus_millis(500)), Some(reason), 1)
+    );
+    assert_eq!((r.lease_owner, r.lease_expires), (None, None));
+    assert!(s
+        .claim_next("w", LEASE_MS, T0.plus_millis(499))
+        .await
+        .unwrap()
+        .is_none());
+
+    let c = claim_one(s, "w", T0.plus_millis(500)).await;
+    assert_eq!(c.attempt, 2);
+    let dead = Reason::new("no_quorum", "gave up");
+    let event = NewOutboxEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "validation.failed".into(),
+        payload_json: "{}".into(),
+        target_url: None,
+    };
+    s.fail(&c, &dead, std::slice::from_ref(&event), T0.plus_millis(600))
+        .await
+        .unwrap();
+    let r = get(s, id).await;
+    assert_eq!(
+        (r.status, r.reason.clone()),
+        (ValidationStatus::Failed, Some(dead))
+    );
+    let outbox = s.list_outbox_for(id).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(
+        (outbox[0].event_id, outbox[0].event_type.as_str()),
+        (event.event_id, "validation.failed")
+    );
+    assert!(s
+        .claim_next("w", LEASE_MS, T0.plus_millis(10_000))
+        .await
+        .unwrap()
+        .is_none());
+
+    s.requeue_failed(id, T0.plus_millis(700)).await.unwrap();
+    let r = get(s, id).await;
+    assert_eq!(
+        (r.status, r.attempts, r.not_before),
+        (ValidationStatus::Queued, 0, Some(T0.plus_millis(700)))
+    );
+    let c = claim_one(s, "w", T0.plus_millis(700)).await;
+    assert_eq!(c.attempt, 1);
+}
+
+async fn list_validations_filters_and_pages(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut all = Vec::new();
+    for i in 0..8 {
+        let chain_name = if i % 3 == 0 { "solana" } else { "ethereum" };
+        let id = detected(s, chain_name, &format!("0x{i}")).await;
+        if i % 2 == 0 {
+            s.confirm_and_enqueue(id, 1, None, T0).await.unwrap();
+        }
+        all.push(id);
+    }
+    all.sort();
+    all.reverse(); // newest first
+    let list = |filter: ValidationFilter| async move { s.list_validations(&filter).await.unwrap() };
+    let ids = |rows: Vec<ValidationRecord>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    assert_eq!(
+        ids(list(ValidationFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await),
+        all
+    );
+    let queued = list(ValidationFilter {
+        status: Some(ValidationStatus::Queued),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(queued.len(), 4);
+    assert!(queued.iter().all(|r| r.status == ValidationStatus::Queued));
+    assert!(queued.windows(2).all(|w| w[0].id > w[1].id));
+    let solana = list(ValidationFilter {
+        chain: Some(chain("solana")),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(solana.len(), 3);
+    let both = list(ValidationFilter {
+        chain: Some(chain("solana")),
+        status: Some(ValidationStatus::Detected),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(both.len(), 1); // i = 3
+
+    // Keyset pagination: pages of 3 cover the list once, in order.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = ids(list(ValidationFilter {
+            before,
+            limit: 3,
+            ..Default::default()
+        })
+        .await);
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        before = page.last().copied();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let page = ids(list(ValidationFilter {
+        status: Some(ValidationStatus::Detected),
+        before: Some(all[0]),
+        limit: 2,
+        ..Default::default()
+    })
+    .await);
+    assert_eq!(page.len(), 2);
+    assert!(page.iter().all(|id| *id < all[0]));
+}
+
+async fn list_detected_oldest_first(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = detected(s, "ethereum", "0x1").await;
+    let b = detected(s, "ethereum", "0x2").await;
+    let c = detected(s, "ethereum", "0x3").await;
+    detected(s, "polygon", "0x4").await;
+    s.confirm_and_enqueue(b, 1, None, T0).await.unwrap();
+    let rows = s.list_detected(&chain("ethereum"), 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a, c]);
+    assert_eq!(
+        s.list_detected(&chain("ethereum"), 1).await.unwrap().len(),
+        1
+    );
+    assert!(s.list_detected(&chain("bsc"), 10).await.unwrap().is_empty());
+}
+
+async fn stats_counts_and_percentiles(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert_eq!(s.stats(T0).await.unwrap(), Stats::default());
+    for i in 1..=100 {
+        let id = queued(s, "ethereum", &format!("0x{i}")).await;
+        let c = s.claim_next("w", LEASE_MS, T0).await.unwrap().unwrap();
+        assert_eq!(c.record.id, id);
+        let mut result = signed_result("x", 0);
+        result.processing_ms = i;
+        // The first ten are signed before `since` and do not count.
+        let at = if i <= 10 {
+            T0.plus_millis(-1)
+        } else {
+            T0.plus_millis(i)
+        };
+        s.complete_signed(&c, &result, at).await.unwrap();
+    }
+    detected(s, "ethereum", "0xd1").await;
+    detected(s, "solana", "0xd2").await;
+    let stats = s.stats(T0).await.unwrap();
+    assert_eq!(stats.signed_since, 90);
+    // Nearest rank over 11..=100.
+    assert_eq!(stats.processing_ms_p50, Some(55));
+    assert_eq!(stats.processing_ms_p90, Some(91));
+    assert_eq!(stats.processing_ms_p99, Some(100));
+    let count = |c: &str, st: ValidationStatus| {
+        stats
+            .counts
+            .iter()
+            .find(|x| x.chain.as_str() == c && x.status == st)
+            .map(|x| x.count)
+    };
+    assert_eq!(count("ethereum", ValidationStatus::Signed), Some(100));
+    assert_eq!(count("ethereum", ValidationStatus::Detected), Some(1));
+    assert_eq!(count("solana", ValidationStatus::Detected), Some(1));
+    assert_eq!(stats.counts.len(), 3);
+}
+
+async fn reserve_addresses(store: Arc<dyn Store>) {
+    let s = &*store;
+    let new = |address: &str| NewReserveAddress {
+        address: address.into(),
+        descriptor: format!("wpkh({address})"),
+        kind: "p2wpkh".into(),
+        label: Some("cold".into()),
+    };
+    let a = s.add_reserve_address(&new("bc1qa"), T0).await.unwrap();
+    assert_eq!(
+        (
+            a.address.as_str(),
+            a.kind.as_str(),
+            a.created_at,
+            a.retired_at
+        ),
+        ("bc1qa", "p2wpkh", T0, None)
+    );
+    assert_eq!(a.descriptor, "wpkh(bc1qa)");
+    assert_eq!(a.label.as_deref(), Some("cold"));
+    let again = s
+        .add_reserve_address(&new("bc1qa"), T0.plus_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(again, a);
+    let b = s
+        .add_reserve_address(&new("bc1qb"), T0.plus_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.list_reserve_addresses().await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(s
+        .retire_reserve_address("bc1qa", T0.plus_millis(2))
+        .await
+        .unwrap());
+    assert!(!s
+        .retire_reserve_address("bc1qa", T0.plus_millis(3))
+        .await
+        .unwrap());
+    assert!(!s.retire_reserve_address("bc1qzz", T0).await.unwrap());
+    assert_eq!(s.list_reserve_addresses().await.unwrap(), vec![b]);
+}
+
+async fn chain_tokens(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(s.list_chain_tokens().await.unwrap().is_empty());
+    let mut eth = ChainToken {
+        chain: chain("ethereum"),
+        token_address: "0xtoken".into(),
+        decimals: 8,
+        symbol: "uBTC".into(),
+    };
+    let sol = ChainToken {
+        chain: chain("solana"),
+        token_address: "Mint111".into(),
+        decimals: 9,
+        symbol: "uBTC".into(),
+    };
+    s.upsert_chain_token(&sol).await.unwrap();
+    s.upsert_chain_token(&eth).await.unwrap();
+    eth.token_address = "0xnew".into();
+    eth.decimals = 18;
+    s.upsert_chain_token(&eth).await.unwrap();
+    assert_eq!(s.list_chain_tokens().await.unwrap(), vec![eth, sol]);
+}
+
+async fn reserve_snapshots(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(s.latest_reserve_snapshot().await.unwrap().is_none());
+    let snap = |taken_at: Timestamp, height: u32| ReserveSnapshot {
+        taken_at,
+        bitcoin_height: height,
+        bitcoin_block_hash: format!("hash{height}"),
+        reserve_sats: Sats(2_100_000_000_000_000),
+        supply_sats: Sats(150_000_000),
+        ratio_ppm: Some(1_333_333),
+        healthy: true,
+        stale: height % 2 == 1,
+        supply: vec![SupplyEntry {
+            chain: chain("ethereum"),
+            token: "0xtoken".into(),
+            block_number: 19_000_000,
+            block_hash: "0xb".into(),
+            supply: TokenAmount::new(150_000_000, 8),
+            as_of: taken_at,
+        }],
+    };
+    let newer = snap(T0.plus_millis(60_000), 871_235);
+    let older = snap(T0, 871_234);
+    let id1 = s.record_reserve_snapshot(&newer).await.unwrap();
+    let id2 = s.record_reserve_snapshot(&older).await.unwrap();
+    assert_ne!(id1, id2);
+    assert_eq!(s.latest_reserve_snapshot().await.unwrap(), Some(newer));
+    let mut empty = snap(T0.plus_millis(120_000), 871_236);
+    empty.ratio_ppm = None;
+    empty.supply.clear();
+    s.record_reserve_snapshot(&empty).await.unwrap();
+    assert_eq!(s.latest_reserve_snapshot().await.unwrap(), Some(empty));
+}
+
+async fn chain_cursors(store: Arc<dyn Store>) {
+    let s = &*store;
+    let eth = chain("ethereum");
+    assert!(s.get_cursor(&eth).await.unwrap().is_none());
+    let mut cursor = ChainCursor {
+        chain: eth.clone(),
+        block_number: 19_000_000,
+        block_hash: "0xa".into(),
+    };
+    s.set_cursor(&cursor, T0).await.unwrap();
+    assert_eq!(s.get_cursor(&eth).await.unwrap().as_ref(), Some(&cursor));
+    cursor.block_number += 1;
+    cursor.block_hash = "0xb".into();
+    s.set_cursor(&cursor, T0.plus_millis(1)).await.unwrap();
+    assert_eq!(s.get_cursor(&eth).await.unwrap(), Some(cursor));
+    assert!(s.get_cursor(&chain("solana")).await.unwrap().is_none());
+}
+
+async fn outbox_due_and_attempts(store: Arc<dyn Store>) {
+    let s = &*store;
+    queued(s, "ethereum", "0x1").await;
+    let c = claim_one(s, "w", T0).await;
+    let result = signed_result("x", 3);
+    s.complete_signed(&c, &result, T0.plus_millis(10))
+        .await
+        .unwrap();
+    let [e1, e2, e3] = [0, 1, 2].map(|i| result.outbox[i].event_id);
+
+    assert!(s
+        .due_outbox(T0.plus_millis(9), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = s.due_outbox(T0.plus_millis(10), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![e1, e2, e3]
+    );
+    assert_eq!(s.due_outbox(T0.plus_millis(10), 2).await.unwrap().len(), 2);
+
+    let now = T0.plus_millis(20);
+    assert!(s
+        .record_outbox_attempt(e1, &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap());
+    let retry = OutboxOutcome::Retry {
+        next_attempt_at: T0.plus_millis(1_000),
+        error: "HTTP 503".into(),
+    };
+    assert!(s.record_outbox_attempt(e2, &retry, now).await.unwrap());
+    assert!(s
+        .record_outbox_attempt(
+            e3,
+            &OutboxOutcome::Dead {
+                error: "HTTP 410".into()
+            },
+            now
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .due_outbox(T0.plus_millis(999), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = s.due_outbox(T0.plus_millis(1_000), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_id, due[0].attempts), (e2, 1));
+    assert_eq!(due[0].last_error.as_deref(), Some("HTTP 503"));
+
+    // Finished rows take no more attempts, and are kept.
+    assert!(!s
+        .record_outbox_attempt(e1, &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap());
+    assert!(!s.record_outbox_attempt(e3, &retry, now).await.unwrap());
+    assert!(!s
+        .record_outbox_attempt(uuid::Uuid::now_v7(), &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap());
+    let rows = s.list_outbox_for(c.record.id).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!((rows[0].delivered_at, rows[0].attempts), (Some(now), 1));
+    assert_eq!(
+        (rows[2].dead_at, rows[2].last_error.as_deref()),
+        (Some(now), Some("HTTP 410"))
+    );
+}
+
+// ---------------------------------------------------------------- backend-specific
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    let err = PgStore::connect("postgres://root@127.0.0.1:1/test", 1)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn connect_dispatches_on_url() {
+    let store = connect("sqlite::memory:", 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let id = queued(&*store, "ethereum", "0x1").await;
+    assert_eq!(get(&*store, id).await.status, ValidationStatus::Queued);
+    assert!(matches!(
+        connect("mysql://user:secret@host/db", 1).await,
+        Err(StoreError::UnsupportedUrl(u)) if !u.contains("secret")
+    ));
+    let pg = connect(&pg_url(), 1).await.unwrap();
+    pg.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_audit_log_is_append_only() {
+    let url = pg_url();
+    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
+    let store = PgStore::connect_in_schema_with(&url, &schema, 2)
+        .await
+        .unwrap();
+    let _cleanup = Cleanup::Postgres {
+        url,
+        schema: schema.clone(),
+    };
+    store.migrate().await.unwrap();
+    let insert = "INSERT INTO audit_logs (at, actor, action, prev_hash, hash) VALUES (1, 'admin', 'x', '', 'h1')";
+    sqlx::query(insert).execute(store.pool()).await.unwrap();
+    for refused in [
+        "UPDATE audit_logs SET actor = 'eve'",
+        "DELETE FROM audit_logs",
+        "TRUNCATE audit_logs",
+    ] {
+        let err = sqlx::query(refused)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{refused}: {err}");
+    }
+}
