@@ -232,100 +232,178 @@ pub(crate) enum SingleKeyKind {
     P2tr,
 }
 
-/// Which single-key script of `secret` is `spk`, if any.
-pub(crate) fn single_key_kind(secret: &SecretKey, spk: &Script) -> Option<SingleKeyKind> {
-    let pk = CompressedPublicKey(secret.public_key(&SECP));
-    if spk.is_p2wpkh() {
-        (ScriptBuf::new_p2wpkh(&pk.wpubkey_hash()) == *spk).then_some(SingleKeyKind::P2wpkh)
-    } else if spk.is_p2tr() {
-        let (xonly, _) = secret.x_only_public_key(&SECP);
-        let program = bitcoin::WitnessProgram::p2tr(&SECP, xonly, None);
-        (ScriptBuf::new_witness_program(&program) == *spk).then_some(SingleKeyKind::P2tr)
-    } else if spk.is_p2pkh() {
-        (ScriptBuf::new_p2pkh(&pk.pubkey_hash()) == *spk).then_some(SingleKeyKind::P2pkh)
-    } else if spk.is_p2sh() {
-        let redeem = ScriptBuf::new_p2wpkh(&pk.wpubkey_hash());
-        (ScriptBuf::new_p2sh(&redeem.script_hash()) == *spk).then_some(SingleKeyKind::P2shP2wpkh)
-    } else {
-        None
+/// One private key bound to one of its addresses, with everything derived from the key
+/// computed once: deriving a public key costs about as much as a signature, so a
+/// long-lived signer (a guardian) keeps one of these instead of calling
+/// [`sign_simple`] with a bare key. `Debug` does not show the key.
+///
+/// This is the single-key path; multisig signing is in [`crate::multisig`].
+pub struct SingleKeySigner {
+    secret: SecretKey,
+    pubkey: CompressedPublicKey,
+    kind: SingleKeyKind,
+    /// BIP-86-tweaked key pair (P2TR only).
+    tweaked: Option<Keypair>,
+    script_pubkey: ScriptBuf,
+    address: String,
+}
+
+impl std::fmt::Debug for SingleKeySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleKeySigner")
+            .field("address", &self.address)
+            .field("secret", &"[redacted]")
+            .finish()
     }
 }
 
-/// Signs input `idx` of `tx` (all of whose spent outputs are `prevouts`) with a
-/// single key, filling its scriptSig and witness.
-pub(crate) fn sign_single_input(
-    secret: &SecretKey,
-    kind: SingleKeyKind,
-    tx: &mut Transaction,
-    idx: usize,
-    prevouts: &[TxOut],
-) -> Result<(), SignError> {
-    let pk = CompressedPublicKey(secret.public_key(&SECP));
-    let value = prevouts
-        .get(idx)
-        .ok_or_else(|| SignError::Params("input index out of range".into()))?
-        .value;
-    let ecdsa = |digest: [u8; 32]| -> Vec<u8> {
-        let sig = SECP.sign_ecdsa(&Message::from_digest(digest), secret);
-        let mut out = sig.serialize_der().to_vec();
-        out.push(EcdsaSighashType::All as u8);
-        out
-    };
-    let sighash_err = |e: &dyn std::fmt::Display| SignError::Sighash(e.to_string());
-    let (script_sig, witness) = match kind {
-        SingleKeyKind::P2wpkh | SingleKeyKind::P2shP2wpkh => {
-            let wpkh = ScriptBuf::new_p2wpkh(&pk.wpubkey_hash());
-            let digest = SighashCache::new(&*tx)
-                .p2wpkh_signature_hash(idx, &wpkh, value, EcdsaSighashType::All)
-                .map_err(|e| sighash_err(&e))?
-                .to_byte_array();
-            let witness = Witness::from_slice(&[ecdsa(digest), pk.to_bytes().to_vec()]);
-            let script_sig = if kind == SingleKeyKind::P2shP2wpkh {
-                let push = bitcoin::script::PushBytesBuf::try_from(wpkh.into_bytes())
+impl SingleKeySigner {
+    /// Binds `secret` to `address`: P2WPKH, P2SH-P2WPKH, P2TR (BIP-86 key path) or
+    /// P2PKH (compressed key). Fails when the key does not control the address.
+    pub fn new(secret: SecretKey, address: &Address) -> Result<Self, SignError> {
+        let spk = address.script_pubkey();
+        Self::for_script(secret, spk, address.to_string())
+            .ok_or_else(|| SignError::KeyMismatch(address.to_string()))
+    }
+
+    fn for_script(secret: SecretKey, spk: ScriptBuf, address: String) -> Option<Self> {
+        let pubkey = CompressedPublicKey(secret.public_key(&SECP));
+        let mut tweaked = None;
+        let kind = if spk.is_p2wpkh() {
+            (ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash()) == spk).then_some(SingleKeyKind::P2wpkh)
+        } else if spk.is_p2tr() {
+            let keypair = Keypair::from_secret_key(&SECP, &secret);
+            let (xonly, _) = keypair.x_only_public_key();
+            let program = bitcoin::WitnessProgram::p2tr(&SECP, xonly, None);
+            tweaked = Some(keypair.tap_tweak(&SECP, None).to_keypair());
+            (ScriptBuf::new_witness_program(&program) == spk).then_some(SingleKeyKind::P2tr)
+        } else if spk.is_p2pkh() {
+            (ScriptBuf::new_p2pkh(&pubkey.pubkey_hash()) == spk).then_some(SingleKeyKind::P2pkh)
+        } else if spk.is_p2sh() {
+            let redeem = ScriptBuf::new_p2wpkh(&pubkey.wpubkey_hash());
+            (ScriptBuf::new_p2sh(&redeem.script_hash()) == spk).then_some(SingleKeyKind::P2shP2wpkh)
+        } else {
+            None
+        }?;
+        Some(Self {
+            secret,
+            pubkey,
+            kind,
+            tweaked,
+            script_pubkey: spk,
+            address,
+        })
+    }
+
+    pub(crate) fn kind(&self) -> SingleKeyKind {
+        self.kind
+    }
+
+    pub fn script_pubkey(&self) -> &Script {
+        &self.script_pubkey
+    }
+
+    /// `smp…`: P2WPKH and P2TR only (the native segwit single-key types).
+    pub fn sign_simple(&self, message: &[u8]) -> Result<String, SignError> {
+        if !matches!(self.kind, SingleKeyKind::P2wpkh | SingleKeyKind::P2tr) {
+            return Err(SignError::UnsupportedAddress {
+                form: "simple",
+                address: self.address.clone(),
+            });
+        }
+        let spend = to_spend(&self.script_pubkey, message);
+        let mut tx = to_sign(spend.compute_txid(), ToSignParams::default());
+        self.sign_input(&mut tx, 0, &spend.output)?;
+        Ok(encode_simple(&tx.input[0].witness))
+    }
+
+    /// `ful…` for any of the four types.
+    pub fn sign_full(&self, message: &[u8], params: ToSignParams) -> Result<String, SignError> {
+        params.check()?;
+        let spend = to_spend(&self.script_pubkey, message);
+        let mut tx = to_sign(spend.compute_txid(), params);
+        self.sign_input(&mut tx, 0, &spend.output)?;
+        Ok(encode_full(&tx))
+    }
+
+    /// Signs input `idx` of `tx` (whose spent outputs are `prevouts`, one per input),
+    /// filling its scriptSig and witness.
+    pub(crate) fn sign_input(
+        &self,
+        tx: &mut Transaction,
+        idx: usize,
+        prevouts: &[TxOut],
+    ) -> Result<(), SignError> {
+        let value = prevouts
+            .get(idx)
+            .ok_or_else(|| SignError::Params("input index out of range".into()))?
+            .value;
+        let ecdsa = |digest: [u8; 32]| -> Vec<u8> {
+            let sig = SECP.sign_ecdsa(&Message::from_digest(digest), &self.secret);
+            let mut out = Vec::with_capacity(73);
+            out.extend_from_slice(&sig.serialize_der());
+            out.push(EcdsaSighashType::All as u8);
+            out
+        };
+        let sighash_err = |e: &dyn std::fmt::Display| SignError::Sighash(e.to_string());
+        let pk = &self.pubkey;
+        let (script_sig, witness) = match self.kind {
+            SingleKeyKind::P2wpkh | SingleKeyKind::P2shP2wpkh => {
+                let wpkh = ScriptBuf::new_p2wpkh(&pk.wpubkey_hash());
+                let digest = SighashCache::new(&*tx)
+                    .p2wpkh_signature_hash(idx, &wpkh, value, EcdsaSighashType::All)
+                    .map_err(|e| sighash_err(&e))?
+                    .to_byte_array();
+                let witness = Witness::from_slice(&[ecdsa(digest), pk.to_bytes().to_vec()]);
+                let script_sig = if self.kind == SingleKeyKind::P2shP2wpkh {
+                    let push = bitcoin::script::PushBytesBuf::try_from(wpkh.into_bytes())
+                        .map_err(|e| sighash_err(&e))?;
+                    let mut s = ScriptBuf::new();
+                    s.push_slice(push);
+                    s
+                } else {
+                    ScriptBuf::new()
+                };
+                (script_sig, witness)
+            }
+            SingleKeyKind::P2pkh => {
+                let spk = ScriptBuf::new_p2pkh(&pk.pubkey_hash());
+                let digest = SighashCache::new(&*tx)
+                    .legacy_signature_hash(idx, &spk, EcdsaSighashType::All as u32)
+                    .map_err(|e| sighash_err(&e))?
+                    .to_byte_array();
+                let sig = bitcoin::script::PushBytesBuf::try_from(ecdsa(digest))
                     .map_err(|e| sighash_err(&e))?;
-                let mut s = ScriptBuf::new();
-                s.push_slice(push);
-                s
-            } else {
-                ScriptBuf::new()
-            };
-            (script_sig, witness)
-        }
-        SingleKeyKind::P2pkh => {
-            let spk = ScriptBuf::new_p2pkh(&pk.pubkey_hash());
-            let digest = SighashCache::new(&*tx)
-                .legacy_signature_hash(idx, &spk, EcdsaSighashType::All as u32)
-                .map_err(|e| sighash_err(&e))?
-                .to_byte_array();
-            let sig = bitcoin::script::PushBytesBuf::try_from(ecdsa(digest))
-                .map_err(|e| sighash_err(&e))?;
-            let mut script_sig = ScriptBuf::new();
-            script_sig.push_slice(sig);
-            script_sig.push_slice(pk.to_bytes());
-            (script_sig, Witness::new())
-        }
-        SingleKeyKind::P2tr => {
-            let keypair = Keypair::from_secret_key(&SECP, secret);
-            let tweaked = keypair.tap_tweak(&SECP, None).to_keypair();
-            let digest = SighashCache::new(&*tx)
-                .taproot_key_spend_signature_hash(
-                    idx,
-                    &Prevouts::All(prevouts),
-                    TapSighashType::Default,
+                let mut script_sig = ScriptBuf::new();
+                script_sig.push_slice(sig);
+                script_sig.push_slice(pk.to_bytes());
+                (script_sig, Witness::new())
+            }
+            SingleKeyKind::P2tr => {
+                let tweaked = self
+                    .tweaked
+                    .as_ref()
+                    .ok_or_else(|| SignError::Params("missing taproot key".into()))?;
+                let digest = SighashCache::new(&*tx)
+                    .taproot_key_spend_signature_hash(
+                        idx,
+                        &Prevouts::All(prevouts),
+                        TapSighashType::Default,
+                    )
+                    .map_err(|e| sighash_err(&e))?
+                    .to_byte_array();
+                let sig = SECP.sign_schnorr_no_aux_rand(&Message::from_digest(digest), tweaked);
+                (
+                    ScriptBuf::new(),
+                    Witness::from_slice(&[sig.as_ref().to_vec()]),
                 )
-                .map_err(|e| sighash_err(&e))?
-                .to_byte_array();
-            let sig = SECP.sign_schnorr_no_aux_rand(&Message::from_digest(digest), &tweaked);
-            (
-                ScriptBuf::new(),
-                Witness::from_slice(&[sig.as_ref().to_vec()]),
-            )
-        }
-    };
-    let input = &mut tx.input[idx];
-    input.script_sig = script_sig;
-    input.witness = witness;
-    Ok(())
+            }
+        };
+        let input = &mut tx.input[idx];
+        input.script_sig = script_sig;
+        input.witness = witness;
+        Ok(())
+    }
 }
 
 /// Signs `message` for `address` in the simple format (`smp…`). Supports P2WPKH and
@@ -336,26 +414,13 @@ pub fn sign_simple(
     message: &[u8],
 ) -> Result<String, SignError> {
     let spk = address.script_pubkey();
-    let kind = single_key_kind(secret, &spk).ok_or_else(|| {
-        if spk.is_p2wpkh() || spk.is_p2tr() {
-            SignError::KeyMismatch(address.to_string())
-        } else {
-            SignError::UnsupportedAddress {
-                form: "simple",
-                address: address.to_string(),
-            }
-        }
-    })?;
-    if !matches!(kind, SingleKeyKind::P2wpkh | SingleKeyKind::P2tr) {
+    if !(spk.is_p2wpkh() || spk.is_p2tr()) {
         return Err(SignError::UnsupportedAddress {
             form: "simple",
             address: address.to_string(),
         });
     }
-    let spend = to_spend(&spk, message);
-    let mut tx = to_sign(spend.compute_txid(), ToSignParams::default());
-    sign_single_input(secret, kind, &mut tx, 0, &spend.output)?;
-    Ok(encode_simple(&tx.input[0].witness))
+    SingleKeySigner::new(*secret, address)?.sign_simple(message)
 }
 
 /// Signs `message` for `address` in the full format (`ful…`): P2WPKH, P2SH-P2WPKH,
@@ -366,22 +431,14 @@ pub fn sign_full(
     message: &[u8],
     params: ToSignParams,
 ) -> Result<String, SignError> {
-    params.check()?;
     let spk = address.script_pubkey();
-    let kind = single_key_kind(secret, &spk).ok_or_else(|| {
-        if spk.is_p2wpkh() || spk.is_p2tr() || spk.is_p2pkh() || spk.is_p2sh() {
-            SignError::KeyMismatch(address.to_string())
-        } else {
-            SignError::UnsupportedAddress {
-                form: "full",
-                address: address.to_string(),
-            }
-        }
-    })?;
-    let spend = to_spend(&spk, message);
-    let mut tx = to_sign(spend.compute_txid(), params);
-    sign_single_input(secret, kind, &mut tx, 0, &spend.output)?;
-    Ok(encode_full(&tx))
+    if !(spk.is_p2wpkh() || spk.is_p2tr() || spk.is_p2pkh() || spk.is_p2sh()) {
+        return Err(SignError::UnsupportedAddress {
+            form: "full",
+            address: address.to_string(),
+        });
+    }
+    SingleKeySigner::new(*secret, address)?.sign_full(message, params)
 }
 
 /// `smp` + base64 of the consensus-encoded witness stack.

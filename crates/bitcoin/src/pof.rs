@@ -408,10 +408,9 @@ pub fn sign_pof_single(
     utxos: &[Utxo],
 ) -> Result<String, SignError> {
     let spk = address.script_pubkey();
-    let kind = bip322::single_key_kind(secret, &spk)
-        .ok_or_else(|| SignError::KeyMismatch(address.to_string()))?;
+    let signer = bip322::SingleKeySigner::new(*secret, address)?;
     if !matches!(
-        kind,
+        signer.kind(),
         bip322::SingleKeyKind::P2wpkh | bip322::SingleKeyKind::P2tr
     ) {
         return Err(SignError::UnsupportedAddress {
@@ -429,7 +428,7 @@ pub fn sign_pof_single(
     let (unsigned, prevouts) = pof_to_sign(&spk, message, ToSignParams::default(), &utxos);
     let mut signed = unsigned.clone();
     for i in 0..signed.input.len() {
-        bip322::sign_single_input(secret, kind, &mut signed, i, &prevouts)?;
+        signer.sign_input(&mut signed, i, &prevouts)?;
     }
     encode_pof(unsigned, &signed, &prevouts, message)
 }
