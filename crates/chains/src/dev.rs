@@ -67,7 +67,10 @@ impl DevChain {
     pub fn new(chain: ChainId, payment_address: &str, confirmations: u64) -> Self {
         let genesis = DevBlock {
             number: 0,
-            hash: format!("0x{}", sha256_hex(&[b"ubtc-dev-genesis", chain.as_str().as_bytes()])),
+            hash: format!(
+                "0x{}",
+                sha256_hex(&[b"ubtc-dev-genesis", chain.as_str().as_bytes()])
+            ),
             parent: format!("0x{}", "0".repeat(64)),
             txs: Vec::new(),
         };
@@ -75,7 +78,11 @@ impl DevChain {
             chain,
             payment_address: payment_address.to_owned(),
             confirmations: confirmations.max(1),
-            inner: Arc::new(Mutex::new(Inner { blocks: vec![genesis], mempool: Vec::new(), nonce: 0 })),
+            inner: Arc::new(Mutex::new(Inner {
+                blocks: vec![genesis],
+                mempool: Vec::new(),
+                nonce: 0,
+            })),
         }
     }
 
@@ -122,7 +129,13 @@ impl DevChain {
         );
         // The alphabet is hex, which TxHash accepts.
         let hash = TxHash::parse(&hash).unwrap_or_else(|_| unreachable!("hex tx hash"));
-        inner.mempool.push(DevTx { hash: hash.clone(), from: payer.clone(), to: to.to_owned(), amount, data: data.to_vec() });
+        inner.mempool.push(DevTx {
+            hash: hash.clone(),
+            from: payer.clone(),
+            to: to.to_owned(),
+            amount,
+            data: data.to_vec(),
+        });
         hash
     }
 
@@ -133,7 +146,10 @@ impl DevChain {
             let txs = std::mem::take(&mut inner.mempool);
             Self::push_block(&mut inner, &self.chain, txs);
         }
-        let head = inner.blocks.last().map(|b| ChainBlock { number: b.number, hash: b.hash.clone() });
+        let head = inner.blocks.last().map(|b| ChainBlock {
+            number: b.number,
+            hash: b.hash.clone(),
+        });
         head.unwrap_or_else(|| unreachable!("the chain always has its genesis block"))
     }
 
@@ -154,7 +170,12 @@ impl DevChain {
                 &tx_hashes
             ])
         );
-        inner.blocks.push(DevBlock { number, hash, parent: parent_hash, txs });
+        inner.blocks.push(DevBlock {
+            number,
+            hash,
+            parent: parent_hash,
+            txs,
+        });
     }
 
     /// Replaces the last `depth` blocks with `depth + 1` new empty ones (a longer
@@ -167,24 +188,43 @@ impl DevChain {
         for _ in 0..=depth {
             Self::push_block(&mut inner, &self.chain, Vec::new());
         }
-        let b = inner.blocks.last().unwrap_or_else(|| unreachable!("genesis exists"));
-        ChainBlock { number: b.number, hash: b.hash.clone() }
+        let b = inner
+            .blocks
+            .last()
+            .unwrap_or_else(|| unreachable!("genesis exists"));
+        ChainBlock {
+            number: b.number,
+            hash: b.hash.clone(),
+        }
     }
 
     pub fn head_block(&self) -> ChainBlock {
         let inner = self.lock();
-        let b = inner.blocks.last().unwrap_or_else(|| unreachable!("genesis exists"));
-        ChainBlock { number: b.number, hash: b.hash.clone() }
+        let b = inner
+            .blocks
+            .last()
+            .unwrap_or_else(|| unreachable!("genesis exists"));
+        ChainBlock {
+            number: b.number,
+            hash: b.hash.clone(),
+        }
     }
 
     fn to_payment(&self, tx: &DevTx, block: &DevBlock) -> Payment {
         Payment {
-            reference: PaymentRef { chain: self.chain.clone(), tx_hash: tx.hash.clone(), index: 0 },
+            reference: PaymentRef {
+                chain: self.chain.clone(),
+                tx_hash: tx.hash.clone(),
+                index: 0,
+            },
             payer: tx.from.clone(),
             amount_base_units: tx.amount,
             message: StatementMessage::parse(&tx.data),
             raw_message: tx.data.clone(),
-            block: ChainBlock { number: block.number, hash: block.hash.clone() },
+            block: ChainBlock {
+                number: block.number,
+                hash: block.hash.clone(),
+            },
             callback_url: None,
         }
     }
@@ -214,7 +254,11 @@ impl ChainAdapter for DevChain {
         Ok(self.head_block())
     }
 
-    async fn scan(&self, cursor: Option<&ScanCursor>, max_blocks: u64) -> Result<ScanOutcome, ChainError> {
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        max_blocks: u64,
+    ) -> Result<ScanOutcome, ChainError> {
         let inner = self.lock();
         let start = match cursor {
             None => 0,
@@ -224,15 +268,20 @@ impl ChainAdapter for DevChain {
                 let next = c.block.number as usize + 1;
                 let still_canonical = match inner.blocks.get(next) {
                     Some(b) => b.parent == c.block.hash,
-                    None => inner.blocks.get(next - 1).is_some_and(|b| b.hash == c.block.hash),
+                    None => inner
+                        .blocks
+                        .get(next - 1)
+                        .is_some_and(|b| b.hash == c.block.hash),
                 };
                 if !still_canonical {
                     let back = c.block.number.saturating_sub(DEV_REORG_REWIND_BLOCKS) as usize;
-                    let rewind_to = inner
-                        .blocks
-                        .get(back.min(inner.blocks.len() - 1))
-                        .filter(|b| b.number > 0)
-                        .map(|b| ScanCursor { block: ChainBlock { number: b.number, hash: b.hash.clone() } });
+                    let b = &inner.blocks[back.min(inner.blocks.len() - 1)];
+                    let rewind_to = ScanCursor {
+                        block: ChainBlock {
+                            number: b.number,
+                            hash: b.hash.clone(),
+                        },
+                    };
                     return Ok(ScanOutcome::Reorg { rewind_to });
                 }
                 c.block.number + 1
@@ -240,36 +289,68 @@ impl ChainAdapter for DevChain {
         };
         let mut payments = Vec::new();
         let mut last = cursor.cloned();
-        for block in inner.blocks.iter().skip(start as usize).take(max_blocks.max(1) as usize) {
+        for block in inner
+            .blocks
+            .iter()
+            .skip(start as usize)
+            .take(max_blocks.max(1) as usize)
+        {
             for tx in block.txs.iter().filter(|t| t.to == self.payment_address) {
                 payments.push(self.to_payment(tx, block));
             }
-            last = Some(ScanCursor { block: ChainBlock { number: block.number, hash: block.hash.clone() } });
+            last = Some(ScanCursor {
+                block: ChainBlock {
+                    number: block.number,
+                    hash: block.hash.clone(),
+                },
+            });
         }
         let cursor = last.unwrap_or_else(|| {
             let g = &inner.blocks[0];
-            ScanCursor { block: ChainBlock { number: g.number, hash: g.hash.clone() } }
+            ScanCursor {
+                block: ChainBlock {
+                    number: g.number,
+                    hash: g.hash.clone(),
+                },
+            }
         });
         Ok(ScanOutcome::Blocks { payments, cursor })
     }
 
-    async fn depth(&self, payment: &PaymentRef, _seen_in: &ChainBlock) -> Result<PaymentDepth, ChainError> {
+    async fn depth(
+        &self,
+        payment: &PaymentRef,
+        _seen_in: &ChainBlock,
+    ) -> Result<PaymentDepth, ChainError> {
         let inner = self.lock();
-        let found = inner.blocks.iter().find(|b| b.txs.iter().any(|t| t.hash == payment.tx_hash));
+        let found = inner
+            .blocks
+            .iter()
+            .find(|b| b.txs.iter().any(|t| t.hash == payment.tx_hash));
         Ok(match found {
             Some(block) if payment.index == 0 => self.depth_of(&inner, block.number),
             _ => PaymentDepth::Gone,
         })
     }
 
-    async fn payment(&self, payment: &PaymentRef) -> Result<Option<(Payment, PaymentDepth)>, ChainError> {
+    async fn payment(
+        &self,
+        payment: &PaymentRef,
+    ) -> Result<Option<(Payment, PaymentDepth)>, ChainError> {
         if payment.chain != self.chain || payment.index != 0 {
             return Ok(None);
         }
         let inner = self.lock();
         for block in &inner.blocks {
-            if let Some(tx) = block.txs.iter().find(|t| t.hash == payment.tx_hash && t.to == self.payment_address) {
-                return Ok(Some((self.to_payment(tx, block), self.depth_of(&inner, block.number))));
+            if let Some(tx) = block
+                .txs
+                .iter()
+                .find(|t| t.hash == payment.tx_hash && t.to == self.payment_address)
+            {
+                return Ok(Some((
+                    self.to_payment(tx, block),
+                    self.depth_of(&inner, block.number),
+                )));
             }
         }
         Ok(None)
@@ -291,7 +372,13 @@ pub struct DevBitcoin {
 
 impl DevBitcoin {
     pub fn new(start_height: u32) -> Self {
-        Self { inner: Arc::new(Mutex::new(BitcoinInner { height: start_height, utxos: HashMap::new(), funded: 0 })) }
+        Self {
+            inner: Arc::new(Mutex::new(BitcoinInner {
+                height: start_height,
+                utxos: HashMap::new(),
+                funded: 0,
+            })),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BitcoinInner> {
@@ -307,7 +394,10 @@ impl DevBitcoin {
         let mut inner = self.lock();
         inner.height = inner.height.saturating_add(blocks);
         let height = inner.height;
-        BlockStamp { height, hash: Self::hash_at(height) }
+        BlockStamp {
+            height,
+            hash: Self::hash_at(height),
+        }
     }
 
     /// Adds an unspent output of `amount_sats` paying to `address` (whose output script
@@ -316,12 +406,20 @@ impl DevBitcoin {
         let mut inner = self.lock();
         inner.funded += 1;
         let utxo = Utxo {
-            txid: sha256_hex(&[b"ubtc-dev-funding", &inner.funded.to_le_bytes(), address.as_bytes()]),
+            txid: sha256_hex(&[
+                b"ubtc-dev-funding",
+                &inner.funded.to_le_bytes(),
+                address.as_bytes(),
+            ]),
             vout: 0,
             amount_sats,
             script_pubkey_hex: script_pubkey_hex.to_owned(),
         };
-        inner.utxos.entry(address.to_owned()).or_default().push(utxo.clone());
+        inner
+            .utxos
+            .entry(address.to_owned())
+            .or_default()
+            .push(utxo.clone());
         utxo
     }
 }
@@ -330,12 +428,17 @@ impl DevBitcoin {
 impl BitcoinBackend for DevBitcoin {
     async fn tip(&self) -> Result<BlockStamp, ChainError> {
         let height = self.lock().height;
-        Ok(BlockStamp { height, hash: Self::hash_at(height) })
+        Ok(BlockStamp {
+            height,
+            hash: Self::hash_at(height),
+        })
     }
 
     async fn block_hash(&self, height: u32) -> Result<String, ChainError> {
         if height > self.lock().height {
-            return Err(ChainError::BadResponse(format!("no block at height {height} yet")));
+            return Err(ChainError::BadResponse(format!(
+                "no block at height {height} yet"
+            )));
         }
         Ok(Self::hash_at(height))
     }
@@ -373,9 +476,15 @@ mod tests {
         assert_eq!(found[0].reference.tx_hash, tx);
         assert_eq!(found[0].message.as_ref().unwrap().as_str(), "hello");
         let seen = found[0].block.clone();
-        assert_eq!(c.depth(&found[0].reference, &seen).await.unwrap(), PaymentDepth::Pending { confirmations: 1 });
+        assert_eq!(
+            c.depth(&found[0].reference, &seen).await.unwrap(),
+            PaymentDepth::Pending { confirmations: 1 }
+        );
         c.mine(2);
-        assert_eq!(c.depth(&found[0].reference, &seen).await.unwrap(), PaymentDepth::Confirmed { confirmations: 3 });
+        assert_eq!(
+            c.depth(&found[0].reference, &seen).await.unwrap(),
+            PaymentDepth::Confirmed { confirmations: 3 }
+        );
         // Re-reading by reference gives the same payment.
         let (again, _) = c.payment(&found[0].reference).await.unwrap().unwrap();
         assert_eq!(again, found[0]);
@@ -388,17 +497,25 @@ mod tests {
         c.mine(5);
         c.submit_payment(&payer, 1000, b"gone soon");
         c.mine(1);
-        let ScanOutcome::Blocks { payments, cursor } = c.scan(None, 100).await.unwrap() else { panic!() };
+        let ScanOutcome::Blocks { payments, cursor } = c.scan(None, 100).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(payments.len(), 1);
         c.reorg(1);
-        assert_eq!(c.depth(&payments[0].reference, &payments[0].block).await.unwrap(), PaymentDepth::Gone);
+        assert_eq!(
+            c.depth(&payments[0].reference, &payments[0].block)
+                .await
+                .unwrap(),
+            PaymentDepth::Gone
+        );
         assert!(c.payment(&payments[0].reference).await.unwrap().is_none());
         match c.scan(Some(&cursor), 100).await.unwrap() {
             ScanOutcome::Reorg { rewind_to } => {
                 // The rewind point is on the new canonical chain.
-                if let Some(r) = rewind_to {
-                    assert!(matches!(c.scan(Some(&r), 100).await.unwrap(), ScanOutcome::Blocks { .. }));
-                }
+                assert!(matches!(
+                    c.scan(Some(&rewind_to), 100).await.unwrap(),
+                    ScanOutcome::Blocks { .. }
+                ));
             }
             other => panic!("expected a reorg, got {other:?}"),
         }
@@ -422,10 +539,16 @@ mod tests {
         assert_eq!(tip.height, 800_000);
         assert!(BlockStamp::new(tip.height, &tip.hash).is_ok());
         assert_eq!(b.advance(2).height, 800_002);
-        assert_eq!(b.block_hash(800_001).await.unwrap(), DevBitcoin::hash_at(800_001));
+        assert_eq!(
+            b.block_hash(800_001).await.unwrap(),
+            DevBitcoin::hash_at(800_001)
+        );
         assert!(b.block_hash(900_000).await.is_err());
         b.fund("bcrt1qreserve", "0014aa", 50_000);
-        assert_eq!(b.address_utxos("bcrt1qreserve").await.unwrap()[0].amount_sats, 50_000);
+        assert_eq!(
+            b.address_utxos("bcrt1qreserve").await.unwrap()[0].amount_sats,
+            50_000
+        );
         assert!(b.address_utxos("other").await.unwrap().is_empty());
     }
 }

@@ -47,11 +47,13 @@ pub struct ScanCursor {
 pub enum ScanOutcome {
     /// Blocks after the cursor, in order, with the payments they hold; `cursor` is the
     /// last block read (unchanged when there was nothing new).
-    Blocks { payments: Vec<Payment>, cursor: ScanCursor },
-    /// The cursor's block is no longer on the canonical chain. The monitor should
-    /// rescan from `rewind_to` (a block both views share), or from the chain's start
-    /// when `None`.
-    Reorg { rewind_to: Option<ScanCursor> },
+    Blocks {
+        payments: Vec<Payment>,
+        cursor: ScanCursor,
+    },
+    /// The cursor's block is no longer on the canonical chain. The monitor rescans
+    /// from `rewind_to`, a block on the canonical chain at or below the fork point.
+    Reorg { rewind_to: ScanCursor },
 }
 
 /// How a known payment stands on the chain now.
@@ -78,14 +80,25 @@ pub trait ChainAdapter: Send + Sync + 'static {
     /// `None`) and returns the payments to the payment address or contract, in chain
     /// order. Detects that the cursor block was reorged out. Idempotent: the caller may
     /// scan the same range twice; it deduplicates payments by reference.
-    async fn scan(&self, cursor: Option<&ScanCursor>, max_blocks: u64) -> Result<ScanOutcome, ChainError>;
+    async fn scan(
+        &self,
+        cursor: Option<&ScanCursor>,
+        max_blocks: u64,
+    ) -> Result<ScanOutcome, ChainError>;
 
     /// How deep the payment first seen in `seen_in` is now.
-    async fn depth(&self, payment: &PaymentRef, seen_in: &ChainBlock) -> Result<PaymentDepth, ChainError>;
+    async fn depth(
+        &self,
+        payment: &PaymentRef,
+        seen_in: &ChainBlock,
+    ) -> Result<PaymentDepth, ChainError>;
 
     /// Re-reads one payment from this adapter's own view of the chain (guardians use
     /// this to check a signing request independently). `None` when unknown.
-    async fn payment(&self, payment: &PaymentRef) -> Result<Option<(Payment, PaymentDepth)>, ChainError>;
+    async fn payment(
+        &self,
+        payment: &PaymentRef,
+    ) -> Result<Option<(Payment, PaymentDepth)>, ChainError>;
 }
 
 /// Bitcoin, as the pipeline and the reserve accounting see it.

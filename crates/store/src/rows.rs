@@ -20,7 +20,7 @@ macro_rules! validation_columns {
         "id, chain, tx_hash, tx_index, payer, amount_base_units, message, block_number, \
          block_hash, confirmations, status, reason_code, reason_detail, pending_reject_code, \
          pending_reject_detail, callback_url, attempts, not_before, lease_owner, lease_expires, \
-         statement_text, created_at, updated_at, confirmed_at, signed_at"
+         statement_json, statement_text, created_at, updated_at, confirmed_at, signed_at"
     };
 }
 pub(crate) use validation_columns;
@@ -81,6 +81,7 @@ pub(crate) struct ValidationRow {
     not_before: Option<i64>,
     lease_owner: Option<String>,
     lease_expires: Option<i64>,
+    statement_json: Option<String>,
     statement_text: Option<String>,
     created_at: i64,
     updated_at: i64,
@@ -119,6 +120,7 @@ impl TryFrom<ValidationRow> for ValidationRecord {
             not_before: r.not_before.map(Timestamp),
             lease_owner: r.lease_owner,
             lease_expires: r.lease_expires.map(Timestamp),
+            statement_json: r.statement_json,
             statement_text: r.statement_text,
             created_at: Timestamp(r.created_at),
             updated_at: Timestamp(r.updated_at),

@@ -50,6 +50,12 @@ pub(crate) const RENEW_LEASE: &str = concat!(
     claim_guard!()
 );
 
+pub(crate) const PREPARE_STATEMENT: &str = concat!(
+    "UPDATE validations SET statement_json = $4, updated_at = $5",
+    claim_guard!(),
+    " AND statement_json IS NULL"
+);
+
 pub(crate) const RETRY_LATER: &str = concat!(
     "UPDATE validations SET status = 'queued', not_before = $4, reason_code = $5, \
      reason_detail = $6, lease_owner = NULL, lease_expires = NULL, updated_at = $7",
@@ -419,6 +425,29 @@ macro_rules! impl_store {
             ) -> StoreResult<()> {
                 ValidationStatus::Signing.transition(ValidationStatus::Signed)?;
                 if self.complete_signed_dialect(claim, result, now).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::LostClaim {
+                        id: claim.record.id,
+                    })
+                }
+            }
+
+            async fn prepare_statement(
+                &self,
+                claim: &Claimed,
+                statement_json: &str,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                let done = sqlx::query(sql::PREPARE_STATEMENT)
+                    .bind(claim.record.id.0)
+                    .bind(claim.worker.as_str())
+                    .bind(i64::from(claim.attempt))
+                    .bind(statement_json)
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                if done.rows_affected() == 1 {
                     Ok(())
                 } else {
                     Err(StoreError::LostClaim {

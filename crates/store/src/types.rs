@@ -60,6 +60,9 @@ pub struct ValidationRecord {
     pub not_before: Option<Timestamp>,
     pub lease_owner: Option<String>,
     pub lease_expires: Option<Timestamp>,
+    /// The statement's inputs (JSON of `ubtc_core::Statement`), fixed before the first
+    /// signature is asked for and reused by every retry.
+    pub statement_json: Option<String>,
     pub statement_text: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

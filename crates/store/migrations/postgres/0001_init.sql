@@ -23,6 +23,7 @@ CREATE TABLE validations (
     not_before          BIGINT,
     lease_owner         TEXT,
     lease_expires       BIGINT,
+    statement_json      TEXT,
     statement_text      TEXT,
     bundle_json         TEXT,
     created_at          BIGINT NOT NULL,

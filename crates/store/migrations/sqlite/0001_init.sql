@@ -25,6 +25,7 @@ CREATE TABLE validations (
     not_before          INTEGER,
     lease_owner         TEXT,
     lease_expires       INTEGER,
+    statement_json      TEXT,
     statement_text      TEXT,
     bundle_json         TEXT,
     created_at          INTEGER NOT NULL,

@@ -1,0 +1,266 @@
+//! The queue worker: claim → statement → sign → store (with outbox) in one step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ubtc_chains::BitcoinBackend;
+use ubtc_core::bundle::BitcoinNetwork;
+use ubtc_core::validation::Reason;
+use ubtc_core::{ChainId, Statement, StatementMessage, Timestamp, ValidationId};
+use ubtc_store::{Claimed, NewOutboxEvent, SignedResult, Store, StoreError};
+
+use crate::bundle::build_bundle;
+use crate::signer::{ReserveSigner, SignFailure};
+use crate::{PipelineError, StepOutcome};
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Names this worker in leases (host and process, so an operator can find it).
+    pub worker_id: String,
+    /// How long a claim is held before another worker may take the job over.
+    pub lease_ms: i64,
+    /// Attempts before a job goes to the dead letter (`failed`).
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt up to `backoff_max_ms`.
+    pub backoff_base_ms: i64,
+    pub backoff_max_ms: i64,
+    pub network: BitcoinNetwork,
+    /// Native unit name per chain, for the bundle (`wei`, `lamports`, …).
+    pub native_units: HashMap<ChainId, String>,
+}
+
+impl WorkerConfig {
+    /// Delay before attempt `attempt + 1`, after `attempt` failed.
+    pub fn backoff_ms(&self, attempt: u32) -> i64 {
+        let exp = attempt.saturating_sub(1).min(30);
+        self.backoff_base_ms
+            .saturating_mul(1i64 << exp)
+            .min(self.backoff_max_ms)
+    }
+}
+
+/// What one worker tick did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerTick {
+    /// Nothing was due.
+    Idle,
+    Signed(ValidationId),
+    /// Given back with back-off.
+    Retrying(ValidationId, Reason),
+    /// Dead-lettered.
+    Failed(ValidationId, Reason),
+    /// Another worker took the job over (our lease expired); nothing was written.
+    LostClaim(ValidationId),
+}
+
+impl StepOutcome for WorkerTick {
+    fn is_idle(&self) -> bool {
+        matches!(self, WorkerTick::Idle)
+    }
+}
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    signer: Arc<dyn ReserveSigner>,
+    bitcoin: Arc<dyn BitcoinBackend>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        signer: Arc<dyn ReserveSigner>,
+        bitcoin: Arc<dyn BitcoinBackend>,
+        config: WorkerConfig,
+    ) -> Self {
+        Self {
+            store,
+            signer,
+            bitcoin,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Claims one due job and carries it as far as it goes.
+    pub async fn tick(&self) -> Result<WorkerTick, PipelineError> {
+        let now = Timestamp::now();
+        let Some(claim) = self
+            .store
+            .claim_next(&self.config.worker_id, self.config.lease_ms, now)
+            .await?
+        else {
+            return Ok(WorkerTick::Idle);
+        };
+        self.process(claim).await
+    }
+
+    /// Carries one claimed job: fixes its statement (once, durably), signs, stores.
+    pub async fn process(&self, claim: Claimed) -> Result<WorkerTick, PipelineError> {
+        let id = claim.record.id;
+        let statement = match self.statement_for(&claim).await {
+            Ok(statement) => statement,
+            Err(StatementStep::Store(StoreError::LostClaim { .. })) => {
+                return Ok(WorkerTick::LostClaim(id))
+            }
+            Err(StatementStep::Store(e)) => return Err(e.into()),
+            Err(StatementStep::Failure(failure)) => return self.give_back(&claim, failure).await,
+        };
+        let signed = match self.signer.sign(&statement).await {
+            Ok(signed) => signed,
+            Err(failure) => return self.give_back(&claim, failure).await,
+        };
+        let now = Timestamp::now();
+        let unit = self
+            .config
+            .native_units
+            .get(&claim.record.payment.chain)
+            .map(String::as_str)
+            .unwrap_or("base-units");
+        let bundle = build_bundle(
+            &claim.record,
+            &statement,
+            signed,
+            self.config.network,
+            unit,
+            now,
+        );
+        let bundle_json = serde_json::to_string(&bundle).map_err(|e| {
+            PipelineError::Store(StoreError::Corrupt(format!(
+                "bundle does not serialize: {e}"
+            )))
+        })?;
+        let event = NewOutboxEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: "validation.signed".to_owned(),
+            payload_json: serde_json::json!({
+                "type": "validation.signed",
+                "validation_id": id,
+                "chain": claim.record.payment.chain,
+                "tx_hash": claim.record.payment.tx_hash,
+                "index": claim.record.payment.index,
+                "proof": bundle,
+            })
+            .to_string(),
+            target_url: claim.record.callback_url.clone(),
+        };
+        let result = SignedResult {
+            statement_text: bundle.statement_text.clone(),
+            bundle_json,
+            outbox: vec![event],
+            processing_ms: now.as_millis() - claim.record.created_at.as_millis(),
+        };
+        match self.store.complete_signed(&claim, &result, now).await {
+            Ok(()) => {
+                tracing::info!(validation = %id, chain = %claim.record.payment.chain, attempt = claim.attempt, "signed");
+                Ok(WorkerTick::Signed(id))
+            }
+            Err(StoreError::LostClaim { .. }) => {
+                tracing::warn!(validation = %id, "lease lost before the result was stored; another worker has it");
+                Ok(WorkerTick::LostClaim(id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The statement of this validation. Built on the first attempt with a fresh
+    /// Bitcoin block stamp and stored before anything is signed; later attempts reuse
+    /// it, so a retried job never asks for a signature over a different statement.
+    async fn statement_for(&self, claim: &Claimed) -> Result<Statement, StatementStep> {
+        let record = &claim.record;
+        if let Some(json) = &record.statement_json {
+            return serde_json::from_str(json).map_err(|e| {
+                StatementStep::Failure(SignFailure::Fatal(Reason::new(
+                    "statement_corrupt",
+                    format!("stored statement does not parse: {e}"),
+                )))
+            });
+        }
+        let bytes = hex::decode(&record.message_hex).map_err(|_| {
+            StatementStep::Failure(SignFailure::Fatal(Reason::new(
+                "message_corrupt",
+                "stored message is not hex",
+            )))
+        })?;
+        let message = StatementMessage::parse(&bytes).map_err(|e| {
+            StatementStep::Failure(SignFailure::Fatal(Reason::new(e.code(), e.to_string())))
+        })?;
+        let stamp = self.bitcoin.tip().await.map_err(|e| {
+            StatementStep::Failure(SignFailure::Retry(Reason::new(
+                "bitcoin_unavailable",
+                e.to_string(),
+            )))
+        })?;
+        let statement = Statement::new(
+            record.payment.clone(),
+            record.payer.clone(),
+            message,
+            stamp,
+            record.id.0,
+        );
+        let json = serde_json::to_string(&statement).map_err(|e| {
+            StatementStep::Failure(SignFailure::Fatal(Reason::new(
+                "statement_corrupt",
+                e.to_string(),
+            )))
+        })?;
+        self.store
+            .prepare_statement(claim, &json, Timestamp::now())
+            .await
+            .map_err(StatementStep::Store)?;
+        Ok(statement)
+    }
+
+    async fn give_back(
+        &self,
+        claim: &Claimed,
+        failure: SignFailure,
+    ) -> Result<WorkerTick, PipelineError> {
+        let id = claim.record.id;
+        let now = Timestamp::now();
+        let (reason, fatal) = match failure {
+            SignFailure::Retry(r) => (r, false),
+            SignFailure::Fatal(r) => (r, true),
+        };
+        let outcome = if fatal || claim.attempt >= self.config.max_attempts {
+            let event = NewOutboxEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: "validation.failed".to_owned(),
+                payload_json: serde_json::json!({
+                    "type": "validation.failed",
+                    "validation_id": id,
+                    "chain": claim.record.payment.chain,
+                    "tx_hash": claim.record.payment.tx_hash,
+                    "index": claim.record.payment.index,
+                    "reason": reason,
+                    "attempts": claim.attempt,
+                })
+                .to_string(),
+                target_url: claim.record.callback_url.clone(),
+            };
+            self.store.fail(claim, &reason, &[event], now).await.map(|()| {
+                tracing::warn!(validation = %id, code = %reason.code, attempts = claim.attempt, "failed: dead letter");
+                WorkerTick::Failed(id, reason.clone())
+            })
+        } else {
+            let not_before = now.plus_millis(self.config.backoff_ms(claim.attempt));
+            self.store.retry_later(claim, &reason, not_before, now).await.map(|()| {
+                tracing::info!(validation = %id, code = %reason.code, attempt = claim.attempt, retry_at = %not_before, "will retry");
+                WorkerTick::Retrying(id, reason.clone())
+            })
+        };
+        match outcome {
+            Ok(tick) => Ok(tick),
+            Err(StoreError::LostClaim { .. }) => Ok(WorkerTick::LostClaim(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+enum StatementStep {
+    Store(StoreError),
+    Failure(SignFailure),
+}

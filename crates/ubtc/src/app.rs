@@ -1,0 +1,344 @@
+//! Wiring: builds the services named by the configuration and runs them until
+//! shutdown. No business logic lives here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use async_trait::async_trait;
+use bitcoin::secp256k1::SecretKey;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use ubtc_api::{
+    ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt, DemoPaymentRequest, DemoPayments,
+};
+use ubtc_chains::dev::{DevBitcoin, DevChain};
+use ubtc_chains::{BitcoinBackend, ChainAdapter};
+use ubtc_core::bundle::BitcoinNetwork;
+use ubtc_core::payment::Payer;
+use ubtc_core::{ChainId, Timestamp};
+use ubtc_pipeline::{
+    ChainPolicy, LocalKeySigner, Monitor, ReserveSigner, Unlimited, Worker, WorkerConfig,
+};
+use ubtc_store::{NewReserveAddress, Store};
+
+use crate::config::{ChainConfig, Config};
+
+pub fn network(n: BitcoinNetwork) -> bitcoin::Network {
+    match n {
+        BitcoinNetwork::Bitcoin => bitcoin::Network::Bitcoin,
+        BitcoinNetwork::Testnet => bitcoin::Network::Testnet,
+        BitcoinNetwork::Testnet4 => bitcoin::Network::Testnet4,
+        BitcoinNetwork::Signet => bitcoin::Network::Signet,
+        BitcoinNetwork::Regtest => bitcoin::Network::Regtest,
+    }
+}
+
+/// Opens the configured database and applies migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    if url.expose().starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+    }
+    let store = ubtc_store::connect(url.expose(), config.database.max_connections)
+        .await
+        .context("cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// Reads the local reserve key; creates it (mode 0600) when `create` and it is missing.
+pub fn load_reserve_key(path: &Path, create: bool) -> anyhow::Result<SecretKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim())
+                .with_context(|| format!("reserve key file {} is not hex", path.display()))?;
+            SecretKey::from_slice(&bytes)
+                .with_context(|| format!("reserve key file {} holds no valid key", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = SecretKey::new(&mut rand::thread_rng());
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(path, &hex::encode(key.secret_bytes()))?;
+            tracing::info!(path = %path.display(), "created a new local reserve key");
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "reserve key file {} does not exist; create it with `ubtc keys local-init`",
+                path.display()
+            )
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read reserve key file {}", path.display()))
+        }
+    }
+}
+
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The local signer, with its reserve address registered in the store.
+pub async fn local_signer(
+    config: &Config,
+    store: &dyn Store,
+    create_key: bool,
+) -> anyhow::Result<Arc<LocalKeySigner>> {
+    let key = load_reserve_key(&config.key_file(), create_key)?;
+    let signer = Arc::new(LocalKeySigner::new(key, network(config.bitcoin.network)));
+    store
+        .add_reserve_address(
+            &NewReserveAddress {
+                address: signer.address().to_string(),
+                descriptor: signer.descriptor().to_owned(),
+                kind: "p2wpkh".into(),
+                label: Some("local reserve key".into()),
+            },
+            Timestamp::now(),
+        )
+        .await
+        .context("cannot register the reserve address")?;
+    Ok(signer)
+}
+
+pub fn chain_infos(config: &Config) -> anyhow::Result<Vec<ChainInfo>> {
+    config
+        .chains
+        .iter()
+        .map(|c| {
+            Ok(ChainInfo {
+                name: c.name.clone(),
+                kind: c.kind,
+                native_unit: c.kind.native_unit().to_owned(),
+                min_payment_base_units: config.min_payment(c)?,
+                confirmations: c.confirmations,
+                payment_address: c.payment_address.clone(),
+                payment_contract: None,
+                token: None,
+            })
+        })
+        .collect()
+}
+
+pub fn worker_config(config: &Config, worker_id: String) -> WorkerConfig {
+    WorkerConfig {
+        worker_id,
+        lease_ms: (config.pipeline.lease_secs * 1000) as i64,
+        max_attempts: config.pipeline.max_attempts,
+        backoff_base_ms: config.pipeline.backoff_base_ms as i64,
+        backoff_max_ms: (config.pipeline.backoff_max_secs * 1000) as i64,
+        network: config.bitcoin.network,
+        native_units: config
+            .chains
+            .iter()
+            .map(|c| (c.name.clone(), c.kind.native_unit().to_owned()))
+            .collect(),
+    }
+}
+
+/// The chains this process monitors, with the dev chains kept for the demo hook.
+pub struct Chains {
+    pub adapters: Vec<(Arc<dyn ChainAdapter>, ChainPolicy, ChainConfig)>,
+    pub dev: HashMap<ChainId, (DevChain, u128)>,
+}
+
+pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
+    let mut chains = Chains {
+        adapters: Vec::new(),
+        dev: HashMap::new(),
+    };
+    for c in &config.chains {
+        let min = config.min_payment(c)?;
+        let policy = ChainPolicy {
+            min_payment_base_units: min,
+            scan_max_blocks: c.scan_max_blocks,
+        };
+        let address = c.payment_address.clone().unwrap_or_default();
+        let dev = DevChain::new(c.name.clone(), &address, c.confirmations);
+        chains.dev.insert(c.name.clone(), (dev.clone(), min));
+        chains.adapters.push((Arc::new(dev), policy, c.clone()));
+    }
+    Ok(chains)
+}
+
+/// Starts the monitors (one per chain), the dev miners, and `workers` queue workers.
+pub fn spawn_pipeline(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+    config: &Config,
+    store: Arc<dyn Store>,
+    signer: Arc<dyn ReserveSigner>,
+    bitcoin: Arc<dyn BitcoinBackend>,
+    chains: &Chains,
+) {
+    let poll = Duration::from_millis(config.pipeline.poll_ms);
+    let max_backoff = Duration::from_secs(30);
+    for (adapter, policy, chain_config) in &chains.adapters {
+        let monitor = Arc::new(Monitor::new(
+            adapter.clone(),
+            store.clone(),
+            Arc::new(Unlimited),
+            policy.clone(),
+        ));
+        let monitor_cancel = cancel.clone();
+        let name = format!("monitor:{}", chain_config.name);
+        tasks.spawn(async move {
+            ubtc_pipeline::run_loop(&name, monitor_cancel, poll, max_backoff, || monitor.tick())
+                .await;
+            Ok(())
+        });
+        if let Some((dev, _)) = chains.dev.get(&chain_config.name) {
+            if chain_config.dev_block_ms > 0 {
+                let dev = dev.clone();
+                let cancel = cancel.clone();
+                let every = Duration::from_millis(chain_config.dev_block_ms);
+                tasks.spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Ok(()),
+                            _ = tick.tick() => { dev.mine(1); }
+                        }
+                    }
+                });
+            }
+        }
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    for n in 0..config.pipeline.workers {
+        let id = format!("{host}:{}:{n}", std::process::id());
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            signer.clone(),
+            bitcoin.clone(),
+            worker_config(config, id),
+        ));
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            ubtc_pipeline::run_loop("worker", cancel, poll, max_backoff, || worker.tick()).await;
+            Ok(())
+        });
+    }
+}
+
+/// The dev Bitcoin backend, with the reserve address funded so the demo has reserves.
+pub async fn dev_bitcoin(config: &Config, signer: &LocalKeySigner) -> Arc<DevBitcoin> {
+    let bitcoin = Arc::new(DevBitcoin::new(config.bitcoin.dev_start_height));
+    let spk = hex::encode(signer.address().script_pubkey().as_bytes());
+    for amount_sats in [150_000_000u64, 75_000_000, 25_000_000] {
+        bitcoin.fund(&signer.address().to_string(), &spk, amount_sats);
+    }
+    bitcoin
+}
+
+/// The demo hook behind `POST /v1/demo/payments`: pays into the in-process dev chain.
+pub struct DevPayments {
+    pub chains: HashMap<ChainId, (DevChain, u128)>,
+}
+
+/// Payer used when a demo payment names none.
+pub const DEMO_PAYER: &str = "0xde00000000000000000000000000000000000042";
+
+#[async_trait]
+impl DemoPayments for DevPayments {
+    async fn submit(
+        &self,
+        req: DemoPaymentRequest,
+    ) -> Result<DemoPaymentReceipt, DemoPaymentError> {
+        let Some((chain, min)) = self.chains.get(&req.chain) else {
+            return Err(DemoPaymentError::Refused(format!(
+                "{} is not a dev chain",
+                req.chain
+            )));
+        };
+        let payer = match req.payer {
+            Some(p) => p,
+            None => Payer::parse(DEMO_PAYER).map_err(|e| DemoPaymentError::Other(Box::new(e)))?,
+        };
+        let tx_hash =
+            chain.submit_payment(&payer, req.amount_base_units.unwrap_or(*min), &req.message);
+        Ok(DemoPaymentReceipt {
+            chain: req.chain,
+            tx_hash,
+            index: 0,
+        })
+    }
+}
+
+pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiState> {
+    Ok(ApiState::new(store, chain_infos(config)?))
+}
+
+/// Waits for Ctrl-C or SIGTERM, then cancels `cancel`.
+pub async fn shutdown_signal(cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
+}
+
+/// Waits for every task; cancels the rest as soon as one fails, and returns the first
+/// failure, so `main` exits non-zero when any task died.
+pub async fn join_all(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = match joined {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("task panicked or was aborted: {e}")),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "task failed; stopping");
+            cancel.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

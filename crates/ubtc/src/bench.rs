@@ -1,0 +1,38 @@
+//! `ubtc bench …`: benchmarks that print figures, each beside a baseline measured in
+//! the same run (this machine is shared and noisy; ratios travel, absolute figures
+//! do not).
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// BIP-322 / multisig signing and verification against raw secp256k1 ECDSA.
+    Sign {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds spent on each case.
+        #[arg(long, default_value_t = 1500)]
+        ms: u64,
+    },
+}
+
+pub async fn run(_config_path: Option<&Path>, what: BenchCommand) -> anyhow::Result<()> {
+    match what {
+        BenchCommand::Sign { json, ms } => {
+            let report = tokio::task::spawn_blocking(move || {
+                ubtc_bitcoin::bench::bench_sign(Duration::from_millis(ms))
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+    }
+}

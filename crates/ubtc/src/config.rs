@@ -1,0 +1,493 @@
+//! Typed configuration: embedded defaults, then a TOML file, then `UBTC_` variables.
+//!
+//! Every setting has a default that runs the embedded system (SQLite in the data
+//! directory, the dev chain, a local reserve key). Validation returns errors; nothing
+//! here exits the process. Secrets are wrapped so that `Debug` prints `[redacted]`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use ubtc_core::bundle::BitcoinNetwork;
+use ubtc_core::{ChainId, ChainKind};
+
+/// A secret string (a database URL with a password, an API key). Never printed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded database, the demo keys and other files live.
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub server: ServerConfig,
+    pub bitcoin: BitcoinConfig,
+    pub signer: SignerConfig,
+    pub pipeline: PipelineSettings,
+    pub log: LogConfig,
+    pub chains: Vec<ChainConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite:PATH`. Empty: SQLite file `ubtc.db` in `data_dir`.
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BitcoinConfig {
+    pub network: BitcoinNetwork,
+    /// `dev` (in-process; the only backend until the Esplora and Bitcoin Core ones land).
+    pub backend: String,
+    /// Height the dev backend starts at.
+    pub dev_start_height: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignerConfig {
+    /// `local`: one P2WPKH reserve key in this process.
+    pub kind: String,
+    /// File holding the local reserve key (64 hex characters). Empty:
+    /// `reserve-key.hex` in `data_dir`, created on first start.
+    pub key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Queue workers (concurrent signing tasks) per `worker` process.
+    pub workers: u32,
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    /// How long an idle worker or monitor sleeps before looking again.
+    pub poll_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`info`, `ubtc=debug,sqlx=warn`, …).
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub name: ChainId,
+    pub kind: ChainKind,
+    /// Where payments are sent (dev chain and plain transfers).
+    #[serde(default)]
+    pub payment_address: Option<String>,
+    /// Smallest accepted payment in the chain's native base unit, as a decimal string.
+    pub min_payment: String,
+    pub confirmations: u64,
+    #[serde(default = "default_scan_max_blocks")]
+    pub scan_max_blocks: u64,
+    /// Dev chain only: mine a block this often (0: only when told).
+    #[serde(default)]
+    pub dev_block_ms: u64,
+}
+
+fn default_scan_max_blocks() -> u64 {
+    500
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".data"),
+            database: DatabaseConfig::default(),
+            server: ServerConfig::default(),
+            bitcoin: BitcoinConfig::default(),
+            signer: SignerConfig::default(),
+            pipeline: PipelineSettings::default(),
+            log: LogConfig::default(),
+            chains: vec![ChainConfig {
+                name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
+                kind: ChainKind::Dev,
+                payment_address: Some("0xdef0000000000000000000000000000000000001".into()),
+                min_payment: "1000".into(),
+                confirmations: 3,
+                scan_max_blocks: 500,
+                dev_block_ms: 1000,
+            }],
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::default(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for BitcoinConfig {
+    fn default() -> Self {
+        Self {
+            network: BitcoinNetwork::Regtest,
+            backend: "dev".into(),
+            dev_start_height: 850_000,
+        }
+    }
+}
+
+impl Default for SignerConfig {
+    fn default() -> Self {
+        Self {
+            kind: "local".into(),
+            key_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease_secs: 30,
+            max_attempts: 8,
+            backoff_base_ms: 1000,
+            backoff_max_secs: 600,
+            poll_ms: 250,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Environment variables that override a setting, with the TOML path they set.
+/// Unknown `UBTC_` variables are an error, so a typo never goes unnoticed.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("UBTC_DATA_DIR", "data_dir"),
+    ("UBTC_DATABASE_URL", "database.url"),
+    ("UBTC_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
+    ("UBTC_SERVER_LISTEN", "server.listen"),
+    ("UBTC_BITCOIN_NETWORK", "bitcoin.network"),
+    ("UBTC_BITCOIN_BACKEND", "bitcoin.backend"),
+    ("UBTC_SIGNER_KIND", "signer.kind"),
+    ("UBTC_SIGNER_KEY_FILE", "signer.key_file"),
+    ("UBTC_PIPELINE_WORKERS", "pipeline.workers"),
+    ("UBTC_PIPELINE_LEASE_SECS", "pipeline.lease_secs"),
+    ("UBTC_PIPELINE_MAX_ATTEMPTS", "pipeline.max_attempts"),
+    ("UBTC_PIPELINE_BACKOFF_BASE_MS", "pipeline.backoff_base_ms"),
+    (
+        "UBTC_PIPELINE_BACKOFF_MAX_SECS",
+        "pipeline.backoff_max_secs",
+    ),
+    ("UBTC_PIPELINE_POLL_MS", "pipeline.poll_ms"),
+    ("UBTC_LOG_FORMAT", "log.format"),
+    ("UBTC_LOG_LEVEL", "log.level"),
+];
+
+/// Variables read elsewhere, not settings.
+const ENV_NOT_SETTINGS: &[&str] = &["UBTC_CONFIG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {name} is not valid for {key}: {message}")]
+    Env {
+        name: String,
+        key: String,
+        message: String,
+    },
+    #[error("unknown environment variable {0} (known: see README, Configuration)")]
+    UnknownEnv(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the `UBTC_` variables in `env`.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut tree = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults do not serialize: {e}")))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let overlay: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            merge(&mut tree, overlay);
+            // Deserialize once here so errors name the file rather than a later layer.
+            Config::deserialize(tree.clone()).map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        for (name, value) in env.iter().filter(|(k, _)| k.starts_with("UBTC_")) {
+            if ENV_NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
+                return Err(ConfigError::UnknownEnv(name.clone()));
+            };
+            set_path(&mut tree, key, value);
+            Config::deserialize(tree.clone()).map_err(|e| ConfigError::Env {
+                name: name.clone(),
+                key: (*key).to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        let config = Config::deserialize(tree).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be at least 1".into());
+        }
+        if self.pipeline.workers == 0 || self.pipeline.workers > 256 {
+            return bad("pipeline.workers must be between 1 and 256".into());
+        }
+        if self.pipeline.max_attempts == 0 {
+            return bad("pipeline.max_attempts must be at least 1".into());
+        }
+        if self.pipeline.lease_secs < 2 {
+            return bad("pipeline.lease_secs must be at least 2".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad(format!(
+                "log.format must be text or json, not {:?}",
+                self.log.format
+            ));
+        }
+        if self.bitcoin.backend != "dev" {
+            return bad(format!(
+                "bitcoin.backend {:?} is not available (dev)",
+                self.bitcoin.backend
+            ));
+        }
+        if self.signer.kind != "local" {
+            return bad(format!(
+                "signer.kind {:?} is not available (local)",
+                self.signer.kind
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for chain in &self.chains {
+            if !seen.insert(chain.name.clone()) {
+                return bad(format!("chain {} is configured twice", chain.name));
+            }
+            self.min_payment(chain)?;
+            if chain.confirmations == 0 {
+                return bad(format!(
+                    "chains.{}.confirmations must be at least 1",
+                    chain.name
+                ));
+            }
+            if chain.kind == ChainKind::Dev
+                && chain.payment_address.as_deref().is_none_or(str::is_empty)
+            {
+                return bad(format!("chains.{}.payment_address is required", chain.name));
+            }
+            if chain.kind != ChainKind::Dev {
+                return bad(format!(
+                    "chain {} has kind {}, which this build cannot monitor yet (dev)",
+                    chain.name,
+                    chain.kind.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn min_payment(&self, chain: &ChainConfig) -> Result<u128, ConfigError> {
+        ubtc_core::TokenAmount::parse_base_units(&chain.min_payment, 0)
+            .map(|a| a.base_units)
+            .map_err(|e| ConfigError::Invalid(format!("chains.{}.min_payment: {e}", chain.name)))
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> Secret {
+        if self.database.url.is_empty() {
+            Secret::new(format!(
+                "sqlite:{}",
+                self.data_dir.join("ubtc.db").display()
+            ))
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        if self.signer.key_file.as_os_str().is_empty() {
+            self.data_dir.join("reserve-key.hex")
+        } else {
+            self.signer.key_file.clone()
+        }
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Sets `a.b.c` to `raw`, typed like the value already there (numbers stay numbers).
+fn set_path(tree: &mut toml::Value, path: &str, raw: &str) {
+    let mut node = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let toml::Value::Table(t) = node else { return };
+        node = t
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let toml::Value::Table(t) = node else { return };
+    let last = parts[parts.len() - 1].to_owned();
+    let value = match t.get(&last) {
+        Some(toml::Value::Integer(_)) => raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        Some(toml::Value::Boolean(_)) => raw
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .unwrap_or_else(|_| toml::Value::String(raw.into())),
+        _ => toml::Value::String(raw.into()),
+    };
+    t.insert(last, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.chains.len(), 1);
+        assert!(c.database_url().expose().starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ubtc.toml");
+        std::fs::write(
+            &path,
+            "[database]\nmax_connections = 3\n[pipeline]\nworkers = 2\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("UBTC_PIPELINE_WORKERS", "7"),
+                ("UBTC_DATABASE_URL", "postgres://u:pw@h/db"),
+                ("HOME", "/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.max_connections, 3);
+        assert_eq!(c.pipeline.workers, 7);
+        assert_eq!(c.database_url().expose(), "postgres://u:pw@h/db");
+        // The password never shows in Debug output.
+        assert!(!format!("{c:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        let e = Config::load(None, &env(&[("UBTC_PIPELINE_WORKERS", "many")])).unwrap_err();
+        assert!(matches!(e, ConfigError::Env { .. }), "{e}");
+        let e = Config::load(None, &env(&[("UBTC_DATABSE_URL", "x")])).unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownEnv(_)), "{e}");
+        let e = Config::load(None, &env(&[("UBTC_PIPELINE_WORKERS", "0")])).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[database]\nmax_conections = 3\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), &env(&[])).unwrap_err(),
+            ConfigError::File { .. }
+        ));
+        std::fs::write(&path, "[[chains]]\nname = \"dev\"\nkind = \"dev\"\nmin_payment = \"-5\"\nconfirmations = 1\npayment_address = \"0x1\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path), &env(&[])).unwrap_err(),
+            ConfigError::Invalid(_)
+        ));
+    }
+}

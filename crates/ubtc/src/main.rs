@@ -1,0 +1,303 @@
+//! `ubtc`: the one binary of Universal Bitcoin.
+//!
+//! Parses the command line and the configuration, starts the services a subcommand
+//! needs, waits for all of them and exits non-zero when one failed. Logic lives in the
+//! library crates; this file only wires.
+
+mod app;
+mod bench;
+mod config;
+mod demo;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "ubtc",
+    version,
+    about = "Universal Bitcoin: proof of reserves for wrapped BTC"
+)]
+struct Cli {
+    /// Configuration file (TOML). `UBTC_` variables override it.
+    #[arg(long, global = true, env = "UBTC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on embedded defaults (SQLite, dev chain, local key).
+    Demo(demo::DemoArgs),
+    /// The public API, health and readiness.
+    Serve,
+    /// Chain monitors and queue workers.
+    Worker,
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Verifies a proof bundle offline (FILE, or - for stdin). Exit 0 valid, 1 invalid,
+    /// 2 unreadable input.
+    Verify {
+        file: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verifies one BIP-322 or BIP-137 signature. Exit 0 valid, 1 invalid, 2 unreadable.
+    VerifyMessage {
+        address: String,
+        message: String,
+        signature: String,
+        /// Require the address to be on this network (bitcoin, testnet, signet, regtest).
+        #[arg(long)]
+        network: Option<ubtc_core::bundle::BitcoinNetwork>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates the local reserve key file (signer.key_file) if it does not exist and
+    /// prints its address.
+    LocalInit(LocalInitArgs),
+}
+
+#[derive(Args)]
+struct LocalInitArgs {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // Offline commands: no runtime, no configuration, no logs on stdout.
+        Command::Verify { file, json } => return verify_bundle(&file, json),
+        Command::VerifyMessage {
+            address,
+            message,
+            signature,
+            network,
+            json,
+        } => return verify_message(&address, &message, &signature, network, json),
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.config, cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    Ok(Config::load(path, &env)?)
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: install ring once, here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command {
+        Command::Demo(args) => demo::run(config_path.as_deref(), args).await,
+        Command::Bench { what } => bench::run(config_path.as_deref(), what).await,
+        command => {
+            let config = load_config(config_path.as_deref())?;
+            init_logging(&config);
+            match command {
+                Command::Serve => serve(config).await,
+                Command::Worker => worker(config).await,
+                Command::Migrate => {
+                    app::open_store(&config).await?;
+                    println!("migrations applied");
+                    Ok(())
+                }
+                Command::Keys {
+                    what: KeysCommand::LocalInit(_),
+                } => {
+                    let key = app::load_reserve_key(&config.key_file(), true)?;
+                    let signer = ubtc_pipeline::LocalKeySigner::new(
+                        key,
+                        app::network(config.bitcoin.network),
+                    );
+                    println!("reserve key file: {}", config.key_file().display());
+                    println!("address:          {}", signer.address());
+                    println!("descriptor:       {}", signer.descriptor());
+                    Ok(())
+                }
+                Command::Demo(_)
+                | Command::Bench { .. }
+                | Command::Verify { .. }
+                | Command::VerifyMessage { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let state = app::api_state(store, &config)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let router = ubtc_api::public_router(state);
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        ubtc_api::serve(listener, router, c)
+            .await
+            .context("api server failed")
+    });
+    tokio::spawn(app::shutdown_signal(cancel.clone()));
+    app::join_all(tasks, cancel).await
+}
+
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let signer = app::local_signer(&config, store.as_ref(), false).await?;
+    let bitcoin = app::dev_bitcoin(&config, &signer).await;
+    let chains = app::build_chains(&config)?;
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    app::spawn_pipeline(
+        &mut tasks, &cancel, &config, store, signer, bitcoin, &chains,
+    );
+    tracing::info!(
+        workers = config.pipeline.workers,
+        chains = config.chains.len(),
+        "worker running"
+    );
+    tokio::spawn(app::shutdown_signal(cancel.clone()));
+    app::join_all(tasks, cancel).await
+}
+
+/// Reads a bundle from a file or stdin. Exit 0 valid, 1 invalid, 2 unreadable.
+fn verify_bundle(file: &str, json: bool) -> ExitCode {
+    let mut bytes = Vec::new();
+    let read = if file == "-" {
+        std::io::stdin()
+            .lock()
+            .take(ubtc_core::bundle::BUNDLE_MAX_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|f| {
+            f.take(ubtc_core::bundle::BUNDLE_MAX_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map(|_| ())
+        })
+    };
+    if let Err(e) = read {
+        return unreadable(json, &format!("cannot read {file}: {e}"));
+    }
+    let bundle = match ubtc_core::ProofBundle::from_json(&bytes) {
+        Ok(b) => b,
+        Err(e) => return unreadable(json, &format!("{file} is not a readable proof bundle: {e}")),
+    };
+    let report = ubtc_bitcoin::bundle::verify_bundle(&bundle);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{report}");
+    }
+    if report.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn verify_message(
+    address: &str,
+    message: &str,
+    signature: &str,
+    network: Option<ubtc_core::bundle::BitcoinNetwork>,
+    json: bool,
+) -> ExitCode {
+    let network = network.map(app::network);
+    match ubtc_bitcoin::bundle::verify_message_report(
+        address,
+        network,
+        message.as_bytes(),
+        signature,
+    ) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{report}");
+            }
+            if report.is_valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => unreadable(json, &e.to_string()),
+    }
+}
+
+fn unreadable(json: bool, message: &str) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "valid": false, "unreadable": true, "error": message })
+        );
+    } else {
+        eprintln!("unreadable input: {message}");
+    }
+    ExitCode::from(2)
+}
