@@ -1,0 +1,300 @@
+//! Response bodies. Explicit structs rather than the store's records, so that a
+//! new column never leaks (lease owners and callback URLs stay private) and the wire
+//! format changes only when this file does. Amounts are decimal strings, timestamps
+//! RFC 3339.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use ubtc_core::{Timestamp, ValidationStatus};
+use ubtc_store::{ReserveAddress, ReserveSnapshot, Stats, ValidationRecord};
+
+use crate::state::ChainInfo;
+
+/// Unit shown for amounts on a chain that is no longer configured.
+const UNKNOWN_UNIT: &str = "base-units";
+
+#[derive(Serialize)]
+pub struct ValidationList {
+    pub items: Vec<ValidationView>,
+    /// Pass as `before` to get the next (older) page; `null` on the last page.
+    pub next_before: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ValidationView {
+    pub id: String,
+    pub status: ValidationStatus,
+    pub reason: Option<ReasonView>,
+    pub payment: PaymentView,
+    pub message: MessageView,
+    pub confirmations: u64,
+    pub attempts: u32,
+    /// Earliest time a worker will pick it up (rate-limit delay or retry back-off).
+    pub not_before: Option<Timestamp>,
+    /// The "delay warning": set while the validation is rate limited.
+    pub delay: Option<DelayView>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub confirmed_at: Option<Timestamp>,
+    pub signed_at: Option<Timestamp>,
+    /// The statement the guardians signed, once signed.
+    pub statement: Option<String>,
+    /// Where the proof bundle is, once signed.
+    pub proof_url: Option<String>,
+    pub url: String,
+}
+
+#[derive(Serialize)]
+pub struct ReasonView {
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+pub struct PaymentView {
+    pub chain: String,
+    pub tx_hash: String,
+    pub index: u32,
+    pub payer: String,
+    pub amount: AmountView,
+    pub block: BlockView,
+}
+
+#[derive(Serialize)]
+pub struct AmountView {
+    /// Decimal string of base units (never a float).
+    pub base_units: String,
+    pub unit: String,
+}
+
+#[derive(Serialize)]
+pub struct BlockView {
+    pub number: u64,
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+pub struct MessageView {
+    pub hex: String,
+    /// The message as text when its bytes are valid UTF-8.
+    pub text: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct DelayView {
+    pub until: Timestamp,
+    pub remaining_secs: i64,
+    pub message: String,
+}
+
+impl ValidationView {
+    pub fn new(record: &ValidationRecord, chains: &[ChainInfo], now: Timestamp) -> Self {
+        let id = record.id.to_string();
+        let unit = chains
+            .iter()
+            .find(|c| c.name == record.payment.chain)
+            .map_or(UNKNOWN_UNIT, |c| c.native_unit.as_str())
+            .to_owned();
+        let text = hex::decode(&record.message_hex)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        let delay = match (record.status, record.not_before) {
+            (ValidationStatus::Delayed, Some(until)) => Some(DelayView {
+                until,
+                remaining_secs: (until.as_millis() - now.as_millis()).max(0) / 1000,
+                message: format!("rate limited: this validation will be processed after {until}"),
+            }),
+            _ => None,
+        };
+        let signed = record.status.is_signed();
+        ValidationView {
+            status: record.status,
+            reason: record.reason.as_ref().map(|r| ReasonView {
+                code: r.code.clone(),
+                detail: r.detail.clone(),
+            }),
+            payment: PaymentView {
+                chain: record.payment.chain.to_string(),
+                tx_hash: record.payment.tx_hash.to_string(),
+                index: record.payment.index,
+                payer: record.payer.to_string(),
+                amount: AmountView {
+                    base_units: record.amount_base_units.to_string(),
+                    unit,
+                },
+                block: BlockView {
+                    number: record.block.number,
+                    hash: record.block.hash.clone(),
+                },
+            },
+            message: MessageView {
+                hex: record.message_hex.clone(),
+                text,
+            },
+            confirmations: record.confirmations,
+            attempts: record.attempts,
+            not_before: record.not_before,
+            delay,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            confirmed_at: record.confirmed_at,
+            signed_at: record.signed_at,
+            statement: record.statement_text.clone(),
+            proof_url: signed.then(|| format!("/v1/proofs/{id}")),
+            url: format!("/v1/validations/{id}"),
+            id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ChainList<'a> {
+    pub items: &'a [ChainInfo],
+}
+
+#[derive(Serialize)]
+pub struct ReservesView {
+    pub addresses: Vec<ReserveAddressView>,
+    /// `null` until the first snapshot is taken.
+    pub snapshot: Option<SnapshotView>,
+}
+
+#[derive(Serialize)]
+pub struct ReserveAddressView {
+    pub address: String,
+    pub kind: String,
+    pub descriptor: String,
+    pub label: Option<String>,
+    pub since: Timestamp,
+}
+
+impl From<&ReserveAddress> for ReserveAddressView {
+    fn from(a: &ReserveAddress) -> Self {
+        Self {
+            address: a.address.clone(),
+            kind: a.kind.clone(),
+            descriptor: a.descriptor.clone(),
+            label: a.label.clone(),
+            since: a.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SnapshotView {
+    pub as_of: Timestamp,
+    pub age_secs: i64,
+    pub bitcoin_height: u32,
+    pub bitcoin_block_hash: String,
+    pub reserve_sats: String,
+    pub supply_sats: String,
+    /// Reserve over supply as a decimal string with six decimals (`"1.000000"`);
+    /// `null` when there is no supply.
+    pub ratio: Option<String>,
+    pub ratio_ppm: Option<u64>,
+    pub healthy: bool,
+    pub stale: bool,
+    pub supply: Vec<SupplyView>,
+}
+
+#[derive(Serialize)]
+pub struct SupplyView {
+    pub chain: String,
+    pub token: String,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub supply_base_units: String,
+    pub decimals: u8,
+    pub as_of: Timestamp,
+}
+
+impl SnapshotView {
+    pub fn new(s: &ReserveSnapshot, now: Timestamp) -> Self {
+        Self {
+            as_of: s.taken_at,
+            age_secs: (now.as_millis() - s.taken_at.as_millis()).max(0) / 1000,
+            bitcoin_height: s.bitcoin_height,
+            bitcoin_block_hash: s.bitcoin_block_hash.clone(),
+            reserve_sats: s.reserve_sats.0.to_string(),
+            supply_sats: s.supply_sats.0.to_string(),
+            ratio: s
+                .ratio_ppm
+                .map(|ppm| format!("{}.{:06}", ppm / 1_000_000, ppm % 1_000_000)),
+            ratio_ppm: s.ratio_ppm,
+            healthy: s.healthy,
+            stale: s.stale,
+            supply: s
+                .supply
+                .iter()
+                .map(|e| SupplyView {
+                    chain: e.chain.to_string(),
+                    token: e.token.clone(),
+                    block_number: e.block_number,
+                    block_hash: e.block_hash.clone(),
+                    supply_base_units: e.supply.base_units.to_string(),
+                    decimals: e.supply.decimals,
+                    as_of: e.as_of,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatsView {
+    pub window_secs: i64,
+    pub since: Timestamp,
+    pub total: u64,
+    pub by_status: BTreeMap<String, u64>,
+    /// chain → status → count.
+    pub by_chain: BTreeMap<String, BTreeMap<String, u64>>,
+    pub signed_in_window: u64,
+    pub processing_ms: Percentiles,
+}
+
+#[derive(Serialize)]
+pub struct Percentiles {
+    pub p50: Option<i64>,
+    pub p90: Option<i64>,
+    pub p99: Option<i64>,
+}
+
+impl StatsView {
+    pub fn new(stats: &Stats, since: Timestamp, window_secs: i64) -> Self {
+        let mut by_status = BTreeMap::new();
+        let mut by_chain: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut total = 0u64;
+        for c in &stats.counts {
+            total += c.count;
+            *by_status.entry(c.status.to_string()).or_insert(0) += c.count;
+            *by_chain
+                .entry(c.chain.to_string())
+                .or_default()
+                .entry(c.status.to_string())
+                .or_insert(0) += c.count;
+        }
+        Self {
+            window_secs,
+            since,
+            total,
+            by_status,
+            by_chain,
+            signed_in_window: stats.signed_since,
+            processing_ms: Percentiles {
+                p50: stats.processing_ms_p50,
+                p90: stats.processing_ms_p90,
+                p99: stats.processing_ms_p99,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DemoPaymentView {
+    pub chain: String,
+    pub tx_hash: String,
+    pub index: u32,
+    /// Where to watch the validation this payment creates.
+    pub validations_url: String,
+}

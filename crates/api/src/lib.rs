@@ -1,0 +1,153 @@
+//! The public HTTP API of Universal Bitcoin, on axum.
+//!
+//! Read-only views of validations, proof bundles, configured chains, reserves and
+//! statistics, plus health checks, the OpenAPI document, and (under `ubtc demo`
+//! only) a route that pays the local dev chain. Every answer is JSON; every error is
+//! `{"error": {"code", "message", "request_id"}}` with a stable code from
+//! [`ErrorCode`].
+//!
+//! Handlers talk to storage only through [`ubtc_store::Store`]: this crate must
+//! never contain SQL, business rules (fees, limits, signing) or chain access.
+//!
+//! Servers are started the same way in production and in tests: bind a listener,
+//! build a router with [`public_router`], and run [`serve`] until the cancellation
+//! token fires.
+
+mod dto;
+mod error;
+mod extract;
+mod handlers;
+mod request_id;
+mod state;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::LatencyUnit;
+use tracing::Level;
+
+pub use error::{ApiError, ErrorCode};
+pub use handlers::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OPENAPI_JSON};
+pub use request_id::RequestId;
+pub use state::{
+    ApiLimits, ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt, DemoPaymentRequest,
+    DemoPayments, TokenInfo, BODY_LIMIT_BYTES_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
+};
+
+/// One route the router serves: method and axum path template (`/v1/proofs/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+}
+
+/// Mounts routes and records them, so the list of served routes (checked against
+/// the OpenAPI document by a test) cannot drift from the router.
+struct Routes {
+    router: Router<ApiState>,
+    mounted: Vec<RouteSpec>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            mounted: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let filter = if method == Method::POST {
+            MethodFilter::POST
+        } else {
+            MethodFilter::GET
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.mounted.push(RouteSpec { method, path });
+        self
+    }
+}
+
+fn routes(demo: bool) -> Routes {
+    use handlers::*;
+    let r = Routes::new()
+        .add(Method::GET, "/healthz", healthz)
+        .add(Method::GET, "/readyz", readyz)
+        .add(Method::GET, "/openapi.json", openapi)
+        .add(Method::GET, "/v1/validations", list_validations)
+        .add(Method::GET, "/v1/validations/{id}", get_validation)
+        .add(Method::GET, "/v1/proofs/{id}", get_proof)
+        .add(Method::GET, "/v1/chains", list_chains)
+        .add(Method::GET, "/v1/reserves", reserves)
+        .add(Method::GET, "/v1/stats", stats);
+    if demo {
+        r.add(Method::POST, "/v1/demo/payments", demo_payment)
+    } else {
+        r
+    }
+}
+
+/// The routes [`public_router`] serves for a state with (`demo = true`) or without
+/// the demo hook.
+pub fn public_routes(demo: bool) -> Vec<RouteSpec> {
+    routes(demo).mounted
+}
+
+/// The public router with its layers: request id, timeout and JSON errors, tracing
+/// (method, route, status, latency), body limit.
+pub fn public_router(state: ApiState) -> Router {
+    let limits = state.limits;
+    let Routes { router, .. } = routes(state.demo.is_some());
+    router
+        .fallback(handlers::fallback)
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    // The route template, not the raw path: ids would make every
+                    // request its own log series.
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("<unmatched>", MatchedPath::as_str);
+                    let request_id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .map_or("-", |r| r.0.as_str());
+                    tracing::info_span!("http", method = %req.method(), route, request_id)
+                })
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_id::request_context,
+        ))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
+/// accepting and waits for requests in flight to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "api listening");
+    }
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+        .await
+}

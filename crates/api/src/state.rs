@@ -1,0 +1,138 @@
+//! What the handlers share: the store, the configured chains, the optional demo hook.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use ubtc_core::payment::{Payer, TxHash};
+use ubtc_core::{ChainId, ChainKind};
+use ubtc_store::Store;
+
+/// Largest request body accepted by default. The only body the public API reads is a
+/// demo payment (a short message), so this is generous.
+pub const BODY_LIMIT_BYTES_DEFAULT: usize = 16 * 1024;
+/// How long a request may take before it is abandoned with `timeout`.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+/// The state of the public router. Cheap to clone (all `Arc`s).
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub chains: Arc<Vec<ChainInfo>>,
+    /// Set only by `ubtc demo`: mounts `POST /v1/demo/payments`.
+    pub demo: Option<Arc<dyn DemoPayments>>,
+    pub limits: ApiLimits,
+}
+
+impl ApiState {
+    pub fn new(store: Arc<dyn Store>, chains: Vec<ChainInfo>) -> Self {
+        Self {
+            store,
+            chains: Arc::new(chains),
+            demo: None,
+            limits: ApiLimits::default(),
+        }
+    }
+
+    pub fn with_demo(mut self, demo: Arc<dyn DemoPayments>) -> Self {
+        self.demo = Some(demo);
+        self
+    }
+
+    pub fn chain(&self, name: &ChainId) -> Option<&ChainInfo> {
+        self.chains.iter().find(|c| &c.name == name)
+    }
+}
+
+/// Request bounds applied by the router's layers.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: BODY_LIMIT_BYTES_DEFAULT,
+            request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS_DEFAULT),
+        }
+    }
+}
+
+/// A configured payment chain as the API shows it (`GET /v1/chains`). Built by the
+/// binary from its configuration; this crate only displays it and uses `name`,
+/// `kind` and `native_unit` to label amounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub name: ChainId,
+    pub kind: ChainKind,
+    /// Smallest native unit amounts are counted in (`wei`, `lamports`, …).
+    pub native_unit: String,
+    /// Minimum fee for a validation, in `native_unit`.
+    #[serde(with = "ubtc_core::amount::u128_string")]
+    pub min_payment_base_units: u128,
+    /// Block depth (or the chain's rule) before a payment counts.
+    pub confirmations: u64,
+    /// Where to pay with a plain transfer, when the chain accepts that.
+    pub payment_address: Option<String>,
+    /// The payment contract (EVM) or program (Solana), when payments go through one.
+    pub payment_contract: Option<String>,
+    /// The wrapped-BTC token on this chain, when it is deployed there.
+    pub token: Option<TokenInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Token contract (EVM) or mint (Solana) address.
+    pub address: String,
+    pub symbol: String,
+    pub decimals: u8,
+}
+
+/// Submits payments to the in-process development chain of `ubtc demo`.
+///
+/// Defined here (not in `chains`) so that the API depends on a small trait, not on
+/// the dev chain: the binary wires the real implementation in.
+#[async_trait]
+pub trait DemoPayments: Send + Sync + 'static {
+    /// Sends one payment and returns where it landed. The payment then goes through
+    /// the normal pipeline (detection, confirmation, signing) like any other.
+    async fn submit(&self, req: DemoPaymentRequest)
+        -> Result<DemoPaymentReceipt, DemoPaymentError>;
+}
+
+/// A demo payment, parsed and checked at the API's edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoPaymentRequest {
+    /// A configured chain of kind `dev`.
+    pub chain: ChainId,
+    /// The message bytes to attach, as given. Not checked here: a demo may show a
+    /// rejection for a bad message.
+    pub message: Vec<u8>,
+    /// Paying account; the dev chain picks one when absent.
+    pub payer: Option<Payer>,
+    /// Amount in base units; the dev chain pays the chain's minimum when absent.
+    pub amount_base_units: Option<u128>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemoPaymentReceipt {
+    pub chain: ChainId,
+    pub tx_hash: TxHash,
+    pub index: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoPaymentError {
+    /// The dev chain refused the payment (unknown payer, not enough funds, …). The
+    /// message is shown to the client.
+    #[error("payment refused: {0}")]
+    Refused(String),
+    /// The dev chain is not running or did not answer.
+    #[error("dev chain unavailable: {0}")]
+    Unavailable(String),
+    #[error("dev chain failed")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
