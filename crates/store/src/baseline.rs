@@ -1,4 +1,223 @@
 //! Baseline for the pipeline benchmark: the same SQL statements the stores issue for
-//! one validation (record, confirm and enqueue, claim, complete), sent straight to a
-//! pool with no trait, no domain parsing and no pipeline. The benchmark runs both side
-//! by side; the ratio is the cost of everything above the database.
+//! one validation (record, confirm and enqueue, claim, complete with one outbox event
+//! and a metrics row), sent straight to a pool with no trait, no domain parsing and no
+//! pipeline. The benchmark runs both side by side on one machine; the ratio is the cost
+//! of everything above the database.
+//!
+//! Synthetic validations use the chain name `bench` and random transaction hashes, so
+//! runs can repeat on the same database.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgPool, Row, SqlitePool};
+use uuid::Uuid;
+
+use crate::{postgres, sql, sqlite, StoreError, StoreResult};
+
+const LEASE_MS: i64 = 60_000;
+const STATEMENT: &str = "Universal Bitcoin proof of reserves (baseline)";
+const BUNDLE: &str = "{\"version\":1,\"baseline\":true}";
+const PAYLOAD: &str = "{\"event\":\"validation.signed\"}";
+
+fn now_ms() -> i64 {
+    ubtc_core::Timestamp::now().as_millis()
+}
+
+/// Runs `validations` synthetic validations through PostgreSQL with `concurrency`
+/// tasks, each looping record → confirm/enqueue → claim one → complete. Returns the
+/// wall time.
+pub async fn run_postgres(
+    pool: &PgPool,
+    validations: u64,
+    concurrency: usize,
+) -> StoreResult<Duration> {
+    let remaining = Arc::new(AtomicU64::new(validations));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency.max(1) {
+        let pool = pool.clone();
+        let remaining = remaining.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("baseline-{t}");
+            while take(&remaining) {
+                let now = now_ms();
+                insert_and_enqueue_pg(&pool, now).await?;
+                // Claim whatever is due (maybe another task's row) and complete it.
+                loop {
+                    // Fresh clock: rows enqueued by other tasks after our `now` are due
+                    // only from their own enqueue time.
+                    let now = now_ms();
+                    let rows = sqlx::query(postgres::CLAIM_BATCH)
+                        .bind(worker.as_str())
+                        .bind(now + LEASE_MS)
+                        .bind(now)
+                        .bind(1_i64)
+                        .fetch_all(&pool)
+                        .await?;
+                    let Some(row) = rows.first() else {
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    let claimed: Uuid = row.try_get("id")?;
+                    let attempts: i64 = row.try_get("attempts")?;
+                    sqlx::query(postgres::COMPLETE_SIGNED)
+                        .bind(claimed)
+                        .bind(worker.as_str())
+                        .bind(attempts)
+                        .bind(STATEMENT)
+                        .bind(BUNDLE)
+                        .bind(now)
+                        .bind(5_i64)
+                        .bind(vec![Uuid::now_v7()])
+                        .bind(vec!["validation.signed"])
+                        .bind(vec![PAYLOAD])
+                        .bind(vec![None::<String>])
+                        .fetch_optional(&pool)
+                        .await?;
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    join(tasks).await?;
+    Ok(started.elapsed())
+}
+
+async fn insert_and_enqueue_pg(pool: &PgPool, now: i64) -> StoreResult<()> {
+    let id = Uuid::now_v7();
+    let tx_hash = format!("0x{}", Uuid::new_v4().simple());
+    sqlx::query(sql::INSERT_VALIDATION)
+        .bind(id)
+        .bind("bench")
+        .bind(tx_hash.as_str())
+        .bind(0_i64)
+        .bind("0xpayer")
+        .bind("1000")
+        .bind(&b"baseline"[..])
+        .bind(1_i64)
+        .bind("0xblock")
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(None::<&str>)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
+    sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+        .bind(id)
+        .bind("queued")
+        .bind(12_i64)
+        .bind(now)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The SQLite twin of [`run_postgres`], on the store's writer pool
+/// ([`crate::SqliteStore::pool`]).
+pub async fn run_sqlite(
+    pool: &SqlitePool,
+    validations: u64,
+    concurrency: usize,
+) -> StoreResult<Duration> {
+    let remaining = Arc::new(AtomicU64::new(validations));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency.max(1) {
+        let pool = pool.clone();
+        let remaining = remaining.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("baseline-{t}");
+            while take(&remaining) {
+                let now = now_ms();
+                let id = Uuid::now_v7();
+                let tx_hash = format!("0x{}", Uuid::new_v4().simple());
+                sqlx::query(sql::INSERT_VALIDATION)
+                    .bind(id)
+                    .bind("bench")
+                    .bind(tx_hash.as_str())
+                    .bind(0_i64)
+                    .bind("0xpayer")
+                    .bind("1000")
+                    .bind(&b"baseline"[..])
+                    .bind(1_i64)
+                    .bind("0xblock")
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(None::<&str>)
+                    .bind(now)
+                    .fetch_optional(&pool)
+                    .await?;
+                sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+                    .bind(id)
+                    .bind("queued")
+                    .bind(12_i64)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&pool)
+                    .await?;
+                let rows = sqlx::query(sqlite::CLAIM_BATCH)
+                    .bind(worker.as_str())
+                    .bind(now + LEASE_MS)
+                    .bind(now)
+                    .bind(1_i64)
+                    .fetch_all(&pool)
+                    .await?;
+                // One writer: the row just enqueued (or an older one) is always due.
+                let Some(row) = rows.first() else { continue };
+                let claimed: Uuid = row.try_get("id")?;
+                let attempts: i64 = row.try_get("attempts")?;
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let signed: Option<(Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
+                    .bind(claimed)
+                    .bind(worker.as_str())
+                    .bind(attempts)
+                    .bind(STATEMENT)
+                    .bind(BUNDLE)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((vid, chain)) = signed {
+                    sqlx::query(sql::INSERT_METRIC)
+                        .bind(vid)
+                        .bind(chain)
+                        .bind(now)
+                        .bind(5_i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(sql::INSERT_OUTBOX)
+                        .bind(Uuid::now_v7())
+                        .bind(vid)
+                        .bind("validation.signed")
+                        .bind(PAYLOAD)
+                        .bind(None::<&str>)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    join(tasks).await?;
+    Ok(started.elapsed())
+}
+
+/// Takes one validation from the shared budget; false when none is left.
+fn take(remaining: &AtomicU64) -> bool {
+    remaining
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<StoreResult<()>>>) -> StoreResult<()> {
+    for t in tasks {
+        t.await
+            .map_err(|e| StoreError::InvalidInput(format!("baseline task panicked: {e}")))??;
+    }
+    Ok(())
+}

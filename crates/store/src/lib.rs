@@ -173,7 +173,12 @@ pub trait Store: Send + Sync + 'static {
     /// Fixes the statement of a claimed validation before anything is signed, so every
     /// later attempt signs the same statement. Only when none is stored yet; otherwise
     /// (or when the claim is no longer held) `LostClaim`, writing nothing.
-    async fn prepare_statement(&self, claim: &Claimed, statement_json: &str, now: Timestamp) -> StoreResult<()>;
+    async fn prepare_statement(
+        &self,
+        claim: &Claimed,
+        statement_json: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
 
     /// Gives a claimed job back: `signing` → `queued` with `not_before`, keeping the
     /// reason of this attempt. Used for retries with back-off.

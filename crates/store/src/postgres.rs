@@ -23,7 +23,7 @@ pub const SCHEMA_POOL_CONNECTIONS_DEFAULT: u32 = 32;
 
 /// The claimable ids are locked in a materialised CTE so the `LIMIT` is applied once;
 /// rows locked by another claimer are skipped, never waited for.
-const CLAIM_BATCH: &str = concat!(
+pub(crate) const CLAIM_BATCH: &str = concat!(
     "WITH due AS MATERIALIZED (",
     claim_select!(),
     " FOR UPDATE SKIP LOCKED) ",
@@ -35,7 +35,7 @@ const CLAIM_BATCH: &str = concat!(
 /// `$6` now, `$7` processing time, `$8..$11` the outbox events as parallel arrays.
 /// The metrics and outbox inserts read `v`, so they insert nothing when the guarded
 /// update matched nothing (claim lost).
-const COMPLETE_SIGNED: &str = concat!(
+pub(crate) const COMPLETE_SIGNED: &str = concat!(
     "WITH v AS (",
     sign_update!(),
     "), m AS (INSERT INTO validation_metrics (validation_id, chain, signed_at, processing_ms) \

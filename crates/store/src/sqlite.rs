@@ -28,7 +28,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SQLite's claim: one `UPDATE … RETURNING`, atomic under SQLite's database write lock
 /// (no other writer can run between its SELECT and its UPDATE).
-const CLAIM_BATCH: &str = concat!(
+pub(crate) const CLAIM_BATCH: &str = concat!(
     claim_set!(),
     "WHERE id IN (",
     claim_select!(),
