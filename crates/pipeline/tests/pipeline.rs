@@ -7,6 +7,8 @@
 //! or, where a test needs a signer that fails on purpose, a wrapper around it that is
 //! a test double and says so.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
