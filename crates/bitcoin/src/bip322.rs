@@ -143,10 +143,15 @@ pub enum SignError {
 
 /// BIP-340 tagged hash of the message: `sha256(sha256(tag) || sha256(tag) || message)`.
 pub fn message_hash(message: &[u8]) -> [u8; 32] {
-    let tag = sha256::Hash::hash(MESSAGE_TAG);
-    let mut engine = sha256::Hash::engine();
-    engine.input(tag.as_byte_array());
-    engine.input(tag.as_byte_array());
+    // The two tag hashes fill exactly one SHA-256 block: absorb them once.
+    static TAGGED: std::sync::LazyLock<sha256::HashEngine> = std::sync::LazyLock::new(|| {
+        let tag = sha256::Hash::hash(MESSAGE_TAG);
+        let mut engine = sha256::Hash::engine();
+        engine.input(tag.as_byte_array());
+        engine.input(tag.as_byte_array());
+        engine
+    });
+    let mut engine = TAGGED.clone();
     engine.input(message);
     sha256::Hash::from_engine(engine).to_byte_array()
 }

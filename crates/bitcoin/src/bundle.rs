@@ -193,13 +193,17 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
         if !seen.insert(r.address.as_str()) {
             warnings.push(format!("reserve {} is listed more than once", r.address));
         }
-        reserves.push(verify_reserve(
-            network,
-            &r.address,
-            &r.descriptor,
-            &r.signature,
-            &text,
-        ));
+        let report = verify_reserve(network, &r.address, &r.descriptor, &r.signature, &text);
+        if let (Some(t), Some(s)) = (report.lock_time, report.sequence) {
+            if t != 0 || s != 0 {
+                // BIP-322 "valid at time T and age S": the key could only spend later.
+                warnings.push(format!(
+                    "reserve {} signed with time locks (nLockTime {t}, nSequence {s})",
+                    r.address
+                ));
+            }
+        }
+        reserves.push(report);
     }
 
     let proof_of_funds = bundle.proof_of_funds.as_ref().map(|p| {

@@ -2,6 +2,8 @@
 //! crate's own API, multisig through split signing), verify it, tamper with it, and
 //! check that `docs/proof-bundle.md` shows exactly the bundle this test produces.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::PathBuf;
 
 use bitcoin::secp256k1::{Secp256k1, SecretKey};

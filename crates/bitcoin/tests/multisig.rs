@@ -1,6 +1,8 @@
 //! Split signing: each guardian signs alone; the coordinator checks and combines.
 //! Results are also checked by the crates.io `bip322` verifier.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{CompressedPublicKey, Network};
 use ubtc_bitcoin::bip322::{self, Format};
@@ -95,7 +97,7 @@ fn duplicates_ignored_and_threshold_enforced() {
     let a = sign_partial(&req, &secrets[0]).unwrap();
     let b = sign_partial(&req, &secrets[1]).unwrap();
     assert_eq!(
-        combine(&req, &[a.clone()]),
+        combine(&req, std::slice::from_ref(&a)),
         Err(MultisigError::NotEnoughSignatures {
             valid: 1,
             needed: 2

@@ -1,6 +1,8 @@
 //! Property tests: for random keys and messages, every address type signs and
 //! verifies, and any change of message, signature byte or address makes it fail.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
 use bitcoin::base64::Engine as _;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};

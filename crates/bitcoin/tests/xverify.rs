@@ -4,6 +4,8 @@
 //! Needs `npm ci --prefix tools/xverify` (run from the repository root) once. Without
 //! it this test fails on purpose: a cross-check that silently skips checks nothing.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
