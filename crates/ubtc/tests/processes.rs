@@ -1,0 +1,372 @@
+//! Fault tests with real `ubtc` processes on the real PostgreSQL server.
+//!
+//! Each test gets its own database (created here, dropped at the end). Jobs are put in
+//! the queue through the store, as a chain monitor would, so that the processes under
+//! test only have to claim, sign and store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ubtc_core::payment::{ChainBlock, Payer, TxHash};
+use ubtc_core::{ChainId, PaymentRef, ProofBundle, Timestamp, ValidationId, ValidationStatus};
+use ubtc_store::{NewValidation, PgStore, Store};
+
+fn admin_url() -> String {
+    std::env::var("UBTC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+/// A fresh database on the test server, dropped on drop.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create() -> Self {
+        let name = format!("ubtc_proc_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgStore::connect(&admin_url(), 1).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is required at {} (set UBTC_TEST_DATABASE_URL): {e}",
+                admin_url()
+            )
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        let url = match admin_url().rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("database URL without a database name"),
+        };
+        Self { name, url }
+    }
+
+    fn url_via(&self, addr: SocketAddr) -> String {
+        self.url.replace("127.0.0.1:5432", &addr.to_string())
+    }
+
+    async fn drop_db(&self) {
+        let admin = PgStore::connect(&admin_url(), 1).await.unwrap();
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(admin.pool())
+        .await;
+    }
+}
+
+fn ubtc(dir: &Path, db_url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("UBTC_DATA_DIR", dir)
+        .env("UBTC_DATABASE_URL", db_url)
+        .env("UBTC_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("ubtc binary runs")
+}
+
+fn init_key(dir: &Path, db_url: &str) {
+    let status = ubtc(dir, db_url, &["keys", "local-init"], &[])
+        .wait()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Puts `n` confirmed payments in the queue, as a monitor would.
+async fn enqueue(store: &dyn Store, n: usize, tag: &str) -> Vec<ValidationId> {
+    let chain = ChainId::parse("dev").unwrap();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let new = NewValidation {
+            id: ValidationId::new(),
+            payment: PaymentRef {
+                chain: chain.clone(),
+                tx_hash: TxHash::parse(&format!("0x{tag}{i:060x}")).unwrap(),
+                index: 0,
+            },
+            payer: Payer::parse("0xpayer").unwrap(),
+            amount_base_units: 5_000,
+            message: format!("{tag} message {i}").into_bytes(),
+            block: ChainBlock {
+                number: 1,
+                hash: format!("0x{:064x}", 1),
+            },
+            callback_url: None,
+            rejection: None,
+        };
+        let id = store
+            .record_detected(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .id();
+        store
+            .confirm_and_enqueue(id, 3, None, Timestamp::now())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn count(store: &dyn Store, ids: &[ValidationId], status: ValidationStatus) -> usize {
+    let mut n = 0;
+    for id in ids {
+        if store.get_validation(*id).await.unwrap().unwrap().status == status {
+            n += 1;
+        }
+    }
+    n
+}
+
+async fn wait_until_signed(store: &dyn Store, ids: &[ValidationId], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let signed = count(store, ids, ValidationStatus::Signed).await;
+        if signed == ids.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {signed} of {} signed in time",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every validation is signed exactly once: one signed event, a bundle that verifies.
+async fn assert_signed_exactly_once(store: &dyn Store, ids: &[ValidationId]) {
+    for id in ids {
+        let v = store.get_validation(*id).await.unwrap().unwrap();
+        assert_eq!(v.status, ValidationStatus::Signed);
+        let events = store.list_outbox_for(*id).await.unwrap();
+        assert_eq!(
+            events.len(),
+            1,
+            "validation {id} has {} signed events",
+            events.len()
+        );
+        let bundle =
+            ProofBundle::from_json(store.get_bundle(*id).await.unwrap().unwrap().as_bytes())
+                .unwrap();
+        assert_eq!(bundle.statement_text, v.statement_text.unwrap());
+        assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle).is_valid());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_worker_loses_nothing_and_signs_nothing_twice() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    init_key(dir.path(), &db.url);
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let ids = enqueue(store.as_ref(), 400, "a").await;
+
+    let env = [
+        ("UBTC_PIPELINE_LEASE_SECS", "2"),
+        ("UBTC_PIPELINE_WORKERS", "8"),
+    ];
+    let mut in_flight_seen = 0;
+    // Kill the worker mid-stream (more than once if a kill happens to land between
+    // jobs), then let a fresh one finish the queue.
+    for round in 0..3 {
+        let mut worker = ubtc(dir.path(), &db.url, &["worker"], &env);
+        let target = 40 * (round + 1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(store.as_ref(), &ids, ValidationStatus::Signed).await < target {
+            assert!(Instant::now() < deadline, "worker made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.kill().unwrap(); // SIGKILL
+        worker.wait().unwrap();
+        in_flight_seen += count(store.as_ref(), &ids, ValidationStatus::Signing).await;
+        if in_flight_seen > 0 {
+            break;
+        }
+    }
+    assert!(in_flight_seen > 0, "the kill never caught a job in flight");
+
+    let mut worker = ubtc(dir.path(), &db.url, &["worker"], &env);
+    wait_until_signed(store.as_ref(), &ids, Duration::from_secs(120)).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_signed_exactly_once(store.as_ref(), &ids).await;
+    db.drop_db().await;
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut (closing every connection and the
+/// listener) and restore on the same port: the database "going away" as the
+/// processes see it, without stopping the server other tests share.
+struct Proxy {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Self {
+            addr,
+            up: Arc::new(AtomicBool::new(true)),
+            cut: Arc::new(tokio::sync::Notify::new()),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let cut = self.cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = cut.notified() => return,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    return;
+                };
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        // notify_waiters reaches the listener and every live connection.
+        self.cut.notify_waiters();
+    }
+
+    async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        self.serve(listener);
+    }
+}
+
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn wait_for_status(addr: SocketAddr, path: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = http_status(addr, path).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} answered {got:?}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_away_fails_readiness_and_work_resumes() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    init_key(dir.path(), &db.url);
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let proxy = Proxy::start().await;
+    let via_proxy = db.url_via(proxy.addr);
+
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen = api_port.to_string();
+    let mut serve = ubtc(
+        dir.path(),
+        &via_proxy,
+        &["serve"],
+        &[("UBTC_SERVER_LISTEN", &listen)],
+    );
+    let mut worker = ubtc(
+        dir.path(),
+        &via_proxy,
+        &["worker"],
+        &[("UBTC_PIPELINE_LEASE_SECS", "3")],
+    );
+    wait_for_status(api_port, "/readyz", 200, Duration::from_secs(30)).await;
+
+    let before = enqueue(store.as_ref(), 20, "b").await;
+    wait_until_signed(store.as_ref(), &before, Duration::from_secs(60)).await;
+
+    proxy.cut();
+    wait_for_status(api_port, "/readyz", 503, Duration::from_secs(45)).await;
+    assert_eq!(
+        http_status(api_port, "/healthz").await,
+        Some(200),
+        "the process itself is alive"
+    );
+    // Work arrives while the database is unreachable for the processes.
+    let during = enqueue(store.as_ref(), 20, "c").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(store.as_ref(), &during, ValidationStatus::Signed).await,
+        0
+    );
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker backs off instead of exiting"
+    );
+
+    proxy.restore().await;
+    wait_for_status(api_port, "/readyz", 200, Duration::from_secs(45)).await;
+    wait_until_signed(store.as_ref(), &during, Duration::from_secs(90)).await;
+    assert_signed_exactly_once(store.as_ref(), &before).await;
+    assert_signed_exactly_once(store.as_ref(), &during).await;
+
+    for child in [&mut serve, &mut worker] {
+        // SIGTERM: a clean shutdown exits 0.
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "clean shutdown on SIGTERM, got {status}");
+    }
+    db.drop_db().await;
+}
