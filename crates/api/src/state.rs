@@ -40,6 +40,11 @@ impl ApiState {
         self
     }
 
+    pub fn with_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn chain(&self, name: &ChainId) -> Option<&ChainInfo> {
         self.chains.iter().find(|c| &c.name == name)
     }

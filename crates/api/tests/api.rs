@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -12,8 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use ubtc_api::{
-    public_router, public_routes, serve, ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt,
-    DemoPaymentRequest, DemoPayments, ErrorCode, TokenInfo,
+    public_router, public_routes, serve, ApiLimits, ApiState, ChainInfo, DemoPaymentError,
+    DemoPaymentReceipt, DemoPaymentRequest, DemoPayments, ErrorCode, TokenInfo,
 };
 use ubtc_core::amount::Sats;
 use ubtc_core::bundle::SupplyEntry;
@@ -63,13 +64,17 @@ fn chains() -> Result<Vec<ChainInfo>> {
 }
 
 async fn spawn_app(demo: Option<Arc<dyn DemoPayments>>) -> Result<TestApp> {
+    spawn_app_with(demo, ApiLimits::default()).await
+}
+
+async fn spawn_app_with(demo: Option<Arc<dyn DemoPayments>>, limits: ApiLimits) -> Result<TestApp> {
     // reqwest is built without a default TLS provider; install ring once per process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite:{}", dir.path().join("api.db").display());
     let store = Arc::new(SqliteStore::connect(&url, 4).await?);
     store.migrate().await?;
-    let mut state = ApiState::new(store.clone(), chains()?);
+    let mut state = ApiState::new(store.clone(), chains()?).with_limits(limits);
     if let Some(demo) = demo {
         state = state.with_demo(demo);
     }
@@ -860,4 +865,79 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
         .collect();
     assert_eq!(documented_codes, codes);
     app.stop().await
+}
+
+/// Test double of a dev chain that takes `delay` to answer.
+struct SlowDevChain {
+    delay: Duration,
+}
+
+#[async_trait]
+impl DemoPayments for SlowDevChain {
+    async fn submit(
+        &self,
+        req: DemoPaymentRequest,
+    ) -> Result<DemoPaymentReceipt, DemoPaymentError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(DemoPaymentReceipt {
+            chain: req.chain,
+            tx_hash: TxHash::parse("0xslow").map_err(|e| DemoPaymentError::Other(Box::new(e)))?,
+            index: 0,
+        })
+    }
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_with_a_code() -> Result<()> {
+    let limits = ApiLimits {
+        request_timeout: Duration::from_millis(100),
+        ..ApiLimits::default()
+    };
+    let slow = Arc::new(SlowDevChain {
+        delay: Duration::from_secs(5),
+    });
+    let app = spawn_app_with(Some(slow), limits).await?;
+    let started = Instant::now();
+    let (status, body) = app
+        .post_json(
+            "/v1/demo/payments",
+            &json!({"chain": "dev", "message": "m"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "timeout")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    app.stop().await
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() -> Result<()> {
+    let slow = Arc::new(SlowDevChain {
+        delay: Duration::from_millis(300),
+    });
+    let app = spawn_app(Some(slow)).await?;
+    let client = app.client.clone();
+    let url = format!("{}/v1/demo/payments", app.base);
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&json!({"chain": "dev", "message": "m"}))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    // Let the request reach the handler before shutting down.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let base = app.base.clone();
+    app.stop().await?;
+    assert_eq!(in_flight.await??, StatusCode::ACCEPTED);
+    // And nothing listens any more.
+    assert!(reqwest::Client::new()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err());
+    Ok(())
 }
