@@ -2,8 +2,9 @@
 //!
 //! `cargo run -p ubtc-store --example store_bench -- [VALIDATIONS] [CONCURRENCY]`
 //! (PostgreSQL at `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`,
-//! in a throw-away schema; SQLite in a temporary file). One validation = record_detected
-//! + confirm_and_enqueue + claim_next + complete_signed (one outbox event).
+//! in a throw-away schema; SQLite in a temporary file). One validation is
+//! `record_detected`, `confirm_and_enqueue`, `claim_next` and `complete_signed` (one
+//! outbox event); the `record_confirmed` line replaces the first two by one statement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +17,12 @@ use ubtc_store::{
     baseline, NewOutboxEvent, NewValidation, PgStore, SignedResult, SqliteStore, Store,
 };
 
-async fn run_store(store: Arc<dyn Store>, n: u64, k: usize) -> anyhow::Result<Duration> {
+async fn run_store(
+    store: Arc<dyn Store>,
+    n: u64,
+    k: usize,
+    combined: bool,
+) -> anyhow::Result<Duration> {
     let remaining = Arc::new(AtomicU64::new(n));
     let chain = ChainId::parse("bench")?;
     let payer = Payer::parse("0xpayer")?;
@@ -53,8 +59,12 @@ async fn run_store(store: Arc<dyn Store>, n: u64, k: usize) -> anyhow::Result<Du
                     callback_url: None,
                     rejection: None,
                 };
-                let id = store.record_detected(&new, now).await?.id();
-                store.confirm_and_enqueue(id, 12, None, now).await?;
+                if combined {
+                    store.record_confirmed(&new, 12, None, now).await?;
+                } else {
+                    let id = store.record_detected(&new, now).await?.id();
+                    store.confirm_and_enqueue(id, 12, None, now).await?;
+                }
                 let claim = loop {
                     match store.claim_next(&worker, 60_000, Timestamp::now()).await? {
                         Some(c) => break c,
@@ -106,10 +116,15 @@ async fn main() -> anyhow::Result<()> {
     pg.migrate().await?;
     let pg_result = async {
         let base = baseline::run_postgres(pg.pool(), n, k).await?;
-        let store = run_store(Arc::new(pg.clone()), n, k).await?;
+        let store = run_store(Arc::new(pg.clone()), n, k, false).await?;
+        let combined = run_store(Arc::new(pg.clone()), n, k, true).await?;
         let base2 = baseline::run_postgres(pg.pool(), n, k).await?;
         println!("postgres  baseline  {}", rate(n, base));
         println!("postgres  store     {}", rate(n, store));
+        println!(
+            "postgres  store     {}  (record_confirmed)",
+            rate(n, combined)
+        );
         println!("postgres  baseline  {}  (again)", rate(n, base2));
         anyhow::Ok(())
     }
@@ -122,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let sqlite = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4).await?;
     sqlite.migrate().await?;
     let base = baseline::run_sqlite(sqlite.pool(), n, k).await?;
-    let store = run_store(Arc::new(sqlite.clone()), n, k).await?;
+    let store = run_store(Arc::new(sqlite.clone()), n, k, false).await?;
     println!("sqlite    baseline  {}", rate(n, base));
     println!("sqlite    store     {}", rate(n, store));
     for suffix in ["", "-wal", "-shm"] {

@@ -91,6 +91,22 @@ pub trait Store: Send + Sync + 'static {
     /// CONFLICT DO NOTHING`), plus a lookup when the payment was already known.
     async fn record_detected(&self, new: &NewValidation, now: Timestamp) -> StoreResult<Recorded>;
 
+    /// For a payment already confirmed when first seen (a monitor catching up, a chain
+    /// with instant finality): records it directly in its post-confirmation state in
+    /// ONE statement, as [`Store::record_detected`] followed by
+    /// [`Store::confirm_and_enqueue`] (or [`Store::confirm_and_reject`] when
+    /// `new.rejection` is set) would, with the same transition checks. Saves a commit
+    /// per validation. A payment already known changes nothing and returns
+    /// `AlreadyKnown` (the caller may then confirm the existing row if it is still
+    /// `detected`).
+    async fn record_confirmed(
+        &self,
+        new: &NewValidation,
+        confirmations: u64,
+        delay_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreResult<Recorded>;
+
     /// Validations of `chain` still `detected`, oldest first, for the monitor to
     /// re-check depth and reorgs.
     async fn list_detected(

@@ -20,6 +20,17 @@ pub(crate) const INSERT_VALIDATION: &str = "INSERT INTO validations (id, chain, 
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'detected', $10, $11, $12, $13, $13) \
      ON CONFLICT (tx_hash, chain, tx_index) DO NOTHING RETURNING id";
 
+/// `record_confirmed`: the same insert, landing directly in its post-confirmation
+/// state. `$10` status, `$11`/`$12` reason, `$14` now, `$15` confirmations, `$16`
+/// not_before.
+pub(crate) const INSERT_CONFIRMED: &str = "INSERT INTO validations (id, chain, tx_hash, \
+     tx_index, payer, amount_base_units, message, block_number, block_hash, status, \
+     reason_code, reason_detail, pending_reject_code, pending_reject_detail, callback_url, \
+     created_at, updated_at, confirmations, not_before, confirmed_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $11, $12, $13, $14, $14, $15, \
+     $16, $14) \
+     ON CONFLICT (tx_hash, chain, tx_index) DO NOTHING RETURNING id";
+
 pub(crate) const ID_BY_PAYMENT: &str =
     "SELECT id FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
 
@@ -238,6 +249,25 @@ macro_rules! impl_store {
                 }
             }
 
+            /// The outcome of an `INSERT … ON CONFLICT DO NOTHING RETURNING id`: the new
+            /// id, or the existing row's (rows are never deleted, so it is there).
+            async fn recorded(
+                &self,
+                inserted: Option<uuid::Uuid>,
+                p: &PaymentRef,
+            ) -> StoreResult<Recorded> {
+                if let Some(id) = inserted {
+                    return Ok(Recorded::Inserted(ValidationId(id)));
+                }
+                let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
+                    .bind(p.tx_hash.as_str())
+                    .bind(p.chain.as_str())
+                    .bind(i64::from(p.index))
+                    .fetch_one(self.writer())
+                    .await?;
+                Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+            }
+
             /// Runs a guarded `UPDATE … WHERE id = $1 AND status = <from>`; maps "no row"
             /// to NotFound or Transition.
             async fn guarded<'q>(
@@ -271,12 +301,11 @@ macro_rules! impl_store {
                 now: Timestamp,
             ) -> StoreResult<Recorded> {
                 let p = &new.payment;
-                let index = i64::from(p.index);
                 let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_VALIDATION)
                     .bind(new.id.0)
                     .bind(p.chain.as_str())
                     .bind(p.tx_hash.as_str())
-                    .bind(index)
+                    .bind(i64::from(p.index))
                     .bind(new.payer.as_str())
                     .bind(new.amount_base_units.to_string())
                     .bind(new.message.as_slice())
@@ -288,17 +317,58 @@ macro_rules! impl_store {
                     .bind(now.0)
                     .fetch_optional(self.writer())
                     .await?;
-                if let Some(id) = inserted {
-                    return Ok(Recorded::Inserted(ValidationId(id)));
-                }
-                // Already known: the row exists (rows are never deleted), read its id.
-                let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
-                    .bind(p.tx_hash.as_str())
+                self.recorded(inserted, p).await
+            }
+
+            async fn record_confirmed(
+                &self,
+                new: &NewValidation,
+                confirmations: u64,
+                delay_until: Option<Timestamp>,
+                now: Timestamp,
+            ) -> StoreResult<Recorded> {
+                let confirmed =
+                    ValidationStatus::Detected.transition(ValidationStatus::Confirmed)?;
+                let (status, reason, not_before) = match (&new.rejection, delay_until) {
+                    (Some(reason), _) => (
+                        confirmed.transition(ValidationStatus::Rejected)?,
+                        Some(reason),
+                        None,
+                    ),
+                    (None, None) => (
+                        confirmed.transition(ValidationStatus::Queued)?,
+                        None,
+                        Some(now),
+                    ),
+                    (None, Some(t)) => (
+                        confirmed
+                            .transition(ValidationStatus::Queued)?
+                            .transition(ValidationStatus::Delayed)?,
+                        None,
+                        Some(t),
+                    ),
+                };
+                let p = &new.payment;
+                let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_CONFIRMED)
+                    .bind(new.id.0)
                     .bind(p.chain.as_str())
-                    .bind(index)
-                    .fetch_one(self.writer())
+                    .bind(p.tx_hash.as_str())
+                    .bind(i64::from(p.index))
+                    .bind(new.payer.as_str())
+                    .bind(new.amount_base_units.to_string())
+                    .bind(new.message.as_slice())
+                    .bind(rows::to_i64(new.block.number, "block number")?)
+                    .bind(new.block.hash.as_str())
+                    .bind(status.as_str())
+                    .bind(reason.map(|r| r.code.as_str()))
+                    .bind(reason.map(|r| r.detail.as_str()))
+                    .bind(new.callback_url.as_deref())
+                    .bind(now.0)
+                    .bind(rows::to_i64(confirmations, "confirmations")?)
+                    .bind(not_before.map(|t| t.0))
+                    .fetch_optional(self.writer())
                     .await?;
-                Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+                self.recorded(inserted, p).await
             }
 
             async fn list_detected(

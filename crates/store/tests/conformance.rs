@@ -131,6 +131,7 @@ conformance!(
     payment_is_unique,
     record_round_trips,
     allowed_transitions,
+    record_confirmed_matches_two_steps,
     forbidden_transitions_change_nothing,
     claims_are_exclusive_under_concurrency,
     not_before_is_respected,
@@ -409,6 +410,56 @@ async fn allowed_transitions(store: Arc<dyn Store>) {
         .unwrap();
     let r = get(s, id).await;
     assert_eq!((r.status, r.reason), (Dropped, Some(reason)));
+}
+
+async fn record_confirmed_matches_two_steps(store: Arc<dyn Store>) {
+    use ValidationStatus::*;
+    let s = &*store;
+    let at = T0.plus_millis(7);
+    // Each case: one-step record, and the two-step path on a twin payment.
+    for (tx, rejection, delay) in [
+        ("0x1", None, None),
+        ("0x2", None, Some(T0.plus_millis(500))),
+        ("0x3", Some(Reason::new("below_fee", "paid 1")), None),
+    ] {
+        let mut one = new_validation("ethereum", tx, 0);
+        one.rejection = rejection.clone();
+        let id = s.record_confirmed(&one, 6, delay, at).await.unwrap();
+        assert_eq!(id, Recorded::Inserted(one.id));
+
+        let mut two = new_validation("ethereum", tx, 1);
+        two.rejection = rejection.clone();
+        s.record_detected(&two, at).await.unwrap();
+        match &rejection {
+            Some(r) => s.confirm_and_reject(two.id, 6, r, at).await.unwrap(),
+            None => {
+                s.confirm_and_enqueue(two.id, 6, delay, at).await.unwrap();
+            }
+        }
+        let (a, mut b) = (get(s, one.id).await, get(s, two.id).await);
+        b.id = a.id;
+        b.payment.index = 0;
+        assert_eq!(a, b, "{tx}");
+        let expected = match (&rejection, delay) {
+            (Some(_), _) => Rejected,
+            (None, Some(_)) => Delayed,
+            (None, None) => Queued,
+        };
+        assert_eq!(a.status, expected);
+        // Seen again: nothing changes.
+        let again = s
+            .record_confirmed(
+                &new_validation("ethereum", tx, 0),
+                9,
+                None,
+                at.plus_millis(1),
+            )
+            .await;
+        assert_eq!(again.unwrap(), Recorded::AlreadyKnown(one.id));
+        assert_eq!(get(s, one.id).await, a);
+    }
+    let c = claim_one(s, "w", T0.plus_millis(7)).await;
+    assert_eq!(c.record.payment.tx_hash.as_str(), "0x1");
 }
 
 async fn forbidden_transitions_change_nothing(store: Arc<dyn Store>) {
