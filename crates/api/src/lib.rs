@@ -60,36 +60,52 @@ impl Routes {
         }
     }
 
-    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    fn add<H, T>(
+        mut self,
+        (filter, method): (MethodFilter, Method),
+        path: &'static str,
+        handler: H,
+    ) -> Self
     where
         H: Handler<T, ApiState>,
         T: 'static,
     {
-        let filter = if method == Method::POST {
-            MethodFilter::POST
-        } else {
-            MethodFilter::GET
-        };
         self.router = self.router.route(path, on(filter, handler));
         self.mounted.push(RouteSpec { method, path });
         self
+    }
+
+    fn get<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.add((MethodFilter::GET, Method::GET), path, handler)
+    }
+
+    fn post<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.add((MethodFilter::POST, Method::POST), path, handler)
     }
 }
 
 fn routes(demo: bool) -> Routes {
     use handlers::*;
     let r = Routes::new()
-        .add(Method::GET, "/healthz", healthz)
-        .add(Method::GET, "/readyz", readyz)
-        .add(Method::GET, "/openapi.json", openapi)
-        .add(Method::GET, "/v1/validations", list_validations)
-        .add(Method::GET, "/v1/validations/{id}", get_validation)
-        .add(Method::GET, "/v1/proofs/{id}", get_proof)
-        .add(Method::GET, "/v1/chains", list_chains)
-        .add(Method::GET, "/v1/reserves", reserves)
-        .add(Method::GET, "/v1/stats", stats);
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/openapi.json", openapi)
+        .get("/v1/validations", list_validations)
+        .get("/v1/validations/{id}", get_validation)
+        .get("/v1/proofs/{id}", get_proof)
+        .get("/v1/chains", list_chains)
+        .get("/v1/reserves", reserves)
+        .get("/v1/stats", stats);
     if demo {
-        r.add(Method::POST, "/v1/demo/payments", demo_payment)
+        r.post("/v1/demo/payments", demo_payment)
     } else {
         r
     }
@@ -128,7 +144,9 @@ pub fn public_router(state: ApiState) -> Router {
                     DefaultOnResponse::new()
                         .level(Level::INFO)
                         .latency_unit(LatencyUnit::Millis),
-                ),
+                )
+                // Failures are logged once, by `ApiError`, with their cause.
+                .on_failure(()),
         )
         .layer(axum::middleware::from_fn_with_state(
             limits.request_timeout,

@@ -135,6 +135,44 @@ impl TestApp {
         Ok(())
     }
 
+    /// One reserve address and one snapshot taken 90 s ago; returns its time.
+    async fn seed_reserves(&self) -> Result<Timestamp> {
+        let now = Timestamp::now();
+        self.store
+            .add_reserve_address(
+                &NewReserveAddress {
+                    address: "bc1qreserve".to_owned(),
+                    descriptor: "wsh(sortedmulti(2,...))".to_owned(),
+                    kind: "p2wsh-sortedmulti".to_owned(),
+                    label: Some("cold".to_owned()),
+                },
+                now,
+            )
+            .await?;
+        let taken_at = now.plus_millis(-90_000);
+        self.store
+            .record_reserve_snapshot(&ReserveSnapshot {
+                taken_at,
+                bitcoin_height: 871_234,
+                bitcoin_block_hash: "00000000000000000001a2".to_owned(),
+                reserve_sats: Sats(150_000_000),
+                supply_sats: Sats(100_000_000),
+                ratio_ppm: Some(1_500_000),
+                healthy: true,
+                stale: false,
+                supply: vec![SupplyEntry {
+                    chain: ChainId::parse("ethereum")?,
+                    token: "0x00000000000000000000000000000000000000bb".to_owned(),
+                    block_number: 19_000_000,
+                    block_hash: "0xeth".to_owned(),
+                    supply: TokenAmount::new(100_000_000, 8),
+                    as_of: taken_at,
+                }],
+            })
+            .await?;
+        Ok(taken_at)
+    }
+
     /// Records a detected payment and returns its id.
     async fn detect(
         &self,
@@ -577,39 +615,7 @@ async fn chains_reserves_and_stats() -> Result<()> {
     let (_, body) = app.get("/v1/reserves").await?;
     assert_eq!(body, json!({"addresses": [], "snapshot": null}));
 
-    let now = Timestamp::now();
-    app.store
-        .add_reserve_address(
-            &NewReserveAddress {
-                address: "bc1qreserve".to_owned(),
-                descriptor: "wsh(sortedmulti(2,...))".to_owned(),
-                kind: "p2wsh-sortedmulti".to_owned(),
-                label: Some("cold".to_owned()),
-            },
-            now,
-        )
-        .await?;
-    let taken_at = now.plus_millis(-90_000);
-    app.store
-        .record_reserve_snapshot(&ReserveSnapshot {
-            taken_at,
-            bitcoin_height: 871_234,
-            bitcoin_block_hash: "00000000000000000001a2".to_owned(),
-            reserve_sats: Sats(150_000_000),
-            supply_sats: Sats(100_000_000),
-            ratio_ppm: Some(1_500_000),
-            healthy: true,
-            stale: false,
-            supply: vec![SupplyEntry {
-                chain: ChainId::parse("ethereum")?,
-                token: "0x00000000000000000000000000000000000000bb".to_owned(),
-                block_number: 19_000_000,
-                block_hash: "0xeth".to_owned(),
-                supply: TokenAmount::new(100_000_000, 8),
-                as_of: taken_at,
-            }],
-        })
-        .await?;
+    let taken_at = app.seed_reserves().await?;
     let (status, body) = app.get("/v1/reserves").await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["addresses"][0]["address"], "bc1qreserve");
@@ -851,6 +857,56 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
         assert_ne!(error_code(&body), "not_found", "{method} {path}");
     }
 
+    // Every reference resolves.
+    let schemas = &doc["components"]["schemas"];
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    for r in &refs {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .context("local ref")?;
+        assert!(schemas.get(name).is_some(), "dangling {r}");
+    }
+
+    // The documented fields are the fields actually sent.
+    let id = app.detect("dev", "0xdoc", 0, b"doc").await?;
+    app.sign(id, "{}").await?;
+    app.seed_reserves().await?;
+    let (_, list) = app.get("/v1/validations").await?;
+    let (_, one) = app.get(&format!("/v1/validations/{id}")).await?;
+    let (_, chains) = app.get("/v1/chains").await?;
+    let (_, reserves) = app.get("/v1/reserves").await?;
+    let (_, stats) = app.get("/v1/stats").await?;
+    let (_, receipt) = app
+        .post_json(
+            "/v1/demo/payments",
+            &json!({"chain": "dev", "message": "m"}),
+        )
+        .await?;
+    for (schema, value) in [
+        ("ValidationList", &list),
+        ("Validation", &one),
+        ("Chain", &chains["items"][0]),
+        ("Reserves", &reserves),
+        ("Snapshot", &reserves["snapshot"]),
+        ("Stats", &stats),
+        ("DemoPaymentReceipt", &receipt),
+    ] {
+        let required: BTreeSet<&str> = schemas[schema]["required"]
+            .as_array()
+            .context("required")?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let sent: BTreeSet<&str> = value
+            .as_object()
+            .with_context(|| format!("{schema}: {value}"))?
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(required, sent, "{schema}");
+    }
+
     // The error-code enum in the document is the code table.
     let documented_codes: Vec<String> = doc["components"]["schemas"]["Error"]["properties"]
         ["error"]["properties"]["code"]["enum"]
@@ -940,4 +996,19 @@ async fn shutdown_lets_requests_in_flight_finish() -> Result<()> {
         .await
         .is_err());
     Ok(())
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
 }
