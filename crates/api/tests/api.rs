@@ -659,10 +659,21 @@ impl DemoPayments for RecordingDevChain {
         &self,
         req: DemoPaymentRequest,
     ) -> Result<DemoPaymentReceipt, DemoPaymentError> {
-        if req.payer.as_ref().is_some_and(|p| p.as_str() == "broke") {
-            return Err(DemoPaymentError::Refused(
-                "payer broke has no funds".to_owned(),
-            ));
+        match req.payer.as_ref().map(Payer::as_str) {
+            Some("broke") => {
+                return Err(DemoPaymentError::Refused(
+                    "payer broke has no funds".to_owned(),
+                ))
+            }
+            Some("offline") => {
+                return Err(DemoPaymentError::Unavailable("node stopped".to_owned()))
+            }
+            Some("crash") => {
+                return Err(DemoPaymentError::Other(
+                    "dev chain state at /secret/path is corrupt".into(),
+                ))
+            }
+            _ => {}
         }
         let mut submitted = self
             .submitted
@@ -801,6 +812,31 @@ async fn demo_payments_only_under_demo() -> Result<()> {
             "{resp}"
         );
     }
+    let (status, resp) = app
+        .post_json(
+            "/v1/demo/payments",
+            &json!({"chain": "dev", "message": "m", "payer": "offline"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, error_code(&resp)),
+        (StatusCode::SERVICE_UNAVAILABLE, "demo_unavailable")
+    );
+    // An internal failure shows a generic message and the request id, never its cause.
+    let (status, resp) = app
+        .post_json(
+            "/v1/demo/payments",
+            &json!({"chain": "dev", "message": "m", "payer": "crash"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, error_code(&resp)),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+    );
+    assert!(!resp.to_string().contains("secret"), "{resp}");
+    assert!(resp["error"]["request_id"]
+        .as_str()
+        .is_some_and(|id| id.len() >= 32));
     // None of the refused requests reached the chain.
     assert_eq!(
         dev.submitted
