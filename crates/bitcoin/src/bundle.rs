@@ -238,6 +238,16 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
         .as_ref()
         .filter(|p| p.valid)
         .map_or(0, |p| p.proven_sats);
+    if let (Some(figures), Some(p)) = (&bundle.reserve_figures, &proof_of_funds) {
+        // The figures are the operator's claim; the proof is what was checked.
+        if p.valid && figures.reserve_sats.0 > proven_sats {
+            warnings.push(format!(
+                "reserve figures claim {} BTC but the proof of funds covers {} BTC",
+                btc(figures.reserve_sats.0),
+                btc(proven_sats)
+            ));
+        }
+    }
     let valid = errors.is_empty()
         && reserves.iter().all(|r| r.valid)
         && proof_of_funds.as_ref().is_none_or(|p| p.valid);

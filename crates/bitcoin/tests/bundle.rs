@@ -231,6 +231,18 @@ fn tampered_bundles_fail() {
     b.proof_of_funds.as_mut().unwrap().utxos.pop();
     assert!(!verify_bundle(&b).is_valid());
 
+    // Claimed reserves above what the proof covers: still valid, but said.
+    let mut b = good.clone();
+    b.reserve_figures.as_mut().unwrap().reserve_sats = ubtc_core::Sats(300_000_000);
+    let r = verify_bundle(&b);
+    assert!(r.is_valid());
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("claim 3.00000000 BTC")),
+        "{r}"
+    );
+
     let mut b = good.clone();
     b.network = ubtc_core::bundle::BitcoinNetwork::Testnet;
     let r = verify_bundle(&b);
