@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Needs PostgreSQL on 127.0.0.1:5432 (database `test`,
+# trust auth; override with UBTC_TEST_DATABASE_URL) and Node.js with npm; installs
+# the Node packages the tests use (independent verifiers, anvil) on first run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+for tool in tools/xverify tools/anvil; do
+  if [ ! -d "$tool/node_modules" ] || [ "$tool/package-lock.json" -nt "$tool/node_modules/.package-lock.json" ]; then
+    echo "==> npm ci --prefix $tool"
+    npm ci --prefix "$tool" --no-audit --no-fund --loglevel=error
+  fi
+done
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
