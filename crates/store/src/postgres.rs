@@ -18,6 +18,11 @@ use crate::sql::{self, claim_select, claim_set, fail_update, impl_store, sign_up
 use crate::types::*;
 use crate::{Store, StoreError, StoreResult};
 
+/// How long an operation waits for a pooled connection (or for the server to accept a
+/// new one) before failing with `StoreError::Unavailable`. Shorter than sqlx's 30 s so
+/// that health checks and workers notice an outage quickly.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Pool size of [`PgStore::connect_in_schema`].
 pub const SCHEMA_POOL_CONNECTIONS_DEFAULT: u32 = 32;
 
@@ -124,6 +129,7 @@ impl PgStore {
     async fn connect_with(options: PgConnectOptions, max_connections: u32) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self { pool })

@@ -1147,6 +1147,18 @@ async fn unreachable_postgres_is_unavailable() {
 }
 
 #[tokio::test]
+async fn closed_pools_are_unavailable() {
+    let sqlite = SqliteStore::connect("sqlite::memory:", 1).await.unwrap();
+    sqlite.pool().close().await;
+    assert!(sqlite.ping().await.unwrap_err().is_transient());
+    let pg = PgStore::connect(&pg_url(), 1).await.unwrap();
+    pg.ping().await.unwrap();
+    pg.pool().close().await;
+    let err = pg.get_validation(ValidationId::new()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
 async fn connect_dispatches_on_url() {
     let store = connect("sqlite::memory:", 4).await.unwrap();
     store.migrate().await.unwrap();
