@@ -95,7 +95,8 @@ impl ErrorCode {
     }
 
     /// The code for an error response produced outside our handlers (axum's own
-    /// 405, a layer's 413, …), so it can be rewritten as JSON.
+    /// 405, a layer's 413, …), so it can be rewritten as JSON. The response keeps its
+    /// status, so an unexpected 4xx shows as `bad_request` and 5xx as `internal`.
     pub fn for_status(status: StatusCode) -> ErrorCode {
         match status {
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
@@ -103,8 +104,6 @@ impl ErrorCode {
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
             StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
-            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Timeout,
             s if s.is_client_error() => ErrorCode::BadRequest,
             _ => ErrorCode::Internal,
         }

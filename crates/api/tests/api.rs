@@ -538,7 +538,13 @@ async fn bad_input_gets_a_code_and_changes_nothing() -> Result<()> {
         ("/v1/demo/payments", StatusCode::NOT_FOUND, "demo_disabled"),
     ];
     for (path, want_status, want_code) in cases {
-        let (status, body) = app.get(path).await?;
+        let resp = app.client.get(format!("{}{path}", app.base)).send().await?;
+        let header_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, body) = (resp.status(), resp.json::<Value>().await?);
         assert_eq!(
             (status, error_code(&body)),
             (want_status, want_code),
@@ -547,16 +553,28 @@ async fn bad_input_gets_a_code_and_changes_nothing() -> Result<()> {
         assert!(body["error"]["message"]
             .as_str()
             .is_some_and(|m| !m.is_empty()));
-        assert!(body["error"]["request_id"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
+        // The id in the body is the one in the header: a generated UUID.
+        let body_id = body["error"]["request_id"].as_str().map(str::to_owned);
+        assert_eq!(body_id, header_id, "{path}");
+        assert!(uuid::Uuid::parse_str(body_id.as_deref().unwrap_or("")).is_ok());
     }
-    // axum's own 405 comes back as our JSON too.
-    let (status, body) = app.post_json("/v1/chains", &json!({})).await?;
+    // axum's own 405 comes back as our JSON too, with its `allow` header.
+    let resp = app
+        .client
+        .post(format!("{}/v1/chains", app.base))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(
+        resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET,HEAD")
+    );
+    let (status, body) = (resp.status(), resp.json::<Value>().await?);
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
     );
+    assert!(uuid::Uuid::parse_str(body["error"]["request_id"].as_str().unwrap_or("")).is_ok());
 
     let (_, body) = app.get("/v1/validations").await?;
     assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
