@@ -10,10 +10,13 @@
 //! data at the edge into `ubtc-core` types and report what they saw; they never decide
 //! policy (fees, limits, who signs).
 
+pub mod bitcoind;
 pub mod dev;
+pub mod esplora;
+pub mod evm;
 
 use async_trait::async_trait;
-use ubtc_core::bundle::Utxo;
+use ubtc_core::bundle::{SupplyEntry, Utxo};
 use ubtc_core::payment::ChainBlock;
 use ubtc_core::{BlockStamp, ChainId, ChainKind, Payment, PaymentRef};
 
@@ -110,4 +113,14 @@ pub trait BitcoinBackend: Send + Sync + 'static {
     async fn block_hash(&self, height: u32) -> Result<String, ChainError>;
     /// Unspent outputs paying to `address` as of the tip.
     async fn address_utxos(&self, address: &str) -> Result<Vec<Utxo>, ChainError>;
+}
+
+/// Token supply on one chain, read at a named block (for reserve snapshots and bundles).
+#[async_trait]
+pub trait SupplySource: Send + Sync + 'static {
+    fn chain(&self) -> &ChainId;
+    /// Total supply of the wrapped token at block `block`, or, when `None`, at the
+    /// newest block that is final by the chain's rule. The entry names the block (number
+    /// and hash) and carries that block's time as `as_of`.
+    async fn supply_at(&self, block: Option<u64>) -> Result<SupplyEntry, ChainError>;
 }
