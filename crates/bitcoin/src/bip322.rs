@@ -526,6 +526,60 @@ fn verify_simple(spk: &Script, message: &[u8], b64: &str) -> Result<Verified, Ve
     })
 }
 
+/// Compatibility with wallets (bip322-js, and others) that write a *simple* signature
+/// for a P2SH-P2WPKH address. BIP-322 does not define that (simple is for native
+/// segwit only: the scriptSig is not in the witness), so [`verify`] refuses it. This
+/// rebuilds the scriptSig from the witness's public key and verifies the result as a
+/// full signature; the P2SH hash check still binds the key to the address.
+///
+/// `ubtc verify-message` uses it as a fallback and says so; proof bundles never do.
+pub fn verify_p2sh_p2wpkh_simple_compat(
+    address: &Address,
+    message: &[u8],
+    signature: &str,
+) -> Result<Verified, VerifyError> {
+    if signature.len() > MAX_SIGNATURE_CHARS {
+        return Err(VerifyError::TooLong {
+            len: signature.len(),
+            max: MAX_SIGNATURE_CHARS,
+        });
+    }
+    let spk = address.script_pubkey();
+    if !spk.is_p2sh() {
+        return Err(VerifyError::Invalid("not a P2SH address".into()));
+    }
+    let b64 = signature.strip_prefix("smp").unwrap_or(signature);
+    let bytes = decode_base64(b64)?;
+    let witness: Witness =
+        encode::deserialize(&bytes).map_err(|e| VerifyError::ParseSimple(e.to_string()))?;
+    let pk = match (witness.len(), witness.nth(1)) {
+        (2, Some(pk)) if pk.len() == 33 => pk,
+        _ => {
+            return Err(VerifyError::Invalid(
+                "not a P2SH-P2WPKH witness (signature, compressed key)".into(),
+            ))
+        }
+    };
+    let hash = bitcoin::hashes::hash160::Hash::hash(pk);
+    let redeem = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_raw_hash(hash));
+    let push = bitcoin::script::PushBytesBuf::try_from(redeem.into_bytes())
+        .map_err(|e| VerifyError::Invalid(e.to_string()))?;
+    let mut script_sig = ScriptBuf::new();
+    script_sig.push_slice(push);
+    let spend = to_spend(&spk, message);
+    let mut tx = to_sign(spend.compute_txid(), ToSignParams::default());
+    tx.input[0].script_sig = script_sig;
+    tx.input[0].witness = witness;
+    let mut cache = SighashCache::new(&tx);
+    script::verify_input(&tx, 0, &spend.output, &mut cache)?;
+    Ok(Verified {
+        format: Format::Simple,
+        lock_time: 0,
+        sequence: 0,
+        funds: None,
+    })
+}
+
 fn verify_full(spk: &Script, message: &[u8], b64: &str) -> Result<Verified, VerifyError> {
     let bytes = decode_base64(b64)?;
     let tx: Transaction =

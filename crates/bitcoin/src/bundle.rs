@@ -421,6 +421,18 @@ pub fn verify_message_report(
         Ok(v) => ok(&mut report, v),
         Err(e) => {
             let spk = parsed.script_pubkey();
+            if spk.is_p2sh() && !signature.starts_with("ful") && !signature.starts_with("pof") {
+                if let Ok(v) = bip322::verify_p2sh_p2wpkh_simple_compat(&parsed, message, signature)
+                {
+                    ok(&mut report, v);
+                    report.note = Some(
+                        "simple signature for a P2SH-P2WPKH address: not defined by BIP-322, \
+                         accepted for compatibility (bip322-js and other wallets write it)"
+                            .into(),
+                    );
+                    return Ok(report);
+                }
+            }
             let legacy_shaped = signature.len() == 88 && !spk.is_p2pkh();
             match bip137::verify(&parsed, message, signature) {
                 Ok(b) if legacy_shaped => {

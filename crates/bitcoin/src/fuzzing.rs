@@ -42,6 +42,7 @@ pub fn fuzz_signature(data: &[u8]) {
     };
     let _ = bip322::verify(address, message, &sig);
     let _ = bip137::verify(address, message, &sig);
+    let _ = bip322::verify_p2sh_p2wpkh_simple_compat(address, message, &sig);
     let _ = bundle::verify_message_report(&address.to_string(), None, message, &sig);
 }
 

@@ -193,6 +193,7 @@ fn we_verify_signatures_made_by_bip322_js() {
         for a in [
             Address::p2wpkh(&pk, Network::Bitcoin),
             Address::p2tr(&secp, xonly, None, Network::Bitcoin),
+            Address::p2shwpkh(&pk, Network::Bitcoin),
         ] {
             let message = format!("signed by bip322-js #{i}");
             cases.push(json!({"sign": "bip322-js", "wif": wif, "address": a.to_string(), "message": message}));
@@ -204,6 +205,23 @@ fn we_verify_signatures_made_by_bip322_js() {
         let sig = r["signature"]
             .as_str()
             .unwrap_or_else(|| panic!("bip322-js did not sign: {r}"));
+        if a.script_pubkey().is_p2sh() {
+            // bip322-js writes a simple signature for P2SH-P2WPKH, which BIP-322 does
+            // not define: strict verification refuses it, the compatibility path and
+            // `verify-message` accept it (with a note).
+            assert!(bip322::verify(a, message.as_bytes(), sig).is_err());
+            bip322::verify_p2sh_p2wpkh_simple_compat(a, message.as_bytes(), sig).unwrap();
+            assert!(bip322::verify_p2sh_p2wpkh_simple_compat(a, b"other", sig).is_err());
+            let r = ubtc_bitcoin::bundle::verify_message_report(
+                &a.to_string(),
+                None,
+                message.as_bytes(),
+                sig,
+            )
+            .unwrap();
+            assert!(r.is_valid() && r.note.is_some(), "{r}");
+            continue;
+        }
         // Unprefixed = simple (the pre-2026 encoding bip322-js writes).
         let v = bip322::verify(a, message.as_bytes(), sig).unwrap_or_else(|e| panic!("{a}: {e}"));
         assert_eq!(v.format, Format::Simple);
