@@ -165,9 +165,15 @@ pub async fn get_proof(
     let id = parse_id(&raw_id)?;
     if let Some(bundle) = state.store.get_bundle(id).await? {
         let mut response = (StatusCode::OK, bundle).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
+        );
+        // A validation is never signed twice: its bundle never changes once stored.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
         );
         return Ok(response);
     }

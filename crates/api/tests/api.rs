@@ -418,6 +418,11 @@ async fn one_validation_and_its_proof() -> Result<()> {
             .and_then(|v| v.to_str().ok()),
         Some("application/json")
     );
+    assert!(resp
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("immutable")));
     assert_eq!(resp.bytes().await?.as_ref(), bundle.as_bytes());
 
     let (status, body) = app.get(&format!("/v1/proofs/{pending}")).await?;
