@@ -156,7 +156,8 @@ pub fn public_router(state: ApiState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then stops
-/// accepting and waits for requests in flight to finish.
+/// accepting, closes idle connections and waits for requests in flight to finish
+/// (each is bounded by the router's request timeout, so shutdown is too).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
