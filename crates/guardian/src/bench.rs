@@ -1,0 +1,241 @@
+//! `ubtc bench guardians`: signed statements per second with 2-of-3 guardians over
+//! loopback HTTP, beside the single-key local signer measured in the same run.
+//!
+//! Both sides sign the same kind of statements for confirmed dev-chain payments with
+//! the same concurrency. The guardians run in this process (each on its own loopback
+//! port, with its own approval record fsync'd to a temporary directory), so the
+//! figure includes HTTP, both envelope signatures, the chain re-read, the durable
+//! record and the coordinator's checks — everything but process scheduling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::Network;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use ubtc_chains::dev::DevChain;
+use ubtc_chains::ChainAdapter;
+use ubtc_core::payment::Payer;
+use ubtc_core::{BlockStamp, ChainId, Statement};
+use ubtc_pipeline::{LocalKeySigner, ReserveSigner};
+
+use crate::coordinator::{Coordinator, CoordinatorSettings, GuardianEndpoint};
+use crate::record::ApprovalLog;
+use crate::server::{self, Guardian, GuardianPolicy, WatchedChain};
+use crate::{DevChainHttpAdapter, GuardianKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench setup: {0}")]
+    Setup(String),
+    #[error("a signing round failed: {0}")]
+    Sign(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GuardianBenchReport {
+    pub validations: usize,
+    pub concurrency: usize,
+    pub local_per_sec: f64,
+    pub guardians_per_sec: f64,
+    /// guardians / local.
+    pub ratio: f64,
+    pub round_p50_ms: f64,
+    pub round_p99_ms: f64,
+    pub local_p50_ms: f64,
+}
+
+impl std::fmt::Display for GuardianBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "signed validations: {} per side, {} concurrent",
+            self.validations, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  single-key local signer  {:>10.1} /s   p50 {:.2} ms",
+            self.local_per_sec, self.local_p50_ms
+        )?;
+        writeln!(
+            f,
+            "  2-of-3 guardians (HTTP)  {:>10.1} /s   p50 {:.2} ms  p99 {:.2} ms",
+            self.guardians_per_sec, self.round_p50_ms, self.round_p99_ms
+        )?;
+        writeln!(
+            f,
+            "  guardians / local       {:>10.1} %",
+            self.ratio * 100.0
+        )
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+async fn run_side(
+    signer: Arc<dyn ReserveSigner>,
+    statements: &[Statement],
+    concurrency: usize,
+) -> Result<(f64, Vec<Duration>), BenchError> {
+    let queue = Arc::new(std::sync::Mutex::new(statements.to_vec()));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let queue = queue.clone();
+        let signer = signer.clone();
+        tasks.spawn(async move {
+            let mut times = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(statement) = next else { break };
+                let t = Instant::now();
+                signer
+                    .sign(&statement)
+                    .await
+                    .map_err(|e| BenchError::Sign(format!("{e:?}")))?;
+                times.push(t.elapsed());
+            }
+            Ok::<_, BenchError>(times)
+        });
+    }
+    let mut times = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        times.extend(r.map_err(|e| BenchError::Sign(e.to_string()))??);
+    }
+    let rate = statements.len() as f64 / start.elapsed().as_secs_f64();
+    times.sort();
+    Ok((rate, times))
+}
+
+/// Signs `validations` statements with each signer, `concurrency` at a time, and
+/// reports both rates and the guardian round latency. Needs a rustls provider
+/// installed (the coordinator builds an HTTP client).
+pub async fn bench_guardians(
+    validations: usize,
+    concurrency: usize,
+) -> Result<GuardianBenchReport, BenchError> {
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let chain_id = ChainId::parse("dev").map_err(|e| setup(&e))?;
+    let dev = DevChain::new(chain_id.clone(), "0xbe0c4", 1);
+    let cancel = CancellationToken::new();
+
+    let chain_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| setup(&e))?;
+    let chain_url = format!(
+        "http://{}",
+        chain_listener.local_addr().map_err(|e| setup(&e))?
+    );
+    let router = crate::dev_chain_router(HashMap::from([(chain_id.clone(), dev.clone())]));
+    tokio::spawn(server::serve(chain_listener, router, cancel.clone()));
+
+    let dir = std::env::temp_dir().join(format!("ubtc-bench-guardians-{}", uuid::Uuid::new_v4()));
+    let coordinator_key = GuardianKey::generate();
+    let mut endpoints = Vec::new();
+    for i in 0..3 {
+        let key = GuardianKey::generate();
+        let log = ApprovalLog::open(&dir.join(format!("g{i}.jsonl"))).map_err(|e| setup(&e))?;
+        let adapter: Arc<dyn ChainAdapter> = Arc::new(
+            DevChainHttpAdapter::new(chain_id.clone(), &chain_url).map_err(|e| setup(&e))?,
+        );
+        let guardian = Guardian::new(
+            key.clone(),
+            HashMap::from([(
+                chain_id.clone(),
+                WatchedChain {
+                    adapter,
+                    max_signatures_per_minute: u32::MAX,
+                },
+            )]),
+            GuardianPolicy {
+                coordinators: vec![coordinator_key.public()],
+                statement_versions: vec![ubtc_core::statement::STATEMENT_VERSION],
+                max_request_ttl_ms: 120_000,
+            },
+            log,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| setup(&e))?;
+        let url = format!("http://{}", listener.local_addr().map_err(|e| setup(&e))?);
+        tokio::spawn(server::serve(
+            listener,
+            server::router(Arc::new(guardian)),
+            cancel.clone(),
+        ));
+        endpoints.push(GuardianEndpoint {
+            name: format!("g{}", i + 1),
+            url,
+            key: key.public(),
+        });
+    }
+    let coordinator = Arc::new(
+        Coordinator::new(
+            coordinator_key,
+            endpoints,
+            2,
+            CoordinatorSettings {
+                network: Network::Regtest,
+                timeout: Duration::from_secs(10),
+                request_ttl: Duration::from_secs(60),
+            },
+        )
+        .map_err(|e| setup(&e))?,
+    );
+    let local = Arc::new(LocalKeySigner::new(
+        SecretKey::new(&mut rand::thread_rng()),
+        Network::Regtest,
+    ));
+
+    let payer = Payer::parse("0xbe0001").map_err(|e| setup(&e))?;
+    let mut refs = Vec::new();
+    for i in 0..validations {
+        refs.push(dev.submit_payment(&payer, 1_000, format!("bench {i}").as_bytes()));
+    }
+    dev.mine(3);
+    let stamp = BlockStamp::new(900_000, &format!("{:064x}", 0xbe_u64)).map_err(|e| setup(&e))?;
+    let mut statements = Vec::new();
+    for tx in refs {
+        let reference = ubtc_core::PaymentRef {
+            chain: chain_id.clone(),
+            tx_hash: tx,
+            index: 0,
+        };
+        let (payment, _) = dev
+            .payment(&reference)
+            .await
+            .map_err(|e| setup(&e))?
+            .ok_or_else(|| BenchError::Setup("bench payment not found".into()))?;
+        let message = payment.message.map_err(|e| setup(&e))?;
+        statements.push(Statement::new(
+            reference,
+            payment.payer,
+            message,
+            stamp.clone(),
+            uuid::Uuid::new_v4(),
+        ));
+    }
+
+    let (local_rate, local_times) = run_side(local, &statements, concurrency).await?;
+    let (guardian_rate, times) = run_side(coordinator, &statements, concurrency).await?;
+    cancel.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(GuardianBenchReport {
+        validations,
+        concurrency,
+        local_per_sec: local_rate,
+        guardians_per_sec: guardian_rate,
+        ratio: guardian_rate / local_rate,
+        round_p50_ms: percentile(&times, 0.50),
+        round_p99_ms: percentile(&times, 0.99),
+        local_p50_ms: percentile(&local_times, 0.50),
+    })
+}

@@ -1,0 +1,72 @@
+//! Guardians: independent daemons that each hold one key of the M-of-N reserve
+//! addresses, and the coordinator that asks them to co-sign.
+//!
+//! A guardian ([`server::Guardian`]) re-reads every payment it is asked about from its
+//! own chain view, rebuilds the statement, applies its policy, records its approval
+//! durably ([`record`]) and only then returns its partial signature; it refuses
+//! anything else with a reason code. The [`coordinator::Coordinator`] implements the
+//! pipeline's `ReserveSigner`: it asks all guardians at once over HTTP
+//! ([`protocol`]), checks every answer against the guardian's registered key, and
+//! completes the BIP-322 multisig signature at M.
+//!
+//! This crate must never hold more than one guardian key in a guardian process, never
+//! sign a statement it did not rebuild itself, and never count a partial signature it
+//! did not verify. The keys live encrypted at rest ([`keystore`]).
+
+pub mod bench;
+pub mod config;
+pub mod coordinator;
+pub mod devchain;
+pub mod keystore;
+pub mod protocol;
+pub mod record;
+pub mod server;
+
+pub use config::GuardianConfig;
+pub use coordinator::{Coordinator, CoordinatorSettings, GuardianEndpoint};
+pub use devchain::{dev_chain_router, DevChainHttpAdapter};
+pub use keystore::{GuardianKey, KeystoreError, Passphrase};
+pub use server::Guardian;
+
+/// Why a guardian daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardianError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Keystore(#[from] keystore::KeystoreError),
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    #[error("chain view: {0}")]
+    Chain(#[from] ubtc_chains::ChainError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs a guardian daemon until `cancel` fires. Prints `guardian listening on ADDR`
+/// and `guardian key PUBKEY` on stdout once it accepts requests (tests and the demo
+/// read the address from there when the configured port is 0).
+pub async fn run_guardian(
+    config: &GuardianConfig,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), GuardianError> {
+    let guardian = std::sync::Arc::new(Guardian::from_config(config)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GuardianError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(GuardianError::Serve)?;
+    println!("guardian key {}", guardian.public_key());
+    println!("guardian listening on {addr}");
+    tracing::info!(%addr, key = %guardian.public_key(), "guardian running");
+    server::serve(listener, server::router(guardian), cancel)
+        .await
+        .map_err(GuardianError::Serve)
+}

@@ -1,0 +1,212 @@
+//! The coordinator ⇄ guardian signing protocol (over HTTP, JSON).
+//!
+//! Both directions travel in an [`Envelope`]: the body as a JSON *string*, the
+//! signer's public key and an ECDSA signature over
+//! `SHA-256(domain tag || body bytes)`. Signing the exact bytes sent, rather than a
+//! re-serialisation, means nobody has to agree on a canonical JSON form; the domain
+//! tag keeps a request signature from ever passing as an answer signature. Bodies are
+//! parsed only after the signature checks out.
+
+use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ubtc_bitcoin::multisig::{PartialSignature, SigningRequest};
+use ubtc_core::{PaymentRef, Statement, Timestamp};
+use uuid::Uuid;
+
+use crate::keystore::GuardianKey;
+
+/// Domain tag of a coordinator's request signature.
+pub const REQUEST_TAG: &[u8] = b"ubtc-guardian-request-v1\n";
+/// Domain tag of a guardian's answer signature.
+pub const ANSWER_TAG: &[u8] = b"ubtc-guardian-answer-v1\n";
+/// Largest envelope body accepted, in bytes (a simple-form request is a few KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("signer key is not accepted here")]
+    UnknownSigner,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The body, JSON text, exactly as signed.
+    pub body: String,
+    /// Compressed public key of the signer, hex.
+    pub signer: String,
+    /// DER ECDSA signature, hex.
+    pub signature: String,
+}
+
+/// What the coordinator asks of one guardian.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// Fresh for every request (a retry gets a new one); a guardian refuses a request id
+    /// it has already answered with a different body.
+    pub request_id: Uuid,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub payment: PaymentRef,
+    pub statement: Statement,
+    /// The BIP-322 multisig request whose message must be `statement.text()`.
+    pub signing: SigningRequest,
+}
+
+/// Stable refusal codes, listed in docs/guardians.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    PaymentUnknown,
+    PaymentUnconfirmed,
+    StatementMismatch,
+    StatementVersion,
+    RateLimited,
+    AlreadySignedOther,
+    RequestExpired,
+    RequestReplayed,
+    BadRequestSignature,
+    /// The guardian's chain view could not be read (its node is down).
+    ChainUnavailable,
+    /// The request is well signed but unusable (key not in the policy, bad PSBT).
+    BadRequest,
+    /// The guardian could not record its approval durably, so it does not sign.
+    Internal,
+}
+
+impl RefusalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentUnknown => "payment_unknown",
+            Self::PaymentUnconfirmed => "payment_unconfirmed",
+            Self::StatementMismatch => "statement_mismatch",
+            Self::StatementVersion => "statement_version",
+            Self::RateLimited => "rate_limited",
+            Self::AlreadySignedOther => "already_signed_other",
+            Self::RequestExpired => "request_expired",
+            Self::RequestReplayed => "request_replayed",
+            Self::BadRequestSignature => "bad_request_signature",
+            Self::ChainUnavailable => "chain_unavailable",
+            Self::BadRequest => "bad_request",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    Approved {
+        partial: PartialSignature,
+        /// When the guardian first recorded this approval (earlier than `at` for a
+        /// repeated request).
+        recorded_at: Timestamp,
+    },
+    Refused {
+        code: RefusalCode,
+        detail: String,
+    },
+}
+
+/// A guardian's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignAnswer {
+    pub request_id: Uuid,
+    pub guardian_key: String,
+    pub payment: PaymentRef,
+    /// SHA-256 of the statement text the guardian was sent, hex.
+    pub statement_digest: String,
+    pub outcome: Outcome,
+    pub at: Timestamp,
+}
+
+fn digest(tag: &[u8], body: &[u8]) -> Message {
+    let mut h = Sha256::new();
+    h.update(tag);
+    h.update(body);
+    Message::from_digest(h.finalize().into())
+}
+
+/// Serialises `body` and signs it with `key` under `tag`.
+pub fn seal<T: Serialize>(
+    tag: &[u8],
+    body: &T,
+    key: &GuardianKey,
+) -> Result<Envelope, ProtocolError> {
+    let body = serde_json::to_string(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let sig = Secp256k1::signing_only().sign_ecdsa(&digest(tag, body.as_bytes()), key.secret());
+    Ok(Envelope {
+        body,
+        signer: key.public_hex(),
+        signature: hex::encode(sig.serialize_der()),
+    })
+}
+
+/// Checks the envelope's signer is one of `accepted`, its signature, then parses the
+/// body. Returns the body and the signer.
+pub fn open<T: DeserializeOwned>(
+    tag: &[u8],
+    envelope: &Envelope,
+    accepted: &[PublicKey],
+) -> Result<(T, PublicKey), ProtocolError> {
+    if envelope.body.len() > MAX_BODY_BYTES {
+        return Err(ProtocolError::Malformed("body too large".into()));
+    }
+    let signer: PublicKey = envelope
+        .signer
+        .parse()
+        .map_err(|_| ProtocolError::Malformed("signer is not a public key".into()))?;
+    if !accepted.contains(&signer) {
+        return Err(ProtocolError::UnknownSigner);
+    }
+    let sig_bytes = hex::decode(&envelope.signature).map_err(|_| ProtocolError::BadSignature)?;
+    let sig = ecdsa::Signature::from_der(&sig_bytes).map_err(|_| ProtocolError::BadSignature)?;
+    Secp256k1::verification_only()
+        .verify_ecdsa(&digest(tag, envelope.body.as_bytes()), &sig, &signer)
+        .map_err(|_| ProtocolError::BadSignature)?;
+    let body = serde_json::from_str(&envelope.body)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    Ok((body, signer))
+}
+
+/// SHA-256 of an envelope body, hex: tells a repeated request from a replayed one.
+pub fn body_digest(envelope: &Envelope) -> String {
+    hex::encode(Sha256::digest(envelope.body.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_domain_separation() {
+        let key = GuardianKey::generate();
+        let env = seal(REQUEST_TAG, &serde_json::json!({"a": 1}), &key).unwrap();
+        let (v, who): (serde_json::Value, _) = open(REQUEST_TAG, &env, &[key.public()]).unwrap();
+        assert_eq!(v["a"], 1);
+        assert_eq!(who, key.public());
+        assert!(matches!(
+            open::<serde_json::Value>(ANSWER_TAG, &env, &[key.public()]),
+            Err(ProtocolError::BadSignature)
+        ));
+        let other = GuardianKey::generate();
+        assert!(matches!(
+            open::<serde_json::Value>(REQUEST_TAG, &env, &[other.public()]),
+            Err(ProtocolError::UnknownSigner)
+        ));
+        let mut tampered = env.clone();
+        tampered.body = r#"{"a":2}"#.into();
+        assert!(matches!(
+            open::<serde_json::Value>(REQUEST_TAG, &tampered, &[key.public()]),
+            Err(ProtocolError::BadSignature)
+        ));
+    }
+}

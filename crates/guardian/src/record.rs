@@ -1,0 +1,155 @@
+//! A guardian's durable approval record: an fsync'd, append-only JSON-lines file.
+//!
+//! Contract: a line is written and `fsync`ed *before* the partial signature it holds
+//! leaves the process, so a guardian that crashes between the two answers the retry
+//! with the same signature, and it never approves a second statement for a payment it
+//! has approved once, across restarts. The file is read whole at start; it grows by
+//! one short line per approval, which is small next to the chain data a guardian
+//! keeps anyway.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use ubtc_bitcoin::multisig::PartialSignature;
+use ubtc_core::{PaymentRef, Timestamp};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("approval record {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("approval record {path} is damaged at line {line}: {detail}")]
+    Damaged {
+        path: String,
+        line: usize,
+        detail: String,
+    },
+}
+
+/// One approval, as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub payment: PaymentRef,
+    pub statement_digest: String,
+    /// The reserve descriptor the partial signature is for.
+    pub descriptor: String,
+    pub partial: PartialSignature,
+    /// The request that first obtained this approval.
+    pub request_id: Uuid,
+    pub recorded_at: Timestamp,
+}
+
+pub struct ApprovalLog {
+    path: PathBuf,
+    file: std::fs::File,
+    by_payment: HashMap<PaymentRef, Vec<Approval>>,
+}
+
+impl std::fmt::Debug for ApprovalLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalLog")
+            .field("path", &self.path)
+            .field("payments", &self.by_payment.len())
+            .finish()
+    }
+}
+
+impl ApprovalLog {
+    /// Opens (creating when missing) and reads the record. A torn last line — a crash
+    /// in the middle of a write, before its fsync returned and so before anything was
+    /// answered — is ignored; damage anywhere else is an error, because skipping an
+    /// approval could let the guardian sign a second statement for that payment.
+    pub fn open(path: &Path) -> Result<Self, RecordError> {
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+        }
+        let mut by_payment: HashMap<PaymentRef, Vec<Approval>> = HashMap::new();
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                let lines: Vec<String> = std::io::BufReader::new(f)
+                    .lines()
+                    .collect::<Result<_, _>>()
+                    .map_err(io)?;
+                let last = lines.len();
+                for (i, line) in lines.iter().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Approval>(line) {
+                        Ok(a) => by_payment.entry(a.payment.clone()).or_default().push(a),
+                        Err(_) if i + 1 == last => {
+                            tracing::warn!(path = %path.display(), "ignoring a torn last line in the approval record");
+                        }
+                        Err(e) => {
+                            return Err(RecordError::Damaged {
+                                path: path.display().to_string(),
+                                line: i + 1,
+                                detail: e.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            by_payment,
+        })
+    }
+
+    /// Every approval recorded for `payment`.
+    pub fn for_payment(&self, payment: &PaymentRef) -> &[Approval] {
+        self.by_payment.get(payment).map_or(&[], Vec::as_slice)
+    }
+
+    /// Appends and fsyncs one approval; only when this returns Ok may the partial
+    /// signature be sent. Blocking (one small write and an fsync), called with the
+    /// guardian's decision lock held, which is what makes check-then-record atomic.
+    pub fn append(&mut self, approval: Approval) -> Result<(), RecordError> {
+        let io = |source| RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut line = serde_json::to_string(&approval).map_err(|e| RecordError::Damaged {
+            path: self.path.display().to_string(),
+            line: 0,
+            detail: e.to_string(),
+        })?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        self.by_payment
+            .entry(approval.payment.clone())
+            .or_default()
+            .push(approval);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_payment.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_payment.is_empty()
+    }
+}

@@ -1,0 +1,182 @@
+//! In-process harness: a dev chain served over loopback HTTP and guardians each on
+//! their own loopback port, as `ubtc guardian` would run them.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::Network;
+use tokio_util::sync::CancellationToken;
+use ubtc_chains::dev::DevChain;
+use ubtc_chains::ChainAdapter;
+use ubtc_core::payment::Payer;
+use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement};
+use ubtc_guardian::record::ApprovalLog;
+use ubtc_guardian::server::{self, Guardian, GuardianPolicy, WatchedChain};
+use ubtc_guardian::{
+    Coordinator, CoordinatorSettings, DevChainHttpAdapter, GuardianEndpoint, GuardianKey,
+};
+
+pub struct Harness {
+    pub chain: ChainId,
+    pub dev: DevChain,
+    pub chain_url: String,
+    /// A second dev chain with the same name but none of the payments: the view of a
+    /// guardian that does not see what the others see.
+    pub empty_url: String,
+    pub coordinator_key: GuardianKey,
+    pub keys: Vec<GuardianKey>,
+    pub urls: Vec<String>,
+    pub guardians: Vec<Arc<Guardian>>,
+    pub dir: tempfile::TempDir,
+    pub cancel: CancellationToken,
+}
+
+pub struct GuardianSpec {
+    pub empty_view: bool,
+    pub rate: u32,
+}
+
+impl Default for GuardianSpec {
+    fn default() -> Self {
+        Self {
+            empty_view: false,
+            rate: 1000,
+        }
+    }
+}
+
+async fn serve(router: axum::Router, cancel: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(server::serve(listener, router, cancel.clone()));
+    url
+}
+
+impl Harness {
+    pub async fn new(specs: Vec<GuardianSpec>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain = ChainId::parse("dev").unwrap();
+        let dev = DevChain::new(chain.clone(), "0xc0ffee", 2);
+        let empty = DevChain::new(chain.clone(), "0xc0ffee", 2);
+        let cancel = CancellationToken::new();
+        let chain_url = serve(
+            ubtc_guardian::dev_chain_router(HashMap::from([(chain.clone(), dev.clone())])),
+            &cancel,
+        )
+        .await;
+        let empty_url = serve(
+            ubtc_guardian::dev_chain_router(HashMap::from([(chain.clone(), empty)])),
+            &cancel,
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator_key = GuardianKey::generate();
+        let mut h = Self {
+            chain,
+            dev,
+            chain_url,
+            empty_url,
+            coordinator_key,
+            keys: Vec::new(),
+            urls: Vec::new(),
+            guardians: Vec::new(),
+            dir,
+            cancel,
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            let key = GuardianKey::generate();
+            let view = if spec.empty_view {
+                h.empty_url.clone()
+            } else {
+                h.chain_url.clone()
+            };
+            let adapter: Arc<dyn ChainAdapter> =
+                Arc::new(DevChainHttpAdapter::new(h.chain.clone(), &view).unwrap());
+            let guardian = Arc::new(Guardian::new(
+                key.clone(),
+                HashMap::from([(
+                    h.chain.clone(),
+                    WatchedChain {
+                        adapter,
+                        max_signatures_per_minute: spec.rate,
+                    },
+                )]),
+                GuardianPolicy {
+                    coordinators: vec![h.coordinator_key.public()],
+                    statement_versions: vec![1],
+                    max_request_ttl_ms: 120_000,
+                },
+                ApprovalLog::open(&h.dir.path().join(format!("g{i}.jsonl"))).unwrap(),
+            ));
+            let url = serve(server::router(guardian.clone()), &h.cancel).await;
+            h.keys.push(key);
+            h.urls.push(url);
+            h.guardians.push(guardian);
+        }
+        h
+    }
+
+    pub fn endpoints(&self) -> Vec<GuardianEndpoint> {
+        self.keys
+            .iter()
+            .zip(&self.urls)
+            .enumerate()
+            .map(|(i, (k, u))| GuardianEndpoint {
+                name: format!("g{}", i + 1),
+                url: u.clone(),
+                key: k.public(),
+            })
+            .collect()
+    }
+
+    pub fn coordinator_with(&self, endpoints: Vec<GuardianEndpoint>, m: usize) -> Coordinator {
+        Coordinator::new(
+            self.coordinator_key.clone(),
+            endpoints,
+            m,
+            CoordinatorSettings {
+                network: Network::Regtest,
+                timeout: Duration::from_secs(5),
+                request_ttl: Duration::from_secs(60),
+            },
+        )
+        .unwrap()
+    }
+
+    pub fn coordinator(&self, m: usize) -> Coordinator {
+        self.coordinator_with(self.endpoints(), m)
+    }
+
+    /// Pays with `message` and mines `blocks` blocks on top.
+    pub fn pay(&self, message: &str, blocks: u64) -> PaymentRef {
+        let tx =
+            self.dev
+                .submit_payment(&Payer::parse("0xa11ce").unwrap(), 1000, message.as_bytes());
+        self.dev.mine(blocks);
+        PaymentRef {
+            chain: self.chain.clone(),
+            tx_hash: tx,
+            index: 0,
+        }
+    }
+
+    /// The statement the pipeline would build for `payment`.
+    pub async fn statement(&self, payment: &PaymentRef) -> Statement {
+        let (p, _) = self.dev.payment(payment).await.unwrap().unwrap();
+        Statement::new(
+            payment.clone(),
+            p.payer,
+            p.message.unwrap(),
+            BlockStamp::new(880_000, &format!("{:064x}", 0xabcdefu64)).unwrap(),
+            uuid::Uuid::new_v4(),
+        )
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
