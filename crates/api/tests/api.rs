@@ -985,6 +985,17 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
 /// Test double of a dev chain that takes `delay` to answer.
 struct SlowDevChain {
     delay: Duration,
+    /// Signalled when a submission starts (a permit is kept if nobody waits yet).
+    started: tokio::sync::Notify,
+}
+
+impl SlowDevChain {
+    fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            started: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -993,6 +1004,7 @@ impl DemoPayments for SlowDevChain {
         &self,
         req: DemoPaymentRequest,
     ) -> Result<DemoPaymentReceipt, DemoPaymentError> {
+        self.started.notify_one();
         tokio::time::sleep(self.delay).await;
         Ok(DemoPaymentReceipt {
             chain: req.chain,
@@ -1008,9 +1020,7 @@ async fn slow_requests_time_out_with_a_code() -> Result<()> {
         request_timeout: Duration::from_millis(100),
         ..ApiLimits::default()
     };
-    let slow = Arc::new(SlowDevChain {
-        delay: Duration::from_secs(5),
-    });
+    let slow = Arc::new(SlowDevChain::new(Duration::from_secs(5)));
     let app = spawn_app_with(Some(slow), limits).await?;
     let started = Instant::now();
     let (status, body) = app
@@ -1029,10 +1039,8 @@ async fn slow_requests_time_out_with_a_code() -> Result<()> {
 
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() -> Result<()> {
-    let slow = Arc::new(SlowDevChain {
-        delay: Duration::from_millis(300),
-    });
-    let app = spawn_app(Some(slow)).await?;
+    let slow = Arc::new(SlowDevChain::new(Duration::from_millis(300)));
+    let app = spawn_app(Some(slow.clone())).await?;
     let client = app.client.clone();
     let url = format!("{}/v1/demo/payments", app.base);
     let in_flight = tokio::spawn(async move {
@@ -1043,8 +1051,8 @@ async fn shutdown_lets_requests_in_flight_finish() -> Result<()> {
             .await
             .map(|r| r.status())
     });
-    // Let the request reach the handler before shutting down.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shut down only once the request is inside the handler.
+    tokio::time::timeout(Duration::from_secs(10), slow.started.notified()).await?;
     let base = app.base.clone();
     app.stop().await?;
     assert_eq!(in_flight.await??, StatusCode::ACCEPTED);
