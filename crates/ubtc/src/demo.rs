@@ -29,6 +29,9 @@ pub struct DemoArgs {
     /// Exit once the start-up payments are final instead of serving until Ctrl-C.
     #[arg(long)]
     exit_after_payments: bool,
+    /// Sign through three guardian processes (2-of-3) instead of the local key.
+    #[arg(long)]
+    guardians: bool,
     #[command(subcommand)]
     command: Option<DemoCommand>,
 }
@@ -79,6 +82,18 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         .await
         .with_context(|| format!("cannot listen on {} (try --port)", config.server.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
+    let guardians = if args.guardians {
+        Some(
+            crate::guardian_cmd::start_demo_guardians(&config, store.as_ref(), &base, &bitcoin)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let pipeline_signer: Arc<dyn ubtc_pipeline::ReserveSigner> = match &guardians {
+        Some(g) => g.coordinator.clone(),
+        None => signer.clone(),
+    };
 
     let cancel = CancellationToken::new();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
@@ -87,7 +102,7 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         &cancel,
         &config,
         store.clone(),
-        signer.clone(),
+        pipeline_signer,
         bitcoin.clone(),
         &chains,
     );
@@ -96,6 +111,10 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
     });
     let state = app::api_state(store.clone(), &config)?.with_demo(demo);
     let router = ubtc_api::public_router(state);
+    let router = match &guardians {
+        Some(g) => router.merge(g.router(&chains.dev)),
+        None => router,
+    };
     let c = cancel.clone();
     tasks.spawn(async move {
         ubtc_api::serve(listener, router, c)
@@ -112,6 +131,14 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         signer.address(),
         config.bitcoin.network.as_str()
     );
+    if let Some(g) = &guardians {
+        let urls: Vec<&str> = g.children.iter().map(|c| c.url.as_str()).collect();
+        println!(
+            "  guardians       2-of-3 {} at {}",
+            g.coordinator.address(),
+            urls.join(", ")
+        );
+    }
     println!("  API             {base}");
     println!();
 

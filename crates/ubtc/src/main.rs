@@ -8,6 +8,7 @@ mod app;
 mod bench;
 mod config;
 mod demo;
+mod guardian_cmd;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -69,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// One guardian daemon, on its own configuration (see docs/guardians.md).
+    Guardian(guardian_cmd::GuardianArgs),
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -81,6 +84,12 @@ enum KeysCommand {
     /// Creates the local reserve key file (signer.key_file) if it does not exist and
     /// prints its address.
     LocalInit(LocalInitArgs),
+    /// Creates an encrypted guardian keystore and prints its public key and fingerprint.
+    GuardianInit(guardian_cmd::GuardianInitArgs),
+    /// Registers wsh(sortedmulti(M, guardian keys…)) as an active reserve address.
+    ReserveCreate(guardian_cmd::ReserveCreateArgs),
+    /// Retires a reserve address (recorded; it is no longer signed for).
+    ReserveRetire(guardian_cmd::ReserveRetireArgs),
 }
 
 #[derive(Args)]
@@ -145,6 +154,10 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
     match command {
         Command::Demo(args) => demo::run(config_path.as_deref(), args).await,
         Command::Bench { what } => bench::run(config_path.as_deref(), what).await,
+        Command::Guardian(args) => guardian_cmd::run_guardian(args).await,
+        Command::Keys {
+            what: KeysCommand::GuardianInit(args),
+        } => guardian_cmd::guardian_init(args),
         command => {
             let config = load_config(config_path.as_deref())?;
             init_logging(&config);
@@ -169,7 +182,17 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
                     println!("descriptor:       {}", signer.descriptor());
                     Ok(())
                 }
+                Command::Keys {
+                    what: KeysCommand::ReserveCreate(args),
+                } => guardian_cmd::reserve_create(&config, args).await,
+                Command::Keys {
+                    what: KeysCommand::ReserveRetire(args),
+                } => guardian_cmd::reserve_retire(&config, args).await,
                 Command::Demo(_)
+                | Command::Guardian(_)
+                | Command::Keys {
+                    what: KeysCommand::GuardianInit(_),
+                }
                 | Command::Bench { .. }
                 | Command::Verify { .. }
                 | Command::VerifyMessage { .. } => {

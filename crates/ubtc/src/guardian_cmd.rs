@@ -1,0 +1,320 @@
+//! `ubtc guardian`, the guardian key ceremony (`ubtc keys guardian-init`,
+//! `reserve-create`, `reserve-retire`) and the demo's three guardian processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+use ubtc_chains::dev::DevBitcoin;
+use ubtc_core::Timestamp;
+use ubtc_guardian::keystore::{self, Passphrase};
+use ubtc_guardian::{Coordinator, CoordinatorSettings, GuardianConfig, GuardianEndpoint};
+use ubtc_store::{NewReserveAddress, Store};
+
+use crate::config::Config;
+
+/// Environment variable holding a guardian keystore passphrase.
+pub const PASSPHRASE_ENV: &str = "UBTC_GUARDIAN_PASSPHRASE";
+
+#[derive(Args)]
+pub struct GuardianArgs {
+    /// The guardian's own configuration file (see docs/guardians.md).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+pub struct GuardianInitArgs {
+    /// Where to write the encrypted keystore (refuses to overwrite).
+    #[arg(long)]
+    keystore: PathBuf,
+    /// File holding the passphrase; else the UBTC_GUARDIAN_PASSPHRASE variable.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ReserveCreateArgs {
+    /// Signatures needed (M).
+    #[arg(long)]
+    threshold: usize,
+    /// Guardian public keys (compressed hex), one per `--guardian`.
+    #[arg(long = "guardian", required = true)]
+    guardians: Vec<String>,
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ReserveRetireArgs {
+    address: String,
+}
+
+/// `ubtc guardian --config FILE`: runs one guardian daemon until Ctrl-C / SIGTERM.
+pub async fn run_guardian(args: GuardianArgs) -> anyhow::Result<()> {
+    let config = GuardianConfig::load(&args.config)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::app::shutdown_signal(cancel.clone()));
+    ubtc_guardian::run_guardian(&config, cancel).await?;
+    Ok(())
+}
+
+pub fn guardian_init(args: GuardianInitArgs) -> anyhow::Result<()> {
+    let pass = keystore::passphrase_from(args.passphrase_file.as_deref(), Some(PASSPHRASE_ENV))
+        .context("no passphrase: use --passphrase-file or UBTC_GUARDIAN_PASSPHRASE")?;
+    let key = keystore::create(&args.keystore, &pass)?;
+    println!("keystore:    {}", args.keystore.display());
+    println!("public key:  {}", key.public_hex());
+    println!("fingerprint: {}", keystore::fingerprint(&key.public()));
+    Ok(())
+}
+
+fn parse_keys(keys: &[String]) -> anyhow::Result<Vec<bitcoin::CompressedPublicKey>> {
+    keys.iter()
+        .map(|k| {
+            k.parse::<bitcoin::CompressedPublicKey>()
+                .with_context(|| format!("{k:?} is not a compressed public key"))
+        })
+        .collect()
+}
+
+/// Registers `wsh(sortedmulti(M, keys))` as an active reserve address.
+pub async fn register_reserve(
+    store: &dyn Store,
+    network: bitcoin::Network,
+    threshold: usize,
+    keys: Vec<bitcoin::CompressedPublicKey>,
+    label: Option<String>,
+) -> anyhow::Result<(String, String)> {
+    use ubtc_bitcoin::multisig::{SortedMulti, Wrapping};
+    let policy = SortedMulti::new(threshold, keys)?;
+    let address = policy.address(network, Wrapping::Wsh).to_string();
+    let descriptor = policy.descriptor(Wrapping::Wsh);
+    store
+        .add_reserve_address(
+            &NewReserveAddress {
+                address: address.clone(),
+                descriptor: descriptor.clone(),
+                kind: "p2wsh-sortedmulti".into(),
+                label,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .context("cannot register the reserve address")?;
+    Ok((address, descriptor))
+}
+
+pub async fn reserve_create(config: &Config, args: ReserveCreateArgs) -> anyhow::Result<()> {
+    let keys = parse_keys(&args.guardians)?;
+    let store = crate::app::open_store(config).await?;
+    let (address, descriptor) = register_reserve(
+        store.as_ref(),
+        crate::app::network(config.bitcoin.network),
+        args.threshold,
+        keys,
+        args.label,
+    )
+    .await?;
+    println!("address:    {address}");
+    println!("descriptor: {descriptor}");
+    Ok(())
+}
+
+pub async fn reserve_retire(config: &Config, args: ReserveRetireArgs) -> anyhow::Result<()> {
+    let store = crate::app::open_store(config).await?;
+    if store
+        .retire_reserve_address(&args.address, Timestamp::now())
+        .await?
+    {
+        println!("retired {}", args.address);
+        Ok(())
+    } else {
+        bail!("{} is not an active reserve address", args.address)
+    }
+}
+
+/// A guardian process started by this one; killed when dropped.
+pub struct GuardianChild {
+    /// Held, not read: dropping it kills the process (`kill_on_drop`).
+    #[allow(dead_code)]
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub public_key: bitcoin::secp256k1::PublicKey,
+}
+
+/// Starts `ubtc guardian --config FILE` and waits for it to print its address and key.
+pub async fn spawn_guardian(config_path: &Path) -> anyhow::Result<GuardianChild> {
+    let exe = std::env::current_exe().context("cannot find the ubtc executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("guardian")
+        .arg("--config")
+        .arg(config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a guardian process")?;
+    let stdout = child.stdout.take().context("no guardian stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut key = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(k) = line.strip_prefix("guardian key ") {
+                key = Some(k.parse::<bitcoin::secp256k1::PublicKey>()?);
+            }
+            if let Some(addr) = line.strip_prefix("guardian listening on ") {
+                return Ok::<_, anyhow::Error>(addr.to_owned());
+            }
+        }
+        bail!("the guardian exited before it listened")
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .context("the guardian did not start within 30 s")??;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(GuardianChild {
+        child,
+        url: format!("http://{addr}"),
+        public_key: key.context("the guardian did not print its key")?,
+    })
+}
+
+/// The demo's guardians: three processes, threshold 2, and their coordinator.
+pub struct DemoGuardians {
+    pub coordinator: Arc<Coordinator>,
+    pub children: Vec<GuardianChild>,
+}
+
+impl DemoGuardians {
+    /// `/v1/guardians` plus the dev-chain view the guardians read payments from.
+    pub fn router(
+        &self,
+        chains: &HashMap<ubtc_core::ChainId, (ubtc_chains::dev::DevChain, u128)>,
+    ) -> axum::Router {
+        let dev = chains
+            .iter()
+            .map(|(id, (chain, _))| (id.clone(), chain.clone()))
+            .collect();
+        ubtc_guardian::coordinator::guardians_router(self.coordinator.clone())
+            .merge(ubtc_guardian::dev_chain_router(dev))
+    }
+}
+
+/// Creates (first run) or reuses three guardian keystores under `data_dir/guardians`,
+/// starts the guardian processes reading the dev chains at `api_base`, registers the
+/// 2-of-3 reserve address and funds it on the dev Bitcoin backend.
+pub async fn start_demo_guardians(
+    config: &Config,
+    store: &dyn Store,
+    api_base: &str,
+    bitcoin: &DevBitcoin,
+) -> anyhow::Result<DemoGuardians> {
+    let root = config.data_dir.join("guardians");
+    std::fs::create_dir_all(&root)?;
+    let coordinator_key_path = root.join("coordinator.json");
+    // Demo only: the passphrases sit beside the keystores so the demo restarts
+    // unattended. A real guardian keeps its passphrase off the host's disk or in a
+    // file only its user can read.
+    let coordinator_pass = demo_passphrase(&root.join("coordinator.passphrase"))?;
+    let coordinator_key = if coordinator_key_path.exists() {
+        keystore::load(&coordinator_key_path, &coordinator_pass)?
+    } else {
+        keystore::create(&coordinator_key_path, &coordinator_pass)?
+    };
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 1..=3 {
+        let dir = root.join(format!("g{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let pass_path = dir.join("passphrase");
+        let pass = demo_passphrase(&pass_path)?;
+        let ks = dir.join("keystore.json");
+        if !ks.exists() {
+            keystore::create(&ks, &pass)?;
+        }
+        let chains: String = config
+            .chains
+            .iter()
+            .map(|c| {
+                format!(
+                    "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
+                    c.name
+                )
+            })
+            .collect();
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = {:?}\npassphrase_file = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n{chains}",
+            ks.display().to_string(),
+            pass_path.display().to_string(),
+            dir.join("approvals.jsonl").display().to_string(),
+            coordinator_key.public_hex(),
+        );
+        let config_path = dir.join("guardian.toml");
+        std::fs::write(&config_path, toml)?;
+        let child = spawn_guardian(&config_path)
+            .await
+            .with_context(|| format!("guardian g{i}"))?;
+        endpoints.push(GuardianEndpoint {
+            name: format!("g{i}"),
+            url: child.url.clone(),
+            key: child.public_key,
+        });
+        children.push(child);
+    }
+    let coordinator = Coordinator::new(
+        coordinator_key,
+        endpoints,
+        2,
+        CoordinatorSettings {
+            network: crate::app::network(config.bitcoin.network),
+            timeout: Duration::from_secs(5),
+            request_ttl: Duration::from_secs(60),
+        },
+    )?;
+    let keys = children
+        .iter()
+        .map(|c| bitcoin::CompressedPublicKey(c.public_key))
+        .collect();
+    let (address, _) = register_reserve(
+        store,
+        crate::app::network(config.bitcoin.network),
+        2,
+        keys,
+        Some("demo guardians 2-of-3".into()),
+    )
+    .await?;
+    let spk = address
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
+        .assume_checked()
+        .script_pubkey();
+    bitcoin.fund(&address, &hex::encode(spk.as_bytes()), 200_000_000);
+    Ok(DemoGuardians {
+        coordinator: Arc::new(coordinator),
+        children,
+    })
+}
+
+fn demo_passphrase(path: &Path) -> anyhow::Result<Passphrase> {
+    if !path.exists() {
+        use rand::RngCore;
+        let mut bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        crate::app::write_private(path, &hex::encode(bytes))?;
+    }
+    Ok(keystore::passphrase_from(Some(path), None)?)
+}

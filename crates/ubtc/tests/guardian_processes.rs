@@ -1,0 +1,391 @@
+//! Guardians as real `ubtc guardian` processes on loopback ports: 2-of-3 end to end,
+//! guardians going down and coming back, and a crash between recording an approval
+//! and answering. The dev chain is served from this test process, as the demo serves
+//! it.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use tokio_util::sync::CancellationToken;
+use ubtc_chains::dev::DevChain;
+use ubtc_chains::ChainAdapter;
+use ubtc_core::bundle::{
+    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
+};
+use ubtc_core::payment::Payer;
+use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement, Timestamp};
+use ubtc_guardian::protocol::{self, Envelope, Outcome, SignAnswer, SignRequest, ANSWER_TAG};
+use ubtc_guardian::record::Approval;
+use ubtc_guardian::{keystore, Coordinator, CoordinatorSettings, GuardianEndpoint, GuardianKey};
+use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
+
+const PASSPHRASE: &str = "test passphrase for guardian processes";
+
+struct Proc {
+    child: Child,
+    config: PathBuf,
+    dir: PathBuf,
+    url: String,
+    key: PublicKey,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn approvals(&self) -> Vec<Approval> {
+        std::fs::read_to_string(self.dir.join("approvals.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Starts `ubtc guardian --config` and waits for its address.
+fn start(config: &Path, env: &[(&str, &str)]) -> (Child, String, PublicKey) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
+    cmd.arg("guardian")
+        .arg("--config")
+        .arg(config)
+        .env("UBTC_GUARDIAN_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("guardian exited before listening")
+            .unwrap();
+        if let Some(k) = line.strip_prefix("guardian key ") {
+            key = Some(k.parse().unwrap());
+        }
+        if let Some(a) = line.strip_prefix("guardian listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"), key.unwrap())
+}
+
+struct Net {
+    dev: DevChain,
+    chain: ChainId,
+    coordinator_key: GuardianKey,
+    procs: Vec<Proc>,
+    _tmp: tempfile::TempDir,
+    cancel: CancellationToken,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Net {
+    async fn new(n: usize, hook_on: Option<usize>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let chain = ChainId::parse("dev").unwrap();
+        let dev = DevChain::new(chain.clone(), "0xc0ffee", 2);
+        let cancel = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let chain_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(ubtc_guardian::server::serve(
+            listener,
+            ubtc_guardian::dev_chain_router(HashMap::from([(chain.clone(), dev.clone())])),
+            cancel.clone(),
+        ));
+        let tmp = tempfile::tempdir().unwrap();
+        let coordinator_key = GuardianKey::generate();
+        let mut procs = Vec::new();
+        for i in 0..n {
+            let dir = tmp.path().join(format!("g{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let ks = dir.join("keystore.json");
+            let key =
+                keystore::create(&ks, &keystore::Passphrase::new(PASSPHRASE).unwrap()).unwrap();
+            // The keystore holds no plaintext key: neither the hex nor the raw bytes.
+            let file = std::fs::read(&ks).unwrap();
+            let text = String::from_utf8_lossy(&file).to_lowercase();
+            assert!(text.contains(&key.public_hex()));
+            assert!(!text.contains("secret"));
+            let config = dir.join("guardian.toml");
+            write_config(&config, &dir, 0, &coordinator_key, &chain_url);
+            let env: Vec<(&str, &str)> = if hook_on == Some(i) {
+                vec![(ubtc_guardian::server::TEST_EXIT_AFTER_RECORD_ENV, "1")]
+            } else {
+                vec![]
+            };
+            let (child, url, k) = start(&config, &env);
+            assert_eq!(k, key.public());
+            // Pin the port so a restart comes back where the coordinator looks.
+            let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+            write_config(&config, &dir, port, &coordinator_key, &chain_url);
+            procs.push(Proc {
+                child,
+                config,
+                dir,
+                url,
+                key: k,
+            });
+        }
+        Self {
+            dev,
+            chain,
+            coordinator_key,
+            procs,
+            _tmp: tmp,
+            cancel,
+        }
+    }
+
+    fn coordinator(&self, m: usize) -> Coordinator {
+        let endpoints = self
+            .procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GuardianEndpoint {
+                name: format!("g{}", i + 1),
+                url: p.url.clone(),
+                key: p.key,
+            })
+            .collect();
+        Coordinator::new(
+            self.coordinator_key.clone(),
+            endpoints,
+            m,
+            CoordinatorSettings {
+                network: bitcoin::Network::Regtest,
+                timeout: Duration::from_secs(5),
+                request_ttl: Duration::from_secs(60),
+            },
+        )
+        .unwrap()
+    }
+
+    fn restart(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        p.kill();
+        let (child, url, _) = start(&p.config, &[]);
+        assert_eq!(url, p.url);
+        p.child = child;
+    }
+
+    async fn statement(&self, message: &str) -> Statement {
+        let tx =
+            self.dev
+                .submit_payment(&Payer::parse("0xa11ce").unwrap(), 1000, message.as_bytes());
+        self.dev.mine(3);
+        let reference = PaymentRef {
+            chain: self.chain.clone(),
+            tx_hash: tx,
+            index: 0,
+        };
+        let (p, _) = self.dev.payment(&reference).await.unwrap().unwrap();
+        Statement::new(
+            reference,
+            p.payer,
+            p.message.unwrap(),
+            BlockStamp::new(880_000, &format!("{:064x}", 0xabcdefu64)).unwrap(),
+            uuid::Uuid::new_v4(),
+        )
+    }
+}
+
+fn write_config(path: &Path, dir: &Path, port: u16, coordinator: &GuardianKey, chain_url: &str) {
+    let toml = format!(
+        "listen = \"127.0.0.1:{port}\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
+         [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"{chain_url}\"\n",
+        dir.join("keystore.json").display().to_string(),
+        dir.join("approvals.jsonl").display().to_string(),
+        coordinator.public_hex(),
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
+fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
+    ProofBundle {
+        format: BUNDLE_FORMAT.into(),
+        version: BUNDLE_VERSION,
+        network: BitcoinNetwork::Regtest,
+        statement: statement.clone(),
+        statement_text: statement.text(),
+        payment: PaymentInfo {
+            amount_base_units: 1000,
+            unit: "wei".into(),
+            block_number: 1,
+            block_hash: "00".into(),
+        },
+        reserves: signed.reserves,
+        proof_of_funds: None,
+        supply: Vec::new(),
+        reserve_figures: None,
+        approvals: signed.approvals,
+        created_at: Timestamp::now(),
+    }
+}
+
+/// Writes the bundle and checks it with `ubtc verify`, the command users run.
+fn ubtc_verify(b: &ProofBundle) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proof.json");
+    std::fs::write(&path, b.to_json_pretty()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ubtc verify failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn two_of_three_processes_end_to_end() {
+    let net = Net::new(3, None).await;
+    let c = net.coordinator(2);
+    let s = net.statement("hello from three processes").await;
+    let signed = c.sign(&s).await.unwrap();
+    assert_eq!(signed.approvals.len(), 3);
+    assert!(
+        signed
+            .approvals
+            .iter()
+            .filter(|a| a.decision == ApprovalDecision::Approved)
+            .count()
+            >= 2
+    );
+    let b = bundle(&s, signed);
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&b).is_valid());
+    ubtc_verify(&b);
+}
+
+#[tokio::test]
+async fn one_down_still_signs_two_down_retries_until_back() {
+    let mut net = Net::new(3, None).await;
+    let c = net.coordinator(2);
+    net.procs[2].kill();
+    let s = net.statement("one guardian down").await;
+    let signed = c.sign(&s).await.unwrap();
+    let g3 = &signed.approvals[2];
+    assert_eq!(g3.decision, ApprovalDecision::Refused);
+    assert_eq!(g3.reason_code.as_deref(), Some("unreachable"));
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
+
+    net.procs[1].kill();
+    let s = net.statement("two guardians down").await;
+    match c.sign(&s).await {
+        Err(SignFailure::Retry(r)) => {
+            assert_eq!(r.code, "quorum_not_reached");
+            assert!(r.detail.contains("g1: approved"), "{}", r.detail);
+            assert!(r.detail.contains("g2: unreachable"), "{}", r.detail);
+            assert!(r.detail.contains("g3: unreachable"), "{}", r.detail);
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    // g2 comes back; the retried job (same statement) completes.
+    net.restart(1);
+    let signed = c.sign(&s).await.unwrap();
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
+}
+
+#[tokio::test]
+async fn killed_after_recording_answers_retry_with_same_signature() {
+    let mut net = Net::new(3, Some(0)).await;
+    let c = net.coordinator(2);
+    let s = net.statement("crash after record").await;
+    // g1 records its approval and exits before answering; g2 and g3 carry the quorum.
+    let signed = c.sign(&s).await.unwrap();
+    assert_eq!(signed.approvals[0].decision, ApprovalDecision::Refused);
+    let recorded = net.procs[0].approvals();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].statement_digest, s.digest_hex());
+    assert!(
+        net.procs[0].child.try_wait().unwrap().is_some(),
+        "g1 exited"
+    );
+
+    net.restart(0);
+    // The coordinator's retry: a fresh request id, the same statement.
+    let now = Timestamp::now();
+    let req = SignRequest {
+        request_id: uuid::Uuid::new_v4(),
+        issued_at: now,
+        expires_at: now.plus_millis(30_000),
+        payment: s.payment.clone(),
+        statement: s.clone(),
+        signing: c.signing_request(&s).unwrap(),
+    };
+    let answer: Envelope = reqwest::Client::new()
+        .post(format!("{}/v1/sign", net.procs[0].url))
+        .json(&c.seal_request(&req).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (body, _): (SignAnswer, _) =
+        protocol::open(ANSWER_TAG, &answer, &[net.procs[0].key]).unwrap();
+    match body.outcome {
+        Outcome::Approved {
+            partial,
+            recorded_at,
+        } => {
+            assert_eq!(partial, recorded[0].partial);
+            assert_eq!(recorded_at, recorded[0].recorded_at);
+        }
+        other => panic!("expected the recorded approval, got {other:?}"),
+    }
+    assert_eq!(net.procs[0].approvals().len(), 1, "nothing new recorded");
+    // And the whole round now completes with g1 counted.
+    let signed = c.sign(&s).await.unwrap();
+    assert_eq!(signed.approvals[0].decision, ApprovalDecision::Approved);
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
+}
+
+#[test]
+fn guardian_init_prints_key_and_refuses_wrong_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .args(["keys", "guardian-init", "--keystore"])
+        .arg(&ks)
+        .env("UBTC_GUARDIAN_PASSPHRASE", "pw one")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("public key:") && stdout.contains("fingerprint:"));
+    assert!(matches!(
+        keystore::load(&ks, &keystore::Passphrase::new("pw two").unwrap()),
+        Err(keystore::KeystoreError::Decrypt)
+    ));
+    assert!(keystore::load(&ks, &keystore::Passphrase::new("pw one").unwrap()).is_ok());
+}
