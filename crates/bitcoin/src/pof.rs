@@ -189,7 +189,6 @@ pub(crate) fn verify_pof_claimed_script(
         } else {
             non_witness_output(&psbt, i, txin.previous_output)?
         };
-        let _ = own_non_witness;
         if let (Some(a), Some(b)) = (&from_witness, &from_non_witness) {
             if a != b {
                 return Err(VerifyError::Invalid(format!(
@@ -203,6 +202,19 @@ pub(crate) fn verify_pof_claimed_script(
                 if *w != spend.output[0] {
                     return Err(VerifyError::Invalid(
                         "input 0's UTXO is not the BIP-322 challenge".into(),
+                    ));
+                }
+            }
+            // BIP-322: every input of a proof of funds carries its UTXO, the first too.
+            if from_witness.is_none() && own_non_witness.is_none() {
+                return Err(VerifyError::Invalid(
+                    "input 0 has no witness or non-witness UTXO".into(),
+                ));
+            }
+            if let Some(prev) = own_non_witness {
+                if *prev != spend {
+                    return Err(VerifyError::Invalid(
+                        "input 0's previous transaction is not to_spend".into(),
                     ));
                 }
             }
