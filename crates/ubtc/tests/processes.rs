@@ -370,3 +370,83 @@ async fn database_away_fails_readiness_and_work_resumes() {
     }
     db.drop_db().await;
 }
+
+/// `ubtc demo` on its embedded defaults: the start-up payments end signed (or, for the
+/// one paying too little, rejected), and each proof verifies with `ubtc verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_signs_its_payments_and_proofs_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .args([
+            "demo",
+            "--port",
+            "0",
+            "--payments",
+            "5",
+            "--exit-after-payments",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("UBTC_DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("below_minimum"), "{stdout}");
+    assert!(stdout.contains("ubtc verify proof.json"), "{stdout}");
+
+    let store =
+        ubtc_store::SqliteStore::connect(&format!("sqlite:{}", data.join("ubtc.db").display()), 1)
+            .await
+            .unwrap();
+    let signed = store
+        .list_validations(&ubtc_store::ValidationFilter {
+            status: Some(ValidationStatus::Signed),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(signed.len(), 4, "four payments pay enough");
+    for v in &signed {
+        let path = dir.path().join(format!("{}.json", v.id));
+        std::fs::write(&path, store.get_bundle(v.id).await.unwrap().unwrap()).unwrap();
+        let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        // A tampered bundle is refused with exit 1.
+        let tampered = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"index\":0", "\"index\":1");
+        std::fs::write(&path, tampered).unwrap();
+        let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(verify.status.code(), Some(1));
+    }
+    // Unreadable input exits 2.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{not json").unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("verify")
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(2));
+}
