@@ -151,14 +151,15 @@ impl fmt::Display for BundleReport {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        write!(f, "total proven: {} BTC", btc(self.proven_sats))?;
         if self.proof_of_funds.is_some() {
-            write!(
+            writeln!(
                 f,
-                " (spendable by the reserve keys; whether unspent now needs a node)"
-            )?;
+                "total proven: {} BTC (spendable by the reserve keys; whether unspent now needs a node)",
+                btc(self.proven_sats)
+            )
+        } else {
+            writeln!(f, "no proof of funds in this bundle (the signatures prove control of the reserve keys)")
         }
-        writeln!(f)
     }
 }
 
