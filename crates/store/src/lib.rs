@@ -13,6 +13,7 @@
 //! This crate holds no business rules (fees, limits, who may sign): callers decide,
 //! the store records atomically.
 
+pub mod audit;
 pub mod baseline;
 mod error;
 mod postgres;
@@ -280,6 +281,19 @@ pub trait Store: Send + Sync + 'static {
         outcome: &OutboxOutcome,
         now: Timestamp,
     ) -> StoreResult<bool>;
+
+    // ----- audit trail (admin API) -----
+
+    /// Appends a record chained to the latest one ([`audit::audit_hash`]). One
+    /// transaction that holds the append lock (PostgreSQL: a transaction-level
+    /// advisory lock; SQLite: `BEGIN IMMEDIATE`), so concurrent appends form one chain;
+    /// a unique index on `prev_hash` refuses a fork even without the lock. The table
+    /// refuses UPDATE and DELETE (triggers on both backends).
+    async fn append_audit(&self, entry: &NewAuditEntry, now: Timestamp) -> StoreResult<AuditEntry>;
+    /// Newest first, keyset-paginated by `before` (a record id).
+    async fn list_audit(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    /// Re-reads the whole chain in id order and recomputes every hash and link.
+    async fn verify_audit_chain(&self) -> StoreResult<AuditCheck>;
 }
 
 /// Opens the backend named by a URL: `sqlite:PATH` / `sqlite::memory:` or

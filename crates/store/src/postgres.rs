@@ -90,6 +90,12 @@ impl OutboxArrays {
 }
 
 impl PgStore {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    /// Serialises audit appends (released at commit or rollback). The key is arbitrary
+    /// but fixed: the ASCII bytes of "ubtcaudt".
+    const AUDIT_LOCK: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(8458451020340880500)");
+
     /// Connects a pool of at most `max_connections` to `url`. Runs no migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;

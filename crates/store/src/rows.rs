@@ -298,3 +298,43 @@ impl TryFrom<StatusCountRow> for StatusCount {
         })
     }
 }
+
+macro_rules! audit_columns {
+    () => {
+        "id, at, actor, action, target, old_value, new_value, ip, user_agent, prev_hash, hash"
+    };
+}
+pub(crate) use audit_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    old_value: Option<String>,
+    new_value: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            at: Timestamp(r.at),
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            old_value: r.old_value,
+            new_value: r.new_value,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+        }
+    }
+}

@@ -12,7 +12,7 @@
 //! The statement texts are `pub(crate)` constants so that [`crate::baseline`] issues
 //! exactly the same SQL.
 
-use crate::rows::{outbox_columns, validation_columns};
+use crate::rows::{audit_columns, outbox_columns, validation_columns};
 
 pub(crate) const INSERT_VALIDATION: &str = "INSERT INTO validations (id, chain, tx_hash, \
      tx_index, payer, amount_base_units, message, block_number, block_hash, status, \
@@ -219,9 +219,33 @@ pub(crate) const OUTBOX_ATTEMPT: &str = "UPDATE webhook_outbox SET attempts = at
      last_error = COALESCE($5, last_error) \
      WHERE event_id = $1 AND delivered_at IS NULL AND dead_at IS NULL";
 
+pub(crate) const LAST_AUDIT_HASH: &str = "SELECT hash FROM audit_logs ORDER BY id DESC LIMIT 1";
+pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_logs (at, actor, action, target, \
+     old_value, new_value, ip, user_agent, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+pub(crate) const LIST_AUDIT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_logs ORDER BY id DESC LIMIT $1"
+);
+pub(crate) const LIST_AUDIT_BEFORE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_logs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+);
+pub(crate) const AUDIT_PAGE: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_logs WHERE id > $1 ORDER BY id LIMIT $2"
+);
+/// Records read per round trip by `verify_audit_chain`.
+pub(crate) const AUDIT_PAGE_ROWS: i64 = 1_000;
+
 /// Writes `impl Store for $store` over `$db` with the shared SQL above. The store type
-/// must have `writer()` and `reader()` pool accessors, `run_migrations()`, and the three
-/// `*_dialect` operations.
+/// must have `writer()` and `reader()` pool accessors, `run_migrations()`, the three
+/// `*_dialect` operations, and the constants `BEGIN_WRITE` (the statement that opens a
+/// write transaction) and `AUDIT_LOCK` (a statement serialising audit appends, if the
+/// transaction alone does not).
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -868,6 +892,104 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn append_audit(
+                &self,
+                entry: &NewAuditEntry,
+                now: Timestamp,
+            ) -> StoreResult<AuditEntry> {
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                if let Some(lock) = Self::AUDIT_LOCK {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                let prev: Option<String> = sqlx::query_scalar(sql::LAST_AUDIT_HASH)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let prev_hash =
+                    prev.unwrap_or_else(|| $crate::audit::AUDIT_GENESIS_HASH.to_owned());
+                let hash = $crate::audit::audit_hash(&prev_hash, now, entry);
+                let id: i64 = sqlx::query_scalar(sql::INSERT_AUDIT)
+                    .bind(now.0)
+                    .bind(entry.actor.as_str())
+                    .bind(entry.action.as_str())
+                    .bind(entry.target.as_deref())
+                    .bind(entry.old_value.as_deref())
+                    .bind(entry.new_value.as_deref())
+                    .bind(entry.ip.as_deref())
+                    .bind(entry.user_agent.as_deref())
+                    .bind(prev_hash.as_str())
+                    .bind(hash.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(AuditEntry {
+                    id,
+                    at: now,
+                    actor: entry.actor.clone(),
+                    action: entry.action.clone(),
+                    target: entry.target.clone(),
+                    old_value: entry.old_value.clone(),
+                    new_value: entry.new_value.clone(),
+                    ip: entry.ip.clone(),
+                    user_agent: entry.user_agent.clone(),
+                    prev_hash,
+                    hash,
+                })
+            }
+
+            async fn list_audit(
+                &self,
+                before: Option<i64>,
+                limit: u32,
+            ) -> StoreResult<Vec<AuditEntry>> {
+                let rows: Vec<rows::AuditRow> = match before {
+                    Some(before) => {
+                        sqlx::query_as(sql::LIST_AUDIT_BEFORE)
+                            .bind(before)
+                            .bind(i64::from(limit))
+                            .fetch_all(self.reader())
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as(sql::LIST_AUDIT)
+                            .bind(i64::from(limit))
+                            .fetch_all(self.reader())
+                            .await?
+                    }
+                };
+                Ok(rows.into_iter().map(AuditEntry::from).collect())
+            }
+
+            async fn verify_audit_chain(&self) -> StoreResult<AuditCheck> {
+                let mut expected_prev = $crate::audit::AUDIT_GENESIS_HASH.to_owned();
+                let mut after = i64::MIN;
+                let mut entries = 0_u64;
+                loop {
+                    let page: Vec<rows::AuditRow> = sqlx::query_as(sql::AUDIT_PAGE)
+                        .bind(after)
+                        .bind(sql::AUDIT_PAGE_ROWS)
+                        .fetch_all(self.reader())
+                        .await?;
+                    if page.is_empty() {
+                        return Ok(AuditCheck {
+                            entries,
+                            first_broken: None,
+                        });
+                    }
+                    for row in page {
+                        let e = AuditEntry::from(row);
+                        entries += 1;
+                        if e.prev_hash != expected_prev || $crate::audit::recompute(&e) != e.hash {
+                            return Ok(AuditCheck {
+                                entries,
+                                first_broken: Some(e.id),
+                            });
+                        }
+                        after = e.id;
+                        expected_prev = e.hash;
+                    }
+                }
             }
         }
     };

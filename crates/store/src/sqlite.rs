@@ -43,6 +43,11 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Write transactions take the write lock at once (see the module docs).
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    /// `BEGIN IMMEDIATE` already serialises audit appends.
+    const AUDIT_LOCK: Option<&'static str> = None;
+
     /// Opens (creating the file if missing) the database at `url` (`sqlite:PATH`,
     /// `sqlite://PATH` or `sqlite::memory:`) with WAL, `synchronous = NORMAL`, a busy
     /// timeout and foreign keys. `max_readers` bounds the read pool. Runs no
@@ -126,7 +131,7 @@ impl SqliteStore {
         result: &SignedResult,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
         let row: Option<(uuid::Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
             .bind(claim.record.id.0)
             .bind(claim.worker.as_str())
@@ -161,7 +166,7 @@ impl SqliteStore {
         outbox: &[NewOutboxEvent],
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
         let row: Option<uuid::Uuid> = sqlx::query_scalar(sql::FAIL_UPDATE)
             .bind(claim.record.id.0)
             .bind(claim.worker.as_str())

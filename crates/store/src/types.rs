@@ -211,3 +211,40 @@ pub struct ChainCursor {
     pub block_number: u64,
     pub block_hash: String,
 }
+
+/// One admin action, as the API hands it to the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub actor: String,
+    /// `reserve.add`, `validation.requeue`, …
+    pub action: String,
+    pub target: Option<String>,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A stored audit record, hash-chained to its predecessor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Result of re-checking the whole audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheck {
+    pub entries: u64,
+    /// Id of the first record whose hash or link does not match, if any.
+    pub first_broken: Option<i64>,
+}

@@ -147,6 +147,7 @@ conformance!(
     reserve_snapshots,
     chain_cursors,
     outbox_due_and_attempts,
+    audit_chain,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1136,6 +1137,78 @@ async fn outbox_due_and_attempts(store: Arc<dyn Store>) {
     );
 }
 
+fn audit_entry(actor: &str, n: usize) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.into(),
+        action: "reserve.add".into(),
+        target: Some(format!("bc1q{n}")),
+        old_value: None,
+        new_value: Some(format!("{{\"n\":{n}}}")),
+        ip: Some("127.0.0.1".into()),
+        user_agent: (n != 1).then(|| "curl".to_owned()),
+    }
+}
+
+async fn audit_chain(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert_eq!(
+        s.verify_audit_chain().await.unwrap(),
+        AuditCheck {
+            entries: 0,
+            first_broken: None
+        }
+    );
+    let first = s.append_audit(&audit_entry("admin", 0), T0).await.unwrap();
+    assert_eq!(first.prev_hash, ubtc_store::audit::AUDIT_GENESIS_HASH);
+    assert_eq!(
+        first.hash,
+        ubtc_store::audit::audit_hash(&first.prev_hash, T0, &audit_entry("admin", 0))
+    );
+    let second = s
+        .append_audit(&audit_entry("admin", 1), T0.plus_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(second.prev_hash, first.hash);
+
+    // Concurrent appends still form one chain.
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..5 {
+                store
+                    .append_audit(&audit_entry(&format!("op{w}"), n), T0.plus_millis(2))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        s.verify_audit_chain().await.unwrap(),
+        AuditCheck {
+            entries: 32,
+            first_broken: None
+        }
+    );
+    let newest = s.list_audit(None, 10).await.unwrap();
+    assert_eq!(newest.len(), 10);
+    assert!(newest
+        .windows(2)
+        .all(|w| w[0].id > w[1].id && w[1].hash == w[0].prev_hash));
+    let mut all = newest.clone();
+    let mut before = newest.last().map(|e| e.id);
+    while let Some(b) = before {
+        let page = s.list_audit(Some(b), 10).await.unwrap();
+        before = page.last().map(|e| e.id);
+        all.extend(page);
+    }
+    assert_eq!(all.len(), 32);
+    assert_eq!(all.last().unwrap(), &first);
+}
+
 // ---------------------------------------------------------------- backend-specific
 
 #[tokio::test]
@@ -1197,4 +1270,39 @@ async fn postgres_audit_log_is_append_only() {
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{refused}: {err}");
     }
+}
+
+#[tokio::test]
+async fn tampering_is_detected_and_sqlite_audit_is_append_only() {
+    let path = std::env::temp_dir().join(format!(
+        "ubtc-store-test-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let _cleanup = Cleanup::Sqlite(path.clone());
+    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 1)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let good = store
+        .append_audit(&audit_entry("admin", 0), T0)
+        .await
+        .unwrap();
+    for refused in [
+        "UPDATE audit_logs SET actor = 'eve'",
+        "DELETE FROM audit_logs",
+    ] {
+        let err = sqlx::query(refused)
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{refused}: {err}");
+    }
+    // A row inserted behind the store's back, with a forged hash, is found.
+    sqlx::query("INSERT INTO audit_logs (at, actor, action, prev_hash, hash) VALUES (5, 'eve', 'x', $1, 'forged')")
+        .bind(good.hash.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let check = store.verify_audit_chain().await.unwrap();
+    assert_eq!((check.entries, check.first_broken), (2, Some(good.id + 1)));
 }
