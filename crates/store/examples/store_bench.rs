@@ -115,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
         .context("PostgreSQL")?;
     pg.migrate().await?;
     let pg_result = async {
+        if std::env::var_os("UBTC_BENCH_SKIP_PG").is_some() {
+            return anyhow::Ok(());
+        }
         let base = baseline::run_postgres(pg.pool(), n, k).await?;
         let store = run_store(Arc::new(pg.clone()), n, k, false).await?;
         let combined = run_store(Arc::new(pg.clone()), n, k, true).await?;
@@ -134,12 +137,25 @@ async fn main() -> anyhow::Result<()> {
 
     let path =
         std::env::temp_dir().join(format!("ubtc-bench-{}.db", uuid::Uuid::new_v4().simple()));
-    let sqlite = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4).await?;
+    let writers: u32 = std::env::var("UBTC_BENCH_SQLITE_WRITERS")
+        .ok()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1);
+    let sqlite =
+        SqliteStore::connect_with_writers(&format!("sqlite:{}", path.display()), 4, writers)
+            .await?;
     sqlite.migrate().await?;
     let base = baseline::run_sqlite(sqlite.pool(), n, k).await?;
     let store = run_store(Arc::new(sqlite.clone()), n, k, false).await?;
-    println!("sqlite    baseline  {}", rate(n, base));
-    println!("sqlite    store     {}", rate(n, store));
+    println!(
+        "sqlite    baseline  {}  ({writers} writer connections)",
+        rate(n, base)
+    );
+    println!(
+        "sqlite    store     {}  ({writers} writer connections)",
+        rate(n, store)
+    );
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }

@@ -7,6 +7,12 @@
 //! multi-statement write transactions start with `BEGIN IMMEDIATE`, so a writer in
 //! another process waits on `busy_timeout` instead of failing a lock upgrade.
 //!
+//! Measured with `examples/store_bench.rs` (16 tasks, 3,000 validations, on a loaded
+//! 2-core machine): 1, 2, 4 and 8 writer connections all gave 830–1,200 validations/s,
+//! the differences within run-to-run noise. One writer stays the default: same speed,
+//! and no writer ever sleeps in the busy handler. [`SqliteStore::connect_with_writers`]
+//! allows more.
+//!
 //! `sqlite::memory:` databases use the single writer connection for reads too (a
 //! second connection would see another, empty, database).
 
@@ -53,6 +59,18 @@ impl SqliteStore {
     /// timeout and foreign keys. `max_readers` bounds the read pool. Runs no
     /// migrations.
     pub async fn connect(url: &str, max_readers: u32) -> StoreResult<Self> {
+        Self::connect_with_writers(url, max_readers, 1).await
+    }
+
+    /// [`SqliteStore::connect`] with `writers` write connections instead of one (for
+    /// measurements; see `WRITERS` in the module docs). Correct either way: single
+    /// statements wait in SQLite's busy handler and multi-statement transactions begin
+    /// `IMMEDIATE`. In-memory databases always use one connection.
+    pub async fn connect_with_writers(
+        url: &str,
+        max_readers: u32,
+        writers: u32,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl(url.to_owned()))?
             .create_if_missing(true)
@@ -63,7 +81,7 @@ impl SqliteStore {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // An in-memory database lives as long as its connection: never let it close.
         let writer = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(if in_memory { 1 } else { writers.max(1) })
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
