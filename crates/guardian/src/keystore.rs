@@ -12,7 +12,7 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::{Algorithm, Argon2, Params, Version};
-use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{PublicKey, SecretKey};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -100,7 +100,7 @@ impl GuardianKey {
     }
 
     pub fn from_secret(secret: SecretKey) -> Self {
-        let public = PublicKey::from_secret_key(&Secp256k1::signing_only(), &secret);
+        let public = PublicKey::from_secret_key(&crate::protocol::SECP, &secret);
         Self { secret, public }
     }
 

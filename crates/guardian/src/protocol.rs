@@ -7,7 +7,9 @@
 //! tag keeps a request signature from ever passing as an answer signature. Bodies are
 //! parsed only after the signature checks out.
 
-use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1};
+use std::sync::LazyLock;
+
+use bitcoin::secp256k1::{ecdsa, All, Message, PublicKey, Secp256k1};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,6 +18,10 @@ use ubtc_core::{PaymentRef, Statement, Timestamp};
 use uuid::Uuid;
 
 use crate::keystore::GuardianKey;
+
+/// One context for the process: creating one per call costs as much as a signature
+/// (it is randomised against side channels).
+pub(crate) static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
 
 /// Domain tag of a coordinator's request signature.
 pub const REQUEST_TAG: &[u8] = b"ubtc-guardian-request-v1\n";
@@ -142,7 +148,7 @@ pub fn seal<T: Serialize>(
     key: &GuardianKey,
 ) -> Result<Envelope, ProtocolError> {
     let body = serde_json::to_string(body).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    let sig = Secp256k1::signing_only().sign_ecdsa(&digest(tag, body.as_bytes()), key.secret());
+    let sig = SECP.sign_ecdsa(&digest(tag, body.as_bytes()), key.secret());
     Ok(Envelope {
         body,
         signer: key.public_hex(),
@@ -169,8 +175,7 @@ pub fn open<T: DeserializeOwned>(
     }
     let sig_bytes = hex::decode(&envelope.signature).map_err(|_| ProtocolError::BadSignature)?;
     let sig = ecdsa::Signature::from_der(&sig_bytes).map_err(|_| ProtocolError::BadSignature)?;
-    Secp256k1::verification_only()
-        .verify_ecdsa(&digest(tag, envelope.body.as_bytes()), &sig, &signer)
+    SECP.verify_ecdsa(&digest(tag, envelope.body.as_bytes()), &sig, &signer)
         .map_err(|_| ProtocolError::BadSignature)?;
     let body = serde_json::from_str(&envelope.body)
         .map_err(|e| ProtocolError::Malformed(e.to_string()))?;

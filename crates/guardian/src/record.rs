@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use ubtc_bitcoin::multisig::PartialSignature;
@@ -47,7 +48,7 @@ pub struct Approval {
 
 pub struct ApprovalLog {
     path: PathBuf,
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     by_payment: HashMap<PaymentRef, Vec<Approval>>,
 }
 
@@ -112,7 +113,7 @@ impl ApprovalLog {
             .map_err(io)?;
         Ok(Self {
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             by_payment,
         })
     }
@@ -122,9 +123,14 @@ impl ApprovalLog {
         self.by_payment.get(payment).map_or(&[], Vec::as_slice)
     }
 
-    /// Appends and fsyncs one approval; only when this returns Ok may the partial
-    /// signature be sent. Blocking (one small write and an fsync), called with the
-    /// guardian's decision lock held, which is what makes check-then-record atomic.
+    /// Appends one approval without waiting for the disk; the caller must
+    /// [`ApprovalLog::sync`] before any partial signature leaves the process.
+    ///
+    /// Split in two so the guardian writes under its decision lock (which makes
+    /// check-then-record atomic) but waits for the fsync after releasing it: concurrent
+    /// requests then share one disk flush (group commit) instead of queueing behind
+    /// one fsync each. An approval that is written but not yet synced is already seen
+    /// by later checks, which only makes them stricter.
     pub fn append(&mut self, approval: Approval) -> Result<(), RecordError> {
         let io = |source| RecordError::Io {
             path: self.path.display().to_string(),
@@ -136,13 +142,20 @@ impl ApprovalLog {
             detail: e.to_string(),
         })?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        (&*self.file).write_all(line.as_bytes()).map_err(io)?;
         self.by_payment
             .entry(approval.payment.clone())
             .or_default()
             .push(approval);
         Ok(())
+    }
+
+    /// A handle that flushes everything appended so far to disk (`fdatasync`).
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            path: self.path.clone(),
+            file: self.file.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -151,5 +164,22 @@ impl ApprovalLog {
 
     pub fn is_empty(&self) -> bool {
         self.by_payment.is_empty()
+    }
+}
+
+/// Flushes an [`ApprovalLog`] to disk; usable without the log's lock.
+#[derive(Clone)]
+pub struct Syncer {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+}
+
+impl Syncer {
+    /// Blocks until every line appended before this call is on disk.
+    pub fn sync(&self) -> Result<(), RecordError> {
+        self.file.sync_data().map_err(|source| RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
     }
 }

@@ -320,10 +320,15 @@ impl Guardian {
             .iter()
             .find(|a| a.descriptor == req.signing.descriptor)
         {
-            return Decided::Answer(Outcome::Approved {
+            let outcome = Outcome::Approved {
                 partial: same.partial.clone(),
                 recorded_at: same.recorded_at,
-            });
+            };
+            // The record may have been written by a request still waiting for its
+            // fsync: make sure it is on disk before this answer carries it out.
+            let syncer = d.log.syncer();
+            drop(d);
+            return self.synced(syncer, outcome).await;
         }
         let limit = watched.max_signatures_per_minute as usize;
         let window_start = now.plus_millis(-60_000);
@@ -358,14 +363,39 @@ impl Guardian {
             .entry(req.payment.chain.clone())
             .or_default()
             .push_back(recorded_at);
+        let syncer = d.log.syncer();
+        drop(d);
+        let decided = self
+            .synced(
+                syncer,
+                Outcome::Approved {
+                    partial,
+                    recorded_at,
+                },
+            )
+            .await;
         if self.exit_after_record {
             tracing::warn!("test hook: exiting after recording the approval");
             std::process::exit(75);
         }
-        Decided::Answer(Outcome::Approved {
-            partial,
-            recorded_at,
-        })
+        decided
+    }
+
+    /// Returns `outcome` once the approval record is on disk, or refuses when it
+    /// cannot be flushed.
+    async fn synced(&self, syncer: crate::record::Syncer, outcome: Outcome) -> Decided {
+        let flushed = tokio::task::spawn_blocking(move || syncer.sync()).await;
+        match flushed {
+            Ok(Ok(())) => Decided::Answer(outcome),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot flush the approval record; refusing to sign");
+                refuse(RefusalCode::Internal, "the approval could not be recorded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "approval record flush task failed");
+                refuse(RefusalCode::Internal, "the approval could not be recorded")
+            }
+        }
     }
 }
 
