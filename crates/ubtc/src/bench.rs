@@ -30,7 +30,26 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// Validations per second through intake → claim → sign → store, on PostgreSQL
+    /// with 1 and 16 workers and on SQLite, beside the same SQL issued directly.
+    Pipeline {
+        #[arg(long)]
+        json: bool,
+        /// Validations per case.
+        #[arg(long, default_value_t = 3000)]
+        count: u64,
+        /// PostgreSQL server to use (a throw-away schema is created and dropped).
+        #[arg(
+            long,
+            env = "UBTC_BENCH_DATABASE_URL",
+            default_value = "postgres://root@127.0.0.1:5432/test"
+        )]
+        pg_url: String,
+    },
 }
+
+#[path = "bench_pipeline.rs"]
+mod pipeline;
 
 pub async fn run(_config_path: Option<&Path>, what: BenchCommand) -> anyhow::Result<()> {
     match what {
@@ -40,6 +59,19 @@ pub async fn run(_config_path: Option<&Path>, what: BenchCommand) -> anyhow::Res
             concurrency,
         } => {
             let report = ubtc_guardian::bench::bench_guardians(count, concurrency).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        BenchCommand::Pipeline {
+            json,
+            count,
+            pg_url,
+        } => {
+            let report = pipeline::run(&pg_url, count).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
