@@ -30,7 +30,7 @@ pub const SCHEMA_POOL_CONNECTIONS_DEFAULT: u32 = 32;
 /// rows locked by another claimer are skipped, never waited for.
 pub(crate) const CLAIM_BATCH: &str = concat!(
     "WITH due AS MATERIALIZED (",
-    claim_select!(),
+    claim_select!("validations"),
     " FOR UPDATE SKIP LOCKED) ",
     claim_set!(),
     "WHERE id IN (SELECT id FROM due) RETURNING ",

@@ -117,13 +117,22 @@ pub(crate) const MARK_DELIVERED: &str = "UPDATE validations SET status = 'delive
      updated_at = $2 WHERE id = $1 AND status = 'signed'";
 
 /// Claim predicate and order, shared by both claim statements: waiting rows whose time
-/// has come, or held rows whose lease ran out. `$3` is now.
+/// has come, or held rows whose lease ran out (due 1 ms after `lease_expires`, so a
+/// lease is taken over strictly after it expires). The expression is the key of the
+/// partial index `validations_due_idx` (migration 0003), written identically so both
+/// planners use it for the filter and the order. `$3` is now, `$4` the batch size.
+/// `$from` names the table (SQLite adds `INDEXED BY`: without `ANALYZE` statistics its
+/// planner prefers the status index and sorts every due row).
 macro_rules! claim_select {
-    () => {
-        "SELECT id FROM validations \
-         WHERE (status IN ('queued', 'delayed') AND (not_before IS NULL OR not_before <= $3)) \
-            OR (status = 'signing' AND lease_expires < $3) \
-         ORDER BY COALESCE(not_before, 0), id LIMIT $4"
+    ($from:literal) => {
+        concat!(
+            "SELECT id FROM ",
+            $from,
+            " WHERE status IN ('queued', 'delayed', 'signing') \
+           AND (CASE WHEN status = 'signing' THEN lease_expires + 1 ELSE COALESCE(not_before, 0) END) <= $3 \
+         ORDER BY (CASE WHEN status = 'signing' THEN lease_expires + 1 ELSE COALESCE(not_before, 0) END), id \
+         LIMIT $4"
+        )
     };
 }
 pub(crate) use claim_select;

@@ -37,7 +37,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const CLAIM_BATCH: &str = concat!(
     claim_set!(),
     "WHERE id IN (",
-    claim_select!(),
+    claim_select!("validations INDEXED BY validations_due_idx"),
     ") RETURNING ",
     validation_columns!()
 );
