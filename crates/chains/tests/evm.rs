@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use common::*;
@@ -338,5 +339,163 @@ async fn scan_reports_reorg_with_a_canonical_rewind_point() -> Result<()> {
         adapter.scan(Some(&rewind_to), 100).await?,
         ScanOutcome::Blocks { .. }
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn faulty_rpc_backs_off_and_loses_nothing() -> Result<()> {
+    let d = Deployed::start().await?;
+    let dir = tempfile::tempdir()?;
+    let store = sqlite_store(dir.path()).await?;
+    let mut txs = Vec::new();
+    for i in 0..10u32 {
+        let msg = format!("through a bad proxy {i}");
+        txs.push(if i % 2 == 0 {
+            d.pay_contract(1, 2_000, msg.as_bytes()).await?
+        } else {
+            d.pay_plain(2, 2_000, msg.as_bytes()).await?
+        });
+    }
+    d.anvil.mine(2).await?;
+    let proxy = FaultyProxy::start(&d.anvil.url, Duration::from_millis(600)).await?;
+    let mut config = d.config(2);
+    config.rpc_url = proxy.url.clone();
+    config.retry = ubtc_chains::evm::RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+    };
+    // Start-up itself may fail on a bad node: the caller retries it like anything else.
+    let adapter = loop {
+        match EvmAdapter::connect(config.clone()).await {
+            Ok(a) => break Arc::new(a),
+            Err(e) => assert!(e.is_transient(), "{e}"),
+        }
+    };
+    let m = monitor(adapter, store.clone(), MIN_WEI, 3);
+    let (mut failures, mut idle, mut backoff) = (0u32, 0u32, Duration::from_millis(5));
+    while idle < 3 {
+        match m.tick().await {
+            Ok(t) if ubtc_pipeline::StepOutcome::is_idle(&t) => idle += 1,
+            Ok(_) => idle = 0,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                failures += 1;
+                idle = 0;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(40));
+            }
+        }
+        assert!(failures < 100, "never got through");
+    }
+    assert!(failures > 0, "the proxy should have made some ticks fail");
+    assert_eq!(all(&store).await.len(), 10);
+    for tx in &txs {
+        assert_eq!(status(&store, tx, 0).await, ValidationStatus::Queued);
+    }
+    eprintln!(
+        "faulty proxy: {failures} failed ticks over {} requests",
+        proxy.requests.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshots_follow_mint_and_burn() -> Result<()> {
+    use ubtc_chains::dev::DevBitcoin;
+    use ubtc_pipeline::snapshot::{ReserveSnapshotter, SnapshotConfig, SnapshotTick};
+
+    let d = Deployed::start().await?;
+    let (admin, minter) = (&d.accounts[0], &d.accounts[1]);
+    let token = d
+        .anvil
+        .deploy(
+            admin,
+            "WrappedBTC",
+            Encoder::new().address(admin)?.address(minter)?.finish(),
+        )
+        .await?;
+    let mut config = d.config(1);
+    config.token_contract = Some(token.clone());
+    let adapter = Arc::new(EvmAdapter::connect(config).await?);
+    let dir = tempfile::tempdir()?;
+    let store = sqlite_store(dir.path()).await?;
+    let bitcoin = DevBitcoin::new(800_000);
+    let reserve = "bcrt1qreserve0";
+    store
+        .add_reserve_address(
+            &ubtc_store::NewReserveAddress {
+                address: reserve.into(),
+                descriptor: "addr(bcrt1qreserve0)".into(),
+                kind: "p2wsh".into(),
+                label: None,
+            },
+            ubtc_core::Timestamp::now(),
+        )
+        .await?;
+    bitcoin.fund(reserve, "0014aa", 3_0000_0000);
+    let snapshots = ReserveSnapshotter::new(
+        Arc::new(bitcoin.clone()),
+        vec![adapter.clone()],
+        store.clone(),
+        SnapshotConfig {
+            tolerance_ppm: 0,
+            max_age_ms: 3_600_000,
+            interval_ms: 3_600_000,
+        },
+    );
+    let take = || async {
+        bitcoin.advance(1);
+        match snapshots.tick(ubtc_core::Timestamp::now()).await.unwrap() {
+            SnapshotTick::Taken(s) => *s,
+            SnapshotTick::Skipped => panic!("a new Bitcoin block must give a snapshot"),
+        }
+    };
+    let s = take().await;
+    assert_eq!(
+        (s.reserve_sats.0, s.supply_sats.0, s.ratio_ppm),
+        (3_0000_0000, 0, None)
+    );
+    assert!(s.healthy);
+
+    let mint = Encoder::new()
+        .address(minter)?
+        .uint(2_0000_0000)
+        .call("mint(address,uint256)");
+    d.anvil.send(minter, Some(&token), 0, &mint).await?;
+    let s = take().await;
+    assert_eq!(
+        (s.supply_sats.0, s.ratio_ppm),
+        (2_0000_0000, Some(1_500_000))
+    );
+    assert_eq!(s.supply[0].block_number, d.anvil.block_number().await?);
+    assert!(s.healthy);
+
+    let mint_more = Encoder::new()
+        .address(minter)?
+        .uint(2_0000_0000)
+        .call("mint(address,uint256)");
+    d.anvil.send(minter, Some(&token), 0, &mint_more).await?;
+    let s = take().await;
+    assert_eq!((s.supply_sats.0, s.ratio_ppm), (4_0000_0000, Some(750_000)));
+    assert!(!s.healthy && !s.stale);
+
+    let burn = Encoder::new().uint(1_0000_0000).call("burn(uint256)");
+    d.anvil.send(minter, Some(&token), 0, &burn).await?;
+    let s = take().await;
+    assert_eq!(
+        (s.supply_sats.0, s.ratio_ppm),
+        (3_0000_0000, Some(1_000_000))
+    );
+    assert!(s.healthy);
+    // Same tip within the interval: nothing new.
+    assert!(matches!(
+        snapshots.tick(ubtc_core::Timestamp::now()).await?,
+        SnapshotTick::Skipped
+    ));
+    let latest = store.latest_reserve_snapshot().await?.unwrap();
+    assert_eq!(latest.supply_sats.0, 3_0000_0000);
+    assert_eq!(latest.supply, s.supply);
     Ok(())
 }

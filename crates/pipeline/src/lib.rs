@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod limiter;
 pub mod monitor;
 pub mod signer;
+pub mod snapshot;
 pub mod worker;
 
 use std::future::Future;

@@ -337,3 +337,81 @@ pub async fn tick_until_idle(m: &Monitor) -> Result<MonitorTick> {
     }
     bail!("monitor never went idle")
 }
+
+/// A JSON-RPC proxy in front of anvil that misbehaves on purpose: request `n` (from 0)
+/// gets HTTP 503 when `n % 7 == 1`, and is held for `stall` (past the client's timeout)
+/// when `n % 11 == 5`; the rest are forwarded.
+pub struct FaultyProxy {
+    pub url: String,
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultyProxy {
+    pub async fn start(upstream: &str, stall: Duration) -> Result<Self> {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        #[derive(Clone)]
+        struct Proxy {
+            upstream: String,
+            client: reqwest::Client,
+            n: Arc<AtomicU64>,
+            stall: Duration,
+        }
+        async fn forward(
+            State(p): State<Proxy>,
+            body: axum::body::Bytes,
+        ) -> axum::response::Response {
+            let n = p.n.fetch_add(1, Ordering::SeqCst);
+            if n % 7 == 1 {
+                return (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response();
+            }
+            if n % 11 == 5 {
+                tokio::time::sleep(p.stall).await;
+            }
+            let answer = p
+                .client
+                .post(&p.upstream)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match answer {
+                Ok(r) => match r.bytes().await {
+                    Ok(b) => ([("content-type", "application/json")], b).into_response(),
+                    Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+                },
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        let requests = Arc::new(AtomicU64::new(0));
+        let state = Proxy {
+            upstream: upstream.to_owned(),
+            client: reqwest::Client::new(),
+            n: requests.clone(),
+            stall,
+        };
+        let app = axum::Router::new()
+            .route("/", axum::routing::post(forward))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url,
+            requests,
+            task,
+        })
+    }
+}
