@@ -29,9 +29,9 @@ pub struct DemoArgs {
     /// Exit once the start-up payments are final instead of serving until Ctrl-C.
     #[arg(long)]
     exit_after_payments: bool,
-    /// Sign through three guardian processes (2-of-3) instead of the local key.
+    /// Sign with one local key instead of three guardian processes (2-of-3).
     #[arg(long)]
-    guardians: bool,
+    local_key: bool,
     #[command(subcommand)]
     command: Option<DemoCommand>,
 }
@@ -82,7 +82,7 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         .await
         .with_context(|| format!("cannot listen on {} (try --port)", config.server.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
-    let guardians = if args.guardians {
+    let guardians = if !args.local_key {
         Some(
             crate::guardian_cmd::start_demo_guardians(&config, store.as_ref(), &base, &bitcoin)
                 .await?,

@@ -23,6 +23,7 @@ use ubtc_guardian::protocol::{self, Envelope, Outcome, SignAnswer, SignRequest, 
 use ubtc_guardian::record::Approval;
 use ubtc_guardian::{keystore, Coordinator, CoordinatorSettings, GuardianEndpoint, GuardianKey};
 use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
+use ubtc_store::Store;
 
 const PASSPHRASE: &str = "test passphrase for guardian processes";
 
@@ -388,4 +389,64 @@ fn guardian_init_prints_key_and_refuses_wrong_passphrase() {
         Err(keystore::KeystoreError::Decrypt)
     ));
     assert!(keystore::load(&ks, &keystore::Passphrase::new("pw one").unwrap()).is_ok());
+}
+
+/// `ubtc demo` signs through its three guardian processes: every proof carries the
+/// 2-of-3 reserve signature and an approval per guardian, and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_signs_through_three_guardian_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .args([
+            "demo",
+            "--port",
+            "0",
+            "--payments",
+            "3",
+            "--exit-after-payments",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("UBTC_DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("guardians       2-of-3"), "{stdout}");
+    let store =
+        ubtc_store::SqliteStore::connect(&format!("sqlite:{}", data.join("ubtc.db").display()), 1)
+            .await
+            .unwrap();
+    let signed = store
+        .list_validations(&ubtc_store::ValidationFilter {
+            status: Some(ubtc_core::ValidationStatus::Signed),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(signed.len(), 3, "{stdout}");
+    for v in &signed {
+        let json = store.get_bundle(v.id).await.unwrap().unwrap();
+        let b = ProofBundle::from_json(json.as_bytes()).unwrap();
+        assert!(b.reserves[0].descriptor.starts_with("wsh(sortedmulti(2,"));
+        assert_eq!(b.approvals.len(), 3);
+        assert!(
+            b.approvals
+                .iter()
+                .filter(|a| a.decision == ApprovalDecision::Approved)
+                .count()
+                >= 2
+        );
+        ubtc_verify(&b);
+    }
+    // The demo's guardian processes went away with it.
+    let approvals = std::fs::read_to_string(data.join("guardians/g1/approvals.jsonl")).unwrap();
+    assert!(approvals.lines().count() >= 1);
 }
