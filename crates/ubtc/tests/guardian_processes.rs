@@ -450,3 +450,81 @@ async fn demo_signs_through_three_guardian_processes() {
     let approvals = std::fs::read_to_string(data.join("guardians/g1/approvals.jsonl")).unwrap();
     assert!(approvals.lines().count() >= 1);
 }
+
+/// The real worker with the coordinator as its signer: two of three guardians down →
+/// retries, then the dead letter with each guardian's reason; an operator re-queues
+/// it once they are back and the job completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_dead_letters_without_quorum_then_completes_when_back() {
+    use std::sync::Arc;
+    use ubtc_pipeline::{ChainPolicy, Monitor, Unlimited, Worker, WorkerConfig, WorkerTick};
+
+    let mut net = Net::new(3, None).await;
+    let db = tempfile::tempdir().unwrap();
+    let store = ubtc_store::SqliteStore::connect(
+        &format!("sqlite:{}", db.path().join("w.db").display()),
+        4,
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let monitor = Monitor::new(
+        Arc::new(net.dev.clone()),
+        store.clone(),
+        Arc::new(Unlimited),
+        ChainPolicy {
+            min_payment_base_units: 1000,
+            scan_max_blocks: 100,
+        },
+    );
+    let worker = Worker::new(
+        store.clone(),
+        Arc::new(net.coordinator(2)),
+        Arc::new(ubtc_chains::dev::DevBitcoin::new(850_000)),
+        WorkerConfig {
+            worker_id: "w1".into(),
+            lease_ms: 30_000,
+            max_attempts: 2,
+            backoff_base_ms: 0,
+            backoff_max_ms: 0,
+            network: BitcoinNetwork::Regtest,
+            native_units: [(net.chain.clone(), "wei".to_owned())].into(),
+        },
+    );
+    net.procs[1].kill();
+    net.procs[2].kill();
+    let tx = net.dev.submit_payment(
+        &Payer::parse("0xb0b").unwrap(),
+        1000,
+        b"worker via guardians",
+    );
+    net.dev.mine(3);
+    monitor.tick().await.unwrap();
+    assert!(matches!(
+        worker.tick().await.unwrap(),
+        WorkerTick::Retrying(..)
+    ));
+    match worker.tick().await.unwrap() {
+        WorkerTick::Failed(_, r) => {
+            assert_eq!(r.code, "quorum_not_reached");
+            assert!(r.detail.contains("g2: unreachable"), "{}", r.detail);
+        }
+        other => panic!("expected the dead letter, got {other:?}"),
+    }
+    let v = store.find_by_payment(None, tx.as_str()).await.unwrap()[0].clone();
+    assert_eq!(v.status, ubtc_core::ValidationStatus::Failed);
+    assert!(v.reason.unwrap().detail.contains("g3: unreachable"));
+
+    net.restart(1);
+    net.restart(2);
+    store.requeue_failed(v.id, Timestamp::now()).await.unwrap();
+    assert!(matches!(
+        worker.tick().await.unwrap(),
+        WorkerTick::Signed(_)
+    ));
+    let json = store.get_bundle(v.id).await.unwrap().unwrap();
+    let b = ProofBundle::from_json(json.as_bytes()).unwrap();
+    assert_eq!(b.approvals.len(), 3);
+    ubtc_verify(&b);
+}
