@@ -528,3 +528,75 @@ async fn worker_dead_letters_without_quorum_then_completes_when_back() {
     assert_eq!(b.approvals.len(), 3);
     ubtc_verify(&b);
 }
+
+/// `keys reserve-create` registers the 2-of-3 address in the configured database;
+/// `keys reserve-retire` retires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_create_and_retire() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..3)
+        .map(|_| GuardianKey::generate().public_hex())
+        .collect();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .args(args)
+            .env("UBTC_DATA_DIR", dir.path())
+            .env_remove("UBTC_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "keys",
+        "reserve-create",
+        "--threshold",
+        "2",
+        "--guardian",
+        &keys[0],
+        "--guardian",
+        &keys[1],
+        "--guardian",
+        &keys[2],
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let address = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("address:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(stdout.contains("wsh(sortedmulti(2,"), "{stdout}");
+    let store = ubtc_store::SqliteStore::connect(
+        &format!("sqlite:{}", dir.path().join("ubtc.db").display()),
+        1,
+    )
+    .await
+    .unwrap();
+    let active = store.list_reserve_addresses().await.unwrap();
+    assert!(active.iter().any(|r| r.address == address));
+    let out = run(&["keys", "reserve-retire", &address]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let active = store.list_reserve_addresses().await.unwrap();
+    assert!(!active.iter().any(|r| r.address == address));
+    // Retiring again is an error, not a silent success.
+    assert!(!run(&["keys", "reserve-retire", &address]).status.success());
+    // A bad key is refused.
+    assert!(!run(&[
+        "keys",
+        "reserve-create",
+        "--threshold",
+        "1",
+        "--guardian",
+        "02zz"
+    ])
+    .status
+    .success());
+}
