@@ -241,7 +241,10 @@ mod tests {
     #[test]
     fn btc_amounts_convert_exactly() {
         assert_eq!(btc_to_sats(0.00000001).unwrap(), 1);
-        assert_eq!(btc_to_sats(20_999_999.976_9).unwrap(), 2_099_999_997_690_000);
+        assert_eq!(
+            btc_to_sats(20_999_999.976_9).unwrap(),
+            2_099_999_997_690_000
+        );
         assert_eq!(btc_to_sats(1.23456789).unwrap(), 123_456_789);
         assert!(btc_to_sats(-1.0).is_err());
         assert!(btc_to_sats(f64::NAN).is_err());

@@ -187,10 +187,16 @@ impl std::fmt::Debug for EvmAdapter {
 }
 
 impl EvmAdapter {
-    /// Checks the configuration against the node: the chain id must match and the
-    /// configured contracts must have code. A mismatch is [`ChainError::Misconfigured`]
-    /// (never retried); an unreachable node is [`ChainError::Unavailable`].
+    /// Builds the adapter and checks it against the node ([`EvmAdapter::check`]).
     pub async fn connect(config: EvmConfig) -> Result<Self, ChainError> {
+        let adapter = Self::new(config)?;
+        adapter.check().await?;
+        Ok(adapter)
+    }
+
+    /// Builds the adapter without asking the node anything (for start-up code that
+    /// cannot wait; call [`EvmAdapter::check`] before the first scan).
+    pub fn new(config: EvmConfig) -> Result<Self, ChainError> {
         let norm = |a: &Option<String>, what: &str| -> Result<Option<String>, ChainError> {
             a.as_deref()
                 .map(abi::normalize_address)
@@ -207,28 +213,6 @@ impl EvmAdapter {
             )));
         }
         let rpc = RpcClient::new(&config.rpc_url, config.retry.clone())?;
-        let reported: String = rpc.call("eth_chainId", json!([])).await?;
-        let reported = abi::quantity_u64(&reported).map_err(abi_err("eth_chainId"))?;
-        if reported != config.chain_id {
-            return Err(ChainError::Misconfigured(format!(
-                "{}: the node at the configured RPC URL serves chain id {reported}, the configuration says {}",
-                config.chain, config.chain_id
-            )));
-        }
-        for (addr, what) in [
-            (&payment_contract, "payment contract"),
-            (&token_contract, "token contract"),
-        ] {
-            if let Some(addr) = addr {
-                let code: String = rpc.call("eth_getCode", json!([addr, "latest"])).await?;
-                if code.len() <= 2 {
-                    return Err(ChainError::Misconfigured(format!(
-                        "{}: no contract code at the {what} {addr}",
-                        config.chain
-                    )));
-                }
-            }
-        }
         Ok(Self {
             config,
             rpc,
@@ -237,6 +221,39 @@ impl EvmAdapter {
             token_contract,
             event_topic: abi::event_topic(VALIDATION_REQUESTED_SIGNATURE),
         })
+    }
+
+    /// Checks the configuration against the node: the chain id must match and the
+    /// configured contracts must have code. A mismatch is [`ChainError::Misconfigured`]
+    /// (never retried); an unreachable node is [`ChainError::Unavailable`].
+    pub async fn check(&self) -> Result<(), ChainError> {
+        let config = &self.config;
+        let reported: String = self.rpc.call("eth_chainId", json!([])).await?;
+        let reported = abi::quantity_u64(&reported).map_err(abi_err("eth_chainId"))?;
+        if reported != config.chain_id {
+            return Err(ChainError::Misconfigured(format!(
+                "{}: the node at the configured RPC URL serves chain id {reported}, the configuration says {}",
+                config.chain, config.chain_id
+            )));
+        }
+        for (addr, what) in [
+            (&self.payment_contract, "payment contract"),
+            (&self.token_contract, "token contract"),
+        ] {
+            if let Some(addr) = addr {
+                let code: String = self
+                    .rpc
+                    .call("eth_getCode", json!([addr, "latest"]))
+                    .await?;
+                if code.len() <= 2 {
+                    return Err(ChainError::Misconfigured(format!(
+                        "{}: no contract code at the {what} {addr}",
+                        config.chain
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EvmConfig {
