@@ -17,6 +17,8 @@ mod dto;
 mod error;
 mod extract;
 mod handlers;
+pub mod metrics;
+pub mod ratelimit;
 mod request_id;
 mod state;
 
@@ -32,6 +34,7 @@ use tracing::Level;
 
 pub use error::{ApiError, ErrorCode};
 pub use handlers::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OPENAPI_JSON};
+pub use ratelimit::{ClientKey, RequestLimiter};
 pub use request_id::RequestId;
 pub use state::{
     ApiLimits, ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt, DemoPaymentRequest,
@@ -123,8 +126,16 @@ pub fn public_router(state: ApiState) -> Router {
     let limits = state.limits;
     let Routes { router, .. } = routes(state.demo.is_some());
     router
+        // An operations endpoint, documented in docs/operations.md rather than in the
+        // OpenAPI document of the public API.
+        .route("/metrics", axum::routing::get(metrics::metrics_handler))
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit_requests,
+        ))
+        .layer(axum::middleware::from_fn(metrics::track_latency))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -166,7 +177,9 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "api listening");
     }
-    axum::serve(listener, router)
+    // Peer addresses reach the rate limiter as `ConnectInfo`.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
         .await
 }

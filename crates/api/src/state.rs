@@ -23,6 +23,10 @@ pub struct ApiState {
     /// Set only by `ubtc demo`: mounts `POST /v1/demo/payments`.
     pub demo: Option<Arc<dyn DemoPayments>>,
     pub limits: ApiLimits,
+    /// Renders `/metrics`; `None` answers it with 404.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-IP and per-API-key limits; `None`: unlimited.
+    pub rate_limiter: Option<Arc<dyn crate::ratelimit::RequestLimiter>>,
 }
 
 impl ApiState {
@@ -32,7 +36,19 @@ impl ApiState {
             chains: Arc::new(chains),
             demo: None,
             limits: ApiLimits::default(),
+            metrics: None,
+            rate_limiter: None,
         }
+    }
+
+    pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    pub fn with_rate_limiter(mut self, limiter: Arc<dyn crate::ratelimit::RequestLimiter>) -> Self {
+        self.rate_limiter = Some(limiter);
+        self
     }
 
     pub fn with_demo(mut self, demo: Arc<dyn DemoPayments>) -> Self {

@@ -11,12 +11,15 @@
 //!   saying so once in the log and continuously in metrics.
 //!
 //! [`PaymentLimits`] applies them to paid validations (per payer per chain and per
-//! chain overall), where a limited request is *delayed*, never refused.
+//! chain overall), where a limited request is *delayed*, never refused;
+//! [`ClientLimits`] to API requests (per IP and per API key), which are refused with
+//! the time to wait.
 //!
 //! This crate decides how much may pass and when; it never decides what a request is
 //! for, and never logs keys' secrets (keys here are chain names, payer addresses and
 //! hashed API keys).
 
+mod client;
 mod fallback;
 mod gcra;
 mod memory;
@@ -26,6 +29,7 @@ mod redis_backend;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use client::{Client, ClientLimits};
 pub use fallback::FallbackLimiter;
 pub use gcra::Tat;
 pub use memory::MemoryLimiter;

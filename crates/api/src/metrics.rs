@@ -1,0 +1,132 @@
+//! `/metrics` in the Prometheus text format, and the middleware that times requests.
+//!
+//! Counters and histograms are recorded anywhere in the process through the `metrics`
+//! facade (the pipeline, the rate limiter, the webhook worker); this module installs
+//! the one Prometheus recorder and renders it. Figures that live in the database
+//! (validations by chain and status, queue depth, reserve ratio) are read from the
+//! store on each scrape and set as gauges, so every `serve` process reports the same
+//! numbers without a worker having to push them.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ubtc_core::{Timestamp, ValidationStatus};
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+/// Histogram buckets in seconds, from a cached read to a slow signing round.
+const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Window of the processing-time percentiles shown on `/metrics`.
+const PROCESSING_WINDOW_MS: i64 = 3_600_000;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the metrics recorder: {0}")]
+pub struct MetricsError(String);
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same
+/// handle, so tests that start several apps in one process can all call it).
+pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS_SECS)
+        .map_err(|e| MetricsError(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    // Two racing callers: one installs, the other gets an error and uses the winner's
+    // handle below.
+    let _ = metrics::set_global_recorder(recorder);
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Times every request by method, route template (never the raw path: ids would
+/// make one series per request) and status.
+pub(crate) async fn track_latency(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::histogram!("ubtc_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("ubtc_http_requests_total", &labels).increment(1);
+    response
+}
+
+/// `GET /metrics`: refreshes the database gauges, then renders everything.
+pub(crate) async fn metrics_handler(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let Some(handle) = state.metrics.as_ref() else {
+        return Err(ApiError::new(
+            crate::ErrorCode::NotFound,
+            "metrics are not enabled in this process",
+        ));
+    };
+    refresh_store_gauges(&state).await?;
+    handle.run_upkeep();
+    let mut response = handle.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+async fn refresh_store_gauges(state: &ApiState) -> Result<(), ApiError> {
+    let now = Timestamp::now();
+    let stats = state
+        .store
+        .stats(now.plus_millis(-PROCESSING_WINDOW_MS))
+        .await?;
+    let mut depth = 0u64;
+    for c in &stats.counts {
+        metrics::gauge!("ubtc_validations", "chain" => c.chain.to_string(), "status" => c.status.as_str())
+            .set(c.count as f64);
+        if matches!(
+            c.status,
+            ValidationStatus::Queued | ValidationStatus::Delayed | ValidationStatus::Signing
+        ) {
+            depth += c.count;
+        }
+    }
+    metrics::gauge!("ubtc_queue_depth").set(depth as f64);
+    for (quantile, value) in [
+        ("0.5", stats.processing_ms_p50),
+        ("0.9", stats.processing_ms_p90),
+        ("0.99", stats.processing_ms_p99),
+    ] {
+        if let Some(ms) = value {
+            metrics::gauge!("ubtc_processing_seconds", "quantile" => quantile)
+                .set(ms as f64 / 1000.0);
+        }
+    }
+    if let Some(snapshot) = state.store.latest_reserve_snapshot().await? {
+        if let Some(ppm) = snapshot.ratio_ppm {
+            metrics::gauge!("ubtc_reserve_ratio").set(ppm as f64 / 1_000_000.0);
+        }
+        metrics::gauge!("ubtc_reserve_healthy").set(if snapshot.healthy { 1.0 } else { 0.0 });
+        metrics::gauge!("ubtc_reserve_snapshot_age_seconds")
+            .set((now.as_millis() - snapshot.taken_at.as_millis()) as f64 / 1000.0);
+        for entry in &snapshot.supply {
+            // Base units of the token on that chain; dashboards divide by its decimals.
+            metrics::gauge!("ubtc_token_supply_base_units", "chain" => entry.chain.to_string())
+                .set(entry.supply.base_units as f64);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Operations endpoints of the public API over a real socket: `/metrics` in the
+//! Prometheus format, and rate limits per client IP and per API key (429 with
+//! Retry-After) backed by the real Redis on 127.0.0.1:6379 (its own key prefix).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use tokio_util::sync::CancellationToken;
+use ubtc_api::{public_router, serve, ApiState, ClientKey, RequestLimiter};
+use ubtc_core::Timestamp;
+use ubtc_limits::{Client, ClientLimits, FallbackLimiter, Rate, RedisLimiter};
+use ubtc_store::{SqliteStore, Store};
+
+/// The same glue the binary uses: API client keys onto the limits crate.
+struct Glue(ClientLimits);
+
+#[async_trait]
+impl RequestLimiter for Glue {
+    async fn try_acquire(&self, clients: &[ClientKey]) -> Result<(), Duration> {
+        let clients: Vec<Client<'_>> = clients
+            .iter()
+            .map(|c| match c {
+                ClientKey::Ip(ip) => Client::Ip(*ip),
+                ClientKey::ApiKey(d) => Client::KeyDigest(d),
+            })
+            .collect();
+        self.0
+            .try_acquire(&clients, Timestamp::now().as_millis())
+            .await
+    }
+}
+
+struct App {
+    base: String,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn(limiter: Option<Arc<dyn RequestLimiter>>) -> Result<App> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let store =
+        SqliteStore::connect(&format!("sqlite:{}", dir.path().join("a.db").display()), 2).await?;
+    store.migrate().await?;
+    let mut state =
+        ApiState::new(Arc::new(store), vec![]).with_metrics(ubtc_api::metrics::install_recorder()?);
+    if let Some(l) = limiter {
+        state = state.with_rate_limiter(l);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, public_router(state), shutdown.clone()));
+    Ok(App {
+        base,
+        shutdown,
+        _dir: dir,
+    })
+}
+
+fn redis_limits(per_ip: Rate, per_key: Rate) -> Arc<dyn RequestLimiter> {
+    let url =
+        std::env::var("UBTC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("ubtc-test:{}:", uuid::Uuid::new_v4().simple());
+    let redis = RedisLimiter::new(&url, prefix, Duration::from_millis(250)).unwrap();
+    Arc::new(Glue(ClientLimits::new(
+        Arc::new(FallbackLimiter::new(Arc::new(redis))),
+        per_ip,
+        per_key,
+    )))
+}
+
+async fn require_redis() {
+    let addr = std::env::var("UBTC_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        .trim_start_matches("redis://")
+        .to_owned();
+    if let Err(e) = tokio::net::TcpStream::connect(&addr).await {
+        panic!("this test needs Redis at {addr} (set UBTC_TEST_REDIS_URL): {e}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_route_latency_and_database_gauges() -> Result<()> {
+    let app = spawn(None).await?;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        client.get(format!("{}/v1/stats", app.base)).send().await?;
+    }
+    client
+        .get(format!("{}/v1/validations/not-a-uuid", app.base))
+        .send()
+        .await?;
+    let resp = client.get(format!("{}/metrics", app.base)).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/plain"));
+    let text = resp.text().await?;
+    assert!(text.contains("ubtc_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/stats\",status=\"200\""), "{text}");
+    // The route template, not the raw path.
+    assert!(
+        text.contains("route=\"/v1/validations/{id}\",status=\"400\""),
+        "{text}"
+    );
+    assert!(!text.contains("not-a-uuid"));
+    assert!(text.contains("ubtc_queue_depth 0"), "{text}");
+    app.shutdown.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_beyond_their_rate_get_429_with_retry_after() -> Result<()> {
+    require_redis().await;
+    let app = spawn(Some(redis_limits(
+        Rate::per_minute(6, 3),
+        Rate::per_minute(60, 5),
+    )))
+    .await?;
+    let client = reqwest::Client::new();
+    let get = |path: &str, key: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", app.base));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        req.send()
+    };
+    for _ in 0..3 {
+        assert_eq!(get("/v1/stats", None).await?.status(), StatusCode::OK);
+    }
+    let refused = get("/v1/stats", None).await?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=10).contains(&retry), "retry-after {retry}");
+    let body: serde_json::Value = refused.json().await?;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(body["error"]["request_id"].is_string());
+    // Probes are never limited.
+    assert_eq!(get("/healthz", None).await?.status(), StatusCode::OK);
+    // The IP bucket still applies to a request with an API key (both are charged),
+    // and a refusal charged nothing.
+    assert_eq!(
+        get("/v1/stats", Some("k1")).await?.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let text = client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.contains("ubtc_ratelimit_hits_total{scope=\"api\"}"),
+        "{text}"
+    );
+    app.shutdown.cancel();
+    Ok(())
+}
