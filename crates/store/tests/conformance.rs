@@ -148,6 +148,7 @@ conformance!(
     chain_cursors,
     outbox_due_and_attempts,
     audit_chain,
+    prepare_statement_fixes_once,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1207,6 +1208,63 @@ async fn audit_chain(store: Arc<dyn Store>) {
     }
     assert_eq!(all.len(), 32);
     assert_eq!(all.last().unwrap(), &first);
+}
+
+async fn prepare_statement_fixes_once(store: Arc<dyn Store>) {
+    let s = &*store;
+    let id = queued(s, "ethereum", "0x1").await;
+    let c = s.claim_next("w1", 1_000, T0).await.unwrap().unwrap();
+    s.prepare_statement(&c, "{\"v\":1}", T0.plus_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(s, id).await.statement_json.as_deref(),
+        Some("{\"v\":1}")
+    );
+    // Fixed once: a second preparation (same or later claim) writes nothing.
+    let before = get(s, id).await;
+    assert_lost(
+        s.prepare_statement(&c, "{\"v\":2}", T0.plus_millis(2))
+            .await,
+    );
+    assert_eq!(get(s, id).await, before);
+    s.retry_later(
+        &c,
+        &Reason::new("x", "y"),
+        T0.plus_millis(10),
+        T0.plus_millis(3),
+    )
+    .await
+    .unwrap();
+    let c2 = s
+        .claim_next("w2", 1_000, T0.plus_millis(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.record.statement_json.as_deref(), Some("{\"v\":1}"));
+    assert_lost(
+        s.prepare_statement(&c2, "{\"v\":3}", T0.plus_millis(11))
+            .await,
+    );
+    s.complete_signed(&c2, &signed_result("a", 0), T0.plus_millis(12))
+        .await
+        .unwrap();
+    // A lost claim cannot prepare either.
+    let other = queued(s, "ethereum", "0x2").await;
+    let old = s
+        .claim_next("old", 1_000, T0.plus_millis(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.record.id, other);
+    let new = s
+        .claim_next("new", 1_000, T0.plus_millis(1_021))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.record.id, other);
+    assert_lost(s.prepare_statement(&old, "{}", T0.plus_millis(1_022)).await);
+    assert_eq!(get(s, other).await.statement_json, None);
 }
 
 // ---------------------------------------------------------------- backend-specific
