@@ -3,16 +3,17 @@
 //!
 //! The verifier trusts nothing in the bundle but its signatures: it rebuilds the
 //! statement text from the statement's fields, checks that every descriptor names its
-//! address, and verifies every signature over the rebuilt text. Whether the proven
-//! UTXOs are still unspent is not something an offline verifier can know; the report
-//! says so.
+//! address, and verifies every signature over the rebuilt text. A proof of funds counts
+//! only UTXOs paying to the scripts of verified reserves. Whether the proven UTXOs
+//! exist and are still unspent is not something an offline verifier can know; the
+//! report says so.
 
 use std::fmt;
 use std::str::FromStr;
 
-use bitcoin::{Address, Network};
+use bitcoin::{Address, Network, ScriptBuf};
 use serde::Serialize;
-use ubtc_core::bundle::{BitcoinNetwork, ProofBundle};
+use ubtc_core::bundle::{BitcoinNetwork, ProofBundle, Utxo};
 
 use crate::bip322::{self, Format, Verified};
 use crate::descriptor::Descriptor;
@@ -133,7 +134,7 @@ impl fmt::Display for BundleReport {
             if p.valid {
                 writeln!(
                     f,
-                    "  ok       {}: {} UTXOs at height {}, {} BTC",
+                    "  ok       {}: {} UTXOs as reported at height {}, {} BTC",
                     p.address,
                     p.utxo_count,
                     p.bitcoin_height,
@@ -154,7 +155,8 @@ impl fmt::Display for BundleReport {
         if self.proof_of_funds.is_some() {
             writeln!(
                 f,
-                "total proven: {} BTC (spendable by the reserve keys; whether unspent now needs a node)",
+                "total proven: {} BTC (UTXOs of the reserve addresses that the reserve keys can spend; \
+                 whether they exist and are unspent needs a Bitcoin node)",
                 btc(self.proven_sats)
             )
         } else {
@@ -216,18 +218,36 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
             proven_sats: 0,
             error: None,
         };
-        if !bundle.reserves.iter().any(|r| r.address == p.address) {
-            report.error = Some("the address is not one of the bundle's reserves".into());
+        // Only reserves whose descriptor names the address and whose signature
+        // verified count: the proof's challenge must be one of them, and every UTXO
+        // it proves must pay to one of them. An extra input of a BIP-322 proof of
+        // funds can spend any script (an anyone-can-spend output commits to no amount
+        // at all), so its script, not its signature, is what ties it to the reserve.
+        let verified: Vec<ScriptBuf> = reserves
+            .iter()
+            .filter(|r| r.valid)
+            .filter_map(|r| parse_address(&r.address, Some(network)).ok())
+            .map(|a| a.script_pubkey())
+            .collect();
+        if !reserves.iter().any(|r| r.valid && r.address == p.address) {
+            report.error = Some("the address is not one of the bundle's verified reserves".into());
+            return report;
+        }
+        if let Err(e) = check_reserve_utxos(&p.utxos, &verified) {
+            report.error = Some(e);
             return report;
         }
         match parse_address(&p.address, Some(network)) {
             Err(e) => report.error = Some(e.to_string()),
             Ok(address) => {
                 match pof::verify_pof(&address, text.as_bytes(), &p.signature, &p.utxos) {
-                    Ok(funds) => {
-                        report.valid = true;
-                        report.proven_sats = funds.total_sats;
-                    }
+                    Ok(funds) => match check_reserve_utxos(&funds.inputs, &verified) {
+                        Ok(()) => {
+                            report.valid = true;
+                            report.proven_sats = funds.total_sats;
+                        }
+                        Err(e) => report.error = Some(e),
+                    },
                     Err(e) => report.error = Some(e.to_string()),
                 }
             }
@@ -266,6 +286,33 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
         proof_of_funds,
         proven_sats,
     }
+}
+
+/// Every UTXO pays to one of `reserve_scripts`, none claims more than
+/// [`pof::MAX_MONEY_SATS`], and neither does their (checked) sum.
+fn check_reserve_utxos(utxos: &[Utxo], reserve_scripts: &[ScriptBuf]) -> Result<(), String> {
+    let mut total: u64 = 0;
+    for u in utxos {
+        let is_reserve = hex::decode(&u.script_pubkey_hex)
+            .is_ok_and(|spk| reserve_scripts.iter().any(|r| r.as_bytes() == spk));
+        if !is_reserve {
+            return Err(format!(
+                "UTXO {}:{} pays to script {}, which is not the script of a verified reserve",
+                u.txid, u.vout, u.script_pubkey_hex
+            ));
+        }
+        if u.amount_sats > pof::MAX_MONEY_SATS {
+            return Err(format!(
+                "UTXO {}:{} claims {} sats, more than 21 million BTC",
+                u.txid, u.vout, u.amount_sats
+            ));
+        }
+        total = total
+            .checked_add(u.amount_sats)
+            .filter(|t| *t <= pof::MAX_MONEY_SATS)
+            .ok_or_else(|| "the UTXOs claim more than 21 million BTC in total".to_string())?;
+    }
+    Ok(())
 }
 
 fn verify_reserve(

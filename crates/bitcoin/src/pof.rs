@@ -35,6 +35,9 @@ pub const MAX_POF_INPUTS: usize = ubtc_core::bundle::BUNDLE_MAX_UTXOS + 1;
 /// Most inputs when any input is a legacy (non-segwit) spend: legacy sighashes hash
 /// the whole transaction per input, so the cost grows with the square of the count.
 pub const MAX_POF_INPUTS_WITH_LEGACY: usize = 256;
+/// The 21 million BTC supply in satoshis (Bitcoin Core's `MAX_MONEY`): no input, and
+/// no proof's total, may claim more.
+pub const MAX_MONEY_SATS: u64 = 21_000_000 * 100_000_000;
 
 /// The funds a proof of funds covers: its additional inputs, each verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -253,10 +256,19 @@ pub(crate) fn verify_pof_claimed_script(
     }
     let mut total: u64 = 0;
     let mut inputs = Vec::with_capacity(n.saturating_sub(1));
-    for (txin, prevout) in tx.input.iter().zip(&prevouts).skip(1) {
+    for (i, (txin, prevout)) in tx.input.iter().zip(&prevouts).enumerate().skip(1) {
+        let sats = prevout.value.to_sat();
+        if sats > MAX_MONEY_SATS {
+            return Err(VerifyError::Invalid(format!(
+                "input {i} claims {sats} sats, more than 21 million BTC"
+            )));
+        }
         total = total
-            .checked_add(prevout.value.to_sat())
-            .ok_or_else(|| VerifyError::Invalid("input amounts overflow".into()))?;
+            .checked_add(sats)
+            .filter(|t| *t <= MAX_MONEY_SATS)
+            .ok_or_else(|| {
+                VerifyError::Invalid("the inputs claim more than 21 million BTC in total".into())
+            })?;
         inputs.push(Utxo {
             txid: txin.previous_output.txid.to_string(),
             vout: txin.previous_output.vout,
