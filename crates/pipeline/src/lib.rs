@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use limiter::{PaymentLimiter, Unlimited};
 pub use monitor::{ChainPolicy, Monitor, MonitorTick};
 pub use signer::{LocalKeySigner, ReserveSigner, SignFailure, SignedStatement};
-pub use worker::{Worker, WorkerConfig, WorkerTick};
+pub use worker::{Worker, WorkerBatch, WorkerConfig, WorkerTick};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use ubtc_chains::{ChainAdapter, PaymentDepth, ScanCursor, ScanOutcome};
 use ubtc_core::validation::Reason;
-use ubtc_core::{ChainId, Payment, Timestamp, ValidationId};
-use ubtc_store::{ChainCursor, NewValidation, Recorded, Store};
+use ubtc_core::{ChainId, Payment, Timestamp, ValidationId, ValidationStatus};
+use ubtc_store::{ChainCursor, NewValidation, Recorded, Store, StoreError};
 
 use crate::limiter::PaymentLimiter;
 use crate::{PipelineError, StepOutcome};
@@ -105,14 +105,17 @@ impl Monitor {
                 payments,
                 cursor: next,
             } => {
-                for payment in payments {
-                    match self
-                        .store
-                        .record_detected(&self.new_validation(payment), now)
-                        .await?
-                    {
-                        Recorded::Inserted(_) => out.detected += 1,
-                        Recorded::AlreadyKnown(_) => out.already_known += 1,
+                if !payments.is_empty() {
+                    // One transaction for the whole scan.
+                    let new: Vec<NewValidation> = payments
+                        .into_iter()
+                        .map(|p| self.new_validation(p))
+                        .collect();
+                    for recorded in self.store.record_detected_batch(&new, now).await? {
+                        match recorded {
+                            Recorded::Inserted(_) => out.detected += 1,
+                            Recorded::AlreadyKnown(_) => out.already_known += 1,
+                        }
                     }
                 }
                 if cursor.as_ref() != Some(&next) {
@@ -178,6 +181,7 @@ impl Monitor {
         chain: &ChainId,
         out: &mut MonitorTick,
     ) -> Result<(), PipelineError> {
+        let mut to_enqueue = Vec::new();
         for record in self.store.list_detected(chain, DEPTH_CHECK_BATCH).await? {
             let depth = self.adapter.depth(&record.payment, &record.block).await?;
             let now = Timestamp::now();
@@ -204,15 +208,28 @@ impl Monitor {
                         continue;
                     }
                     let delay = self.limiter.admit(chain, &record.payer, now).await;
-                    self.store
-                        .confirm_and_enqueue(record.id, confirmations, delay, now)
-                        .await?;
-                    if delay.is_some() {
-                        out.delayed += 1;
-                    } else {
-                        out.queued += 1;
-                    }
+                    to_enqueue.push((record.id, confirmations, delay));
                 }
+            }
+        }
+        if to_enqueue.is_empty() {
+            return Ok(());
+        }
+        // One transaction for every payment that became final in this step.
+        let results = self
+            .store
+            .confirm_and_enqueue_batch(&to_enqueue, Timestamp::now())
+            .await?;
+        for ((id, _, _), result) in to_enqueue.iter().zip(results) {
+            match result {
+                Ok(ValidationStatus::Delayed) => out.delayed += 1,
+                Ok(_) => out.queued += 1,
+                // Another monitor moved it first (two monitors on one chain is safe,
+                // only wasteful): nothing left to do.
+                Err(StoreError::Transition(e)) => {
+                    tracing::debug!(validation = %id, error = %e, "already moved on")
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

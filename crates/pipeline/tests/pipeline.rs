@@ -161,6 +161,7 @@ on_both_backends!(
     retries_reuse_one_statement_then_sign,
     exhausted_retries_go_to_the_dead_letter,
     expired_lease_is_taken_over_and_signed_once,
+    batched_worker_signs_each_once_and_skips_lost_claims,
 );
 
 async fn payments_become_verifiable_proofs(h: &Harness) {
@@ -434,4 +435,59 @@ async fn expired_lease_is_taken_over_and_signed_once(h: &Harness) {
         1,
         "signed exactly once"
     );
+}
+
+async fn batched_worker_signs_each_once_and_skips_lost_claims(h: &Harness) {
+    let monitor = h.monitor();
+    let mut txs = Vec::new();
+    for i in 0..40 {
+        txs.push(
+            h.chain
+                .submit_payment(&payer(i), MIN_PAYMENT, format!("batch {i}").as_bytes()),
+        );
+    }
+    h.chain.mine(CONFIRMATIONS);
+    let tick = monitor.tick().await.unwrap();
+    assert_eq!((tick.detected, tick.queued), (40, 40));
+    // A worker that claimed five jobs with a short lease and died.
+    let dead = h
+        .store
+        .claim_batch("dead", 5, 50, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 5);
+    tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+
+    let worker = h.worker("batcher", signer(), 5);
+    let mut signed = 0;
+    loop {
+        let batch = worker.tick_batch(16).await.unwrap();
+        if batch.0.is_empty() {
+            break;
+        }
+        assert!(batch.0.len() <= 16);
+        signed += batch
+            .0
+            .iter()
+            .filter(|t| matches!(t, WorkerTick::Signed(_)))
+            .count();
+    }
+    assert_eq!(signed, 40);
+    // The dead worker's late results are refused.
+    let late = h.worker("dead", signer(), 5);
+    for claim in dead {
+        assert!(matches!(
+            late.process(claim).await.unwrap(),
+            WorkerTick::LostClaim(_)
+        ));
+    }
+    for tx in &txs {
+        let v = &h.store.find_by_payment(None, tx.as_str()).await.unwrap()[0];
+        assert_eq!(v.status, ValidationStatus::Signed);
+        assert_eq!(h.store.list_outbox_for(v.id).await.unwrap().len(), 1);
+        let bundle =
+            ProofBundle::from_json(h.store.get_bundle(v.id).await.unwrap().unwrap().as_bytes())
+                .unwrap();
+        assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle).is_valid());
+    }
 }

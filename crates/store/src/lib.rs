@@ -187,6 +187,41 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    /// [`Store::record_detected`] for several payments (one scan's worth) in ONE
+    /// transaction: one commit instead of one per payment.
+    async fn record_detected_batch(
+        &self,
+        new: &[NewValidation],
+        now: Timestamp,
+    ) -> StoreResult<Vec<Recorded>>;
+
+    /// [`Store::confirm_and_enqueue`] for several validations in ONE transaction. Per
+    /// item the new status, or the error that single call would have returned (that
+    /// item changes nothing; the others are still written).
+    async fn confirm_and_enqueue_batch(
+        &self,
+        items: &[(ValidationId, u64, Option<Timestamp>)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<StoreResult<ValidationStatus>>>;
+
+    /// [`Store::prepare_statement`] for several claims in ONE transaction. Per item:
+    /// `true` when fixed, `false` when the claim was lost or a statement was already
+    /// stored (nothing written for that item).
+    async fn prepare_statements(
+        &self,
+        items: &[(&Claimed, &str)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<bool>>;
+
+    /// [`Store::complete_signed`] for several claims in ONE transaction (one commit).
+    /// Per item: `true` when written (status, bundle, outbox rows, metrics row),
+    /// `false` when the claim was lost (nothing written for that item).
+    async fn complete_signed_batch(
+        &self,
+        items: &[(&Claimed, &SignedResult)],
+        now: Timestamp,
+    ) -> StoreResult<Vec<bool>>;
+
     /// Fixes the statement of a claimed validation before anything is signed, so every
     /// later attempt signs the same statement. Only when none is stored yet; otherwise
     /// (or when the claim is no longer held) `LostClaim`, writing nothing.

@@ -215,6 +215,32 @@ impl PgStore {
         Ok(row.is_some())
     }
 
+    /// The one-statement completion of [`PgStore::complete_signed_dialect`], inside the
+    /// caller's transaction (batches commit once).
+    async fn complete_signed_in_tx(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        claim: &Claimed,
+        result: &SignedResult,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let o = OutboxArrays::new(&result.outbox);
+        let row: Option<uuid::Uuid> = sqlx::query_scalar(COMPLETE_SIGNED)
+            .bind(claim.record.id.0)
+            .bind(claim.worker.as_str())
+            .bind(i64::from(claim.attempt))
+            .bind(result.statement_text.as_str())
+            .bind(result.bundle_json.as_str())
+            .bind(now.0)
+            .bind(result.processing_ms)
+            .bind(o.ids)
+            .bind(o.types)
+            .bind(o.payloads)
+            .bind(o.targets)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn fail_dialect(
         &self,
         claim: &Claimed,

@@ -536,6 +536,122 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn record_detected_batch(
+                &self,
+                new: &[NewValidation],
+                now: Timestamp,
+            ) -> StoreResult<Vec<Recorded>> {
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let mut out = Vec::with_capacity(new.len());
+                for n in new {
+                    let p = &n.payment;
+                    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_VALIDATION)
+                        .bind(n.id.0)
+                        .bind(p.chain.as_str())
+                        .bind(p.tx_hash.as_str())
+                        .bind(i64::from(p.index))
+                        .bind(n.payer.as_str())
+                        .bind(n.amount_base_units.to_string())
+                        .bind(n.message.as_slice())
+                        .bind(rows::to_i64(n.block.number, "block number")?)
+                        .bind(n.block.hash.as_str())
+                        .bind(n.rejection.as_ref().map(|r| r.code.as_str()))
+                        .bind(n.rejection.as_ref().map(|r| r.detail.as_str()))
+                        .bind(n.callback_url.as_deref())
+                        .bind(now.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match inserted {
+                        Some(id) => out.push(Recorded::Inserted(ValidationId(id))),
+                        None => {
+                            let id: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
+                                .bind(p.tx_hash.as_str())
+                                .bind(p.chain.as_str())
+                                .bind(i64::from(p.index))
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            out.push(Recorded::AlreadyKnown(ValidationId(id)));
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn confirm_and_enqueue_batch(
+                &self,
+                items: &[(ValidationId, u64, Option<Timestamp>)],
+                now: Timestamp,
+            ) -> StoreResult<Vec<StoreResult<ValidationStatus>>> {
+                let queued = ValidationStatus::Detected
+                    .transition(ValidationStatus::Confirmed)?
+                    .transition(ValidationStatus::Queued)?;
+                let delayed = queued.transition(ValidationStatus::Delayed)?;
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let mut applied = Vec::with_capacity(items.len());
+                for (id, confirmations, delay_until) in items {
+                    let (to, not_before) = match delay_until {
+                        Some(t) => (delayed, *t),
+                        None => (queued, now),
+                    };
+                    let done = sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+                        .bind(id.0)
+                        .bind(to.as_str())
+                        .bind(rows::to_i64(*confirmations, "confirmations")?)
+                        .bind(not_before.0)
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    applied.push((done.rows_affected() == 1).then_some(to));
+                }
+                tx.commit().await?;
+                let mut out = Vec::with_capacity(items.len());
+                for ((id, _, _), done) in items.iter().zip(applied) {
+                    out.push(match done {
+                        Some(to) => Ok(to),
+                        None => Err(self.refused(*id, ValidationStatus::Confirmed).await),
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn prepare_statements(
+                &self,
+                items: &[(&Claimed, &str)],
+                now: Timestamp,
+            ) -> StoreResult<Vec<bool>> {
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let mut out = Vec::with_capacity(items.len());
+                for (claim, statement_json) in items {
+                    let done = sqlx::query(sql::PREPARE_STATEMENT)
+                        .bind(claim.record.id.0)
+                        .bind(claim.worker.as_str())
+                        .bind(i64::from(claim.attempt))
+                        .bind(*statement_json)
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    out.push(done.rows_affected() == 1);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn complete_signed_batch(
+                &self,
+                items: &[(&Claimed, &SignedResult)],
+                now: Timestamp,
+            ) -> StoreResult<Vec<bool>> {
+                ValidationStatus::Signing.transition(ValidationStatus::Signed)?;
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let mut out = Vec::with_capacity(items.len());
+                for (claim, result) in items {
+                    out.push(Self::complete_signed_in_tx(&mut tx, claim, result, now).await?);
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
             async fn prepare_statement(
                 &self,
                 claim: &Claimed,

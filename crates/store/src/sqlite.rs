@@ -204,6 +204,39 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The guarded status change, metrics row and outbox rows of one claim, inside the
+    /// caller's write transaction. `false` (and nothing written) when the claim is lost.
+    async fn complete_signed_in_tx(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        claim: &Claimed,
+        result: &SignedResult,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let row: Option<(uuid::Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
+            .bind(claim.record.id.0)
+            .bind(claim.worker.as_str())
+            .bind(i64::from(claim.attempt))
+            .bind(result.statement_text.as_str())
+            .bind(result.bundle_json.as_str())
+            .bind(now.0)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some((id, chain)) = row else {
+            return Ok(false);
+        };
+        sqlx::query(sql::INSERT_METRIC)
+            .bind(id)
+            .bind(chain)
+            .bind(now.0)
+            .bind(result.processing_ms)
+            .execute(&mut **tx)
+            .await?;
+        insert_outbox(tx, claim.record.id, &result.outbox, now).await?;
+        Ok(true)
+    }
+}
+
 async fn insert_outbox(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     validation: ValidationId,
