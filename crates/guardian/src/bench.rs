@@ -37,6 +37,11 @@ pub enum BenchError {
 #[derive(Clone, Debug, Serialize)]
 pub struct GuardianBenchReport {
     pub validations: usize,
+    /// Whole pipeline (monitor → SQLite queue → workers → bundle), validations/s.
+    pub pipeline_local_per_sec: f64,
+    pub pipeline_guardians_per_sec: f64,
+    /// pipeline_guardians / pipeline_local (the target: at least 0.5).
+    pub pipeline_ratio: f64,
     pub concurrency: usize,
     pub local_per_sec: f64,
     pub guardians_per_sec: f64,
@@ -68,6 +73,26 @@ impl std::fmt::Display for GuardianBenchReport {
             f,
             "  guardians / local       {:>10.1} %",
             self.ratio * 100.0
+        )?;
+        writeln!(
+            f,
+            "whole pipeline (SQLite queue, {} workers, proof bundles):",
+            self.concurrency
+        )?;
+        writeln!(
+            f,
+            "  single-key pipeline      {:>10.1} /s",
+            self.pipeline_local_per_sec
+        )?;
+        writeln!(
+            f,
+            "  2-of-3 guardian pipeline {:>10.1} /s",
+            self.pipeline_guardians_per_sec
+        )?;
+        writeln!(
+            f,
+            "  guardians / single key  {:>10.1} %",
+            self.pipeline_ratio * 100.0
         )
     }
 }
@@ -115,14 +140,28 @@ async fn run_side(
     Ok((rate, times))
 }
 
-/// Signs `validations` statements with each signer, `concurrency` at a time, and
-/// reports both rates and the guardian round latency. Needs a rustls provider
-/// installed (the coordinator builds an HTTP client).
-pub async fn bench_guardians(
-    validations: usize,
-    concurrency: usize,
-) -> Result<GuardianBenchReport, BenchError> {
-    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+fn setup(e: &dyn std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// A dev chain served over loopback HTTP, three in-process guardians on their own
+/// loopback ports, and a 2-of-3 coordinator.
+struct Rig {
+    chain_id: ChainId,
+    dev: DevChain,
+    coordinator: Arc<Coordinator>,
+    cancel: CancellationToken,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn rig() -> Result<Rig, BenchError> {
     let chain_id = ChainId::parse("dev").map_err(|e| setup(&e))?;
     let dev = DevChain::new(chain_id.clone(), "0xbe0c4", 1);
     let cancel = CancellationToken::new();
@@ -190,6 +229,26 @@ pub async fn bench_guardians(
         )
         .map_err(|e| setup(&e))?,
     );
+    Ok(Rig {
+        chain_id,
+        dev,
+        coordinator,
+        cancel,
+        dir,
+    })
+}
+
+/// Signs `validations` statements with each signer, `concurrency` at a time, then
+/// runs `validations` payments through the whole pipeline (monitor, SQLite queue,
+/// `concurrency` workers, bundle) with each signer, and reports the rates and the
+/// guardian round latency. Needs a rustls provider installed (the coordinator builds
+/// an HTTP client).
+pub async fn bench_guardians(
+    validations: usize,
+    concurrency: usize,
+) -> Result<GuardianBenchReport, BenchError> {
+    let rig1 = rig().await?;
+    let (chain_id, dev) = (rig1.chain_id.clone(), rig1.dev.clone());
     let local = Arc::new(LocalKeySigner::new(
         SecretKey::new(&mut rand::thread_rng()),
         Network::Regtest,
@@ -224,11 +283,24 @@ pub async fn bench_guardians(
         ));
     }
 
-    let (local_rate, local_times) = run_side(local, &statements, concurrency).await?;
-    let (guardian_rate, times) = run_side(coordinator, &statements, concurrency).await?;
-    cancel.cancel();
-    let _ = std::fs::remove_dir_all(&dir);
+    let (local_rate, local_times) = run_side(local.clone(), &statements, concurrency).await?;
+    let (guardian_rate, times) =
+        run_side(rig1.coordinator.clone(), &statements, concurrency).await?;
+    drop(rig1);
+
+    let rig2 = rig().await?;
+    for i in 0..validations {
+        rig2.dev
+            .submit_payment(&payer, 1_000, format!("pipeline {i}").as_bytes());
+    }
+    rig2.dev.mine(3);
+    let pipeline_local = pipeline_side(&rig2, local, validations, concurrency).await?;
+    let pipeline_guardians =
+        pipeline_side(&rig2, rig2.coordinator.clone(), validations, concurrency).await?;
     Ok(GuardianBenchReport {
+        pipeline_local_per_sec: pipeline_local,
+        pipeline_guardians_per_sec: pipeline_guardians,
+        pipeline_ratio: pipeline_guardians / pipeline_local,
         validations,
         concurrency,
         local_per_sec: local_rate,
@@ -238,4 +310,81 @@ pub async fn bench_guardians(
         round_p99_ms: percentile(&times, 0.99),
         local_p50_ms: percentile(&local_times, 0.50),
     })
+}
+
+/// Runs every payment on the rig's chain through a fresh SQLite-backed pipeline signed
+/// by `signer`; returns validations signed per second (workers only, after intake).
+async fn pipeline_side(
+    rig: &Rig,
+    signer: Arc<dyn ReserveSigner>,
+    expected: usize,
+    workers: usize,
+) -> Result<f64, BenchError> {
+    use ubtc_pipeline::{ChainPolicy, Monitor, StepOutcome, Unlimited, Worker, WorkerConfig};
+    use ubtc_store::Store;
+
+    let db = rig
+        .dir
+        .join(format!("pipeline-{}.db", uuid::Uuid::new_v4()));
+    let store = ubtc_store::SqliteStore::connect(&format!("sqlite:{}", db.display()), 4)
+        .await
+        .map_err(|e| setup(&e))?;
+    store.migrate().await.map_err(|e| setup(&e))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let monitor = Monitor::new(
+        Arc::new(rig.dev.clone()),
+        store.clone(),
+        Arc::new(Unlimited),
+        ChainPolicy {
+            min_payment_base_units: 1,
+            scan_max_blocks: 1000,
+        },
+    );
+    loop {
+        let tick = monitor.tick().await.map_err(|e| setup(&e))?;
+        if tick.is_idle() {
+            break;
+        }
+    }
+    let bitcoin = Arc::new(ubtc_chains::dev::DevBitcoin::new(900_000));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..workers.max(1) {
+        let worker = Worker::new(
+            store.clone(),
+            signer.clone(),
+            bitcoin.clone(),
+            WorkerConfig {
+                worker_id: format!("bench-{n}"),
+                lease_ms: 60_000,
+                max_attempts: 3,
+                backoff_base_ms: 0,
+                backoff_max_ms: 0,
+                network: ubtc_core::bundle::BitcoinNetwork::Regtest,
+                native_units: [(rig.chain_id.clone(), "wei".to_owned())].into(),
+            },
+        );
+        tasks.spawn(async move {
+            let mut signed = 0usize;
+            loop {
+                match worker.tick().await {
+                    Ok(ubtc_pipeline::WorkerTick::Idle) => return Ok(signed),
+                    Ok(ubtc_pipeline::WorkerTick::Signed(_)) => signed += 1,
+                    Ok(other) => return Err(BenchError::Sign(format!("worker: {other:?}"))),
+                    Err(e) => return Err(BenchError::Sign(e.to_string())),
+                }
+            }
+        });
+    }
+    let mut signed = 0;
+    while let Some(r) = tasks.join_next().await {
+        signed += r.map_err(|e| BenchError::Sign(e.to_string()))??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    if signed != expected {
+        return Err(BenchError::Sign(format!(
+            "{signed} of {expected} validations signed"
+        )));
+    }
+    Ok(signed as f64 / elapsed)
 }
