@@ -57,6 +57,14 @@ pub struct FundsReport {
     pub utxo_count: usize,
     /// Satoshis proven by a valid proof (0 when invalid).
     pub proven_sats: u64,
+    /// The proof's nLockTime, when its signatures verified. A bundle's proof must
+    /// have 0 here and in every nSequence: reserves must be spendable now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_time: Option<u32>,
+    /// nSequence of every input of the proof's `to_sign`, the challenge first, when its
+    /// signatures verified.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -216,6 +224,8 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
             bitcoin_height: p.bitcoin_height,
             utxo_count: p.utxos.len(),
             proven_sats: 0,
+            lock_time: None,
+            sequences: Vec::new(),
             error: None,
         };
         // Only reserves whose descriptor names the address and whose signature
@@ -241,13 +251,25 @@ pub fn verify_bundle(bundle: &ProofBundle) -> BundleReport {
             Err(e) => report.error = Some(e.to_string()),
             Ok(address) => {
                 match pof::verify_pof(&address, text.as_bytes(), &p.signature, &p.utxos) {
-                    Ok(funds) => match check_reserve_utxos(&funds.inputs, &verified) {
-                        Ok(()) => {
+                    Ok(funds) => {
+                        report.lock_time = Some(funds.lock_time);
+                        report.sequences = funds.sequences.clone();
+                        if let Err(e) = check_reserve_utxos(&funds.inputs, &verified) {
+                            report.error = Some(e);
+                        } else if funds.is_time_locked() {
+                            // BIP-322 would call this "valid at time T and age S"; a
+                            // reserve must be spendable now, so a bundle refuses it.
+                            report.error = Some(format!(
+                                "the proof uses time locks (nLockTime {}, nSequence {:?}); \
+                                 reserve funds must be spendable now, so lock time and \
+                                 every nSequence must be 0",
+                                funds.lock_time, funds.sequences
+                            ));
+                        } else {
                             report.valid = true;
                             report.proven_sats = funds.total_sats;
                         }
-                        Err(e) => report.error = Some(e),
-                    },
+                    }
                     Err(e) => report.error = Some(e.to_string()),
                 }
             }

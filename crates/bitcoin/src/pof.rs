@@ -44,6 +44,22 @@ pub const MAX_MONEY_SATS: u64 = 21_000_000 * 100_000_000;
 pub struct ProvenFunds {
     pub total_sats: u64,
     pub inputs: Vec<Utxo>,
+    /// `to_sign`'s nLockTime. Scripts with `OP_CHECKLOCKTIMEVERIFY` verify only
+    /// against it, so a non-zero value can mean the coins are spendable only later.
+    pub lock_time: u32,
+    /// nSequence of every input of `to_sign`, the challenge first (so one more than
+    /// `inputs`). A non-zero value can satisfy `OP_CHECKSEQUENCEVERIFY`: a relative
+    /// time lock on that coin.
+    pub sequences: Vec<u32>,
+}
+
+impl ProvenFunds {
+    /// True when the proof used a lock time or any nSequence: it then shows the coins
+    /// spendable at some time, not necessarily now (BIP-322's "valid at time T and
+    /// age S"). Reserve proofs must not be.
+    pub fn is_time_locked(&self) -> bool {
+        self.lock_time != 0 || self.sequences.iter().any(|s| *s != 0)
+    }
 }
 
 /// Verifies a `pof…` signature against exactly the UTXOs in `utxos` (order does not
@@ -283,6 +299,8 @@ pub(crate) fn verify_pof_claimed_script(
         funds: Some(ProvenFunds {
             total_sats: total,
             inputs,
+            lock_time: tx.lock_time.to_consensus_u32(),
+            sequences: tx.input.iter().map(|i| i.sequence.0).collect(),
         }),
     })
 }
