@@ -129,6 +129,13 @@ async fn main() -> anyhow::Result<()> {
             rate(n, combined)
         );
         println!("postgres  baseline  {}  (again)", rate(n, base2));
+        for batch in [8, 32] {
+            let batched = baseline::run_postgres_batched(pg.pool(), n, k, batch).await?;
+            println!(
+                "postgres  baseline  {}  (batches of {batch})",
+                rate(n, batched)
+            );
+        }
         anyhow::Ok(())
     }
     .await;

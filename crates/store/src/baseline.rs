@@ -116,6 +116,113 @@ async fn insert_and_enqueue_pg(pool: &PgPool, now: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// [`run_postgres`] in batches, the way a pipeline that batches its store calls issues
+/// them: per round of `batch` validations, one transaction of inserts, one of
+/// confirmations, one claim statement for up to `batch` rows, one transaction of
+/// completions. Same statements, `batch` times fewer commits.
+pub async fn run_postgres_batched(
+    pool: &PgPool,
+    validations: u64,
+    concurrency: usize,
+    batch: usize,
+) -> StoreResult<Duration> {
+    let batch = batch.max(1);
+    let remaining = Arc::new(AtomicU64::new(validations));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency.max(1) {
+        let pool = pool.clone();
+        let remaining = remaining.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("baseline-{t}");
+            loop {
+                let mut n = 0;
+                while n < batch && take(&remaining) {
+                    n += 1;
+                }
+                if n == 0 {
+                    return Ok::<(), StoreError>(());
+                }
+                let now = now_ms();
+                let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+                let mut tx = pool.begin().await?;
+                for id in &ids {
+                    let tx_hash = format!("0x{}", Uuid::new_v4().simple());
+                    sqlx::query(sql::INSERT_VALIDATION)
+                        .bind(id)
+                        .bind("bench")
+                        .bind(tx_hash.as_str())
+                        .bind(0_i64)
+                        .bind("0xpayer")
+                        .bind("1000")
+                        .bind(&b"baseline"[..])
+                        .bind(1_i64)
+                        .bind("0xblock")
+                        .bind(None::<&str>)
+                        .bind(None::<&str>)
+                        .bind(None::<&str>)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                let mut tx = pool.begin().await?;
+                for id in &ids {
+                    sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+                        .bind(id)
+                        .bind("queued")
+                        .bind(12_i64)
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                // Claim and complete as many as this round enqueued (possibly other
+                // tasks' rows).
+                let mut left = n;
+                while left > 0 {
+                    let now = now_ms();
+                    let rows = sqlx::query(postgres::CLAIM_BATCH)
+                        .bind(worker.as_str())
+                        .bind(now + LEASE_MS)
+                        .bind(now)
+                        .bind(i64::try_from(left).unwrap_or(i64::MAX))
+                        .fetch_all(&pool)
+                        .await?;
+                    if rows.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let mut tx = pool.begin().await?;
+                    for row in &rows {
+                        let claimed: Uuid = row.try_get("id")?;
+                        let attempts: i64 = row.try_get("attempts")?;
+                        sqlx::query(postgres::COMPLETE_SIGNED)
+                            .bind(claimed)
+                            .bind(worker.as_str())
+                            .bind(attempts)
+                            .bind(STATEMENT)
+                            .bind(BUNDLE)
+                            .bind(now)
+                            .bind(5_i64)
+                            .bind(vec![Uuid::now_v7()])
+                            .bind(vec!["validation.signed"])
+                            .bind(vec![PAYLOAD])
+                            .bind(vec![None::<String>])
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    left -= rows.len();
+                }
+            }
+        }));
+    }
+    join(tasks).await?;
+    Ok(started.elapsed())
+}
+
 /// The SQLite twin of [`run_postgres`], on the store's writer pool
 /// ([`crate::SqliteStore::pool`]).
 pub async fn run_sqlite(
