@@ -13,6 +13,7 @@ pub mod limiter;
 pub mod monitor;
 pub mod signer;
 pub mod snapshot;
+pub mod webhook;
 pub mod worker;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use limiter::{PaymentLimiter, Unlimited};
 pub use monitor::{ChainPolicy, Monitor, MonitorTick};
 pub use signer::{LocalKeySigner, ReserveSigner, SignFailure, SignedStatement};
+pub use webhook::{WebhookConfig, WebhookTick, WebhookWorker};
 pub use worker::{Worker, WorkerBatch, WorkerConfig, WorkerTick};
 
 #[derive(Debug, thiserror::Error)]

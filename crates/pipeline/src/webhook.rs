@@ -1,0 +1,427 @@
+//! Webhook delivery over the outbox: sign → POST → record the attempt.
+//!
+//! Each due outbox row is POSTed as its stored JSON body to its target, with
+//!
+//! - `ubtc-event-id` and `idempotency-key`: the row's event id, the same on every
+//!   attempt, so a receiver that saw it already can ignore a repeat;
+//! - `ubtc-event-type`;
+//! - `ubtc-timestamp`: Unix seconds of this attempt;
+//! - `ubtc-signature: v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`: receivers
+//!   recompute it over the raw body and reject stale timestamps.
+//!
+//! A 2xx answer delivers the row. Anything else (or no answer within the timeout) is
+//! retried with exponential back-off (see [`WebhookConfig::backoff_ms`]); after
+//! `max_attempts` the row goes to the dead letter, where it stays (never deleted).
+//!
+//! Delivery is at least once: a receiver that answered 2xx but whose answer was lost
+//! gets the event again, with the same event id. Targets on loopback, private,
+//! link-local or otherwise non-public addresses are refused (also after DNS
+//! resolution, so a public name pointing inside is refused too) unless the
+//! configuration allows them; redirects are not followed, so they cannot lead there
+//! either.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use ubtc_core::Timestamp;
+use ubtc_store::{OutboxEvent, OutboxOutcome, Store, StoreError};
+
+use crate::{PipelineError, StepOutcome};
+
+/// Rows delivered per tick.
+const BATCH: u32 = 32;
+/// Longest error text kept with a failed attempt (a receiver's error page can be big).
+const ERROR_MAX_CHARS: usize = 300;
+
+/// How deliveries are made and retried.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// HMAC key of the signature header. Never logged (see the `Debug` impl).
+    pub secret: Vec<u8>,
+    /// Bound of one delivery attempt, connection included.
+    pub timeout: Duration,
+    /// Attempts before the dead letter.
+    pub max_attempts: u32,
+    /// Delay after the first failure; doubles after each one, up to `backoff_max_ms`.
+    pub backoff_base_ms: i64,
+    pub backoff_max_ms: i64,
+    /// Allow targets on loopback and private networks (tests, the demo, an
+    /// operator's internal consumers). Off by default.
+    pub allow_private_targets: bool,
+}
+
+/// 30 s doubling to a 12 h cap, 17 attempts: the last one is made about 3.2 days
+/// after the first (docs/operations.md lists the schedule).
+pub const MAX_ATTEMPTS_DEFAULT: u32 = 17;
+pub const BACKOFF_BASE_MS_DEFAULT: i64 = 30_000;
+pub const BACKOFF_MAX_MS_DEFAULT: i64 = 12 * 3_600_000;
+pub const TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+impl WebhookConfig {
+    pub fn new(secret: Vec<u8>) -> Self {
+        Self {
+            secret,
+            timeout: Duration::from_millis(TIMEOUT_MS_DEFAULT),
+            max_attempts: MAX_ATTEMPTS_DEFAULT,
+            backoff_base_ms: BACKOFF_BASE_MS_DEFAULT,
+            backoff_max_ms: BACKOFF_MAX_MS_DEFAULT,
+            allow_private_targets: false,
+        }
+    }
+
+    /// Delay before the next attempt after attempt number `attempt` (1-based) failed.
+    pub fn backoff_ms(&self, attempt: u32) -> i64 {
+        let exp = attempt.saturating_sub(1).min(30);
+        self.backoff_base_ms
+            .saturating_mul(1i64 << exp)
+            .min(self.backoff_max_ms)
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("secret", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .finish()
+    }
+}
+
+/// The signature header value for `body` sent at `timestamp_secs`.
+pub fn sign(secret: &[u8], timestamp_secs: i64, body: &[u8]) -> String {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(timestamp_secs.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a signature header in constant time (for receivers, and our tests).
+pub fn verify(secret: &[u8], timestamp_secs: i64, body: &[u8], header: &str) -> bool {
+    let Some(hex_sig) = header.strip_prefix("v1=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(timestamp_secs.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookTick {
+    pub delivered: usize,
+    pub retrying: usize,
+    pub dead: usize,
+}
+
+impl StepOutcome for WebhookTick {
+    fn is_idle(&self) -> bool {
+        self.delivered == 0 && self.retrying == 0 && self.dead == 0
+    }
+}
+
+/// True for addresses a webhook must not reach unless allowed: anything that is not
+/// a public unicast address.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                // 100.64.0.0/10: carrier-grade NAT, internal to a provider.
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                // 0.0.0.0/8 and 240.0.0.0/4 (reserved).
+                || o[0] == 0
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link local.
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves names like the system does, then drops non-public addresses, so the
+/// check holds for the address actually connected to (no DNS rebinding between a
+/// check and the connection).
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Why a target is refused before any connection, if it is.
+fn refuse_target(url: &reqwest::Url, allow_private: bool) -> Option<String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some(format!("scheme {} is not http(s)", url.scheme()));
+    }
+    if allow_private {
+        return None;
+    }
+    match url.host() {
+        None => Some("no host".into()),
+        Some(url::Host::Ipv4(ip)) if is_private(IpAddr::V4(ip)) => {
+            Some(format!("{ip} is not a public address"))
+        }
+        Some(url::Host::Ipv6(ip)) if is_private(IpAddr::V6(ip)) => {
+            Some(format!("{ip} is not a public address"))
+        }
+        Some(url::Host::Domain(d))
+            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
+        {
+            Some(format!("{d} is loopback"))
+        }
+        _ => None,
+    }
+}
+
+/// Delivers due outbox rows. Several may run (each process, or a few per process):
+/// two that pick the same row both deliver it, which the event id makes harmless.
+pub struct WebhookWorker {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    config: WebhookConfig,
+}
+
+impl WebhookWorker {
+    pub fn new(store: Arc<dyn Store>, config: WebhookConfig) -> Result<Self, WebhookError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            // A system proxy would hide the real target from the address checks.
+            .no_proxy()
+            .user_agent(concat!("ubtc-webhooks/", env!("CARGO_PKG_VERSION")));
+        if !config.allow_private_targets {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self {
+            store,
+            http: builder.build().map_err(WebhookError::Client)?,
+            config,
+        })
+    }
+
+    /// Attempts every due row once (up to a batch), recording each outcome.
+    pub async fn tick(&self) -> Result<WebhookTick, PipelineError> {
+        let now = Timestamp::now();
+        let due = self.store.due_outbox(now, BATCH).await?;
+        let mut out = WebhookTick::default();
+        for event in due {
+            let outcome = self.attempt(&event).await;
+            let label = match &outcome {
+                OutboxOutcome::Delivered => {
+                    out.delivered += 1;
+                    "delivered"
+                }
+                OutboxOutcome::Retry { .. } => {
+                    out.retrying += 1;
+                    "retry"
+                }
+                OutboxOutcome::Dead { .. } => {
+                    out.dead += 1;
+                    "dead"
+                }
+            };
+            metrics::counter!("ubtc_webhook_deliveries_total", "event" => event.event_type.clone(), "outcome" => label)
+                .increment(1);
+            let recorded = self
+                .store
+                .record_outbox_attempt(event.event_id, &outcome, Timestamp::now())
+                .await?;
+            if !recorded {
+                // Another worker recorded this row first; its outcome stands.
+                continue;
+            }
+            match &outcome {
+                OutboxOutcome::Delivered => {
+                    tracing::info!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts + 1, "webhook delivered");
+                    self.mark_validation_delivered(&event).await?;
+                }
+                OutboxOutcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => {
+                    tracing::info!(event = %event.event_id, attempt = event.attempts + 1, retry_at = %next_attempt_at, error = %error, "webhook failed; will retry");
+                }
+                OutboxOutcome::Dead { error } => {
+                    tracing::warn!(event = %event.event_id, kind = %event.event_type, attempts = event.attempts + 1, error = %error, "webhook dead-lettered");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A signed validation whose result reached its requester becomes `delivered`.
+    async fn mark_validation_delivered(&self, event: &OutboxEvent) -> Result<(), PipelineError> {
+        let (Some(id), "validation.signed") = (event.validation_id, event.event_type.as_str())
+        else {
+            return Ok(());
+        };
+        match self.store.mark_delivered(id, Timestamp::now()).await {
+            Ok(()) => Ok(()),
+            // Already delivered (a repeat): nothing to change.
+            Err(StoreError::Transition(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn attempt(&self, event: &OutboxEvent) -> OutboxOutcome {
+        let attempt = event.attempts + 1;
+        let Some(target) = event.target_url.as_deref() else {
+            // Consumer registration is not built yet: a row without a callback URL has
+            // nobody to go to. It is kept in the dead letter, visible, not dropped.
+            return OutboxOutcome::Dead {
+                error: "no callback URL and no registered consumer".into(),
+            };
+        };
+        let url = match reqwest::Url::parse(target) {
+            Ok(url) => url,
+            Err(e) => {
+                return OutboxOutcome::Dead {
+                    error: format!("invalid target URL: {e}"),
+                }
+            }
+        };
+        if let Some(reason) = refuse_target(&url, self.config.allow_private_targets) {
+            return OutboxOutcome::Dead {
+                error: format!("target refused: {reason}"),
+            };
+        }
+        let error = match self.post(url, event).await {
+            Ok(()) => return OutboxOutcome::Delivered,
+            Err(e) => e,
+        };
+        if attempt >= self.config.max_attempts {
+            OutboxOutcome::Dead { error }
+        } else {
+            OutboxOutcome::Retry {
+                next_attempt_at: Timestamp::now().plus_millis(self.config.backoff_ms(attempt)),
+                error,
+            }
+        }
+    }
+
+    async fn post(&self, url: reqwest::Url, event: &OutboxEvent) -> Result<(), String> {
+        let timestamp_secs = Timestamp::now().as_millis() / 1000;
+        let body = event.payload_json.as_bytes().to_vec();
+        let signature = sign(&self.config.secret, timestamp_secs, &body);
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("ubtc-event-id", event.event_id.to_string())
+            .header("idempotency-key", event.event_id.to_string())
+            .header("ubtc-event-type", &event.event_type)
+            .header("ubtc-timestamp", timestamp_secs.to_string())
+            .header("ubtc-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| truncate(&format!("request failed: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let text = response.text().await.unwrap_or_default();
+            Err(truncate(&format!("HTTP {status}: {text}")))
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(ERROR_MAX_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_bind_timestamp_and_body() {
+        let sig = sign(b"k", 1_700_000_000, b"{\"a\":1}");
+        assert!(verify(b"k", 1_700_000_000, b"{\"a\":1}", &sig));
+        assert!(!verify(b"k", 1_700_000_001, b"{\"a\":1}", &sig));
+        assert!(!verify(b"k", 1_700_000_000, b"{\"a\":2}", &sig));
+        assert!(!verify(b"other", 1_700_000_000, b"{\"a\":1}", &sig));
+    }
+
+    #[test]
+    fn schedule_lasts_about_three_days() {
+        let c = WebhookConfig::new(vec![]);
+        let total_ms: i64 = (1..c.max_attempts).map(|a| c.backoff_ms(a)).sum();
+        let days = total_ms as f64 / 86_400_000.0;
+        assert!((3.0..3.5).contains(&days), "{days} days");
+        assert_eq!(c.backoff_ms(1), 30_000);
+        assert_eq!(c.backoff_ms(16), 12 * 3_600_000);
+    }
+
+    #[test]
+    fn private_targets_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://localhost:8080/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::ffff:192.168.0.1]/",
+            "ftp://example.com/",
+        ] {
+            let u = reqwest::Url::parse(url).unwrap();
+            assert!(refuse_target(&u, false).is_some(), "{url}");
+        }
+        let public = reqwest::Url::parse("https://hooks.example.com/ubtc").unwrap();
+        assert!(refuse_target(&public, false).is_none());
+        let local = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        assert!(refuse_target(&local, true).is_none());
+    }
+}
