@@ -125,6 +125,7 @@ impl Monitor {
             }
         }
         self.check_depths(&chain, &mut out).await?;
+        count_metrics(&chain, &out);
         Ok(out)
     }
 
@@ -233,5 +234,24 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+}
+
+/// Counts what a tick did, by chain (`ubtc_monitor_validations_total{chain, event}`).
+fn count_metrics(chain: &ChainId, out: &MonitorTick) {
+    for (event, n) in [
+        ("detected", out.detected),
+        ("queued", out.queued),
+        ("delayed", out.delayed),
+        ("rejected", out.rejected),
+        ("dropped", out.dropped),
+    ] {
+        if n > 0 {
+            metrics::counter!("ubtc_monitor_validations_total", "chain" => chain.to_string(), "event" => event)
+                .increment(n as u64);
+        }
+    }
+    if out.reorg {
+        metrics::counter!("ubtc_monitor_reorgs_total", "chain" => chain.to_string()).increment(1);
     }
 }
