@@ -11,7 +11,7 @@
 //! proofs go through the split signing of [`crate::multisig`] with
 //! [`crate::multisig::Form::ProofOfFunds`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
 use bitcoin::base64::Engine as _;
@@ -35,6 +35,10 @@ pub const MAX_POF_INPUTS: usize = ubtc_core::bundle::BUNDLE_MAX_UTXOS + 1;
 /// Most inputs when any input is a legacy (non-segwit) spend: legacy sighashes hash
 /// the whole transaction per input, so the cost grows with the square of the count.
 pub const MAX_POF_INPUTS_WITH_LEGACY: usize = 256;
+/// Most bytes of non-witness UTXOs (whole previous transactions) in one proof, summed
+/// over its inputs and checked before any of them is hashed. Legacy inputs need them;
+/// 2 MB is far above what 256 legacy inputs of ordinary transactions carry.
+pub const MAX_POF_NON_WITNESS_UTXO_BYTES: usize = 2_000_000;
 /// The 21 million BTC supply in satoshis (Bitcoin Core's `MAX_MONEY`): no input, and
 /// no proof's total, may claim more.
 pub const MAX_MONEY_SATS: u64 = 21_000_000 * 100_000_000;
@@ -64,61 +68,27 @@ impl ProvenFunds {
 
 /// Verifies a `pof…` signature against exactly the UTXOs in `utxos` (order does not
 /// matter; duplicates are refused).
+///
+/// The PSBT's outpoints are matched against `utxos` before any previous transaction
+/// is hashed or any script run, so a proof of other coins costs next to nothing to
+/// refuse.
 pub fn verify_pof(
     address: &Address,
     message: &[u8],
     signature: &str,
     utxos: &[Utxo],
 ) -> Result<ProvenFunds, VerifyError> {
-    let claimed = verify_pof_claimed(address, message, signature)?;
-    let mut expected: Vec<Utxo> = utxos.iter().map(normalize).collect();
-    let mut seen = HashSet::new();
+    let expected: Vec<Utxo> = utxos.iter().map(normalize).collect();
+    let mut seen = HashSet::with_capacity(expected.len());
     for u in &expected {
-        if !seen.insert((u.txid.clone(), u.vout)) {
+        if !seen.insert((u.txid.as_str(), u.vout)) {
             return Err(VerifyError::UtxoMismatch(format!(
                 "UTXO {}:{} is listed twice",
                 u.txid, u.vout
             )));
         }
     }
-    let mut got = claimed.inputs.clone();
-    expected.sort_by(|a, b| (&a.txid, a.vout).cmp(&(&b.txid, b.vout)));
-    got.sort_by(|a, b| (&a.txid, a.vout).cmp(&(&b.txid, b.vout)));
-    for u in &got {
-        match expected
-            .iter()
-            .find(|e| e.txid == u.txid && e.vout == u.vout)
-        {
-            None => {
-                return Err(VerifyError::UtxoMismatch(format!(
-                    "proof spends {}:{} which is not in the UTXO list",
-                    u.txid, u.vout
-                )))
-            }
-            Some(e) if e != u => {
-                return Err(VerifyError::UtxoMismatch(format!(
-                    "{}:{}: proof claims {} sats to script {}, the list says {} sats to {}",
-                    u.txid,
-                    u.vout,
-                    u.amount_sats,
-                    u.script_pubkey_hex,
-                    e.amount_sats,
-                    e.script_pubkey_hex
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(missing) = expected
-        .iter()
-        .find(|e| !got.iter().any(|u| u.txid == e.txid && u.vout == e.vout))
-    {
-        return Err(VerifyError::UtxoMismatch(format!(
-            "UTXO {}:{} is not spent by the proof",
-            missing.txid, missing.vout
-        )));
-    }
-    Ok(claimed)
+    verify_pof_inner(address, message, signature, Some(&expected))
 }
 
 /// Verifies a `pof…` signature and reports the UTXOs its PSBT claims (from its
@@ -127,6 +97,15 @@ pub fn verify_pof_claimed(
     address: &Address,
     message: &[u8],
     signature: &str,
+) -> Result<ProvenFunds, VerifyError> {
+    verify_pof_inner(address, message, signature, None)
+}
+
+fn verify_pof_inner(
+    address: &Address,
+    message: &[u8],
+    signature: &str,
+    expected: Option<&[Utxo]>,
 ) -> Result<ProvenFunds, VerifyError> {
     if signature.len() > MAX_POF_SIGNATURE_CHARS {
         return Err(VerifyError::TooLong {
@@ -139,7 +118,7 @@ pub fn verify_pof_claimed(
             "signature does not start with pof".into(),
         ));
     };
-    let verified = verify_pof_claimed_script(&address.script_pubkey(), message, rest)?;
+    let verified = verify_pof_psbt(&address.script_pubkey(), message, rest, expected)?;
     verified
         .funds
         .ok_or_else(|| VerifyError::Invalid("proof of funds without funds".into()))
@@ -160,6 +139,51 @@ pub(crate) fn verify_pof_claimed_script(
     message: &[u8],
     b64: &str,
 ) -> Result<Verified, VerifyError> {
+    verify_pof_psbt(challenge, message, b64, None)
+}
+
+/// The additional inputs' outpoints are exactly `expected`'s (normalized, without
+/// duplicates). No hashing: run before anything expensive.
+fn match_outpoints(tx: &Transaction, expected: &[Utxo]) -> Result<(), VerifyError> {
+    let listed: HashSet<(&str, u32)> = expected.iter().map(|u| (u.txid.as_str(), u.vout)).collect();
+    let mut spent = HashSet::with_capacity(tx.input.len());
+    for txin in tx.input.iter().skip(1) {
+        let txid = txin.previous_output.txid.to_string();
+        let vout = txin.previous_output.vout;
+        if !listed.contains(&(txid.as_str(), vout)) {
+            return Err(VerifyError::UtxoMismatch(format!(
+                "proof spends {txid}:{vout} which is not in the UTXO list"
+            )));
+        }
+        spent.insert((txid, vout));
+    }
+    if let Some(missing) = expected
+        .iter()
+        .find(|e| !spent.contains(&(e.txid.clone(), e.vout)))
+    {
+        return Err(VerifyError::UtxoMismatch(format!(
+            "UTXO {}:{} is not spent by the proof",
+            missing.txid, missing.vout
+        )));
+    }
+    Ok(())
+}
+
+/// Parses and verifies the PSBT; with `expected` (normalized, no duplicates), its
+/// additional inputs must spend exactly those UTXOs, with the same amounts and
+/// scripts.
+///
+/// Order of work, cheapest first, so a hostile proof is refused before it costs much:
+/// parse and count the inputs; match the outpoints against `expected`; check that
+/// every input is finalized and spent once, the legacy-input limit and the limit on
+/// non-witness UTXO bytes; only then hash each previous transaction (once), resolve
+/// the prevouts, check amounts, and run the scripts.
+fn verify_pof_psbt(
+    challenge: &Script,
+    message: &[u8],
+    b64: &str,
+    expected: Option<&[Utxo]>,
+) -> Result<Verified, VerifyError> {
     let bytes = decode_base64(b64)?;
     let psbt = Psbt::deserialize(&bytes).map_err(|e| VerifyError::ParsePof(e.to_string()))?;
     let n = psbt.unsigned_tx.input.len();
@@ -167,6 +191,11 @@ pub(crate) fn verify_pof_claimed_script(
         return Err(VerifyError::Invalid(format!(
             "{n} inputs; at most {MAX_POF_INPUTS}"
         )));
+    }
+    if psbt.inputs.len() != n {
+        return Err(VerifyError::ParsePof(
+            "PSBT input maps do not match the transaction's inputs".into(),
+        ));
     }
     let message_key = raw::Key {
         type_value: PSBT_GLOBAL_GENERIC_SIGNED_MESSAGE,
@@ -179,14 +208,15 @@ pub(crate) fn verify_pof_claimed_script(
             ));
         }
     }
-    let spend = bip322::to_spend(challenge, message);
-    let mut tx = psbt.unsigned_tx.clone();
-    check_to_sign_shape(&tx, spend.compute_txid())?;
+    if let Some(expected) = expected {
+        match_outpoints(&psbt.unsigned_tx, expected)?;
+    }
 
-    let mut prevouts: Vec<TxOut> = Vec::with_capacity(n);
+    // Cheap structural checks and limits, before any previous transaction is hashed.
     let mut seen = HashSet::with_capacity(n);
     let mut legacy = false;
-    for (i, (txin, pin)) in tx.input.iter_mut().zip(&psbt.inputs).enumerate() {
+    let mut non_witness_bytes: usize = 0;
+    for (i, (txin, pin)) in psbt.unsigned_tx.input.iter().zip(&psbt.inputs).enumerate() {
         if !seen.insert(txin.previous_output) {
             return Err(VerifyError::Invalid(format!(
                 "input {i} spends {} twice",
@@ -196,17 +226,66 @@ pub(crate) fn verify_pof_claimed_script(
         if pin.final_script_sig.is_none() && pin.final_script_witness.is_none() {
             return Err(VerifyError::Invalid(format!("input {i} is not finalized")));
         }
+        legacy |= pin
+            .final_script_witness
+            .as_ref()
+            .is_none_or(|w| w.is_empty());
+        if let Some(prev) = &pin.non_witness_utxo {
+            non_witness_bytes = non_witness_bytes.saturating_add(prev.total_size());
+        }
+    }
+    if legacy && n > MAX_POF_INPUTS_WITH_LEGACY {
+        return Err(VerifyError::Invalid(format!(
+            "{n} inputs with legacy spends; at most {MAX_POF_INPUTS_WITH_LEGACY}"
+        )));
+    }
+    if non_witness_bytes > MAX_POF_NON_WITNESS_UTXO_BYTES {
+        return Err(VerifyError::Invalid(format!(
+            "{non_witness_bytes} non-witness UTXO bytes; at most {MAX_POF_NON_WITNESS_UTXO_BYTES}"
+        )));
+    }
+
+    let spend = bip322::to_spend(challenge, message);
+    let mut tx = psbt.unsigned_tx.clone();
+    check_to_sign_shape(&tx, spend.compute_txid())?;
+
+    // Each previous transaction is hashed once. An input may omit its own when an
+    // input with the same txid carries it (BIP-322's optimisation).
+    let mut prev_txs: HashMap<Txid, &Transaction> = HashMap::new();
+    for (i, (txin, pin)) in tx.input.iter().zip(&psbt.inputs).enumerate().skip(1) {
+        if let Some(prev) = &pin.non_witness_utxo {
+            if prev.compute_txid() != txin.previous_output.txid {
+                return Err(VerifyError::Invalid(format!(
+                    "input {i}: non-witness UTXO does not hash to {}",
+                    txin.previous_output.txid
+                )));
+            }
+            prev_txs.entry(txin.previous_output.txid).or_insert(prev);
+        }
+    }
+
+    let mut prevouts: Vec<TxOut> = Vec::with_capacity(n);
+    for (i, (txin, pin)) in tx.input.iter_mut().zip(&psbt.inputs).enumerate() {
         txin.script_sig = pin.final_script_sig.clone().unwrap_or_default();
         txin.witness = pin.final_script_witness.clone().unwrap_or_default();
         let is_legacy = txin.witness.is_empty();
-        legacy |= is_legacy;
 
         let from_witness = pin.witness_utxo.clone();
         let own_non_witness = pin.non_witness_utxo.as_ref();
         let from_non_witness = if i == 0 {
             None
         } else {
-            non_witness_output(&psbt, i, txin.previous_output)?
+            match prev_txs.get(&txin.previous_output.txid) {
+                None => None,
+                Some(prev) => Some(
+                    prev.output
+                        .get(txin.previous_output.vout as usize)
+                        .cloned()
+                        .ok_or_else(|| {
+                            VerifyError::Invalid(format!("input {i}: vout out of range"))
+                        })?,
+                ),
+            }
         };
         if let (Some(a), Some(b)) = (&from_witness, &from_non_witness) {
             if a != b {
@@ -253,23 +332,8 @@ pub(crate) fn verify_pof_claimed_script(
         };
         prevouts.push(prevout);
     }
-    if legacy && n > MAX_POF_INPUTS_WITH_LEGACY {
-        return Err(VerifyError::Invalid(format!(
-            "{n} inputs with legacy spends; at most {MAX_POF_INPUTS_WITH_LEGACY}"
-        )));
-    }
-    let mut cache = SighashCache::new(&tx);
-    for i in 0..n {
-        script::verify_input(&tx, i, &prevouts, &mut cache).map_err(
-            |e| match VerifyError::from(e) {
-                VerifyError::Script(e) => VerifyError::Invalid(format!("input {i}: {e}")),
-                VerifyError::Inconclusive(e) => {
-                    VerifyError::Inconclusive(format!("input {i}: {e}"))
-                }
-                other => other,
-            },
-        )?;
-    }
+
+    // Amounts (and, with a list, amounts and scripts) before any script runs.
     let mut total: u64 = 0;
     let mut inputs = Vec::with_capacity(n.saturating_sub(1));
     for (i, (txin, prevout)) in tx.input.iter().zip(&prevouts).enumerate().skip(1) {
@@ -288,9 +352,51 @@ pub(crate) fn verify_pof_claimed_script(
         inputs.push(Utxo {
             txid: txin.previous_output.txid.to_string(),
             vout: txin.previous_output.vout,
-            amount_sats: prevout.value.to_sat(),
+            amount_sats: sats,
             script_pubkey_hex: hex::encode(prevout.script_pubkey.as_bytes()),
         });
+    }
+    if let Some(expected) = expected {
+        let by_outpoint: HashMap<(&str, u32), &Utxo> = expected
+            .iter()
+            .map(|e| ((e.txid.as_str(), e.vout), e))
+            .collect();
+        for u in &inputs {
+            match by_outpoint.get(&(u.txid.as_str(), u.vout)) {
+                // match_outpoints ran first; kept as a guard.
+                None => {
+                    return Err(VerifyError::UtxoMismatch(format!(
+                        "proof spends {}:{} which is not in the UTXO list",
+                        u.txid, u.vout
+                    )))
+                }
+                Some(e) if *e != u => {
+                    return Err(VerifyError::UtxoMismatch(format!(
+                        "{}:{}: proof claims {} sats to script {}, the list says {} sats to {}",
+                        u.txid,
+                        u.vout,
+                        u.amount_sats,
+                        u.script_pubkey_hex,
+                        e.amount_sats,
+                        e.script_pubkey_hex
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    let mut cache = SighashCache::new(&tx);
+    for i in 0..n {
+        script::verify_input(&tx, i, &prevouts, &mut cache).map_err(
+            |e| match VerifyError::from(e) {
+                VerifyError::Script(e) => VerifyError::Invalid(format!("input {i}: {e}")),
+                VerifyError::Inconclusive(e) => {
+                    VerifyError::Inconclusive(format!("input {i}: {e}"))
+                }
+                other => other,
+            },
+        )?;
     }
     Ok(Verified {
         format: Format::ProofOfFunds,
@@ -303,41 +409,6 @@ pub(crate) fn verify_pof_claimed_script(
             sequences: tx.input.iter().map(|i| i.sequence.0).collect(),
         }),
     })
-}
-
-/// The output `outpoint` read from a non-witness UTXO: input `i`'s own, or (BIP-322's
-/// optimisation) the first earlier input's with the same txid. The previous
-/// transaction must hash to the outpoint's txid.
-fn non_witness_output(
-    psbt: &Psbt,
-    i: usize,
-    outpoint: OutPoint,
-) -> Result<Option<TxOut>, VerifyError> {
-    let prev_tx = psbt.inputs[i].non_witness_utxo.as_ref().or_else(|| {
-        psbt.unsigned_tx
-            .input
-            .iter()
-            .zip(&psbt.inputs)
-            .take(i)
-            .find(|(txin, pin)| {
-                txin.previous_output.txid == outpoint.txid && pin.non_witness_utxo.is_some()
-            })
-            .and_then(|(_, pin)| pin.non_witness_utxo.as_ref())
-    });
-    let Some(prev_tx) = prev_tx else {
-        return Ok(None);
-    };
-    if prev_tx.compute_txid() != outpoint.txid {
-        return Err(VerifyError::Invalid(format!(
-            "input {i}: non-witness UTXO does not hash to {}",
-            outpoint.txid
-        )));
-    }
-    let out = prev_tx
-        .output
-        .get(outpoint.vout as usize)
-        .ok_or_else(|| VerifyError::Invalid(format!("input {i}: vout out of range")))?;
-    Ok(Some(out.clone()))
 }
 
 /// A UTXO the signer wants to prove, parsed.
