@@ -149,6 +149,7 @@ conformance!(
     outbox_due_and_attempts,
     audit_chain,
     prepare_statement_fixes_once,
+    batches_match_single_calls,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1265,6 +1266,146 @@ async fn prepare_statement_fixes_once(store: Arc<dyn Store>) {
     assert_eq!(new.record.id, other);
     assert_lost(s.prepare_statement(&old, "{}", T0.plus_millis(1_022)).await);
     assert_eq!(get(s, other).await.statement_json, None);
+}
+
+async fn batches_match_single_calls(store: Arc<dyn Store>) {
+    use ValidationStatus::*;
+    let s = &*store;
+    assert!(s.record_detected_batch(&[], T0).await.unwrap().is_empty());
+    assert!(s
+        .confirm_and_enqueue_batch(&[], T0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.prepare_statements(&[], T0).await.unwrap().is_empty());
+    assert!(s.complete_signed_batch(&[], T0).await.unwrap().is_empty());
+
+    // Record: new, new, the first again under another id, one known before.
+    let known = detected(s, "ethereum", "0xk").await;
+    let a = new_validation("ethereum", "0xa", 0);
+    let b = new_validation("ethereum", "0xb", 0);
+    let a_again = new_validation("ethereum", "0xa", 0);
+    let k_again = new_validation("ethereum", "0xk", 0);
+    let recorded = s
+        .record_detected_batch(&[a.clone(), b.clone(), a_again, k_again], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        vec![
+            Recorded::Inserted(a.id),
+            Recorded::Inserted(b.id),
+            Recorded::AlreadyKnown(a.id),
+            Recorded::AlreadyKnown(known),
+        ]
+    );
+
+    // Confirm: per-item outcome; a refused item changes nothing, the others are written.
+    let q = queued(s, "ethereum", "0xq").await;
+    let q_before = get(s, q).await;
+    let missing = ValidationId::new();
+    let out = s
+        .confirm_and_enqueue_batch(
+            &[
+                (a.id, 3, None),
+                (b.id, 3, Some(T0.plus_millis(50))),
+                (q, 1, None),
+                (missing, 1, None),
+            ],
+            T0.plus_millis(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0].as_ref().unwrap(), &Queued);
+    assert_eq!(out[1].as_ref().unwrap(), &Delayed);
+    assert!(
+        matches!(&out[2], Err(StoreError::Transition(e)) if e.from == Queued && e.to == Confirmed)
+    );
+    assert!(matches!(&out[3], Err(StoreError::NotFound(id)) if *id == missing));
+    assert_eq!(get(s, q).await, q_before);
+    let ra = get(s, a.id).await;
+    assert_eq!(
+        (ra.status, ra.confirmations, ra.not_before),
+        (Queued, 3, Some(T0.plus_millis(1)))
+    );
+    assert_eq!(get(s, b.id).await.not_before, Some(T0.plus_millis(50)));
+
+    // Claim three (q, a, then b once due); take b's claim over to make it lost.
+    let claims = s
+        .claim_batch("w", 10, 1_000, T0.plus_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        claims.iter().map(|c| c.record.id).collect::<HashSet<_>>(),
+        HashSet::from([q, a.id, b.id])
+    );
+    let lost = claims.iter().find(|c| c.record.id == b.id).unwrap().clone();
+    for c in claims.iter().filter(|c| c.record.id != b.id) {
+        s.renew_lease(c, 60_000, T0.plus_millis(1_000))
+            .await
+            .unwrap();
+    }
+    let taken = s
+        .claim_next("x", 1_000, T0.plus_millis(1_051))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.record.id, b.id);
+    let held: Vec<&Claimed> = claims.iter().filter(|c| c.record.id != b.id).collect();
+
+    let prepared = s
+        .prepare_statements(
+            &[
+                (held[0], "{\"s\":0}"),
+                (&lost, "{\"s\":1}"),
+                (held[1], "{\"s\":2}"),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(prepared, vec![true, false, true]);
+    assert_eq!(
+        get(s, held[0].record.id).await.statement_json.as_deref(),
+        Some("{\"s\":0}")
+    );
+    assert_eq!(get(s, b.id).await.statement_json, None);
+    assert_eq!(
+        s.prepare_statements(&[(held[0], "{}")], T0).await.unwrap(),
+        vec![false]
+    );
+
+    let results = [
+        signed_result("0", 1),
+        signed_result("1", 1),
+        signed_result("2", 2),
+    ];
+    let b_before = get(s, b.id).await;
+    let done = s
+        .complete_signed_batch(
+            &[
+                (held[0], &results[0]),
+                (&lost, &results[1]),
+                (held[1], &results[2]),
+            ],
+            T0.plus_millis(2_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, vec![true, false, true]);
+    assert_eq!(get(s, b.id).await, b_before);
+    assert!(s.list_outbox_for(b.id).await.unwrap().is_empty());
+    assert_eq!(
+        s.get_bundle(held[1].record.id).await.unwrap().unwrap(),
+        results[2].bundle_json
+    );
+    assert_eq!(s.list_outbox_for(held[1].record.id).await.unwrap().len(), 2);
+    assert_eq!(get(s, held[0].record.id).await.status, Signed);
+    assert_eq!(s.stats(T0).await.unwrap().signed_since, 2);
+    s.complete_signed(&taken, &results[1], T0.plus_millis(2_001))
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------- backend-specific
