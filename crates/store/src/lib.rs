@@ -295,6 +295,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn record_reserve_snapshot(&self, snapshot: &ReserveSnapshot) -> StoreResult<i64>;
     async fn latest_reserve_snapshot(&self) -> StoreResult<Option<ReserveSnapshot>>;
+    /// Snapshots taken in `[from, to)`, one point per `bucket` (oldest first, at most
+    /// `limit`): the bucket's last snapshot (by insertion order, which is time order
+    /// for this append-only series) and its lowest and highest ratio. One query.
+    async fn reserve_history(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        bucket: HistoryBucket,
+        limit: u32,
+    ) -> StoreResult<Vec<ReserveHistoryPoint>>;
 
     // ----- chain cursors (monitors) -----
 

@@ -264,6 +264,34 @@ impl TryFrom<ReserveSnapshotRow> for ReserveSnapshot {
 }
 
 #[derive(sqlx::FromRow)]
+pub(crate) struct ReserveHistoryRow {
+    #[sqlx(flatten)]
+    last: ReserveSnapshotRow,
+    bucket: i64,
+    samples: i64,
+    min_ratio_ppm: Option<i64>,
+    max_ratio_ppm: Option<i64>,
+}
+
+impl ReserveHistoryRow {
+    pub(crate) fn into_point(self, bucket: HistoryBucket) -> StoreResult<ReserveHistoryPoint> {
+        Ok(ReserveHistoryPoint {
+            bucket_start: Timestamp(self.bucket.saturating_mul(bucket.millis())),
+            samples: from_i64(self.samples, "samples")?,
+            min_ratio_ppm: self
+                .min_ratio_ppm
+                .map(|v| from_i64(v, "ratio_ppm"))
+                .transpose()?,
+            max_ratio_ppm: self
+                .max_ratio_ppm
+                .map(|v| from_i64(v, "ratio_ppm"))
+                .transpose()?,
+            last: ReserveSnapshot::try_from(self.last)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(crate) struct CursorRow {
     chain: String,
     block_number: i64,

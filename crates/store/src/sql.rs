@@ -204,6 +204,16 @@ pub(crate) const LATEST_SNAPSHOT: &str = "SELECT taken_at, bitcoin_height, bitco
      reserve_sats, supply_sats, ratio_ppm, healthy, stale, supply_json FROM reserve_ratios \
      ORDER BY taken_at DESC, id DESC LIMIT 1";
 
+/// Portable across both dialects: integer division buckets `taken_at`, and the
+/// bucket's last row is the one with the highest id.
+pub(crate) const RESERVE_HISTORY: &str = "SELECT r.taken_at, r.bitcoin_height, \
+     r.bitcoin_block_hash, r.reserve_sats, r.supply_sats, r.ratio_ppm, r.healthy, r.stale, \
+     r.supply_json, b.bucket, b.samples, b.min_ratio_ppm, b.max_ratio_ppm FROM (SELECT \
+     taken_at / $3 AS bucket, COUNT(*) AS samples, MIN(ratio_ppm) AS min_ratio_ppm, \
+     MAX(ratio_ppm) AS max_ratio_ppm, MAX(id) AS last_id FROM reserve_ratios \
+     WHERE taken_at >= $1 AND taken_at < $2 GROUP BY bucket) b \
+     JOIN reserve_ratios r ON r.id = b.last_id ORDER BY b.bucket LIMIT $4";
+
 pub(crate) const GET_CURSOR: &str =
     "SELECT chain, block_number, block_hash FROM chain_cursors WHERE chain = $1";
 pub(crate) const SET_CURSOR: &str = "INSERT INTO chain_cursors (chain, block_number, block_hash, \
@@ -947,6 +957,23 @@ macro_rules! impl_store {
                     .fetch_optional(self.reader())
                     .await?;
                 row.map(ReserveSnapshot::try_from).transpose()
+            }
+
+            async fn reserve_history(
+                &self,
+                from: Timestamp,
+                to: Timestamp,
+                bucket: HistoryBucket,
+                limit: u32,
+            ) -> StoreResult<Vec<ReserveHistoryPoint>> {
+                let rows: Vec<rows::ReserveHistoryRow> = sqlx::query_as(sql::RESERVE_HISTORY)
+                    .bind(from.0)
+                    .bind(to.0)
+                    .bind(bucket.millis())
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(|r| r.into_point(bucket)).collect()
             }
 
             async fn get_cursor(&self, chain: &ChainId) -> StoreResult<Option<ChainCursor>> {

@@ -204,6 +204,37 @@ pub struct ReserveSnapshot {
     pub supply: Vec<ubtc_core::bundle::SupplyEntry>,
 }
 
+/// Width of one point of downsampled reserve history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryBucket {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl HistoryBucket {
+    pub fn millis(self) -> i64 {
+        match self {
+            HistoryBucket::Minute => 60_000,
+            HistoryBucket::Hour => 3_600_000,
+            HistoryBucket::Day => 86_400_000,
+        }
+    }
+}
+
+/// One bucket of reserve history: the last snapshot taken in it, with the lowest and
+/// highest ratio seen in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReserveHistoryPoint {
+    /// Start of the bucket (aligned to the Unix epoch).
+    pub bucket_start: Timestamp,
+    pub samples: u64,
+    pub min_ratio_ppm: Option<u64>,
+    pub max_ratio_ppm: Option<u64>,
+    pub last: ReserveSnapshot,
+}
+
 /// How far a chain monitor has read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainCursor {
