@@ -15,9 +15,11 @@ use ubtc_api::{
     ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt, DemoPaymentRequest, DemoPayments,
 };
 use ubtc_chains::dev::{DevBitcoin, DevChain};
+use ubtc_chains::evm::{EvmAdapter, EvmConfig};
 use ubtc_chains::{BitcoinBackend, ChainAdapter};
 use ubtc_core::bundle::BitcoinNetwork;
 use ubtc_core::payment::Payer;
+use ubtc_core::ChainKind;
 use ubtc_core::{ChainId, Timestamp};
 use ubtc_pipeline::{
     ChainPolicy, LocalKeySigner, Monitor, ReserveSigner, Unlimited, Worker, WorkerConfig,
@@ -135,8 +137,12 @@ pub fn chain_infos(config: &Config) -> anyhow::Result<Vec<ChainInfo>> {
                 min_payment_base_units: config.min_payment(c)?,
                 confirmations: c.confirmations,
                 payment_address: c.payment_address.clone(),
-                payment_contract: None,
-                token: None,
+                payment_contract: c.payment_contract.clone(),
+                token: c.token_contract.clone().map(|address| ubtc_api::TokenInfo {
+                    address,
+                    symbol: "uBTC".into(),
+                    decimals: ubtc_chains::evm::TOKEN_DECIMALS,
+                }),
             })
         })
         .collect()
@@ -162,12 +168,15 @@ pub fn worker_config(config: &Config, worker_id: String) -> WorkerConfig {
 pub struct Chains {
     pub adapters: Vec<(Arc<dyn ChainAdapter>, ChainPolicy, ChainConfig)>,
     pub dev: HashMap<ChainId, (DevChain, u128)>,
+    /// EVM adapters, checked against their node when their monitor starts.
+    pub evm: HashMap<ChainId, Arc<EvmAdapter>>,
 }
 
 pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
     let mut chains = Chains {
         adapters: Vec::new(),
         dev: HashMap::new(),
+        evm: HashMap::new(),
     };
     for c in &config.chains {
         let min = config.min_payment(c)?;
@@ -175,6 +184,23 @@ pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
             min_payment_base_units: min,
             scan_max_blocks: c.scan_max_blocks,
         };
+        if c.kind == ChainKind::Evm {
+            let mut evm = EvmConfig::new(
+                c.name.clone(),
+                c.chain_id.context("evm chain without chain_id")?,
+                c.rpc_url.expose(),
+            );
+            evm.payment_contract = c.payment_contract.clone();
+            evm.payment_address = c.payment_address.clone();
+            evm.token_contract = c.token_contract.clone();
+            evm.confirmations = c.confirmations;
+            evm.start_block = c.start_block;
+            let adapter =
+                Arc::new(EvmAdapter::new(evm).with_context(|| format!("chain {}", c.name))?);
+            chains.evm.insert(c.name.clone(), adapter.clone());
+            chains.adapters.push((adapter, policy, c.clone()));
+            continue;
+        }
         let address = c.payment_address.clone().unwrap_or_default();
         let dev = DevChain::new(c.name.clone(), &address, c.confirmations);
         chains.dev.insert(c.name.clone(), (dev.clone(), min));
@@ -204,7 +230,19 @@ pub fn spawn_pipeline(
         ));
         let monitor_cancel = cancel.clone();
         let name = format!("monitor:{}", chain_config.name);
+        let evm = chains.evm.get(&chain_config.name).cloned();
+        let poll = match chain_config.poll_ms {
+            0 => poll,
+            ms => Duration::from_millis(ms),
+        };
         tasks.spawn(async move {
+            if let Some(evm) = evm {
+                // A wrong chain id or contract stops the process; a node that is away
+                // is waited for.
+                if !check_evm(&evm, &monitor_cancel, max_backoff).await? {
+                    return Ok(());
+                }
+            }
             ubtc_pipeline::run_loop(&name, monitor_cancel, poll, max_backoff, || monitor.tick())
                 .await;
             Ok(())
@@ -240,6 +278,30 @@ pub fn spawn_pipeline(
             ubtc_pipeline::run_loop("worker", cancel, poll, max_backoff, || worker.tick()).await;
             Ok(())
         });
+    }
+}
+
+/// Checks an EVM adapter against its node, retrying while the node is unavailable.
+/// `Ok(false)`: cancelled before the check passed.
+async fn check_evm(
+    evm: &EvmAdapter,
+    cancel: &CancellationToken,
+    max_backoff: Duration,
+) -> anyhow::Result<bool> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match evm.check().await {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(chain = %evm.config().chain, error = %e, "EVM node unavailable at start; retrying");
+            }
+            Err(e) => return Err(e).context("EVM chain misconfigured"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(max_backoff);
     }
 }
 

@@ -122,6 +122,25 @@ pub struct ChainConfig {
     /// Dev chain only: mine a block this often (0: only when told).
     #[serde(default)]
     pub dev_block_ms: u64,
+    /// EVM: the JSON-RPC endpoint (it may hold a provider key, so it is a secret).
+    #[serde(default)]
+    pub rpc_url: Secret,
+    /// EVM: the EIP-155 chain id the node must report; a mismatch stops the start.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// EVM: the `PaymentRouter` contract (contract payments).
+    #[serde(default)]
+    pub payment_contract: Option<String>,
+    /// EVM: the `WrappedBTC` token contract (supply for the reserve ratio).
+    #[serde(default)]
+    pub token_contract: Option<String>,
+    /// EVM: first block scanned when the monitor has no cursor yet (the router's
+    /// deployment block).
+    #[serde(default)]
+    pub start_block: u64,
+    /// How long this chain's monitor sleeps when idle (0: `pipeline.poll_ms`).
+    #[serde(default)]
+    pub poll_ms: u64,
 }
 
 fn default_scan_max_blocks() -> u64 {
@@ -146,6 +165,12 @@ impl Default for Config {
                 confirmations: 3,
                 scan_max_blocks: 500,
                 dev_block_ms: 1000,
+                rpc_url: Secret::default(),
+                chain_id: None,
+                payment_contract: None,
+                token_contract: None,
+                start_block: 0,
+                poll_ms: 0,
             }],
         }
     }
@@ -346,9 +371,23 @@ impl Config {
             {
                 return bad(format!("chains.{}.payment_address is required", chain.name));
             }
-            if chain.kind != ChainKind::Dev {
+            if chain.kind == ChainKind::Evm {
+                if chain.rpc_url.is_empty() || chain.chain_id.is_none() {
+                    return bad(format!(
+                        "chains.{}: an evm chain needs rpc_url and chain_id",
+                        chain.name
+                    ));
+                }
+                if chain.payment_contract.is_none() && chain.payment_address.is_none() {
+                    return bad(format!(
+                        "chains.{}: an evm chain needs payment_contract or payment_address",
+                        chain.name
+                    ));
+                }
+            }
+            if chain.kind == ChainKind::Solana {
                 return bad(format!(
-                    "chain {} has kind {}, which this build cannot monitor yet (dev)",
+                    "chain {} has kind {}, which this build cannot monitor yet (dev, evm)",
                     chain.name,
                     chain.kind.as_str()
                 ));
@@ -489,5 +528,30 @@ mod tests {
             Config::load(Some(&path), &env(&[])).unwrap_err(),
             ConfigError::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn evm_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evm.toml");
+        let chain = "[[chains]]\nname = \"ethereum\"\nkind = \"evm\"\nmin_payment = \"1000\"\nconfirmations = 12\n";
+        let full = format!("{chain}chain_id = 1\nrpc_url = \"https://node.example/key-abc\"\npayment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\ntoken_contract = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\nstart_block = 100\npoll_ms = 4000\n");
+        std::fs::write(&path, &full).unwrap();
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.chains[0].chain_id, Some(1));
+        assert_eq!(c.chains[0].start_block, 100);
+        // The RPC URL may hold a provider key.
+        assert!(!format!("{c:?}").contains("key-abc"));
+        // Without an RPC URL and chain id, or without anywhere to pay: invalid.
+        for bad in [
+            chain.to_owned(),
+            format!("{chain}chain_id = 1\nrpc_url = \"http://x\"\n"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(matches!(
+                Config::load(Some(&path), &env(&[])).unwrap_err(),
+                ConfigError::Invalid(_)
+            ));
+        }
     }
 }
