@@ -125,3 +125,34 @@ impl GuardianConfig {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0289979e1b999bbca39ce6f4ae8f55fd39697e15f3cde350c0373c4557f53dd908";
+
+    #[test]
+    fn parses_and_refuses_bad_settings() {
+        let ok = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{KEY}\"]\n[[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n"
+        );
+        let c = GuardianConfig::parse(&ok).expect("valid config");
+        assert_eq!(c.passphrase_env, "UBTC_GUARDIAN_PASSPHRASE");
+        assert_eq!(c.statement_versions, vec![STATEMENT_VERSION]);
+        assert_eq!(c.chains[0].max_signatures_per_minute, 600);
+        assert!(matches!(
+            GuardianConfig::parse(&ok.replace(KEY, "02zz")),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            GuardianConfig::parse(&ok.replace(&format!("\"{KEY}\""), "")),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            GuardianConfig::parse(&format!("{ok}passphrase = \"on the command line\"\n")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -183,3 +183,60 @@ impl Syncer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use ubtc_core::payment::TxHash;
+    use ubtc_core::ChainId;
+
+    fn approval(tx: &str) -> Approval {
+        let key = crate::GuardianKey::generate();
+        Approval {
+            payment: PaymentRef {
+                chain: ChainId::parse("dev").unwrap(),
+                tx_hash: TxHash::parse(tx).unwrap(),
+                index: 0,
+            },
+            statement_digest: "ab".repeat(32),
+            descriptor: "wsh(sortedmulti(1,…))".into(),
+            partial: PartialSignature {
+                pubkey: bitcoin::CompressedPublicKey(key.public()),
+                signatures: vec![vec![1, 2, 3]],
+            },
+            request_id: Uuid::new_v4(),
+            recorded_at: Timestamp::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn survives_reopen_ignores_torn_tail_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut log = ApprovalLog::open(&path).unwrap();
+        log.append(approval("0x01")).unwrap();
+        log.append(approval("0x02")).unwrap();
+        log.syncer().sync().unwrap();
+        drop(log);
+        // A crash in the middle of the third write.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"payment\":{\"cha").unwrap();
+        drop(f);
+        let log = ApprovalLog::open(&path).unwrap();
+        assert_eq!(log.len(), 2);
+        let p = approval("0x02").payment;
+        assert_eq!(log.for_payment(&p).len(), 1);
+        drop(log);
+        // Damage before the last line is not skipped.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("garbage\n{text}")).unwrap();
+        assert!(matches!(
+            ApprovalLog::open(&path),
+            Err(RecordError::Damaged { line: 1, .. })
+        ));
+    }
+}
