@@ -138,8 +138,9 @@ pub(crate) fn verify_input(
         return Err(ScriptError::Limit("script larger than 10000 bytes".into()));
     }
     if witness.len() > MAX_WITNESS_ITEMS {
-        return Err(ScriptError::Limit(format!(
-            "{} witness items; at most {MAX_WITNESS_ITEMS}",
+        // Not a consensus limit: we decline to check so many, we do not call it wrong.
+        return Err(ScriptError::Unsupported(format!(
+            "{} witness items; this verifier checks at most {MAX_WITNESS_ITEMS}",
             witness.len()
         )));
     }
@@ -307,6 +308,12 @@ impl Interp<'_, '_, '_> {
                     ));
                 }
                 let leaf_hash = TapLeafHash::from_script(&script, LeafVersion::TapScript);
+                // BIP-342: an OP_SUCCESSx anywhere (where the script still decodes)
+                // makes the script succeed before anything runs. We do not call that
+                // valid: inconclusive.
+                if has_op_success(&script) {
+                    return Err(ScriptError::Unsupported("OP_SUCCESSx in tapscript".into()));
+                }
                 // BIP-342 validation weight budget: 50 + witness size.
                 let witness_size = bitcoin::consensus::encode::serialize(witness).len();
                 self.tap_budget = 50 + i64::try_from(witness_size).unwrap_or(i64::MAX);
@@ -327,23 +334,27 @@ impl Interp<'_, '_, '_> {
         script_code: &Script,
         sv: SigVersion,
     ) -> Result<bool, ScriptError> {
-        if sig.is_empty() {
-            return Ok(false);
-        }
-        if !is_strict_der(sig) {
-            return Err(ScriptError::SignatureEncoding);
-        }
-        let (hash_type, der) = sig.split_last().ok_or(ScriptError::SignatureEncoding)?;
-        if *hash_type != EcdsaSighashType::All as u8 {
-            return Err(ScriptError::SighashType(*hash_type));
-        }
-        let signature =
-            ecdsa::Signature::from_der(der).map_err(|_| ScriptError::SignatureEncoding)?;
-        let mut normalized = signature;
-        normalized.normalize_s();
-        if normalized != signature {
-            return Err(ScriptError::HighS);
-        }
+        // Core's order: signature encoding (an empty signature passes), then the public
+        // key's encoding (STRICTENC, WITNESS_PUBKEYTYPE) even for an empty signature.
+        let signature = if sig.is_empty() {
+            None
+        } else {
+            if !is_strict_der(sig) {
+                return Err(ScriptError::SignatureEncoding);
+            }
+            let (hash_type, der) = sig.split_last().ok_or(ScriptError::SignatureEncoding)?;
+            if *hash_type != EcdsaSighashType::All as u8 {
+                return Err(ScriptError::SighashType(*hash_type));
+            }
+            let signature =
+                ecdsa::Signature::from_der(der).map_err(|_| ScriptError::SignatureEncoding)?;
+            let mut normalized = signature;
+            normalized.normalize_s();
+            if normalized != signature {
+                return Err(ScriptError::HighS);
+            }
+            Some(signature)
+        };
         let pubkey_ok = match pk.len() {
             33 => pk[0] == 0x02 || pk[0] == 0x03,
             65 => pk[0] == 0x04,
@@ -355,6 +366,9 @@ impl Interp<'_, '_, '_> {
         if sv == SigVersion::WitnessV0 && pk.len() != 33 {
             return Err(ScriptError::UncompressedWitnessKey);
         }
+        let Some(signature) = signature else {
+            return Ok(false);
+        };
         let pubkey = PublicKey::from_slice(pk).map_err(|_| ScriptError::PubkeyEncoding)?;
         let digest = match sv {
             SigVersion::Base => self
@@ -410,22 +424,32 @@ impl Interp<'_, '_, '_> {
         stack: &mut Vec<Vec<u8>>,
         sv: SigVersion,
     ) -> Result<(), ScriptError> {
+        let tapscript = matches!(sv, SigVersion::Tapscript(_));
         if script.len() > MAX_SCRIPT_BYTES {
+            if tapscript {
+                // BIP-342 removed the limit: a larger tapscript is not wrong, only
+                // beyond this verifier.
+                return Err(ScriptError::Unsupported(
+                    "tapscript larger than 10000 bytes".into(),
+                ));
+            }
             return Err(ScriptError::Limit("script larger than 10000 bytes".into()));
         }
-        let tapscript = matches!(sv, SigVersion::Tapscript(_));
         let mut exec_stack: Vec<bool> = Vec::new();
         let mut op_count = 0usize;
-        for instruction in script.instructions_minimal() {
-            let instruction = instruction.map_err(|e| match e {
-                bitcoin::script::Error::NonMinimalPush => ScriptError::MinimalData,
-                other => ScriptError::Malformed(other.to_string()),
-            })?;
+        for instruction in script.instruction_indices() {
+            let (pos, instruction) =
+                instruction.map_err(|e| ScriptError::Malformed(e.to_string()))?;
             let exec = exec_stack.iter().all(|b| *b);
             let op = match instruction {
                 bitcoin::script::Instruction::PushBytes(bytes) => {
                     if bytes.len() > MAX_ELEMENT_BYTES {
                         return Err(ScriptError::Limit("push larger than 520 bytes".into()));
+                    }
+                    // MINIMALDATA, as in Core: only for pushes that execute.
+                    let opcode = script.as_bytes().get(pos).copied().unwrap_or_default();
+                    if exec && !is_minimal_push(bytes.as_bytes(), opcode) {
+                        return Err(ScriptError::MinimalData);
                     }
                     if exec {
                         stack.push(bytes.as_bytes().to_vec());
@@ -742,6 +766,40 @@ impl Interp<'_, '_, '_> {
         }
         Ok(())
     }
+}
+
+/// Core's `CheckMinimalPush`: `data` pushed with `opcode` uses the shortest form.
+fn is_minimal_push(data: &[u8], opcode: u8) -> bool {
+    match data {
+        [] => opcode == 0x00,
+        // OP_1 .. OP_16 and OP_1NEGATE push these.
+        [b] if (1..=16).contains(b) || *b == 0x81 => false,
+        _ if data.len() <= 75 => usize::from(opcode) == data.len(),
+        _ if data.len() <= 255 => opcode == 0x4c,
+        _ if data.len() <= 65_535 => opcode == 0x4d,
+        _ => true,
+    }
+}
+
+/// BIP-342's OP_SUCCESSx opcodes.
+fn is_op_success(op: u8) -> bool {
+    matches!(
+        op,
+        80 | 98 | 126..=129 | 131..=134 | 137..=138 | 141..=142 | 149..=153 | 187..=254
+    )
+}
+
+/// True when `script` contains an OP_SUCCESSx before any decoding error (BIP-342 scans
+/// the whole script this way before executing it).
+fn has_op_success(script: &Script) -> bool {
+    for instruction in script.instructions() {
+        match instruction {
+            Err(_) => return false,
+            Ok(bitcoin::script::Instruction::Op(op)) if is_op_success(op.to_u8()) => return true,
+            Ok(_) => {}
+        }
+    }
+    false
 }
 
 fn check_element_sizes(stack: &[Vec<u8>]) -> Result<(), ScriptError> {
