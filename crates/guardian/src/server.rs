@@ -305,6 +305,12 @@ impl Guardian {
             );
         }
 
+        // Signed before the lock so guardians' CPU work runs in parallel; the signature
+        // leaves this function only if the checks below pass and it is recorded.
+        let partial = match ubtc_bitcoin::multisig::sign_partial(&req.signing, self.key.secret()) {
+            Ok(p) => p,
+            Err(e) => return refuse(RefusalCode::BadRequest, &e.to_string()),
+        };
         let mut d = self.decisions.lock().await;
         let previous = d.log.for_payment(&req.payment);
         if let Some(other) = previous.iter().find(|a| a.statement_digest != digest) {
@@ -342,10 +348,6 @@ impl Guardian {
                 &format!("more than {limit} approvals per minute on this chain"),
             );
         }
-        let partial = match ubtc_bitcoin::multisig::sign_partial(&req.signing, self.key.secret()) {
-            Ok(p) => p,
-            Err(e) => return refuse(RefusalCode::BadRequest, &e.to_string()),
-        };
         let recorded_at = Timestamp::now();
         let approval = Approval {
             payment: req.payment.clone(),
