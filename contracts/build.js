@@ -9,7 +9,8 @@ const path = require('path');
 
 const here = __dirname;
 const solc = require(path.join(here, '..', 'tools', 'anvil', 'node_modules', 'solc'));
-const sources = ['PaymentRouter.sol', 'WrappedBTC.sol'];
+// test/ holds helpers for the tests only; they are never deployed.
+const sources = ['PaymentRouter.sol', 'WrappedBTC.sol', 'test/BatchPayer.sol'];
 
 const input = {
   language: 'Solidity',

@@ -499,3 +499,73 @@ async fn snapshots_follow_mint_and_burn() -> Result<()> {
     assert_eq!(latest.supply, s.supply);
     Ok(())
 }
+
+/// ABI encoding of `payMany(address,string[])` (the `Encoder` has no arrays).
+fn pay_many_call(router: &str, messages: &[&[u8]]) -> Vec<u8> {
+    let word = |n: usize| {
+        let mut w = [0u8; 32];
+        w[24..].copy_from_slice(&(n as u64).to_be_bytes());
+        w
+    };
+    let mut strings: Vec<Vec<u8>> = Vec::new();
+    for m in messages {
+        let mut s = word(m.len()).to_vec();
+        s.extend_from_slice(m);
+        s.resize(32 + m.len().div_ceil(32) * 32, 0);
+        strings.push(s);
+    }
+    let mut array = word(messages.len()).to_vec();
+    let mut offset = 32 * messages.len();
+    for s in &strings {
+        array.extend_from_slice(&word(offset));
+        offset += s.len();
+    }
+    for s in &strings {
+        array.extend_from_slice(s);
+    }
+    let mut call = ubtc_chains::evm::abi::selector("payMany(address,string[])").to_vec();
+    call.extend(Encoder::new().address(router).unwrap().finish());
+    call.extend_from_slice(&word(64));
+    call.extend(array);
+    call
+}
+
+#[tokio::test]
+async fn several_payments_in_one_transaction_get_their_own_index() -> Result<()> {
+    let d = Deployed::start().await?;
+    let batcher = d
+        .anvil
+        .deploy(&d.accounts[0], "BatchPayer", Vec::new())
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let store = sqlite_store(dir.path()).await?;
+    let adapter = Arc::new(EvmAdapter::connect(d.config(1)).await?);
+    let m = monitor(adapter.clone(), store.clone(), MIN_WEI, 50);
+    let call = pay_many_call(&d.router, &[b"one", b"two", &[0xc3, 0x28]]);
+    let tx = d
+        .anvil
+        .send(&d.accounts[3], Some(&batcher), 9_000, &call)
+        .await?;
+    assert_eq!(d.anvil.receipt(&tx).await?["status"], "0x1");
+    let t = tick_until_idle(&m).await?;
+    assert_eq!((t.detected, t.queued, t.rejected), (3, 2, 1));
+    for (index, hex_message) in [
+        (0, hex::encode(b"one")),
+        (1, hex::encode(b"two")),
+        (2, "c328".into()),
+    ] {
+        let r = store
+            .get_by_payment_ref(&reference(&tx, index))
+            .await?
+            .unwrap();
+        assert_eq!(r.message_hex, hex_message);
+        assert_eq!(r.amount_base_units, 3_000);
+        // The router sees the contract that called it as the payer.
+        assert_eq!(r.payer.as_str(), batcher.to_ascii_lowercase());
+    }
+    assert_eq!(status(&store, &tx, 2).await, ValidationStatus::Rejected);
+    let (p, _) = adapter.payment(&reference(&tx, 1)).await?.unwrap();
+    assert_eq!(p.raw_message, b"two");
+    assert!(adapter.payment(&reference(&tx, 3)).await?.is_none());
+    Ok(())
+}
