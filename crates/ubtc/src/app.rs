@@ -21,9 +21,7 @@ use ubtc_core::bundle::BitcoinNetwork;
 use ubtc_core::payment::Payer;
 use ubtc_core::ChainKind;
 use ubtc_core::{ChainId, Timestamp};
-use ubtc_pipeline::{
-    ChainPolicy, LocalKeySigner, Monitor, ReserveSigner, Unlimited, Worker, WorkerConfig,
-};
+use ubtc_pipeline::{ChainPolicy, LocalKeySigner, Monitor, ReserveSigner, Worker, WorkerConfig};
 use ubtc_store::{NewReserveAddress, Store};
 
 use crate::config::{ChainConfig, Config};
@@ -221,11 +219,31 @@ pub fn spawn_pipeline(
 ) {
     let poll = Duration::from_millis(config.pipeline.poll_ms);
     let max_backoff = Duration::from_secs(30);
+    // Both are configuration errors caught by `Config::validate`; should one slip
+    // through, the process stops with it instead of running unlimited.
+    let payment_limits: Arc<dyn ubtc_pipeline::PaymentLimiter> = match limiter(config) {
+        Ok(l) => Arc::new(ubtc_limits::PaymentLimits::new(
+            l,
+            ubtc_limits::Rate::per_minute(
+                config.limits.payer_per_minute,
+                config.limits.payer_burst,
+            ),
+            ubtc_limits::Rate::per_minute(
+                config.limits.chain_per_minute,
+                config.limits.chain_burst,
+            ),
+        )),
+        Err(e) => {
+            tasks.spawn(async move { Err(e) });
+            return;
+        }
+    };
+    spawn_webhooks(tasks, cancel, config, store.clone(), poll, max_backoff);
     for (adapter, policy, chain_config) in &chains.adapters {
         let monitor = Arc::new(Monitor::new(
             adapter.clone(),
             store.clone(),
-            Arc::new(Unlimited),
+            payment_limits.clone(),
             policy.clone(),
         ));
         let monitor_cancel = cancel.clone();
@@ -350,7 +368,83 @@ impl DemoPayments for DevPayments {
 }
 
 pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiState> {
-    Ok(ApiState::new(store, chain_infos(config)?))
+    let limits = ubtc_limits::ClientLimits::new(
+        limiter(config)?,
+        ubtc_limits::Rate::per_minute(config.limits.api_ip_per_minute, config.limits.api_ip_burst),
+        ubtc_limits::Rate::per_minute(
+            config.limits.api_key_per_minute,
+            config.limits.api_key_burst,
+        ),
+    );
+    Ok(ApiState::new(store, chain_infos(config)?)
+        .with_metrics(ubtc_api::metrics::install_recorder()?)
+        .with_rate_limiter(Arc::new(ApiClientLimits(limits))))
+}
+
+/// The configured rate limiter: Redis with a local fallback, or memory only.
+pub fn limiter(config: &Config) -> anyhow::Result<Arc<dyn ubtc_limits::Limiter>> {
+    let url = config.limits.redis_url.expose();
+    if url.is_empty() {
+        return Ok(Arc::new(ubtc_limits::MemoryLimiter::new()));
+    }
+    let redis = ubtc_limits::RedisLimiter::new(
+        url,
+        config.limits.redis_prefix.clone(),
+        Duration::from_millis(config.limits.redis_timeout_ms),
+    )
+    .context("limits.redis_url")?;
+    Ok(Arc::new(ubtc_limits::FallbackLimiter::new(Arc::new(redis))))
+}
+
+/// API client keys onto the limits crate (the API depends on a small trait only).
+struct ApiClientLimits(ubtc_limits::ClientLimits);
+
+#[async_trait]
+impl ubtc_api::RequestLimiter for ApiClientLimits {
+    async fn try_acquire(&self, clients: &[ubtc_api::ClientKey]) -> Result<(), Duration> {
+        let clients: Vec<ubtc_limits::Client<'_>> = clients
+            .iter()
+            .map(|c| match c {
+                ubtc_api::ClientKey::Ip(ip) => ubtc_limits::Client::Ip(*ip),
+                ubtc_api::ClientKey::ApiKey(digest) => ubtc_limits::Client::KeyDigest(digest),
+            })
+            .collect();
+        self.0
+            .try_acquire(&clients, Timestamp::now().as_millis())
+            .await
+    }
+}
+
+/// Starts webhook delivery when a signing secret is configured.
+fn spawn_webhooks(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+    config: &Config,
+    store: Arc<dyn Store>,
+    poll: Duration,
+    max_backoff: Duration,
+) {
+    let w = &config.webhooks;
+    if w.secret.is_empty() {
+        tracing::info!(
+            "webhook delivery off (webhooks.secret is empty); events wait in the outbox"
+        );
+        return;
+    }
+    let webhook_config = ubtc_pipeline::WebhookConfig {
+        secret: w.secret.expose().as_bytes().to_vec(),
+        timeout: Duration::from_millis(w.timeout_ms),
+        max_attempts: w.max_attempts,
+        backoff_base_ms: w.backoff_base_ms as i64,
+        backoff_max_ms: (w.backoff_max_secs * 1000) as i64,
+        allow_private_targets: w.allow_private_targets,
+    };
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        let worker = ubtc_pipeline::WebhookWorker::new(store, webhook_config)?;
+        ubtc_pipeline::run_loop("webhooks", cancel, poll, max_backoff, || worker.tick()).await;
+        Ok(())
+    });
 }
 
 /// Waits for Ctrl-C or SIGTERM, then cancels `cancel`.

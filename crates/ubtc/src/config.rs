@@ -47,6 +47,8 @@ pub struct Config {
     pub signer: SignerConfig,
     pub pipeline: PipelineSettings,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
+    pub webhooks: WebhooksConfig,
     pub chains: Vec<ChainConfig>,
 }
 
@@ -157,6 +159,8 @@ impl Default for Config {
             signer: SignerConfig::default(),
             pipeline: PipelineSettings::default(),
             log: LogConfig::default(),
+            limits: LimitsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             chains: vec![ChainConfig {
                 name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
                 kind: ChainKind::Dev,
@@ -234,6 +238,79 @@ impl Default for LogConfig {
     }
 }
 
+/// Rate limits (validations are delayed, API requests refused with 429).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// `redis://host:port/db`, shared by every process. Empty: limits are kept in
+    /// this process's memory (one process only). When Redis is unreachable each
+    /// process falls back to its own in-memory limits until it is back.
+    pub redis_url: Secret,
+    /// Put before every key, so deployments can share one Redis.
+    pub redis_prefix: String,
+    /// Bound of one Redis round trip before falling back.
+    pub redis_timeout_ms: u64,
+    /// Validations per payer per chain: sustained rate and burst.
+    pub payer_per_minute: u32,
+    pub payer_burst: u32,
+    /// Validations per chain overall.
+    pub chain_per_minute: u32,
+    pub chain_burst: u32,
+    /// Public API requests per client IP.
+    pub api_ip_per_minute: u32,
+    pub api_ip_burst: u32,
+    /// Public API requests per API key (`x-api-key`), on top of the IP limit.
+    pub api_key_per_minute: u32,
+    pub api_key_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: Secret::default(),
+            redis_prefix: "ubtc:rl:".into(),
+            redis_timeout_ms: 250,
+            payer_per_minute: 6,
+            payer_burst: 3,
+            chain_per_minute: 600,
+            chain_burst: 100,
+            api_ip_per_minute: 600,
+            api_ip_burst: 60,
+            api_key_per_minute: 3_000,
+            api_key_burst: 300,
+        }
+    }
+}
+
+/// Webhook delivery from the outbox (run by `worker` and `demo`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// HMAC-SHA256 key of the `ubtc-signature` header. Empty: delivery is off (events
+    /// wait in the outbox).
+    pub secret: Secret,
+    pub timeout_ms: u64,
+    /// Attempts before the dead letter; with the back-off below, 17 spans ~3.2 days.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    /// Deliver to loopback and private addresses (internal consumers, the demo).
+    pub allow_private_targets: bool,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            secret: Secret::default(),
+            timeout_ms: 10_000,
+            max_attempts: 17,
+            backoff_base_ms: 30_000,
+            backoff_max_secs: 12 * 3_600,
+            allow_private_targets: false,
+        }
+    }
+}
+
 /// Environment variables that override a setting, with the TOML path they set.
 /// Unknown `UBTC_` variables are an error, so a typo never goes unnoticed.
 pub const ENV_KEYS: &[(&str, &str)] = &[
@@ -254,6 +331,32 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "pipeline.backoff_max_secs",
     ),
     ("UBTC_PIPELINE_POLL_MS", "pipeline.poll_ms"),
+    ("UBTC_LIMITS_REDIS_URL", "limits.redis_url"),
+    ("UBTC_LIMITS_REDIS_PREFIX", "limits.redis_prefix"),
+    ("UBTC_LIMITS_REDIS_TIMEOUT_MS", "limits.redis_timeout_ms"),
+    ("UBTC_LIMITS_PAYER_PER_MINUTE", "limits.payer_per_minute"),
+    ("UBTC_LIMITS_PAYER_BURST", "limits.payer_burst"),
+    ("UBTC_LIMITS_CHAIN_PER_MINUTE", "limits.chain_per_minute"),
+    ("UBTC_LIMITS_CHAIN_BURST", "limits.chain_burst"),
+    ("UBTC_LIMITS_API_IP_PER_MINUTE", "limits.api_ip_per_minute"),
+    ("UBTC_LIMITS_API_IP_BURST", "limits.api_ip_burst"),
+    (
+        "UBTC_LIMITS_API_KEY_PER_MINUTE",
+        "limits.api_key_per_minute",
+    ),
+    ("UBTC_LIMITS_API_KEY_BURST", "limits.api_key_burst"),
+    ("UBTC_WEBHOOKS_SECRET", "webhooks.secret"),
+    ("UBTC_WEBHOOKS_TIMEOUT_MS", "webhooks.timeout_ms"),
+    ("UBTC_WEBHOOKS_MAX_ATTEMPTS", "webhooks.max_attempts"),
+    ("UBTC_WEBHOOKS_BACKOFF_BASE_MS", "webhooks.backoff_base_ms"),
+    (
+        "UBTC_WEBHOOKS_BACKOFF_MAX_SECS",
+        "webhooks.backoff_max_secs",
+    ),
+    (
+        "UBTC_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
+        "webhooks.allow_private_targets",
+    ),
     ("UBTC_LOG_FORMAT", "log.format"),
     ("UBTC_LOG_LEVEL", "log.level"),
 ];
@@ -324,6 +427,13 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let url = self.limits.redis_url.expose();
+        if !url.is_empty() && !url.starts_with("redis://") {
+            return bad("limits.redis_url must start with redis:// (or be empty)".into());
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.timeout_ms == 0 {
+            return bad("webhooks.max_attempts and webhooks.timeout_ms must be at least 1".into());
+        }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());
         }
@@ -553,5 +663,25 @@ mod tests {
                 ConfigError::Invalid(_)
             ));
         }
+    }
+
+    #[test]
+    fn limits_and_webhooks_settings() {
+        let c = Config::load(
+            None,
+            &env(&[
+                ("UBTC_LIMITS_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                ("UBTC_LIMITS_PAYER_BURST", "9"),
+                ("UBTC_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true"),
+                ("UBTC_WEBHOOKS_SECRET", "hook-secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.payer_burst, 9);
+        assert!(c.webhooks.allow_private_targets);
+        // Secrets never show in Debug output.
+        assert!(!format!("{c:?}").contains("hook-secret"));
+        let e = Config::load(None, &env(&[("UBTC_LIMITS_REDIS_URL", "http://x")])).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
     }
 }
