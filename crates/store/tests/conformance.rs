@@ -150,6 +150,7 @@ conformance!(
     audit_chain,
     prepare_statement_fixes_once,
     batches_match_single_calls,
+    reserve_history_buckets,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1406,6 +1407,86 @@ async fn batches_match_single_calls(store: Arc<dyn Store>) {
     s.complete_signed(&taken, &results[1], T0.plus_millis(2_001))
         .await
         .unwrap();
+}
+
+async fn reserve_history_buckets(store: Arc<dyn Store>) {
+    let s = &*store;
+    let snap = |taken_at: Timestamp, ratio_ppm: Option<u64>| ReserveSnapshot {
+        taken_at,
+        bitcoin_height: 871_000,
+        bitcoin_block_hash: "hash".into(),
+        reserve_sats: Sats(100),
+        supply_sats: Sats(90),
+        ratio_ppm,
+        healthy: true,
+        stale: false,
+        supply: Vec::new(),
+    };
+    let far = T0.plus_millis(86_400_000);
+    assert!(s
+        .reserve_history(T0, far, HistoryBucket::Minute, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // T0 and T0 + 10 s share a minute (starting 20 s before T0); T0 + 70 s is the next.
+    let first = snap(T0, Some(1_100_000));
+    let second = snap(T0.plus_millis(10_000), Some(900_000));
+    let third = snap(T0.plus_millis(70_000), Some(1_200_000));
+    let unknown = snap(T0.plus_millis(75_000), None);
+    for x in [&first, &second, &third, &unknown] {
+        s.record_reserve_snapshot(x).await.unwrap();
+    }
+    let minutes = s
+        .reserve_history(T0, far, HistoryBucket::Minute, 10)
+        .await
+        .unwrap();
+    assert_eq!(minutes.len(), 2);
+    assert_eq!(minutes[0].bucket_start, T0.plus_millis(-20_000));
+    assert_eq!(minutes[0].samples, 2);
+    assert_eq!(
+        (minutes[0].min_ratio_ppm, minutes[0].max_ratio_ppm),
+        (Some(900_000), Some(1_100_000))
+    );
+    assert_eq!(minutes[0].last, second);
+    assert_eq!(minutes[1].bucket_start, T0.plus_millis(40_000));
+    assert_eq!(minutes[1].samples, 2);
+    assert_eq!(
+        (minutes[1].min_ratio_ppm, minutes[1].max_ratio_ppm),
+        (Some(1_200_000), Some(1_200_000))
+    );
+    assert_eq!(minutes[1].last, unknown);
+
+    let hours = s
+        .reserve_history(T0, far, HistoryBucket::Hour, 10)
+        .await
+        .unwrap();
+    assert_eq!(hours.len(), 1);
+    assert_eq!(
+        (
+            hours[0].samples,
+            hours[0].min_ratio_ppm,
+            hours[0].max_ratio_ppm
+        ),
+        (4, Some(900_000), Some(1_200_000))
+    );
+    // `from` is inclusive, `to` exclusive; `limit` keeps the oldest points.
+    let window = s
+        .reserve_history(
+            T0.plus_millis(10_000),
+            T0.plus_millis(70_000),
+            HistoryBucket::Minute,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 1);
+    assert_eq!((window[0].samples, window[0].last.clone()), (1, second));
+    let limited = s
+        .reserve_history(T0, far, HistoryBucket::Minute, 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].bucket_start, T0.plus_millis(-20_000));
 }
 
 // ---------------------------------------------------------------- backend-specific
