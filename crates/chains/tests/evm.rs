@@ -163,8 +163,23 @@ async fn both_kinds_of_payment_through_the_monitor() -> Result<()> {
     assert!(adapter.payment(&reference(&contract, 1)).await?.is_none());
     let unknown = format!("0x{}", "ab".repeat(32));
     assert!(adapter.payment(&reference(&unknown, 0)).await?.is_none());
+    // Not mined in a block that left the chain: gone. Not mined although the block it
+    // was seen in is still canonical: the node is inconsistent, ask again later.
+    let elsewhere = ubtc_core::payment::ChainBlock {
+        number: p.block.number,
+        hash: format!("0x{}", "cd".repeat(32)),
+    };
     assert_eq!(
-        adapter.depth(&reference(&unknown, 0), &p.block).await?,
+        adapter.depth(&reference(&unknown, 0), &elsewhere).await?,
+        PaymentDepth::Gone
+    );
+    assert!(matches!(
+        adapter.depth(&reference(&unknown, 0), &p.block).await,
+        Err(ChainError::Unavailable(_))
+    ));
+    // Mined, but no payment at that index.
+    assert_eq!(
+        adapter.depth(&reference(&contract, 5), &p.block).await?,
         PaymentDepth::Gone
     );
     Ok(())

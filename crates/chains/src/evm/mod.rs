@@ -656,12 +656,30 @@ impl ChainAdapter for EvmAdapter {
     /// reorged out and mined again in another block is still the same payment (same
     /// transaction hash, same content), so it keeps its reference and counts from the
     /// new block. `Gone` only when no canonical block holds it.
+    ///
+    /// A missing receipt counts as `Gone` only once `seen_in` is no longer canonical: a
+    /// node behind a load balancer can miss a receipt for a moment, and dropping a paid
+    /// validation on that would be wrong and final.
     async fn depth(
         &self,
         payment: &PaymentRef,
-        _seen_in: &ChainBlock,
+        seen_in: &ChainBlock,
     ) -> Result<PaymentDepth, ChainError> {
         let Some((_, block_number)) = self.locate(payment).await? else {
+            if self.receipt(payment.tx_hash.as_str()).await?.is_some() {
+                // Mined, but holds no payment at this index: never was one.
+                return Ok(PaymentDepth::Gone);
+            }
+            let still_there = self
+                .header(seen_in.number)
+                .await?
+                .is_some_and(|h| h.hash.eq_ignore_ascii_case(&seen_in.hash));
+            if still_there && payment.chain == self.config.chain {
+                return Err(ChainError::Unavailable(format!(
+                    "no receipt for {payment} although block {} is canonical",
+                    seen_in.number
+                )));
+            }
             return Ok(PaymentDepth::Gone);
         };
         let head = self.block_number().await?;
