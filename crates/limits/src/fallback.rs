@@ -75,8 +75,10 @@ impl Limiter for FallbackLimiter {
             Ok(decision) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("rate-limit store reachable again; shared limits apply");
-                    metrics::gauge!(metric::REDIS_UP).set(1.0);
                 }
+                // Set on every success (a store to an atomic), not only on recovery: the
+                // recorder may have been installed after this limiter was built.
+                metrics::gauge!(metric::REDIS_UP).set(1.0);
                 Ok(decision)
             }
             Err(LimitError::NoBuckets) => Err(LimitError::NoBuckets),

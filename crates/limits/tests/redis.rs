@@ -358,3 +358,53 @@ async fn bursts_become_delayed_validations_that_complete_later() {
         assert_eq!(v.status, ValidationStatus::Signed, "none lost");
     }
 }
+
+/// The Lua script and the in-memory limiter are two implementations of one
+/// algorithm: on the same random sequence of calls they must decide alike.
+#[tokio::test]
+async fn redis_and_memory_decide_alike_on_random_sequences() {
+    use rand::{Rng, SeedableRng};
+    let redis = redis_limiter(&redis_url()).await;
+    let memory = ubtc_limits::MemoryLimiter::new();
+    let seed: u64 = rand::thread_rng().gen();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rates = [
+        Rate {
+            emission_ms: 50,
+            burst: 1,
+        },
+        Rate {
+            emission_ms: 10,
+            burst: 5,
+        },
+        Rate {
+            emission_ms: 200,
+            burst: 3,
+        },
+    ];
+    let mut now = 10_000_000i64;
+    for step in 0..300 {
+        now += rng.gen_range(0..40);
+        let n = rng.gen_range(1..=3);
+        let buckets: Vec<Bucket> = (0..n)
+            .map(|_| {
+                let k = rng.gen_range(0..4);
+                Bucket::new(format!("k{k}"), rates[k % rates.len()])
+            })
+            .collect();
+        // A request names each bucket once.
+        let mut seen = std::collections::HashSet::new();
+        let buckets: Vec<Bucket> = buckets
+            .into_iter()
+            .filter(|b| seen.insert(b.key.clone()))
+            .collect();
+        let mode = if rng.gen_bool(0.5) {
+            Mode::Reserve
+        } else {
+            Mode::TryNow
+        };
+        let a = redis.acquire(&buckets, now, mode).await.unwrap();
+        let b = memory.acquire(&buckets, now, mode).await.unwrap();
+        assert_eq!(a, b, "seed {seed}, step {step}, {buckets:?} {mode:?}");
+    }
+}
