@@ -130,3 +130,24 @@ async fn refresh_store_gauges(state: &ApiState) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// A router with `/metrics` only, without the database gauges, for processes that
+/// serve no API (`ubtc worker`): their own counters (monitors, webhook deliveries,
+/// payment limits) are visible only there.
+pub fn metrics_only_router(handle: PrometheusHandle) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                handle.run_upkeep();
+                let mut response = handle.render().into_response();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+        }),
+    )
+}

@@ -64,6 +64,9 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `ubtc worker` only: serve `/metrics` (its own counters) on this address.
+    /// Unset: the worker serves nothing.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -193,6 +196,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
         }
     }
 }
@@ -318,6 +322,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_DATABASE_URL", "database.url"),
     ("UBTC_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
     ("UBTC_SERVER_LISTEN", "server.listen"),
+    ("UBTC_SERVER_METRICS_LISTEN", "server.metrics_listen"),
     ("UBTC_BITCOIN_NETWORK", "bitcoin.network"),
     ("UBTC_BITCOIN_BACKEND", "bitcoin.backend"),
     ("UBTC_SIGNER_KIND", "signer.kind"),

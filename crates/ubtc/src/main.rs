@@ -229,6 +229,18 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     let chains = app::build_chains(&config)?;
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let metrics = ubtc_api::metrics::install_recorder()?;
+    if let Some(addr) = config.server.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            ubtc_api::serve(listener, ubtc_api::metrics::metrics_only_router(metrics), c)
+                .await
+                .context("metrics server failed")
+        });
+    }
     app::spawn_pipeline(
         &mut tasks, &cancel, &config, store, signer, bitcoin, &chains,
     );
