@@ -19,6 +19,7 @@ use crate::{postgres, sql, sqlite, StoreError, StoreResult};
 const LEASE_MS: i64 = 60_000;
 const STATEMENT: &str = "Universal Bitcoin proof of reserves (baseline)";
 const BUNDLE: &str = "{\"version\":1,\"baseline\":true}";
+const STATEMENT_JSON: &str = "{\"version\":1,\"baseline\":true}";
 const PAYLOAD: &str = "{\"event\":\"validation.signed\"}";
 
 fn now_ms() -> i64 {
@@ -194,6 +195,21 @@ pub async fn run_postgres_batched(
                         tokio::task::yield_now().await;
                         continue;
                     }
+                    // The pipeline fixes each statement before signing: same step here.
+                    let mut tx = pool.begin().await?;
+                    for row in &rows {
+                        let claimed: Uuid = row.try_get("id")?;
+                        let attempts: i64 = row.try_get("attempts")?;
+                        sqlx::query(sql::PREPARE_STATEMENT)
+                            .bind(claimed)
+                            .bind(worker.as_str())
+                            .bind(attempts)
+                            .bind(STATEMENT_JSON)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
                     let mut tx = pool.begin().await?;
                     for row in &rows {
                         let claimed: Uuid = row.try_get("id")?;
@@ -308,6 +324,137 @@ pub async fn run_sqlite(
                 tx.commit().await?;
             }
             Ok::<(), StoreError>(())
+        }));
+    }
+    join(tasks).await?;
+    Ok(started.elapsed())
+}
+
+/// The SQLite twin of [`run_postgres_batched`]: per round of `batch` validations,
+/// one transaction of inserts, one of confirmations, one claim statement, one
+/// transaction fixing the statements and one completing them.
+pub async fn run_sqlite_batched(
+    pool: &SqlitePool,
+    validations: u64,
+    concurrency: usize,
+    batch: usize,
+) -> StoreResult<Duration> {
+    let batch = batch.max(1);
+    let remaining = Arc::new(AtomicU64::new(validations));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency.max(1) {
+        let pool = pool.clone();
+        let remaining = remaining.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("baseline-{t}");
+            loop {
+                let mut n = 0;
+                while n < batch && take(&remaining) {
+                    n += 1;
+                }
+                if n == 0 {
+                    return Ok::<(), StoreError>(());
+                }
+                let now = now_ms();
+                let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                for id in &ids {
+                    let tx_hash = format!("0x{}", Uuid::new_v4().simple());
+                    sqlx::query(sql::INSERT_VALIDATION)
+                        .bind(id)
+                        .bind("bench")
+                        .bind(tx_hash.as_str())
+                        .bind(0_i64)
+                        .bind("0xpayer")
+                        .bind("1000")
+                        .bind(&b"baseline"[..])
+                        .bind(1_i64)
+                        .bind("0xblock")
+                        .bind(None::<&str>)
+                        .bind(None::<&str>)
+                        .bind(None::<&str>)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                for id in &ids {
+                    sqlx::query(sql::CONFIRM_AND_ENQUEUE)
+                        .bind(id)
+                        .bind("queued")
+                        .bind(12_i64)
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                let mut left = n;
+                while left > 0 {
+                    let now = now_ms();
+                    let rows = sqlx::query(sqlite::CLAIM_BATCH)
+                        .bind(worker.as_str())
+                        .bind(now + LEASE_MS)
+                        .bind(now)
+                        .bind(i64::try_from(left).unwrap_or(i64::MAX))
+                        .fetch_all(&pool)
+                        .await?;
+                    if rows.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let claimed: Vec<(Uuid, i64)> = rows
+                        .iter()
+                        .map(|r| Ok((r.try_get("id")?, r.try_get("attempts")?)))
+                        .collect::<Result<_, sqlx::Error>>()?;
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    for (id, attempts) in &claimed {
+                        sqlx::query(sql::PREPARE_STATEMENT)
+                            .bind(id)
+                            .bind(worker.as_str())
+                            .bind(attempts)
+                            .bind(STATEMENT_JSON)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    for (id, attempts) in &claimed {
+                        let signed: Option<(Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
+                            .bind(id)
+                            .bind(worker.as_str())
+                            .bind(attempts)
+                            .bind(STATEMENT)
+                            .bind(BUNDLE)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some((vid, chain)) = signed {
+                            sqlx::query(sql::INSERT_METRIC)
+                                .bind(vid)
+                                .bind(chain)
+                                .bind(now)
+                                .bind(5_i64)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(sql::INSERT_OUTBOX)
+                                .bind(Uuid::now_v7())
+                                .bind(vid)
+                                .bind("validation.signed")
+                                .bind(PAYLOAD)
+                                .bind(None::<&str>)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    left -= claimed.len();
+                }
+            }
         }));
     }
     join(tasks).await?;

@@ -292,8 +292,12 @@ pub fn spawn_pipeline(
             worker_config(config, id),
         ));
         let cancel = cancel.clone();
+        let batch = config.pipeline.batch_size;
         tasks.spawn(async move {
-            ubtc_pipeline::run_loop("worker", cancel, poll, max_backoff, || worker.tick()).await;
+            ubtc_pipeline::run_loop("worker", cancel, poll, max_backoff, || {
+                worker.tick_batch(batch)
+            })
+            .await;
             Ok(())
         });
     }

@@ -75,9 +75,9 @@ pub async fn run(pg_url: &str, count: u64) -> anyhow::Result<Report> {
         let store: Arc<dyn Store> = Arc::new(store);
         // Interleave baseline and pipeline halves so drift on a shared machine hits both.
         let half = count / 2;
-        let b1 = baseline::run_postgres(&pool, half, workers).await?;
+        let b1 = baseline::run_postgres_batched(&pool, half, workers, BATCH).await?;
         let p1 = run_pipeline(store.clone(), half, workers).await?;
-        let b2 = baseline::run_postgres(&pool, count - half, workers).await?;
+        let b2 = baseline::run_postgres_batched(&pool, count - half, workers, BATCH).await?;
         let p2 = run_pipeline(store.clone(), count - half, workers).await?;
         cases.push(case("postgres", workers, count, p1 + p2, b1 + b2));
         let admin = PgStore::connect(pg_url, 1).await?;
@@ -91,9 +91,9 @@ pub async fn run(pg_url: &str, count: u64) -> anyhow::Result<Report> {
     let store: Arc<dyn Store> = Arc::new(store);
     let workers = 4;
     let half = count / 2;
-    let b1 = baseline::run_sqlite(&pool, half, workers).await?;
+    let b1 = baseline::run_sqlite_batched(&pool, half, workers, BATCH).await?;
     let p1 = run_pipeline(store.clone(), half, workers).await?;
-    let b2 = baseline::run_sqlite(&pool, count - half, workers).await?;
+    let b2 = baseline::run_sqlite_batched(&pool, count - half, workers, BATCH).await?;
     let p2 = run_pipeline(store.clone(), count - half, workers).await?;
     cases.push(case("sqlite", workers, count, p1 + p2, b1 + b2));
     drop(store);
@@ -126,8 +126,14 @@ fn case(
     }
 }
 
-/// `workers` tasks, each looping: intake one payment (as the monitor records and
-/// confirms it), then one worker step (claim → statement → sign → store).
+/// Validations per batch: one scan's payments recorded together, and one worker step's
+/// claims signed and stored together.
+pub const BATCH: usize = 16;
+
+/// `workers` tasks, each looping: intake a batch of payments as the monitor does (one
+/// transaction to record them, one to confirm and enqueue them), then worker steps
+/// (claim → statements → BIP-322 signatures → bundles and outbox rows) until as many
+/// jobs as it enqueued are signed.
 async fn run_pipeline(store: Arc<dyn Store>, n: u64, workers: usize) -> anyhow::Result<Duration> {
     let chain = ChainId::parse("bench")?;
     let signer = Arc::new(LocalKeySigner::new(
@@ -156,41 +162,60 @@ async fn run_pipeline(store: Arc<dyn Store>, n: u64, workers: usize) -> anyhow::
         let (store, remaining, chain) = (store.clone(), remaining.clone(), chain.clone());
         tasks.push(tokio::spawn(async move {
             let payer = Payer::parse("0xpayer")?;
-            while remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
+            loop {
+                let mut batch = Vec::with_capacity(BATCH);
+                while batch.len() < BATCH
+                    && remaining
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    batch.push(NewValidation {
+                        id: ValidationId::new(),
+                        payment: PaymentRef {
+                            chain: chain.clone(),
+                            tx_hash: TxHash::parse(&format!(
+                                "0x{}",
+                                uuid::Uuid::new_v4().simple()
+                            ))?,
+                            index: 0,
+                        },
+                        payer: payer.clone(),
+                        amount_base_units: 1_000,
+                        message: b"bench message".to_vec(),
+                        block: ChainBlock {
+                            number: 1,
+                            hash: "0xblock".into(),
+                        },
+                        callback_url: None,
+                        rejection: None,
+                    });
+                }
+                if batch.is_empty() {
+                    return Ok::<(), anyhow::Error>(());
+                }
                 let now = Timestamp::now();
-                let new = NewValidation {
-                    id: ValidationId::new(),
-                    payment: PaymentRef {
-                        chain: chain.clone(),
-                        tx_hash: TxHash::parse(&format!("0x{}", uuid::Uuid::new_v4().simple()))?,
-                        index: 0,
-                    },
-                    payer: payer.clone(),
-                    amount_base_units: 1_000,
-                    message: b"bench message".to_vec(),
-                    block: ChainBlock {
-                        number: 1,
-                        hash: "0xblock".into(),
-                    },
-                    callback_url: None,
-                    rejection: None,
-                };
-                let id = store.record_detected(&new, now).await?.id();
-                store.confirm_and_enqueue(id, 12, None, now).await?;
-                loop {
-                    match worker.tick().await? {
-                        WorkerTick::Signed(_) => break,
-                        WorkerTick::Idle => tokio::task::yield_now().await,
-                        other => {
-                            anyhow::bail!("unexpected worker step in the benchmark: {other:?}")
+                let recorded = store.record_detected_batch(&batch, now).await?;
+                let confirm: Vec<_> = recorded.iter().map(|r| (r.id(), 12, None)).collect();
+                for r in store.confirm_and_enqueue_batch(&confirm, now).await? {
+                    r?;
+                }
+                let mut left = batch.len();
+                while left > 0 {
+                    let step = worker.tick_batch(left as u32).await?;
+                    if step.0.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    for tick in step.0 {
+                        match tick {
+                            WorkerTick::Signed(_) => left -= 1,
+                            other => {
+                                anyhow::bail!("unexpected worker step in the benchmark: {other:?}")
+                            }
                         }
                     }
                 }
             }
-            Ok::<(), anyhow::Error>(())
         }));
     }
     for t in tasks {

@@ -100,6 +100,8 @@ pub struct PipelineSettings {
     pub backoff_max_secs: u64,
     /// How long an idle worker or monitor sleeps before looking again.
     pub poll_ms: u64,
+    /// Jobs a worker task claims, signs and stores together (one commit per step).
+    pub batch_size: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -229,6 +231,7 @@ impl Default for PipelineSettings {
             backoff_base_ms: 1000,
             backoff_max_secs: 600,
             poll_ms: 250,
+            batch_size: 16,
         }
     }
 }
@@ -336,6 +339,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "pipeline.backoff_max_secs",
     ),
     ("UBTC_PIPELINE_POLL_MS", "pipeline.poll_ms"),
+    ("UBTC_PIPELINE_BATCH_SIZE", "pipeline.batch_size"),
     ("UBTC_LIMITS_REDIS_URL", "limits.redis_url"),
     ("UBTC_LIMITS_REDIS_PREFIX", "limits.redis_prefix"),
     ("UBTC_LIMITS_REDIS_TIMEOUT_MS", "limits.redis_timeout_ms"),
@@ -444,6 +448,9 @@ impl Config {
         }
         if self.pipeline.workers == 0 || self.pipeline.workers > 256 {
             return bad("pipeline.workers must be between 1 and 256".into());
+        }
+        if self.pipeline.batch_size == 0 || self.pipeline.batch_size > 1000 {
+            return bad("pipeline.batch_size must be between 1 and 1000".into());
         }
         if self.pipeline.max_attempts == 0 {
             return bad("pipeline.max_attempts must be at least 1".into());
