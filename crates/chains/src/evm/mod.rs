@@ -19,6 +19,7 @@ pub mod bench;
 pub mod rpc;
 
 use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use ubtc_core::bundle::SupplyEntry;
@@ -39,6 +40,9 @@ pub const TOKEN_DECIMALS: u8 = 8;
 /// on the supported chains' unfinalised tips; rescanning is idempotent, so being
 /// generous only costs reads.
 pub const REORG_REWIND_BLOCKS_DEFAULT: u64 = 64;
+
+/// Whole blocks requested at once when scanning for plain transfers.
+pub const FULL_BLOCK_FETCH_CONCURRENCY: usize = 4;
 
 /// Most blocks asked of `eth_getLogs` at once (public providers refuse wider ranges).
 pub const LOG_RANGE_MAX_BLOCKS_DEFAULT: u64 = 2_000;
@@ -481,8 +485,14 @@ impl EvmAdapter {
         let mut hashes: Vec<(u64, String)> = Vec::new();
         if self.payment_address.is_some() {
             let mut expected_parent = parent.map(str::to_ascii_lowercase);
-            for n in from..=to {
-                let block = self.full_block(n).await?;
+            // Fetched a few at a time, in order, and checked link by link as they
+            // arrive: a node's latency, not its work, usually bounds a catch-up, and at
+            // most a few whole blocks are held in memory.
+            let mut blocks = stream::iter(from..=to)
+                .map(|n| self.full_block(n))
+                .buffered(FULL_BLOCK_FETCH_CONCURRENCY);
+            while let Some(block) = blocks.next().await {
+                let block = block?;
                 if let Some(p) = &expected_parent {
                     if !block.header.parent_hash.eq_ignore_ascii_case(p) {
                         return Ok(None);
