@@ -1,4 +1,4 @@
-//! Rate limiting for Universal Bitcoin.
+//! Rate limiting and the response cache of Universal Bitcoin.
 //!
 //! One algorithm, GCRA (the generic cell rate algorithm: a token bucket kept as one
 //! "theoretical arrival time" per key), behind one trait, [`Limiter`], with three
@@ -19,6 +19,7 @@
 //! for, and never logs keys' secrets (keys here are chain names, payer addresses and
 //! hashed API keys).
 
+mod cache;
 mod client;
 mod fallback;
 mod gcra;
@@ -29,6 +30,7 @@ mod redis_backend;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use cache::ResponseCache;
 pub use client::{Client, ClientLimits};
 pub use fallback::FallbackLimiter;
 pub use gcra::Tat;

@@ -46,31 +46,30 @@ return {'1', string.format('%d', at)}
 /// Connects lazily (and reconnects by itself), so a process starts even when Redis
 /// is away; calls then fail with [`LimitError::Unavailable`] within the timeout.
 pub struct RedisLimiter {
-    client: redis::Client,
+    conn: LazyConnection,
     prefix: String,
     timeout: Duration,
-    conn: OnceCell<ConnectionManager>,
     script: redis::Script,
 }
 
-impl RedisLimiter {
-    /// `url`: `redis://host:port/db`. `prefix` is put before every key, so several
-    /// deployments (or tests) can share one Redis.
-    pub fn new(
-        url: &str,
-        prefix: impl Into<String>,
-        timeout: Duration,
-    ) -> Result<Self, LimitError> {
+/// A Redis connection made on first use and then kept (the manager reconnects by
+/// itself). A failed first connection is retried by the next call.
+pub(crate) struct LazyConnection {
+    client: redis::Client,
+    timeout: Duration,
+    conn: OnceCell<ConnectionManager>,
+}
+
+impl LazyConnection {
+    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, LimitError> {
         Ok(Self {
             client: redis::Client::open(url).map_err(LimitError::Unavailable)?,
-            prefix: prefix.into(),
             timeout,
             conn: OnceCell::new(),
-            script: redis::Script::new(GCRA_LUA),
         })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, LimitError> {
+    pub(crate) async fn get(&self) -> Result<ConnectionManager, LimitError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
@@ -87,6 +86,23 @@ impl RedisLimiter {
     }
 }
 
+impl RedisLimiter {
+    /// `url`: `redis://host:port/db`. `prefix` is put before every key, so several
+    /// deployments (or tests) can share one Redis.
+    pub fn new(
+        url: &str,
+        prefix: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Self, LimitError> {
+        Ok(Self {
+            conn: LazyConnection::new(url, timeout)?,
+            prefix: prefix.into(),
+            timeout,
+            script: redis::Script::new(GCRA_LUA),
+        })
+    }
+}
+
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn acquire(
@@ -98,7 +114,7 @@ impl Limiter for RedisLimiter {
         if buckets.is_empty() {
             return Err(LimitError::NoBuckets);
         }
-        let mut conn = self.connection().await?;
+        let mut conn = self.conn.get().await?;
         let mut call = self.script.prepare_invoke();
         for b in buckets {
             call.key(format!("{}{}", self.prefix, b.key));
