@@ -13,6 +13,7 @@
 //! build a router with [`public_router`], and run [`serve`] until the cancellation
 //! token fires.
 
+pub mod cache;
 mod dto;
 mod error;
 mod extract;
@@ -32,6 +33,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
+pub use cache::ResponseCache;
 pub use error::{ApiError, ErrorCode};
 pub use handlers::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OPENAPI_JSON};
 pub use ratelimit::{ClientKey, RequestLimiter};
@@ -131,6 +133,11 @@ pub fn public_router(state: ApiState) -> Router {
         .route("/metrics", axum::routing::get(metrics::metrics_handler))
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        // Inside the rate limiter: a cached answer still costs the client a unit.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cache::cache_responses,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ratelimit::limit_requests,

@@ -27,6 +27,8 @@ pub struct ApiState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Per-IP and per-API-key limits; `None`: unlimited.
     pub rate_limiter: Option<Arc<dyn crate::ratelimit::RequestLimiter>>,
+    /// Caches answers of a few read routes; `None`: no cache.
+    pub response_cache: Option<Arc<dyn crate::cache::ResponseCache>>,
 }
 
 impl ApiState {
@@ -38,11 +40,17 @@ impl ApiState {
             limits: ApiLimits::default(),
             metrics: None,
             rate_limiter: None,
+            response_cache: None,
         }
     }
 
     pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self
+    }
+
+    pub fn with_response_cache(mut self, cache: Arc<dyn crate::cache::ResponseCache>) -> Self {
+        self.response_cache = Some(cache);
         self
     }
 

@@ -161,3 +161,58 @@ async fn clients_beyond_their_rate_get_429_with_retry_after() -> Result<()> {
     app.shutdown.cancel();
     Ok(())
 }
+
+/// The binary's glue for the cache, as for the limiter.
+struct CacheGlue(ubtc_limits::ResponseCache);
+
+#[async_trait]
+impl ubtc_api::ResponseCache for CacheGlue {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).await.map(|v| v.as_ref().clone())
+    }
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        self.0.put(key, value, ttl).await
+    }
+}
+
+#[tokio::test]
+async fn read_routes_are_served_from_the_cache() -> Result<()> {
+    require_redis().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let store =
+        SqliteStore::connect(&format!("sqlite:{}", dir.path().join("c.db").display()), 2).await?;
+    store.migrate().await?;
+    let url =
+        std::env::var("UBTC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("ubtc-test:{}:", uuid::Uuid::new_v4().simple());
+    let cache = ubtc_limits::ResponseCache::with_redis(&url, prefix, Duration::from_millis(250))?;
+    let state =
+        ApiState::new(Arc::new(store), vec![]).with_response_cache(Arc::new(CacheGlue(cache)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, public_router(state), shutdown.clone()));
+    let client = reqwest::Client::new();
+    let first = client.get(format!("{base}/v1/reserves")).send().await?;
+    assert_eq!(first.headers()["x-cache"], "miss");
+    let first_body = first.text().await?;
+    let second = client.get(format!("{base}/v1/reserves")).send().await?;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.headers()["x-cache"], "hit");
+    assert!(second.headers()["content-type"]
+        .to_str()?
+        .starts_with("application/json"));
+    assert_eq!(second.text().await?, first_body);
+    // Uncached routes and error answers pass through.
+    let stats = client.get(format!("{base}/v1/stats")).send().await?;
+    assert!(stats.headers().get("x-cache").is_none());
+    let missing = client
+        .get(format!("{base}/v1/proofs/{}", uuid::Uuid::new_v4()))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.headers().get("x-cache").is_none());
+    shutdown.cancel();
+    Ok(())
+}

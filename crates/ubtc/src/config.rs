@@ -591,6 +591,15 @@ fn set_path(tree: &mut toml::Value, path: &str, raw: &str) {
 mod tests {
     use super::*;
 
+    /// The README documents every environment variable, so the front door stays true.
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../../../README.md");
+        for (name, _) in ENV_KEYS {
+            assert!(readme.contains(name), "README.md does not document {name}");
+        }
+    }
+
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()

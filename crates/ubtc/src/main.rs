@@ -38,7 +38,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process on embedded defaults (SQLite, dev chain, local key).
+    /// Everything on embedded defaults (SQLite, dev chain, three guardian processes 2-of-3).
     Demo(demo::DemoArgs),
     /// The public API, health and readiness.
     Serve,
