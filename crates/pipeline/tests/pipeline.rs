@@ -216,6 +216,15 @@ async fn payments_become_verifiable_proofs(h: &Harness) {
         let events = h.store.list_outbox_for(v.id).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, "validation.signed");
+        // The webhook payload is JSON carrying the stored proof and the payment.
+        let payload: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+        assert_eq!(
+            payload["proof"],
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        );
+        assert_eq!(payload["validation_id"], v.id.to_string());
+        assert_eq!(payload["tx_hash"], tx.as_str());
+        assert_eq!(payload["index"], 0);
     }
     let stats = h.store.stats(Timestamp::from_millis(0)).await.unwrap();
     assert_eq!(stats.signed_since, 12);
