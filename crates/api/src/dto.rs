@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use ubtc_core::{Timestamp, ValidationStatus};
-use ubtc_store::{ReserveAddress, ReserveSnapshot, Stats, ValidationRecord};
+use ubtc_core::{ChainId, Timestamp, ValidationStatus};
+use ubtc_store::{ReserveAddress, ReserveHistoryPoint, ReserveSnapshot, Stats, ValidationRecord};
 
 use crate::state::ChainInfo;
 
@@ -218,9 +218,7 @@ impl SnapshotView {
             bitcoin_block_hash: s.bitcoin_block_hash.clone(),
             reserve_sats: s.reserve_sats.0.to_string(),
             supply_sats: s.supply_sats.0.to_string(),
-            ratio: s
-                .ratio_ppm
-                .map(|ppm| format!("{}.{:06}", ppm / 1_000_000, ppm % 1_000_000)),
+            ratio: s.ratio_ppm.map(ratio_text),
             ratio_ppm: s.ratio_ppm,
             healthy: s.healthy,
             stale: s.stale,
@@ -237,6 +235,70 @@ impl SnapshotView {
                     as_of: e.as_of,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Reserve over supply as a decimal string with six decimals (`"1.000000"`).
+fn ratio_text(ppm: u64) -> String {
+    format!("{}.{:06}", ppm / 1_000_000, ppm % 1_000_000)
+}
+
+#[derive(Serialize)]
+pub struct ReserveHistoryView {
+    /// The chain whose supply `chain_supply_sats` shows; `null` when none was asked.
+    pub chain: Option<String>,
+    pub bucket: &'static str,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    /// Oldest first; buckets without a snapshot are absent.
+    pub points: Vec<HistoryPointView>,
+}
+
+/// One bucket: the figures of its last snapshot, with the bucket's ratio range.
+#[derive(Serialize)]
+pub struct HistoryPointView {
+    /// Start of the bucket.
+    pub time: Timestamp,
+    /// When the bucket's last snapshot was taken.
+    pub taken_at: Timestamp,
+    pub samples: u64,
+    pub bitcoin_height: u32,
+    pub reserve_sats: String,
+    /// Total supply over all chains, in satoshis.
+    pub supply_sats: String,
+    /// The asked chain's supply in satoshis; `null` without `chain` or when that
+    /// snapshot has no entry for it.
+    pub chain_supply_sats: Option<String>,
+    pub ratio: Option<String>,
+    pub ratio_ppm: Option<u64>,
+    pub min_ratio_ppm: Option<u64>,
+    pub max_ratio_ppm: Option<u64>,
+    pub healthy: bool,
+    pub stale: bool,
+}
+
+impl HistoryPointView {
+    pub fn new(p: &ReserveHistoryPoint, chain: Option<&ChainId>) -> Self {
+        let s = &p.last;
+        let chain_supply_sats = chain
+            .and_then(|c| s.supply.iter().find(|e| &e.chain == c))
+            .and_then(|e| e.supply.to_sats_floor())
+            .map(|sats| sats.0.to_string());
+        Self {
+            time: p.bucket_start,
+            taken_at: s.taken_at,
+            samples: p.samples,
+            bitcoin_height: s.bitcoin_height,
+            reserve_sats: s.reserve_sats.0.to_string(),
+            supply_sats: s.supply_sats.0.to_string(),
+            chain_supply_sats,
+            ratio: s.ratio_ppm.map(ratio_text),
+            ratio_ppm: s.ratio_ppm,
+            min_ratio_ppm: p.min_ratio_ppm,
+            max_ratio_ppm: p.max_ratio_ppm,
+            healthy: s.healthy,
+            stale: s.stale,
         }
     }
 }

@@ -8,11 +8,11 @@ use axum::Json;
 use serde::Deserialize;
 use ubtc_core::payment::{Payer, TxHash};
 use ubtc_core::{ChainId, ChainKind, Timestamp, ValidationId, ValidationStatus};
-use ubtc_store::ValidationFilter;
+use ubtc_store::{HistoryBucket, ValidationFilter};
 
 use crate::dto::{
-    ChainList, DemoPaymentView, ReserveAddressView, ReservesView, SnapshotView, StatsView,
-    ValidationList, ValidationView,
+    ChainList, DemoPaymentView, HistoryPointView, ReserveAddressView, ReserveHistoryView,
+    ReservesView, SnapshotView, StatsView, ValidationList, ValidationView,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -206,6 +206,111 @@ pub async fn reserves(State(state): State<ApiState>) -> Result<Json<ReservesView
     Ok(Json(ReservesView {
         addresses: addresses.iter().map(ReserveAddressView::from).collect(),
         snapshot: snapshot.as_ref().map(|s| SnapshotView::new(s, now)),
+    }))
+}
+
+/// Most points one `GET /v1/reserves/history` answers: a day by minute, two months by
+/// hour, four years by day. A wider range must use a coarser bucket.
+pub const HISTORY_POINTS_MAX: i64 = 1_500;
+
+/// Raw query of `GET /v1/reserves/history`, parsed in the handler.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    chain: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    bucket: Option<String>,
+}
+
+fn parse_bucket(raw: Option<&str>) -> Result<HistoryBucket, ApiError> {
+    match raw {
+        None | Some("hour") => Ok(HistoryBucket::Hour),
+        Some("minute") => Ok(HistoryBucket::Minute),
+        Some("day") => Ok(HistoryBucket::Day),
+        Some(other) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("bucket must be minute, hour or day, got {other:?}"),
+        )),
+    }
+}
+
+fn parse_time(name: &str, raw: &str) -> Result<Timestamp, ApiError> {
+    Timestamp::parse_rfc3339(raw).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("{name} must be an RFC 3339 time, got {raw:?}: {e}"),
+        )
+    })
+}
+
+fn bucket_name(bucket: HistoryBucket) -> &'static str {
+    match bucket {
+        HistoryBucket::Minute => "minute",
+        HistoryBucket::Hour => "hour",
+        HistoryBucket::Day => "day",
+    }
+}
+
+/// The window shown when `from` is absent: an hour by minute, a day by hour, thirty
+/// days by day.
+fn default_window_ms(bucket: HistoryBucket) -> i64 {
+    match bucket {
+        HistoryBucket::Minute => 60 * 60_000,
+        HistoryBucket::Hour => 24 * 3_600_000,
+        HistoryBucket::Day => 30 * 86_400_000,
+    }
+}
+
+pub async fn reserve_history(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<ReserveHistoryView>, ApiError> {
+    let chain = q
+        .chain
+        .as_deref()
+        .map(|c| parse_chain(&state, c))
+        .transpose()?;
+    let bucket = parse_bucket(q.bucket.as_deref())?;
+    let to = match q.to.as_deref() {
+        Some(raw) => parse_time("to", raw)?,
+        None => Timestamp::now(),
+    };
+    let from = match q.from.as_deref() {
+        Some(raw) => parse_time("from", raw)?,
+        None => to.plus_millis(-default_window_ms(bucket)),
+    };
+    if from >= to {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("from ({from}) must be before to ({to})"),
+        ));
+    }
+    // Buckets touched by [from, to), counting partial ones at both ends.
+    let width = bucket.millis();
+    let points =
+        to.as_millis().saturating_sub(1).div_euclid(width) - from.as_millis().div_euclid(width) + 1;
+    if points > HISTORY_POINTS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!(
+                "from..to spans {points} {} buckets, more than {HISTORY_POINTS_MAX}: \
+                 narrow the range or use a larger bucket",
+                bucket_name(bucket)
+            ),
+        ));
+    }
+    let limit = u32::try_from(points).unwrap_or(u32::MAX);
+    let history = state.store.reserve_history(from, to, bucket, limit).await?;
+    Ok(Json(ReserveHistoryView {
+        chain: chain.as_ref().map(ToString::to_string),
+        bucket: bucket_name(bucket),
+        from,
+        to,
+        points: history
+            .iter()
+            .map(|p| HistoryPointView::new(p, chain.as_ref()))
+            .collect(),
     }))
 }
 

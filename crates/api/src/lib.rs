@@ -108,6 +108,7 @@ fn routes(demo: bool) -> Routes {
         .get("/v1/proofs/{id}", get_proof)
         .get("/v1/chains", list_chains)
         .get("/v1/reserves", reserves)
+        .get("/v1/reserves/history", reserve_history)
         .get("/v1/stats", stats);
     if demo {
         r.post("/v1/demo/payments", demo_payment)

@@ -669,6 +669,136 @@ async fn chains_reserves_and_stats() -> Result<()> {
     app.stop().await
 }
 
+fn snapshot_at(taken_at: Timestamp, reserve: u64, eth_supply: u64) -> Result<ReserveSnapshot> {
+    let supply = vec![
+        SupplyEntry {
+            chain: ChainId::parse("ethereum")?,
+            token: "0x00000000000000000000000000000000000000bb".to_owned(),
+            block_number: 19_000_000,
+            block_hash: "0xeth".to_owned(),
+            supply: TokenAmount::new(u128::from(eth_supply), 8),
+            as_of: taken_at,
+        },
+        SupplyEntry {
+            chain: ChainId::parse("dev")?,
+            token: "devtoken".to_owned(),
+            block_number: 5,
+            block_hash: "0xdev".to_owned(),
+            supply: TokenAmount::new(1_000, 8),
+            as_of: taken_at,
+        },
+    ];
+    let supply_sats = eth_supply + 1_000;
+    let ratio_ppm = u128::from(reserve) * 1_000_000 / u128::from(supply_sats);
+    let ratio_ppm = u64::try_from(ratio_ppm)?;
+    Ok(ReserveSnapshot {
+        taken_at,
+        bitcoin_height: 871_000,
+        bitcoin_block_hash: "00000000000000000001a2".to_owned(),
+        reserve_sats: Sats(reserve),
+        supply_sats: Sats(supply_sats),
+        ratio_ppm: Some(ratio_ppm),
+        healthy: ratio_ppm >= 1_000_000,
+        stale: false,
+        supply,
+    })
+}
+
+#[tokio::test]
+async fn reserve_history_by_bucket() -> Result<()> {
+    let app = spawn_app(None).await?;
+    // Three snapshots in the hour from 10:00, one at 11:30, one the next day.
+    let t0 = Timestamp::parse_rfc3339("2026-11-20T10:00:00Z")?;
+    for (offset_ms, reserve) in [
+        (0, 2_000_000),
+        (60_000, 900_000),
+        (59 * 60_000, 1_500_000),
+        (90 * 60_000, 1_001_000),
+        (86_400_000, 3_002_000),
+    ] {
+        let s = snapshot_at(t0.plus_millis(offset_ms), reserve, 1_000_000)?;
+        app.store.record_reserve_snapshot(&s).await?;
+    }
+    let (status, body) = app
+        .get("/v1/reserves/history?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&bucket=hour")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["bucket"], "hour");
+    assert_eq!(body["chain"], Value::Null);
+    let points = body["points"].as_array().context("points")?;
+    assert_eq!(points.len(), 2, "{body}");
+    let p = &points[0];
+    assert_eq!(p["time"], "2026-11-20T10:00:00Z");
+    assert_eq!(p["taken_at"], t0.plus_millis(59 * 60_000).to_rfc3339());
+    assert_eq!(p["samples"], 3);
+    // Last snapshot of the bucket, and the bucket's range (900_000 / 1_001_000 …).
+    assert_eq!(p["reserve_sats"], "1500000");
+    assert_eq!(p["supply_sats"], "1001000");
+    assert_eq!(p["ratio"], "1.498501");
+    assert_eq!(p["min_ratio_ppm"], 899_100);
+    assert_eq!(p["max_ratio_ppm"], 1_998_001);
+    assert_eq!(p["chain_supply_sats"], Value::Null);
+    assert_eq!(p["healthy"], true);
+    assert_eq!(points[1]["time"], "2026-11-20T11:00:00Z");
+    assert_eq!(points[1]["samples"], 1);
+
+    // By day, with one chain's supply.
+    let (status, body) = app
+        .get("/v1/reserves/history?chain=ethereum&bucket=day&from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["chain"], "ethereum");
+    let points = body["points"].as_array().context("points")?;
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["samples"], 4);
+    assert_eq!(points[0]["chain_supply_sats"], "1000000");
+    assert_eq!(points[1]["ratio"], "2.999000");
+
+    // By minute over the first hour: one point per minute that has a snapshot.
+    let (_, body) = app
+        .get("/v1/reserves/history?bucket=minute&from=2026-11-20T10:00:00Z&to=2026-11-20T11:00:00Z")
+        .await?;
+    assert_eq!(body["points"].as_array().map(Vec::len), Some(3), "{body}");
+
+    // Defaults: the last day by hour, which holds none of these.
+    let (status, body) = app.get("/v1/reserves/history").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["bucket"], "hour");
+    assert_eq!(body["points"], json!([]));
+
+    for (query, code) in [
+        ("bucket=week", "invalid_parameter"),
+        ("from=yesterday", "invalid_parameter"),
+        ("to=2026-13-01T00:00:00Z", "invalid_parameter"),
+        (
+            "from=2026-11-21T00:00:00Z&to=2026-11-20T00:00:00Z",
+            "invalid_parameter",
+        ),
+        (
+            "from=2026-11-20T00:00:00Z&to=2026-11-20T00:00:00Z",
+            "invalid_parameter",
+        ),
+        // A year by minute: far more than the point cap.
+        (
+            "bucket=minute&from=2025-11-20T00:00:00Z&to=2026-11-20T00:00:00Z",
+            "invalid_parameter",
+        ),
+        ("chain=solana", "invalid_chain"),
+        ("chain=Not%20A%20Chain", "invalid_chain"),
+        ("bukket=hour", "invalid_parameter"),
+    ] {
+        let (status, body) = app.get(&format!("/v1/reserves/history?{query}")).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(error_code(&body), code, "{query}: {body}");
+    }
+    // A year by day is within the cap.
+    let (status, _) = app
+        .get("/v1/reserves/history?bucket=day&from=2025-11-20T00:00:00Z&to=2026-11-20T00:00:00Z")
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    app.stop().await
+}
+
 /// Test double of the dev chain (the real one lives in the `chains` crate): records
 /// what it was asked and answers with made-up transaction hashes.
 #[derive(Default)]
@@ -936,6 +1066,7 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
     let (_, chains) = app.get("/v1/chains").await?;
     let (_, reserves) = app.get("/v1/reserves").await?;
     let (_, stats) = app.get("/v1/stats").await?;
+    let (_, history) = app.get("/v1/reserves/history?chain=ethereum").await?;
     let (_, receipt) = app
         .post_json(
             "/v1/demo/payments",
@@ -948,6 +1079,8 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
         ("Chain", &chains["items"][0]),
         ("Reserves", &reserves),
         ("Snapshot", &reserves["snapshot"]),
+        ("ReserveHistory", &history),
+        ("ReserveHistoryPoint", &history["points"][0]),
         ("Stats", &stats),
         ("DemoPaymentReceipt", &receipt),
     ] {
