@@ -382,7 +382,36 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
     );
     Ok(ApiState::new(store, chain_infos(config)?)
         .with_metrics(ubtc_api::metrics::install_recorder()?)
-        .with_rate_limiter(Arc::new(ApiClientLimits(limits))))
+        .with_rate_limiter(Arc::new(ApiClientLimits(limits)))
+        .with_response_cache(Arc::new(ApiResponseCache(response_cache(config)?))))
+}
+
+/// The response cache: shared in Redis (under its own prefix, beside the limits) with
+/// a small in-process first layer, or in-process only when no Redis is configured.
+pub fn response_cache(config: &Config) -> anyhow::Result<ubtc_limits::ResponseCache> {
+    let url = config.limits.redis_url.expose();
+    if url.is_empty() {
+        return Ok(ubtc_limits::ResponseCache::local_only());
+    }
+    ubtc_limits::ResponseCache::with_redis(
+        url,
+        format!("{}cache:", config.limits.redis_prefix),
+        Duration::from_millis(config.limits.redis_timeout_ms),
+    )
+    .context("limits.redis_url")
+}
+
+struct ApiResponseCache(ubtc_limits::ResponseCache);
+
+#[async_trait]
+impl ubtc_api::ResponseCache for ApiResponseCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).await.map(|v| v.as_ref().clone())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
+        self.0.put(key, value, ttl).await
+    }
 }
 
 /// The configured rate limiter: Redis with a local fallback, or memory only.
