@@ -33,7 +33,7 @@ pub trait ResponseCache: Send + Sync + 'static {
 /// Routes whose answers are cached, and for how long.
 fn ttl_for(route: &str) -> Option<Duration> {
     match route {
-        "/v1/reserves" => Some(Duration::from_secs(30)),
+        "/v1/reserves" | "/v1/reserves/history" => Some(Duration::from_secs(30)),
         "/v1/chains" => Some(Duration::from_secs(300)),
         "/v1/proofs/{id}" => Some(Duration::from_secs(3600)),
         _ => None,
