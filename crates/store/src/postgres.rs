@@ -197,48 +197,18 @@ impl PgStore {
         result: &SignedResult,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let o = OutboxArrays::new(&result.outbox);
-        let row: Option<uuid::Uuid> = sqlx::query_scalar(COMPLETE_SIGNED)
-            .bind(claim.record.id.0)
-            .bind(claim.worker.as_str())
-            .bind(i64::from(claim.attempt))
-            .bind(result.statement_text.as_str())
-            .bind(result.bundle_json.as_str())
-            .bind(now.0)
-            .bind(result.processing_ms)
-            .bind(o.ids)
-            .bind(o.types)
-            .bind(o.payloads)
-            .bind(o.targets)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        complete_signed_on(&self.pool, claim, result, now).await
     }
 
-    /// The one-statement completion of [`PgStore::complete_signed_dialect`], inside the
-    /// caller's transaction (batches commit once).
+    /// The same one-statement completion inside the caller's transaction (batches
+    /// commit once).
     async fn complete_signed_in_tx(
         tx: &mut sqlx::Transaction<'_, Postgres>,
         claim: &Claimed,
         result: &SignedResult,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let o = OutboxArrays::new(&result.outbox);
-        let row: Option<uuid::Uuid> = sqlx::query_scalar(COMPLETE_SIGNED)
-            .bind(claim.record.id.0)
-            .bind(claim.worker.as_str())
-            .bind(i64::from(claim.attempt))
-            .bind(result.statement_text.as_str())
-            .bind(result.bundle_json.as_str())
-            .bind(now.0)
-            .bind(result.processing_ms)
-            .bind(o.ids)
-            .bind(o.types)
-            .bind(o.payloads)
-            .bind(o.targets)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(row.is_some())
+        complete_signed_on(&mut **tx, claim, result, now).await
     }
 
     async fn fail_dialect(
@@ -264,6 +234,34 @@ impl PgStore {
             .await?;
         Ok(row.is_some())
     }
+}
+
+/// `COMPLETE_SIGNED` on a pool or inside a transaction: `false` when the claim is lost.
+async fn complete_signed_on<'e, E>(
+    executor: E,
+    claim: &Claimed,
+    result: &SignedResult,
+    now: Timestamp,
+) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let o = OutboxArrays::new(&result.outbox);
+    let row: Option<uuid::Uuid> = sqlx::query_scalar(COMPLETE_SIGNED)
+        .bind(claim.record.id.0)
+        .bind(claim.worker.as_str())
+        .bind(i64::from(claim.attempt))
+        .bind(result.statement_text.as_str())
+        .bind(result.bundle_json.as_str())
+        .bind(now.0)
+        .bind(result.processing_ms)
+        .bind(o.ids)
+        .bind(o.types)
+        .bind(o.payloads)
+        .bind(o.targets)
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.is_some())
 }
 
 impl_store!(PgStore, Postgres);

@@ -327,6 +327,37 @@ macro_rules! impl_store {
             }
         }
 
+        impl $store {
+            /// `INSERT_VALIDATION` with its arguments bound (single and batch intake).
+            fn insert_validation<'q>(
+                new: &'q NewValidation,
+                now: Timestamp,
+            ) -> StoreResult<
+                sqlx::query::QueryScalar<
+                    'q,
+                    $db,
+                    uuid::Uuid,
+                    <$db as sqlx::Database>::Arguments<'q>,
+                >,
+            > {
+                let p = &new.payment;
+                Ok(sqlx::query_scalar(sql::INSERT_VALIDATION)
+                    .bind(new.id.0)
+                    .bind(p.chain.as_str())
+                    .bind(p.tx_hash.as_str())
+                    .bind(i64::from(p.index))
+                    .bind(new.payer.as_str())
+                    .bind(new.amount_base_units.to_string())
+                    .bind(new.message.as_slice())
+                    .bind(rows::to_i64(new.block.number, "block number")?)
+                    .bind(new.block.hash.as_str())
+                    .bind(new.rejection.as_ref().map(|r| r.code.as_str()))
+                    .bind(new.rejection.as_ref().map(|r| r.detail.as_str()))
+                    .bind(new.callback_url.as_deref())
+                    .bind(now.0))
+            }
+        }
+
         #[async_trait::async_trait]
         impl Store for $store {
             async fn migrate(&self) -> StoreResult<()> {
@@ -343,24 +374,10 @@ macro_rules! impl_store {
                 new: &NewValidation,
                 now: Timestamp,
             ) -> StoreResult<Recorded> {
-                let p = &new.payment;
-                let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_VALIDATION)
-                    .bind(new.id.0)
-                    .bind(p.chain.as_str())
-                    .bind(p.tx_hash.as_str())
-                    .bind(i64::from(p.index))
-                    .bind(new.payer.as_str())
-                    .bind(new.amount_base_units.to_string())
-                    .bind(new.message.as_slice())
-                    .bind(rows::to_i64(new.block.number, "block number")?)
-                    .bind(new.block.hash.as_str())
-                    .bind(new.rejection.as_ref().map(|r| r.code.as_str()))
-                    .bind(new.rejection.as_ref().map(|r| r.detail.as_str()))
-                    .bind(new.callback_url.as_deref())
-                    .bind(now.0)
+                let inserted = Self::insert_validation(new, now)?
                     .fetch_optional(self.writer())
                     .await?;
-                self.recorded(inserted, p).await
+                self.recorded(inserted, &new.payment).await
             }
 
             async fn record_confirmed(
@@ -555,20 +572,7 @@ macro_rules! impl_store {
                 let mut out = Vec::with_capacity(new.len());
                 for n in new {
                     let p = &n.payment;
-                    let inserted: Option<uuid::Uuid> = sqlx::query_scalar(sql::INSERT_VALIDATION)
-                        .bind(n.id.0)
-                        .bind(p.chain.as_str())
-                        .bind(p.tx_hash.as_str())
-                        .bind(i64::from(p.index))
-                        .bind(n.payer.as_str())
-                        .bind(n.amount_base_units.to_string())
-                        .bind(n.message.as_slice())
-                        .bind(rows::to_i64(n.block.number, "block number")?)
-                        .bind(n.block.hash.as_str())
-                        .bind(n.rejection.as_ref().map(|r| r.code.as_str()))
-                        .bind(n.rejection.as_ref().map(|r| r.detail.as_str()))
-                        .bind(n.callback_url.as_deref())
-                        .bind(now.0)
+                    let inserted = Self::insert_validation(n, now)?
                         .fetch_optional(&mut *tx)
                         .await?;
                     match inserted {

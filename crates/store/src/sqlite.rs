@@ -150,29 +150,13 @@ impl SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.writer.begin_with(Self::BEGIN_WRITE).await?;
-        let row: Option<(uuid::Uuid, String)> = sqlx::query_as(sql::SIGN_UPDATE)
-            .bind(claim.record.id.0)
-            .bind(claim.worker.as_str())
-            .bind(i64::from(claim.attempt))
-            .bind(result.statement_text.as_str())
-            .bind(result.bundle_json.as_str())
-            .bind(now.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some((id, chain)) = row else {
+        if Self::complete_signed_in_tx(&mut tx, claim, result, now).await? {
+            tx.commit().await?;
+            Ok(true)
+        } else {
             tx.rollback().await?;
-            return Ok(false);
-        };
-        sqlx::query(sql::INSERT_METRIC)
-            .bind(id)
-            .bind(chain)
-            .bind(now.0)
-            .bind(result.processing_ms)
-            .execute(&mut *tx)
-            .await?;
-        insert_outbox(&mut tx, claim.record.id, &result.outbox, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            Ok(false)
+        }
     }
 
     /// Same shape as `complete_signed_dialect`: guarded status change and outbox rows
