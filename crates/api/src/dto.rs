@@ -210,18 +210,22 @@ pub struct SupplyView {
 }
 
 impl SnapshotView {
-    pub fn new(s: &ReserveSnapshot, now: Timestamp) -> Self {
+    /// `max_age_ms`: when set, a snapshot older than that now is shown stale and not
+    /// healthy, whatever was stored when it was taken.
+    pub fn new(s: &ReserveSnapshot, now: Timestamp, max_age_ms: Option<i64>) -> Self {
+        let age_ms = (now.as_millis() - s.taken_at.as_millis()).max(0);
+        let stale = s.stale || max_age_ms.is_some_and(|max| age_ms > max);
         Self {
             as_of: s.taken_at,
-            age_secs: (now.as_millis() - s.taken_at.as_millis()).max(0) / 1000,
+            age_secs: age_ms / 1000,
             bitcoin_height: s.bitcoin_height,
             bitcoin_block_hash: s.bitcoin_block_hash.clone(),
             reserve_sats: s.reserve_sats.0.to_string(),
             supply_sats: s.supply_sats.0.to_string(),
             ratio: s.ratio_ppm.map(ratio_text),
             ratio_ppm: s.ratio_ppm,
-            healthy: s.healthy,
-            stale: s.stale,
+            healthy: s.healthy && !stale,
+            stale,
             supply: s
                 .supply
                 .iter()
@@ -359,4 +363,33 @@ pub struct DemoPaymentView {
     pub index: u32,
     /// Where to watch the validation this payment creates.
     pub validations_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ubtc_core::Sats;
+
+    #[test]
+    fn a_snapshot_past_its_max_age_reads_stale() {
+        let taken_at = Timestamp::from_millis(1_000_000);
+        let s = ReserveSnapshot {
+            taken_at,
+            bitcoin_height: 1,
+            bitcoin_block_hash: "00".into(),
+            reserve_sats: Sats(2),
+            supply_sats: Sats(1),
+            ratio_ppm: Some(2_000_000),
+            healthy: true,
+            stale: false,
+            supply: vec![],
+        };
+        let now = taken_at.plus_millis(90_000);
+        let v = SnapshotView::new(&s, now, None);
+        assert!(v.healthy && !v.stale && v.age_secs == 90);
+        let v = SnapshotView::new(&s, now, Some(120_000));
+        assert!(v.healthy && !v.stale);
+        let v = SnapshotView::new(&s, now, Some(60_000));
+        assert!(!v.healthy && v.stale);
+    }
 }

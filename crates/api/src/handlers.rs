@@ -205,7 +205,9 @@ pub async fn reserves(State(state): State<ApiState>) -> Result<Json<ReservesView
     let now = Timestamp::now();
     Ok(Json(ReservesView {
         addresses: addresses.iter().map(ReserveAddressView::from).collect(),
-        snapshot: snapshot.as_ref().map(|s| SnapshotView::new(s, now)),
+        snapshot: snapshot
+            .as_ref()
+            .map(|s| SnapshotView::new(s, now, state.reserve_max_age_ms)),
     }))
 }
 

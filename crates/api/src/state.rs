@@ -29,6 +29,9 @@ pub struct ApiState {
     pub rate_limiter: Option<Arc<dyn crate::ratelimit::RequestLimiter>>,
     /// Caches answers of a few read routes; `None`: no cache.
     pub response_cache: Option<Arc<dyn crate::cache::ResponseCache>>,
+    /// A reserve snapshot older than this is shown stale (and not healthy) even if it
+    /// was fresh when taken: the snapshotter may have stopped. `None`: the stored flag.
+    pub reserve_max_age_ms: Option<i64>,
 }
 
 impl ApiState {
@@ -41,7 +44,13 @@ impl ApiState {
             metrics: None,
             rate_limiter: None,
             response_cache: None,
+            reserve_max_age_ms: None,
         }
+    }
+
+    pub fn with_reserve_max_age_ms(mut self, max_age_ms: i64) -> Self {
+        self.reserve_max_age_ms = Some(max_age_ms);
+        self
     }
 
     pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
