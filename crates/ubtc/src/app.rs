@@ -123,6 +123,104 @@ pub async fn local_signer(
     Ok(signer)
 }
 
+/// `signer.kind = "guardians"`: the coordinator over the configured guardians, with
+/// its `wsh(sortedmulti(threshold, keys))` address registered in the store as an
+/// active reserve address (as `ubtc keys reserve-create` does).
+pub async fn guardian_signer(
+    config: &Config,
+    store: &dyn Store,
+) -> anyhow::Result<Arc<ubtc_guardian::Coordinator>> {
+    use ubtc_guardian::keystore;
+    let s = &config.signer;
+    let keys = config.guardian_keys()?;
+    let file = (!s.coordinator_passphrase_file.as_os_str().is_empty())
+        .then_some(s.coordinator_passphrase_file.as_path());
+    let env =
+        (!s.coordinator_passphrase_env.is_empty()).then_some(s.coordinator_passphrase_env.as_str());
+    let pass = keystore::passphrase_from(file, env).with_context(|| {
+        format!(
+            "no passphrase for the coordinator keystore: set signer.coordinator_passphrase_file or the {} variable",
+            s.coordinator_passphrase_env
+        )
+    })?;
+    let key = keystore::load(&s.coordinator_keystore, &pass)
+        .with_context(|| format!("coordinator keystore {}", s.coordinator_keystore.display()))?;
+    let endpoints = s
+        .guardians
+        .iter()
+        .zip(&keys)
+        .enumerate()
+        .map(|(i, (g, k))| ubtc_guardian::GuardianEndpoint {
+            name: g.name.clone().unwrap_or_else(|| format!("g{}", i + 1)),
+            url: g.url.trim_end_matches('/').to_owned(),
+            key: k.0,
+        })
+        .collect();
+    let threshold = s.threshold as usize;
+    let net = network(config.bitcoin.network);
+    let coordinator = ubtc_guardian::Coordinator::new(
+        key,
+        endpoints,
+        threshold,
+        ubtc_guardian::CoordinatorSettings {
+            network: net,
+            timeout: Duration::from_millis(s.timeout_ms),
+            request_ttl: Duration::from_secs(s.request_ttl_secs),
+        },
+    )?;
+    let (address, _) = crate::guardian_cmd::register_reserve(
+        store,
+        net,
+        threshold,
+        keys,
+        Some(format!("guardians {threshold}-of-{}", s.guardians.len())),
+    )
+    .await?;
+    anyhow::ensure!(
+        address == coordinator.address(),
+        "the registered reserve address {address} is not the coordinator's {}",
+        coordinator.address()
+    );
+    tracing::info!(
+        address = %address,
+        threshold,
+        guardians = s.guardians.len(),
+        coordinator_key = %coordinator.coordinator_key(),
+        "signing through guardians"
+    );
+    Ok(Arc::new(coordinator))
+}
+
+/// What `ubtc worker` signs with (`signer.kind`), and the dev Bitcoin backend with
+/// that reserve address funded.
+pub struct WorkerSigner {
+    pub signer: Arc<dyn ReserveSigner>,
+    pub bitcoin: Arc<DevBitcoin>,
+    /// `guardians`: the coordinator, for `GET /v1/guardians`.
+    pub guardians: Option<Arc<ubtc_guardian::Coordinator>>,
+}
+
+pub async fn worker_signer(config: &Config, store: &dyn Store) -> anyhow::Result<WorkerSigner> {
+    if config.signer.kind == "guardians" {
+        let coordinator = guardian_signer(config, store).await?;
+        let address = coordinator
+            .address()
+            .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
+            .assume_checked();
+        return Ok(WorkerSigner {
+            signer: coordinator.clone(),
+            bitcoin: dev_bitcoin_funding(config, &address),
+            guardians: Some(coordinator),
+        });
+    }
+    let signer = local_signer(config, store, false).await?;
+    Ok(WorkerSigner {
+        bitcoin: dev_bitcoin(config, &signer).await,
+        signer,
+        guardians: None,
+    })
+}
+
 pub fn chain_infos(config: &Config) -> anyhow::Result<Vec<ChainInfo>> {
     config
         .chains
@@ -329,10 +427,15 @@ async fn check_evm(
 
 /// The dev Bitcoin backend, with the reserve address funded so the demo has reserves.
 pub async fn dev_bitcoin(config: &Config, signer: &LocalKeySigner) -> Arc<DevBitcoin> {
+    dev_bitcoin_funding(config, signer.address())
+}
+
+/// The dev Bitcoin backend with `address` funded (the guardians' reserve address).
+pub fn dev_bitcoin_funding(config: &Config, address: &bitcoin::Address) -> Arc<DevBitcoin> {
     let bitcoin = Arc::new(DevBitcoin::new(config.bitcoin.dev_start_height));
-    let spk = hex::encode(signer.address().script_pubkey().as_bytes());
+    let spk = hex::encode(address.script_pubkey().as_bytes());
     for amount_sats in [150_000_000u64, 75_000_000, 25_000_000] {
-        bitcoin.fund(&signer.address().to_string(), &spk, amount_sats);
+        bitcoin.fund(&address.to_string(), &spk, amount_sats);
     }
     bitcoin
 }

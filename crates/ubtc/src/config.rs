@@ -82,12 +82,45 @@ pub struct BitcoinConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignerConfig {
-    /// `local`: one P2WPKH reserve key in this process.
+    /// `local`: one P2WPKH reserve key in this process. `guardians`: the worker
+    /// coordinates M-of-N guardian daemons (docs/guardians.md).
     pub kind: String,
     /// File holding the local reserve key (64 hex characters). Empty:
     /// `reserve-key.hex` in `data_dir`, created on first start.
     pub key_file: PathBuf,
+    /// `guardians`: signatures needed (M of the guardians listed).
+    pub threshold: u32,
+    /// `guardians`: the guardian daemons and their registered keys. The reserve address
+    /// is `wsh(sortedmulti(threshold, keys))`; every answer is checked against the key.
+    pub guardians: Vec<GuardianPeerConfig>,
+    /// `guardians`: the coordinator's encrypted keystore (`ubtc keys guardian-init`);
+    /// guardians accept requests signed by its key.
+    pub coordinator_keystore: PathBuf,
+    /// File holding the keystore passphrase. Empty: the variable named by
+    /// `coordinator_passphrase_env`. Never on the command line.
+    pub coordinator_passphrase_file: PathBuf,
+    pub coordinator_passphrase_env: String,
+    /// Per guardian, per request.
+    pub timeout_ms: u64,
+    /// Lifetime of a signing request (guardians refuse longer ones than they allow).
+    pub request_ttl_secs: u64,
 }
+
+/// One guardian as the coordinator knows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianPeerConfig {
+    /// Shown in reasons and `/v1/guardians`. Default: `g1`, `g2`, … by position.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Base URL of the guardian daemon (`http://host:port`).
+    pub url: String,
+    /// Its registered public key (compressed, 66 hex characters).
+    pub public_key: String,
+}
+
+/// Default name of the variable holding the coordinator keystore's passphrase.
+pub const COORDINATOR_PASSPHRASE_ENV: &str = "UBTC_COORDINATOR_PASSPHRASE";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -218,6 +251,13 @@ impl Default for SignerConfig {
         Self {
             kind: "local".into(),
             key_file: PathBuf::new(),
+            threshold: 0,
+            guardians: Vec::new(),
+            coordinator_keystore: PathBuf::new(),
+            coordinator_passphrase_file: PathBuf::new(),
+            coordinator_passphrase_env: COORDINATOR_PASSPHRASE_ENV.into(),
+            timeout_ms: 5_000,
+            request_ttl_secs: 60,
         }
     }
 }
@@ -330,6 +370,21 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_BITCOIN_BACKEND", "bitcoin.backend"),
     ("UBTC_SIGNER_KIND", "signer.kind"),
     ("UBTC_SIGNER_KEY_FILE", "signer.key_file"),
+    ("UBTC_SIGNER_THRESHOLD", "signer.threshold"),
+    (
+        "UBTC_SIGNER_COORDINATOR_KEYSTORE",
+        "signer.coordinator_keystore",
+    ),
+    (
+        "UBTC_SIGNER_COORDINATOR_PASSPHRASE_FILE",
+        "signer.coordinator_passphrase_file",
+    ),
+    (
+        "UBTC_SIGNER_COORDINATOR_PASSPHRASE_ENV",
+        "signer.coordinator_passphrase_env",
+    ),
+    ("UBTC_SIGNER_TIMEOUT_MS", "signer.timeout_ms"),
+    ("UBTC_SIGNER_REQUEST_TTL_SECS", "signer.request_ttl_secs"),
     ("UBTC_PIPELINE_WORKERS", "pipeline.workers"),
     ("UBTC_PIPELINE_LEASE_SECS", "pipeline.lease_secs"),
     ("UBTC_PIPELINE_MAX_ATTEMPTS", "pipeline.max_attempts"),
@@ -371,7 +426,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 ];
 
 /// Variables read elsewhere, not settings.
-const ENV_NOT_SETTINGS: &[&str] = &["UBTC_CONFIG"];
+const ENV_NOT_SETTINGS: &[&str] = &["UBTC_CONFIG", COORDINATOR_PASSPHRASE_ENV];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -416,7 +471,7 @@ impl Config {
             })?;
         }
         for (name, value) in env.iter().filter(|(k, _)| k.starts_with("UBTC_")) {
-            if ENV_NOT_SETTINGS.contains(&name.as_str()) {
+            if ENV_NOT_SETTINGS.contains(&name.as_str()) || is_passphrase_env(&tree, name) {
                 continue;
             }
             let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
@@ -470,11 +525,16 @@ impl Config {
                 self.bitcoin.backend
             ));
         }
-        if self.signer.kind != "local" {
-            return bad(format!(
-                "signer.kind {:?} is not available (local)",
-                self.signer.kind
-            ));
+        match self.signer.kind.as_str() {
+            "local" => {}
+            "guardians" => {
+                self.guardian_keys()?;
+            }
+            other => {
+                return bad(format!(
+                    "signer.kind {other:?} is not available (local, guardians)"
+                ))
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for chain in &self.chains {
@@ -536,6 +596,61 @@ impl Config {
         }
     }
 
+    /// `signer.kind = "guardians"`: the guardians' registered keys, in configured
+    /// order, checked (threshold within 1..=N, valid compressed keys, no duplicates,
+    /// a coordinator keystore, positive timeouts).
+    pub fn guardian_keys(&self) -> Result<Vec<bitcoin::CompressedPublicKey>, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let s = &self.signer;
+        if s.guardians.is_empty() {
+            return bad("signer.kind = \"guardians\" needs at least one [[signer.guardians]] entry (url, public_key)".into());
+        }
+        let n = s.guardians.len();
+        if s.threshold == 0 || s.threshold as usize > n {
+            return bad(format!(
+                "signer.threshold must be between 1 and the number of guardians ({n}), not {}",
+                s.threshold
+            ));
+        }
+        let mut keys: Vec<bitcoin::CompressedPublicKey> = Vec::with_capacity(n);
+        for (i, g) in s.guardians.iter().enumerate() {
+            let key: bitcoin::CompressedPublicKey = g.public_key.trim().parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "signer.guardians[{i}].public_key {:?} is not a compressed public key (66 hex characters, 02… or 03…)",
+                    g.public_key
+                ))
+            })?;
+            if let Some(j) = keys.iter().position(|k| *k == key) {
+                return bad(format!(
+                    "signer.guardians[{i}].public_key is the same key as signer.guardians[{j}]: each guardian needs its own key"
+                ));
+            }
+            if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
+                return bad(format!(
+                    "signer.guardians[{i}].url {:?} must start with http:// or https://",
+                    g.url
+                ));
+            }
+            keys.push(key);
+        }
+        if let Err(e) = ubtc_bitcoin::multisig::SortedMulti::new(s.threshold as usize, keys.clone())
+        {
+            return bad(format!("signer: no valid reserve policy: {e}"));
+        }
+        if s.coordinator_keystore.as_os_str().is_empty() {
+            return bad("signer.coordinator_keystore is required with signer.kind = \"guardians\" (create it with `ubtc keys guardian-init`)".into());
+        }
+        if s.coordinator_passphrase_file.as_os_str().is_empty()
+            && s.coordinator_passphrase_env.is_empty()
+        {
+            return bad("signer.coordinator_passphrase_file or signer.coordinator_passphrase_env is required".into());
+        }
+        if s.timeout_ms == 0 || s.request_ttl_secs == 0 {
+            return bad("signer.timeout_ms and signer.request_ttl_secs must be at least 1".into());
+        }
+        Ok(keys)
+    }
+
     pub fn key_file(&self) -> PathBuf {
         if self.signer.key_file.as_os_str().is_empty() {
             self.data_dir.join("reserve-key.hex")
@@ -543,6 +658,15 @@ impl Config {
             self.signer.key_file.clone()
         }
     }
+}
+
+/// Whether `name` is the variable the configuration names for the coordinator's
+/// passphrase (a secret read by the signer, not a setting).
+fn is_passphrase_env(tree: &toml::Value, name: &str) -> bool {
+    tree.get("signer")
+        .and_then(|s| s.get("coordinator_passphrase_env"))
+        .and_then(|v| v.as_str())
+        .is_some_and(|v| v == name)
 }
 
 fn merge(base: &mut toml::Value, overlay: toml::Value) {
@@ -704,5 +828,69 @@ mod tests {
         assert!(!format!("{c:?}").contains("hook-secret"));
         let e = Config::load(None, &env(&[("UBTC_LIMITS_REDIS_URL", "http://x")])).unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn guardian_signer_settings() {
+        const K1: &str = "0289979e1b999bbca39ce6f4ae8f55fd39697e15f3cde350c0373c4557f53dd908";
+        const K2: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+        const K3: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        let write = |threshold: u32, keys: [&str; 3]| {
+            let guardians: String = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    format!(
+                        "[[signer.guardians]]\nurl = \"http://127.0.0.1:740{i}\"\npublic_key = \"{k}\"\n"
+                    )
+                })
+                .collect();
+            std::fs::write(
+                &path,
+                format!("[signer]\nkind = \"guardians\"\nthreshold = {threshold}\ncoordinator_keystore = \"c.json\"\n{guardians}"),
+            )
+            .unwrap();
+        };
+        write(2, [K1, K2, K3]);
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("UBTC_SIGNER_TIMEOUT_MS", "900"),
+                // The passphrase variable is a secret for the signer, not a setting.
+                (COORDINATOR_PASSPHRASE_ENV, "pw"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.signer.threshold, 2);
+        assert_eq!(c.signer.timeout_ms, 900);
+        assert_eq!(c.guardian_keys().unwrap().len(), 3);
+        let c = Config::load(Some(&path), &env(&[("UBTC_SIGNER_THRESHOLD", "3")])).unwrap();
+        assert_eq!(c.signer.threshold, 3);
+
+        let invalid = |env_pairs: &[(&str, &str)]| match Config::load(Some(&path), &env(env_pairs))
+        {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("expected an invalid configuration, got {other:?}"),
+        };
+        let m = invalid(&[("UBTC_SIGNER_THRESHOLD", "4")]);
+        assert!(m.contains("signer.threshold") && m.contains("(3)"), "{m}");
+        write(2, [K1, "02zz", K3]);
+        let m = invalid(&[]);
+        assert!(m.contains("signer.guardians[1].public_key"), "{m}");
+        write(2, [K1, K2, K1]);
+        let m = invalid(&[]);
+        assert!(m.contains("same key as signer.guardians[0]"), "{m}");
+        let m = match Config::load(None, &env(&[("UBTC_SIGNER_KIND", "guardians")])) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(m.contains("[[signer.guardians]]"), "{m}");
+        let m = match Config::load(None, &env(&[("UBTC_SIGNER_KIND", "hsm")])) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(m.contains("local, guardians"), "{m}");
     }
 }

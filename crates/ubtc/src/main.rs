@@ -224,8 +224,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn worker(config: Config) -> anyhow::Result<()> {
     let store = app::open_store(&config).await?;
-    let signer = app::local_signer(&config, store.as_ref(), false).await?;
-    let bitcoin = app::dev_bitcoin(&config, &signer).await;
+    let app::WorkerSigner {
+        signer,
+        bitcoin,
+        guardians,
+    } = app::worker_signer(&config, store.as_ref()).await?;
     let chains = app::build_chains(&config)?;
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -236,7 +239,11 @@ async fn worker(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
         let c = cancel.clone();
         tasks.spawn(async move {
-            ubtc_api::serve(listener, ubtc_api::metrics::metrics_only_router(metrics), c)
+            let mut router = ubtc_api::metrics::metrics_only_router(metrics);
+            if let Some(coordinator) = guardians {
+                router = router.merge(ubtc_guardian::coordinator::guardians_router(coordinator));
+            }
+            ubtc_api::serve(listener, router, c)
                 .await
                 .context("metrics server failed")
         });

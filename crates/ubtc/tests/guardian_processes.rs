@@ -616,3 +616,171 @@ async fn reserve_create_and_retire() {
     .status
     .success());
 }
+
+/// `ubtc worker` configured with `signer.kind = "guardians"` (2-of-3): a real worker
+/// process signs queued validations through the three guardian processes, registers
+/// the 2-of-3 reserve address at start, and every bundle verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_signs_through_guardians() {
+    let net = Net::new(3, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The coordinator's key, in its own keystore; the passphrase in a file.
+    let keystore_path = dir.path().join("coordinator.json");
+    let pass_path = dir.path().join("coordinator.passphrase");
+    std::fs::write(&pass_path, "coordinator pass\n").unwrap();
+    let json = keystore::encrypt(
+        &net.coordinator_key,
+        &keystore::Passphrase::new("coordinator pass").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&keystore_path, json).unwrap();
+
+    // Confirmed payments on the chain the guardians read, queued through the store as
+    // a monitor would queue them.
+    let store =
+        ubtc_store::SqliteStore::connect(&format!("sqlite:{}", data.join("ubtc.db").display()), 2)
+            .await
+            .unwrap();
+    store.migrate().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let tx = net.dev.submit_payment(
+            &Payer::parse("0xa11ce").unwrap(),
+            5_000,
+            format!("worker through guardians {i}").as_bytes(),
+        );
+        net.dev.mine(3);
+        let reference = PaymentRef {
+            chain: net.chain.clone(),
+            tx_hash: tx,
+            index: 0,
+        };
+        let (p, _) = net.dev.payment(&reference).await.unwrap().unwrap();
+        let id = store
+            .record_detected(
+                &ubtc_store::NewValidation {
+                    id: ubtc_core::ValidationId::new(),
+                    payment: reference,
+                    payer: p.payer,
+                    amount_base_units: p.amount_base_units,
+                    message: p.raw_message,
+                    block: p.block,
+                    callback_url: None,
+                    rejection: None,
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .id();
+        store
+            .confirm_and_enqueue(id, 3, None, Timestamp::now())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+
+    let guardians: String = net
+        .procs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "[[signer.guardians]]\nname = \"g{}\"\nurl = \"{}\"\npublic_key = \"{}\"\n",
+                i + 1,
+                p.url,
+                p.key
+            )
+        })
+        .collect();
+    let config = dir.path().join("ubtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\npoll_ms = 100\nworkers = 2\n\
+             [signer]\nkind = \"guardians\"\nthreshold = 2\ncoordinator_keystore = {:?}\n\
+             coordinator_passphrase_file = {:?}\ntimeout_ms = 5000\n{guardians}",
+            keystore_path.display().to_string(),
+            pass_path.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let worker = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("--config")
+        .arg(&config)
+        .arg("worker")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("UBTC_DATA_DIR", &data)
+        .env("UBTC_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = KillOnDrop(worker);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut signed = 0;
+        for id in &ids {
+            if store.get_validation(*id).await.unwrap().unwrap().status
+                == ubtc_core::ValidationStatus::Signed
+            {
+                signed += 1;
+            }
+        }
+        if signed == ids.len() {
+            break;
+        }
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            panic!("the worker exited early: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {signed} of {} signed in time",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The 2-of-3 address was registered at start, and it is what the bundles carry.
+    let expected = net.coordinator(2);
+    let reserves = store.list_reserve_addresses().await.unwrap();
+    assert!(
+        reserves
+            .iter()
+            .any(|r| r.address == expected.address() && r.descriptor == expected.descriptor()),
+        "{reserves:?}"
+    );
+    for id in &ids {
+        let json = store.get_bundle(*id).await.unwrap().unwrap();
+        let b = ProofBundle::from_json(json.as_bytes()).unwrap();
+        assert_eq!(b.reserves.len(), 1);
+        assert_eq!(b.reserves[0].address, expected.address());
+        assert!(b.reserves[0].descriptor.starts_with("wsh(sortedmulti(2,"));
+        assert_eq!(b.approvals.len(), 3);
+        assert!(
+            b.approvals
+                .iter()
+                .filter(|a| a.decision == ApprovalDecision::Approved)
+                .count()
+                >= 2,
+            "{:?}",
+            b.approvals
+        );
+        assert!(ubtc_bitcoin::bundle::verify_bundle(&b).is_valid());
+    }
+    // Each guardian recorded its own approvals (at least two of three per payment).
+    let recorded: usize = net.procs.iter().map(|p| p.approvals().len()).sum();
+    assert!(recorded >= 2 * ids.len(), "{recorded} approvals recorded");
+}
