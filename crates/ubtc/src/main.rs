@@ -238,10 +238,20 @@ async fn worker(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
         let c = cancel.clone();
+        let dev_chains: std::collections::HashMap<_, _> = chains
+            .dev
+            .iter()
+            .map(|(id, (chain, _))| (id.clone(), chain.clone()))
+            .collect();
         tasks.spawn(async move {
             let mut router = ubtc_api::metrics::metrics_only_router(metrics);
             if let Some(coordinator) = guardians {
                 router = router.merge(ubtc_guardian::coordinator::guardians_router(coordinator));
+                // Dev chains live in this process: serve their read-only view, as the
+                // demo does, so guardians configured with `dev_http` can re-read them.
+                if !dev_chains.is_empty() {
+                    router = router.merge(ubtc_guardian::dev_chain_router(dev_chains));
+                }
             }
             ubtc_api::serve(listener, router, c)
                 .await

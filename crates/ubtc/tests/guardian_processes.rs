@@ -707,6 +707,11 @@ async fn worker_process_signs_through_guardians() {
         ),
     )
     .unwrap();
+    // A free port for the worker's metrics address, which also serves /v1/guardians.
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let worker = Command::new(env!("CARGO_BIN_EXE_ubtc"))
         .arg("--config")
         .arg(&config)
@@ -714,6 +719,7 @@ async fn worker_process_signs_through_guardians() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("UBTC_DATA_DIR", &data)
+        .env("UBTC_SERVER_METRICS_LISTEN", metrics_addr.to_string())
         .env("UBTC_LOG_LEVEL", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -780,6 +786,25 @@ async fn worker_process_signs_through_guardians() {
         );
         assert!(ubtc_bitcoin::bundle::verify_bundle(&b).is_valid());
     }
+    // Liveness as token holders see it: every guardian that answered was seen.
+    let view: serde_json::Value = reqwest::get(format!("http://{metrics_addr}/v1/guardians"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["threshold"], 2);
+    assert_eq!(view["reserve_address"], expected.address());
+    let guardians = view["guardians"].as_array().unwrap();
+    assert_eq!(guardians.len(), 3);
+    assert!(
+        guardians
+            .iter()
+            .filter(|g| !g["last_seen"].is_null())
+            .count()
+            >= 2,
+        "{view}"
+    );
     // Each guardian recorded its own approvals (at least two of three per payment).
     let recorded: usize = net.procs.iter().map(|p| p.approvals().len()).sum();
     assert!(recorded >= 2 * ids.len(), "{recorded} approvals recorded");
