@@ -181,6 +181,17 @@ pub async fn guardian_signer(
         "the registered reserve address {address} is not the coordinator's {}",
         coordinator.address()
     );
+    // Registering is a no-op for a known address, so a retired one stays retired: it
+    // is not signed for again.
+    let active = store
+        .list_reserve_addresses()
+        .await
+        .context("cannot list reserve addresses")?;
+    anyhow::ensure!(
+        active.iter().any(|r| r.address == address),
+        "reserve address {address} (signer.threshold and signer.guardians) was retired; \
+         configure the guardians of an active reserve address"
+    );
     tracing::info!(
         address = %address,
         threshold,

@@ -712,20 +712,21 @@ async fn worker_process_signs_through_guardians() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let worker = Command::new(env!("CARGO_BIN_EXE_ubtc"))
-        .arg("--config")
-        .arg(&config)
-        .arg("worker")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("UBTC_DATA_DIR", &data)
-        .env("UBTC_SERVER_METRICS_LISTEN", metrics_addr.to_string())
-        .env("UBTC_LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let worker_cmd = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("UBTC_DATA_DIR", &data)
+            .env("UBTC_SERVER_METRICS_LISTEN", metrics_addr.to_string())
+            .env("UBTC_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    };
+    let worker = worker_cmd().stderr(Stdio::inherit()).spawn().unwrap();
     struct KillOnDrop(Child);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
@@ -808,4 +809,22 @@ async fn worker_process_signs_through_guardians() {
     // Each guardian recorded its own approvals (at least two of three per payment).
     let recorded: usize = net.procs.iter().map(|p| p.approvals().len()).sum();
     assert!(recorded >= 2 * ids.len(), "{recorded} approvals recorded");
+    drop(worker);
+
+    // A wrong coordinator passphrase stops the start with the keystore's error.
+    std::fs::write(&pass_path, "not the passphrase\n").unwrap();
+    let out = worker_cmd().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+    // A retired reserve address is not signed for again: the worker refuses to start.
+    std::fs::write(&pass_path, "coordinator pass\n").unwrap();
+    assert!(store
+        .retire_reserve_address(expected.address(), Timestamp::now())
+        .await
+        .unwrap());
+    let out = worker_cmd().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("was retired"), "{stderr}");
 }
