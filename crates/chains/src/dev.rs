@@ -11,11 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
-use ubtc_core::bundle::Utxo;
+use ubtc_core::bundle::{SupplyEntry, Utxo};
 use ubtc_core::payment::{ChainBlock, Payer, TxHash};
-use ubtc_core::{BlockStamp, ChainId, ChainKind, Payment, PaymentRef, StatementMessage};
+use ubtc_core::{
+    BlockStamp, ChainId, ChainKind, Payment, PaymentRef, StatementMessage, Timestamp, TokenAmount,
+};
 
-use crate::{BitcoinBackend, ChainAdapter, ChainError, PaymentDepth, ScanCursor, ScanOutcome};
+use crate::{
+    BitcoinBackend, ChainAdapter, ChainError, PaymentDepth, ScanCursor, ScanOutcome, SupplySource,
+};
 
 /// How far back a monitor rescans after the dev chain reports a reorg.
 pub const DEV_REORG_REWIND_BLOCKS: u64 = 64;
@@ -445,6 +449,48 @@ impl BitcoinBackend for DevBitcoin {
 
     async fn address_utxos(&self, address: &str) -> Result<Vec<Utxo>, ChainError> {
         Ok(self.lock().utxos.get(address).cloned().unwrap_or_default())
+    }
+}
+
+/// Name shown as the token of [`DevSupply`] entries.
+pub const DEV_TOKEN: &str = "dev-token";
+
+/// A fixed wrapped-token supply on a dev chain, which has no token contract, so that
+/// the demo's reserve snapshots show a ratio. Reported at the chain's head block.
+pub struct DevSupply {
+    chain: DevChain,
+    supply_sats: u64,
+}
+
+impl DevSupply {
+    pub fn new(chain: DevChain, supply_sats: u64) -> Self {
+        Self { chain, supply_sats }
+    }
+}
+
+#[async_trait]
+impl SupplySource for DevSupply {
+    fn chain(&self) -> &ChainId {
+        self.chain.chain_id()
+    }
+
+    async fn supply_at(&self, block: Option<u64>) -> Result<SupplyEntry, ChainError> {
+        let head = self.chain.head_block();
+        if block.is_some_and(|n| n != head.number) {
+            return Err(ChainError::Misconfigured(format!(
+                "{}: the dev supply is known at the head block only",
+                self.chain.chain_id()
+            )));
+        }
+        Ok(SupplyEntry {
+            chain: self.chain.chain_id().clone(),
+            token: DEV_TOKEN.to_owned(),
+            block_number: head.number,
+            block_hash: head.hash,
+            supply: TokenAmount::new(u128::from(self.supply_sats), 8),
+            // The dev chain has no block times: its head is as fresh as now.
+            as_of: Timestamp::now(),
+        })
     }
 }
 

@@ -49,7 +49,34 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    pub reserves: ReservesConfig,
     pub chains: Vec<ChainConfig>,
+}
+
+/// Reserve snapshots (`ubtc worker` and `ubtc demo` take them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservesConfig {
+    /// Take a snapshot at least this often, even when the Bitcoin tip did not move.
+    pub interval_secs: u64,
+    /// How often the snapshotter looks for a new Bitcoin tip.
+    pub poll_ms: u64,
+    /// A snapshot with an input older than this is stale and not healthy; the API also
+    /// shows a snapshot stale once it is itself older than this.
+    pub max_age_secs: u64,
+    /// Healthy while the ratio is at least 1 − tolerance, in parts per million.
+    pub tolerance_ppm: u64,
+}
+
+impl Default for ReservesConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 300,
+            poll_ms: 10_000,
+            max_age_secs: 7_200,
+            tolerance_ppm: 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -181,6 +208,10 @@ pub struct ChainConfig {
     /// How long this chain's monitor sleeps when idle (0: `pipeline.poll_ms`).
     #[serde(default)]
     pub poll_ms: u64,
+    /// Dev chain only: the wrapped-token supply it reports, in satoshis (the dev chain
+    /// has no token contract; 0: none).
+    #[serde(default)]
+    pub dev_supply_sats: u64,
 }
 
 fn default_scan_max_blocks() -> u64 {
@@ -199,6 +230,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            reserves: ReservesConfig::default(),
             chains: vec![ChainConfig {
                 name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
                 kind: ChainKind::Dev,
@@ -213,6 +245,7 @@ impl Default for Config {
                 token_contract: None,
                 start_block: 0,
                 poll_ms: 0,
+                dev_supply_sats: 200_000_000,
             }],
         }
     }
@@ -421,6 +454,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "UBTC_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
         "webhooks.allow_private_targets",
     ),
+    ("UBTC_RESERVES_INTERVAL_SECS", "reserves.interval_secs"),
+    ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
+    ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
+    ("UBTC_RESERVES_TOLERANCE_PPM", "reserves.tolerance_ppm"),
     ("UBTC_LOG_FORMAT", "log.format"),
     ("UBTC_LOG_LEVEL", "log.level"),
 ];
@@ -500,6 +537,19 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());
+        }
+        let r = &self.reserves;
+        if r.interval_secs == 0 || r.poll_ms == 0 || r.max_age_secs == 0 {
+            return bad(
+                "reserves.interval_secs, reserves.poll_ms and reserves.max_age_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if r.max_age_secs > i64::MAX as u64 / 1000 || r.interval_secs > i64::MAX as u64 / 1000 {
+            return bad("reserves.max_age_secs and reserves.interval_secs are too large".into());
+        }
+        if r.tolerance_ppm > 1_000_000 {
+            return bad("reserves.tolerance_ppm must be at most 1000000".into());
         }
         if self.pipeline.workers == 0 || self.pipeline.workers > 256 {
             return bad("pipeline.workers must be between 1 and 256".into());

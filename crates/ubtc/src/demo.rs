@@ -106,10 +106,20 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         bitcoin.clone(),
         &chains,
     );
+    crate::reserves::spawn_snapshotter(
+        &mut tasks,
+        &cancel,
+        &config,
+        store.clone(),
+        bitcoin.clone(),
+        &chains,
+    );
     let demo = Arc::new(app::DevPayments {
         chains: chains.dev.clone(),
     });
-    let state = app::api_state(store.clone(), &config)?.with_demo(demo);
+    let state = app::api_state(store.clone(), &config)?
+        .with_demo(demo)
+        .with_reserve_max_age_ms(crate::reserves::max_age_ms(&config));
     let router = ubtc_api::public_router(state);
     let router = match &guardians {
         Some(g) => router.merge(g.router(&chains.dev)),

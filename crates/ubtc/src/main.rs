@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod demo;
 mod guardian_cmd;
+mod reserves;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -205,7 +206,8 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store = app::open_store(&config).await?;
-    let state = app::api_state(store, &config)?;
+    let state =
+        app::api_state(store, &config)?.with_reserve_max_age_ms(reserves::max_age_ms(&config));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -259,8 +261,15 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         });
     }
     app::spawn_pipeline(
-        &mut tasks, &cancel, &config, store, signer, bitcoin, &chains,
+        &mut tasks,
+        &cancel,
+        &config,
+        store.clone(),
+        signer,
+        bitcoin.clone(),
+        &chains,
     );
+    reserves::spawn_snapshotter(&mut tasks, &cancel, &config, store, bitcoin, &chains);
     tracing::info!(
         workers = config.pipeline.workers,
         chains = config.chains.len(),

@@ -1,0 +1,83 @@
+//! Wiring of the reserve snapshotter: the configured Bitcoin backend, the supply
+//! sources of the configured chains (EVM adapters with a token contract, dev chains
+//! with a configured supply), and a loop over [`ReserveSnapshotter::tick`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use ubtc_chains::dev::DevSupply;
+use ubtc_chains::{BitcoinBackend, SupplySource};
+use ubtc_core::Timestamp;
+use ubtc_pipeline::snapshot::{ReserveSnapshotter, SnapshotConfig};
+use ubtc_store::Store;
+
+use crate::app::Chains;
+use crate::config::Config;
+
+pub fn snapshot_config(config: &Config) -> SnapshotConfig {
+    let r = &config.reserves;
+    // Both fit: `Config::validate` bounds them.
+    SnapshotConfig {
+        tolerance_ppm: r.tolerance_ppm,
+        max_age_ms: i64::try_from(r.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        interval_ms: i64::try_from(r.interval_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    }
+}
+
+/// The supply sources of the configured chains: every EVM chain with a token
+/// contract, every dev chain with `dev_supply_sats` set.
+pub fn supply_sources(config: &Config, chains: &Chains) -> Vec<Arc<dyn SupplySource>> {
+    let mut sources: Vec<Arc<dyn SupplySource>> = Vec::new();
+    for c in &config.chains {
+        if let Some(evm) = chains.evm.get(&c.name) {
+            if c.token_contract.is_some() {
+                sources.push(evm.clone());
+            }
+        } else if let Some((dev, _)) = chains.dev.get(&c.name) {
+            if c.dev_supply_sats > 0 {
+                sources.push(Arc::new(DevSupply::new(dev.clone(), c.dev_supply_sats)));
+            }
+        }
+    }
+    sources
+}
+
+/// Starts the snapshot loop: a snapshot at once, then on every new Bitcoin tip and at
+/// least every `reserves.interval_secs`. A failing step backs off and retries.
+pub fn spawn_snapshotter(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    cancel: &CancellationToken,
+    config: &Config,
+    store: Arc<dyn Store>,
+    bitcoin: Arc<dyn BitcoinBackend>,
+    chains: &Chains,
+) {
+    let supplies = supply_sources(config, chains);
+    tracing::info!(
+        supply_sources = supplies.len(),
+        "reserve snapshots every {} s or new Bitcoin block",
+        config.reserves.interval_secs
+    );
+    let snapshotter = Arc::new(ReserveSnapshotter::new(
+        bitcoin,
+        supplies,
+        store,
+        snapshot_config(config),
+    ));
+    let poll = Duration::from_millis(config.reserves.poll_ms);
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        ubtc_pipeline::run_loop("reserves", cancel, poll, Duration::from_secs(60), || {
+            snapshotter.tick(Timestamp::now())
+        })
+        .await;
+        Ok(())
+    });
+}
+
+/// `reserves.max_age_secs` in milliseconds, for the API's stale flag.
+pub fn max_age_ms(config: &Config) -> i64 {
+    snapshot_config(config).max_age_ms
+}
