@@ -508,7 +508,10 @@ impl Config {
             })?;
         }
         for (name, value) in env.iter().filter(|(k, _)| k.starts_with("UBTC_")) {
-            if ENV_NOT_SETTINGS.contains(&name.as_str()) || is_passphrase_env(&tree, name) {
+            if ENV_NOT_SETTINGS.contains(&name.as_str())
+                || is_passphrase_env(&tree, name)
+                || env.get("UBTC_SIGNER_COORDINATOR_PASSPHRASE_ENV") == Some(name)
+            {
                 continue;
             }
             let Some((_, key)) = ENV_KEYS.iter().find(|(n, _)| n == name) else {
@@ -918,6 +921,22 @@ mod tests {
         assert_eq!(c.guardian_keys().unwrap().len(), 3);
         let c = Config::load(Some(&path), &env(&[("UBTC_SIGNER_THRESHOLD", "3")])).unwrap();
         assert_eq!(c.signer.threshold, 3);
+        // A passphrase variable of another name (set by variable too) is not a setting.
+        let c = Config::load(
+            Some(&path),
+            &env(&[
+                ("UBTC_A_COORDINATOR_PASS", "pw"),
+                (
+                    "UBTC_SIGNER_COORDINATOR_PASSPHRASE_ENV",
+                    "UBTC_A_COORDINATOR_PASS",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.signer.coordinator_passphrase_env,
+            "UBTC_A_COORDINATOR_PASS"
+        );
 
         let invalid = |env_pairs: &[(&str, &str)]| match Config::load(Some(&path), &env(env_pairs))
         {
