@@ -1,13 +1,14 @@
 //! The queue worker: claim → statement → sign → store (with outbox) in one step.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ubtc_chains::BitcoinBackend;
 use ubtc_core::bundle::BitcoinNetwork;
 use ubtc_core::validation::Reason;
 use ubtc_core::{ChainId, Statement, StatementMessage, Timestamp, ValidationId};
-use ubtc_store::{Claimed, NewOutboxEvent, SignedResult, Store, StoreError};
+use ubtc_store::{Claimed, NewOutboxEvent, ReserveSnapshot, SignedResult, Store, StoreError};
 
 use crate::bundle::build_bundle;
 use crate::signer::{ReserveSigner, SignFailure};
@@ -69,11 +70,17 @@ impl StepOutcome for WorkerBatch {
     }
 }
 
+/// How long a worker reuses the latest reserve snapshot it read for its bundles:
+/// snapshots come minutes apart, jobs milliseconds apart.
+pub const SNAPSHOT_CACHE: Duration = Duration::from_secs(5);
+
 pub struct Worker {
     store: Arc<dyn Store>,
     signer: Arc<dyn ReserveSigner>,
     bitcoin: Arc<dyn BitcoinBackend>,
     config: WorkerConfig,
+    /// The latest reserve snapshot and when it was read.
+    snapshot: Mutex<Option<(Instant, Option<Arc<ReserveSnapshot>>)>>,
 }
 
 impl Worker {
@@ -88,7 +95,25 @@ impl Worker {
             signer,
             bitcoin,
             config,
+            snapshot: Mutex::new(None),
         }
+    }
+
+    /// The latest reserve snapshot, read at most once per [`SNAPSHOT_CACHE`].
+    async fn latest_snapshot(&self) -> Result<Option<Arc<ReserveSnapshot>>, PipelineError> {
+        {
+            // Plain data behind the lock: a panic elsewhere leaves it usable.
+            let cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((read_at, snapshot)) = cached.as_ref() {
+                if read_at.elapsed() < SNAPSHOT_CACHE {
+                    return Ok(snapshot.clone());
+                }
+            }
+        }
+        let snapshot = self.store.latest_reserve_snapshot().await?.map(Arc::new);
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), snapshot.clone()));
+        Ok(snapshot)
     }
 
     pub fn config(&self) -> &WorkerConfig {
@@ -159,13 +184,15 @@ impl Worker {
             futures::future::join_all(ready.iter().map(|(_, s)| self.signer.sign(s))).await;
 
         // 3. Results, in one transaction.
+        let snapshot = self.latest_snapshot().await?;
         let now = Timestamp::now();
         let mut results = Vec::with_capacity(ready.len());
         for ((claim, statement), outcome) in ready.iter().zip(signed) {
             match outcome {
-                Ok(signed) => {
-                    results.push((claim, self.signed_result(claim, statement, signed, now)?))
-                }
+                Ok(signed) => results.push((
+                    claim,
+                    self.signed_result(claim, statement, signed, snapshot.as_deref(), now)?,
+                )),
                 Err(failure) => ticks.push(self.give_back(claim, failure).await?),
             }
         }
@@ -246,8 +273,9 @@ impl Worker {
             Ok(signed) => signed,
             Err(failure) => return self.give_back(&claim, failure).await,
         };
+        let snapshot = self.latest_snapshot().await?;
         let now = Timestamp::now();
-        let result = self.signed_result(&claim, &statement, signed, now)?;
+        let result = self.signed_result(&claim, &statement, signed, snapshot.as_deref(), now)?;
         match self.store.complete_signed(&claim, &result, now).await {
             Ok(()) => {
                 tracing::info!(validation = %id, chain = %claim.record.payment.chain, attempt = claim.attempt, "signed");
@@ -284,6 +312,7 @@ impl Worker {
         claim: &Claimed,
         statement: &Statement,
         signed: crate::signer::SignedStatement,
+        snapshot: Option<&ReserveSnapshot>,
         now: Timestamp,
     ) -> Result<SignedResult, PipelineError> {
         let id = claim.record.id;
@@ -299,6 +328,7 @@ impl Worker {
             signed,
             self.config.network,
             unit,
+            snapshot,
             now,
         );
         let bundle_json = serde_json::to_string(&bundle).map_err(|e| {

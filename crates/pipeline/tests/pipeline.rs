@@ -162,6 +162,7 @@ on_both_backends!(
     exhausted_retries_go_to_the_dead_letter,
     expired_lease_is_taken_over_and_signed_once,
     batched_worker_signs_each_once_and_skips_lost_claims,
+    bundles_carry_the_latest_reserve_snapshot,
 );
 
 async fn payments_become_verifiable_proofs(h: &Harness) {
@@ -499,4 +500,65 @@ async fn batched_worker_signs_each_once_and_skips_lost_claims(h: &Harness) {
                 .unwrap();
         assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle).is_valid());
     }
+}
+
+async fn bundles_carry_the_latest_reserve_snapshot(h: &Harness) {
+    use ubtc_pipeline::snapshot::{ReserveSnapshotter, SnapshotConfig};
+    let key = signer();
+    let address = key.address().to_string();
+    let spk = hex::encode(key.address().script_pubkey().as_bytes());
+    h.bitcoin.fund(&address, &spk, 100_000_000);
+    h.store
+        .add_reserve_address(
+            &ubtc_store::NewReserveAddress {
+                address: address.clone(),
+                descriptor: key.descriptor().to_owned(),
+                kind: "p2wpkh".into(),
+                label: None,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let snapshotter = ReserveSnapshotter::new(
+        h.bitcoin.clone(),
+        vec![Arc::new(ubtc_chains::dev::DevSupply::new(
+            h.chain.clone(),
+            50_000_000,
+        ))],
+        h.store.clone(),
+        SnapshotConfig::default(),
+    );
+    snapshotter.tick(Timestamp::now()).await.unwrap();
+
+    let monitor = h.monitor();
+    let worker = h.worker("w1", key, 5);
+    let tx = h
+        .chain
+        .submit_payment(&payer(1), MIN_PAYMENT, b"with reserves");
+    h.chain.mine(CONFIRMATIONS);
+    assert_eq!(monitor.tick().await.unwrap().queued, 1);
+    assert!(matches!(drain(&worker).await[..], [WorkerTick::Signed(_)]));
+
+    let v = &h.store.find_by_payment(None, tx.as_str()).await.unwrap()[0];
+    let json = h.store.get_bundle(v.id).await.unwrap().unwrap();
+    let bundle = ProofBundle::from_json(json.as_bytes()).unwrap();
+    assert_eq!(bundle.supply.len(), 1);
+    assert_eq!(bundle.supply[0].chain.as_str(), "dev");
+    assert_eq!(bundle.supply[0].supply.base_units, 50_000_000);
+    let figures = bundle.reserve_figures.as_ref().expect("reserve figures");
+    assert_eq!(figures.reserve_sats.0, 100_000_000);
+    assert_eq!(figures.supply_sats.0, 50_000_000);
+    assert_eq!(figures.ratio_ppm, Some(2_000_000));
+    assert!(figures.healthy && !figures.stale);
+    let report = ubtc_bitcoin::bundle::verify_bundle(&bundle);
+    assert!(report.is_valid(), "{report}");
+    // The figures are covered by the proof of funds: no warning about them.
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains("reserve figures")),
+        "{report}"
+    );
 }
