@@ -337,7 +337,11 @@ impl WebhookWorker {
                 error: format!("target refused: {reason}"),
             };
         }
-        let error = match self.post(url, event).await {
+        let started = std::time::Instant::now();
+        let posted = self.post(url, event).await;
+        metrics::histogram!("ubtc_webhook_delivery_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let error = match posted {
             Ok(()) => return OutboxOutcome::Delivered,
             Err(e) => e,
         };
