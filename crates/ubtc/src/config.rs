@@ -100,10 +100,20 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BitcoinConfig {
     pub network: BitcoinNetwork,
-    /// `dev` (in-process; the only backend until the Esplora and Bitcoin Core ones land).
+    /// `dev` (in-process), `esplora` (`esplora_url`) or `core` (Bitcoin Core JSON-RPC at
+    /// `rpc_url`). `ubtc demo` always uses `dev`.
     pub backend: String,
     /// Height the dev backend starts at.
     pub dev_start_height: u32,
+    /// `esplora`: the API base (`https://blockstream.info/api`).
+    pub esplora_url: String,
+    /// `core`: the node's RPC URL (a secret: it may hold credentials).
+    pub rpc_url: Secret,
+    /// `core`: RPC user and password (or the cookie's two halves); empty user: none.
+    pub rpc_user: String,
+    pub rpc_password: Secret,
+    /// Per request; for `core` it must cover a whole `scantxoutset`.
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -275,6 +285,11 @@ impl Default for BitcoinConfig {
             network: BitcoinNetwork::Regtest,
             backend: "dev".into(),
             dev_start_height: 850_000,
+            esplora_url: String::new(),
+            rpc_url: Secret::default(),
+            rpc_user: String::new(),
+            rpc_password: Secret::default(),
+            timeout_ms: 120_000,
         }
     }
 }
@@ -401,6 +416,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_SERVER_METRICS_LISTEN", "server.metrics_listen"),
     ("UBTC_BITCOIN_NETWORK", "bitcoin.network"),
     ("UBTC_BITCOIN_BACKEND", "bitcoin.backend"),
+    ("UBTC_BITCOIN_ESPLORA_URL", "bitcoin.esplora_url"),
+    ("UBTC_BITCOIN_RPC_URL", "bitcoin.rpc_url"),
+    ("UBTC_BITCOIN_RPC_USER", "bitcoin.rpc_user"),
+    ("UBTC_BITCOIN_RPC_PASSWORD", "bitcoin.rpc_password"),
+    ("UBTC_BITCOIN_TIMEOUT_MS", "bitcoin.timeout_ms"),
     ("UBTC_SIGNER_KIND", "signer.kind"),
     ("UBTC_SIGNER_KEY_FILE", "signer.key_file"),
     ("UBTC_SIGNER_THRESHOLD", "signer.threshold"),
@@ -572,11 +592,22 @@ impl Config {
                 self.log.format
             ));
         }
-        if self.bitcoin.backend != "dev" {
-            return bad(format!(
-                "bitcoin.backend {:?} is not available (dev)",
-                self.bitcoin.backend
-            ));
+        let b = &self.bitcoin;
+        let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        match b.backend.as_str() {
+            "dev" => {}
+            "esplora" if http(&b.esplora_url) => {}
+            "esplora" => return bad("bitcoin.esplora_url must be an http(s) URL".into()),
+            "core" if http(b.rpc_url.expose()) => {}
+            "core" => return bad("bitcoin.rpc_url must be an http(s) URL".into()),
+            other => {
+                return bad(format!(
+                    "bitcoin.backend must be dev, esplora or core, not {other:?}"
+                ))
+            }
+        }
+        if b.timeout_ms == 0 {
+            return bad("bitcoin.timeout_ms must be at least 1".into());
         }
         match self.signer.kind.as_str() {
             "local" => {}

@@ -231,6 +231,13 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         bitcoin,
         guardians,
     } = app::worker_signer(&config, store.as_ref()).await?;
+    // `bitcoin.backend`: a real node for statements, proofs of funds and snapshots; the
+    // in-process dev backend otherwise.
+    let bitcoin: std::sync::Arc<dyn ubtc_chains::BitcoinBackend> =
+        match reserves::bitcoin_backend(&config)? {
+            Some(backend) => backend,
+            None => bitcoin,
+        };
     let chains = app::build_chains(&config)?;
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -77,7 +77,63 @@ pub fn spawn_snapshotter(
     });
 }
 
+/// The Bitcoin backend named by `bitcoin.backend`, or `None` for `dev` (the caller
+/// keeps its in-process one).
+pub fn bitcoin_backend(config: &Config) -> anyhow::Result<Option<Arc<dyn BitcoinBackend>>> {
+    use anyhow::Context;
+    use ubtc_chains::evm::rpc::RetryPolicy;
+    let b = &config.bitcoin;
+    let retry = RetryPolicy {
+        timeout: Duration::from_millis(b.timeout_ms),
+        ..RetryPolicy::default()
+    };
+    let backend: Arc<dyn BitcoinBackend> = match b.backend.as_str() {
+        "dev" => return Ok(None),
+        "esplora" => Arc::new(
+            ubtc_chains::esplora::EsploraBackend::new(&b.esplora_url, retry)
+                .context("bitcoin.esplora_url")?,
+        ),
+        "core" => {
+            let auth = (!b.rpc_user.is_empty()).then(|| ubtc_chains::bitcoind::RpcAuth {
+                user: b.rpc_user.clone(),
+                password: b.rpc_password.expose().to_owned(),
+            });
+            Arc::new(
+                ubtc_chains::bitcoind::BitcoinCoreBackend::new(b.rpc_url.expose(), auth, retry)
+                    .context("bitcoin.rpc_url")?,
+            )
+        }
+        other => anyhow::bail!("bitcoin.backend {other:?} is not dev, esplora or core"),
+    };
+    tracing::info!(backend = %b.backend, "Bitcoin backend");
+    Ok(Some(backend))
+}
+
 /// `reserves.max_age_secs` in milliseconds, for the API's stale flag.
 pub fn max_age_ms(config: &Config) -> i64 {
     snapshot_config(config).max_age_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_from_configuration() {
+        let mut config = Config::default();
+        assert!(bitcoin_backend(&config).unwrap().is_none());
+        config.bitcoin.backend = "esplora".into();
+        config.bitcoin.esplora_url = "http://127.0.0.1:3002".into();
+        config.validate().unwrap();
+        assert!(bitcoin_backend(&config).unwrap().is_some());
+        config.bitcoin.backend = "core".into();
+        assert!(config.validate().is_err(), "core needs rpc_url");
+        config.bitcoin.rpc_url = crate::config::Secret::new("http://127.0.0.1:8332");
+        config.bitcoin.rpc_user = "u".into();
+        config.bitcoin.rpc_password = crate::config::Secret::new("p");
+        config.validate().unwrap();
+        assert!(bitcoin_backend(&config).unwrap().is_some());
+        config.bitcoin.backend = "electrum".into();
+        assert!(config.validate().is_err());
+    }
 }
