@@ -128,7 +128,7 @@ fn case(
 
 /// Validations per batch: one scan's payments recorded together, and one worker step's
 /// claims signed and stored together.
-pub const BATCH: usize = 16;
+pub const BATCH: usize = 64;
 
 /// `workers` tasks, each looping: intake a batch of payments as the monitor does (one
 /// transaction to record them, one to confirm and enqueue them), then worker steps

@@ -319,7 +319,7 @@ impl Default for PipelineSettings {
             backoff_base_ms: 1000,
             backoff_max_secs: 600,
             poll_ms: 250,
-            batch_size: 16,
+            batch_size: 64,
         }
     }
 }
