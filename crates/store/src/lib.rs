@@ -311,6 +311,30 @@ pub trait Store: Send + Sync + 'static {
     async fn get_cursor(&self, chain: &ChainId) -> StoreResult<Option<ChainCursor>>;
     async fn set_cursor(&self, cursor: &ChainCursor, now: Timestamp) -> StoreResult<()>;
 
+    // ----- named leases (one leader per chain monitor) -----
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`, if it is
+    /// free (never held, or expired strictly before `now`) or already `holder`'s. ONE
+    /// statement (`INSERT … ON CONFLICT (name) DO UPDATE … WHERE expired OR ours
+    /// RETURNING …`), so two concurrent callers never both get it. `None` when another
+    /// holder's lease is still running. The fencing token grows by one unless this is
+    /// a renewal of an unexpired lease by its holder.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<Option<Lease>>;
+
+    /// Gives the lease up at once if `holder` has it (so another may take it without
+    /// waiting for expiry). Returns false when it was not held by `holder`.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
+
+    /// The stored state of the lease `name` (for operators and tests), if it was ever
+    /// taken.
+    async fn get_lease(&self, name: &str) -> StoreResult<Option<LeaseState>>;
+
     // ----- outbox -----
 
     /// Outbox rows not yet delivered whose next attempt is due, oldest first.

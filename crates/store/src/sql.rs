@@ -260,6 +260,29 @@ pub(crate) const AUDIT_PAGE: &str = concat!(
 /// Records read per round trip by `verify_audit_chain`.
 pub(crate) const AUDIT_PAGE_ROWS: i64 = 1_000;
 
+/// `acquire_lease`: `$1` name, `$2` holder, `$3` expires_at, `$4` now. Takes the row
+/// if it is expired or already ours; the token stays for a renewal of an unexpired
+/// lease by its holder and grows by one otherwise (a takeover, or a re-acquisition
+/// after expiry or release). No row returned: someone else holds it.
+pub(crate) const ACQUIRE_LEASE: &str = "INSERT INTO leases (name, holder, token, expires_at, \
+     acquired_at) VALUES ($1, $2, 1, $3, $4) \
+     ON CONFLICT (name) DO UPDATE SET \
+     token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= $4 \
+     THEN leases.token ELSE leases.token + 1 END, \
+     acquired_at = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= $4 \
+     THEN leases.acquired_at ELSE excluded.acquired_at END, \
+     holder = excluded.holder, expires_at = excluded.expires_at \
+     WHERE leases.expires_at < $4 OR leases.holder = excluded.holder \
+     RETURNING token, expires_at";
+
+/// `release_lease`: expires the lease now (0 is before any `now`); the holder is kept
+/// for the record.
+pub(crate) const RELEASE_LEASE: &str =
+    "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND expires_at > 0";
+
+pub(crate) const GET_LEASE: &str =
+    "SELECT name, holder, token, expires_at FROM leases WHERE name = $1";
+
 /// Writes `impl Store for $store` over `$db` with the shared SQL above. The store type
 /// must have `writer()` and `reader()` pool accessors, `run_migrations()`, the three
 /// `*_dialect` operations, and the constants `BEGIN_WRITE` (the statement that opens a
@@ -997,6 +1020,53 @@ macro_rules! impl_store {
                     .execute(self.writer())
                     .await?;
                 Ok(())
+            }
+
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                ttl_ms: i64,
+                now: Timestamp,
+            ) -> StoreResult<Option<Lease>> {
+                if ttl_ms <= 0 {
+                    return Err(StoreError::InvalidInput(format!(
+                        "lease ttl must be positive, got {ttl_ms} ms"
+                    )));
+                }
+                let row: Option<(i64, i64)> = sqlx::query_as(sql::ACQUIRE_LEASE)
+                    .bind(name)
+                    .bind(holder)
+                    .bind(now.0.saturating_add(ttl_ms))
+                    .bind(now.0)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(row.map(|(token, expires_at)| Lease {
+                    token,
+                    expires_at: Timestamp(expires_at),
+                }))
+            }
+
+            async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+                let done = sqlx::query(sql::RELEASE_LEASE)
+                    .bind(name)
+                    .bind(holder)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn get_lease(&self, name: &str) -> StoreResult<Option<LeaseState>> {
+                let row: Option<(String, String, i64, i64)> = sqlx::query_as(sql::GET_LEASE)
+                    .bind(name)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(row.map(|(name, holder, token, expires_at)| LeaseState {
+                    name,
+                    holder,
+                    token,
+                    expires_at: Timestamp(expires_at),
+                }))
             }
 
             async fn due_outbox(

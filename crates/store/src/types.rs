@@ -243,6 +243,26 @@ pub struct ChainCursor {
     pub block_hash: String,
 }
 
+/// A named lease this caller now holds ([`crate::Store::acquire_lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Fencing token: grows by one on every acquisition that is not a renewal by the
+    /// current, unexpired holder, so a later holder always has a larger token.
+    pub token: i64,
+    /// Held until this time (inclusive); free strictly after it.
+    pub expires_at: Timestamp,
+}
+
+/// The stored state of a named lease, whoever holds it ([`crate::Store::get_lease`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseState {
+    pub name: String,
+    /// The last holder; the lease is free when `expires_at` has passed.
+    pub holder: String,
+    pub token: i64,
+    pub expires_at: Timestamp,
+}
+
 /// One admin action, as the API hands it to the audit trail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewAuditEntry {

@@ -151,6 +151,9 @@ conformance!(
     prepare_statement_fixes_once,
     batches_match_single_calls,
     reserve_history_buckets,
+    leases_are_exclusive_under_concurrency,
+    lease_expiry_takeover_and_renewal,
+    lease_release,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1585,4 +1588,154 @@ async fn tampering_is_detected_and_sqlite_audit_is_append_only() {
         .unwrap();
     let check = store.verify_audit_chain().await.unwrap();
     assert_eq!((check.entries, check.first_broken), (2, Some(good.id + 1)));
+}
+
+// ---------------------------------------------------------------- named leases
+
+async fn leases_are_exclusive_under_concurrency(store: Arc<dyn Store>) {
+    // 16 callers race for one free lease at the same instant, several rounds: exactly
+    // one wins each round (the round's `now` is past the previous expiry, so the lease
+    // is free again), and every winner's token is larger than the last.
+    const CALLERS: usize = 16;
+    let mut last_token = 0;
+    for round in 0..5i64 {
+        let now = T0.plus_millis(round * 10_000);
+        let mut tasks = Vec::new();
+        for c in 0..CALLERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let holder = format!("p{round}-{c}");
+                store
+                    .acquire_lease("monitor:ethereum", &holder, 5_000, now)
+                    .await
+                    .unwrap()
+                    .map(|l| (holder, l))
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Some(w) = t.await.unwrap() {
+                winners.push(w);
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one holder, got {winners:?}"
+        );
+        let (holder, lease) = &winners[0];
+        assert!(
+            lease.token > last_token,
+            "the fencing token grows on takeover"
+        );
+        assert_eq!(lease.expires_at, now.plus_millis(5_000));
+        last_token = lease.token;
+        let state = store.get_lease("monitor:ethereum").await.unwrap().unwrap();
+        assert_eq!(&state.holder, holder);
+        assert_eq!(state.token, lease.token);
+    }
+    // Another name is independent.
+    assert!(store
+        .acquire_lease("monitor:polygon", "x", 5_000, T0)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn lease_expiry_takeover_and_renewal(store: Arc<dyn Store>) {
+    let name = "monitor:dev";
+    assert_eq!(store.get_lease(name).await.unwrap(), None);
+    let a = store
+        .acquire_lease(name, "a", 1_000, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.expires_at, T0.plus_millis(1_000));
+    // Held: another holder is refused, up to and including the expiry instant.
+    for t in [0, 500, 1_000] {
+        assert_eq!(
+            store
+                .acquire_lease(name, "b", 1_000, T0.plus_millis(t))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // The holder renews: same token, later expiry.
+    let renewed = store
+        .acquire_lease(name, "a", 1_000, T0.plus_millis(900))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.token, a.token);
+    assert_eq!(renewed.expires_at, T0.plus_millis(1_900));
+    assert_eq!(
+        store
+            .acquire_lease(name, "b", 1_000, T0.plus_millis(1_500))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired (strictly after 1_900): b takes over with a larger token.
+    let b = store
+        .acquire_lease(name, "b", 1_000, T0.plus_millis(1_901))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token);
+    // The old holder cannot renew any more.
+    assert_eq!(
+        store
+            .acquire_lease(name, "a", 1_000, T0.plus_millis(1_950))
+            .await
+            .unwrap(),
+        None
+    );
+    let state = store.get_lease(name).await.unwrap().unwrap();
+    assert_eq!((state.holder.as_str(), state.token), ("b", b.token));
+    assert_eq!(state.expires_at, T0.plus_millis(2_901));
+    // A holder taking its own lease back after it expired is a new term: new token.
+    let b2 = store
+        .acquire_lease(name, "b", 1_000, T0.plus_millis(5_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b2.token, b.token + 1);
+    assert!(matches!(
+        store.acquire_lease(name, "b", 0, T0).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+}
+
+async fn lease_release(store: Arc<dyn Store>) {
+    let name = "monitor:dev";
+    let a = store
+        .acquire_lease(name, "a", 60_000, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    // Only the holder can release.
+    assert!(!store.release_lease(name, "b").await.unwrap());
+    assert!(!store.release_lease("monitor:other", "a").await.unwrap());
+    assert_eq!(
+        store
+            .acquire_lease(name, "b", 60_000, T0.plus_millis(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.release_lease(name, "a").await.unwrap());
+    assert!(
+        !store.release_lease(name, "a").await.unwrap(),
+        "already released"
+    );
+    // Free at once, long before the expiry it had.
+    let b = store
+        .acquire_lease(name, "b", 60_000, T0.plus_millis(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > a.token);
+    assert!(!store.release_lease(name, "a").await.unwrap());
+    assert_eq!(store.get_lease(name).await.unwrap().unwrap().holder, "b");
 }
