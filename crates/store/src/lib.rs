@@ -21,10 +21,15 @@ mod rows;
 mod sql;
 mod sqlite;
 pub mod types;
+pub mod webhooks;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
+pub use webhooks::{
+    DeliveryFilter, NewWebhookConsumer, WebhookConsumer, WebhookDelivery, WebhookStore,
+    WEBHOOK_EVENT_TYPES,
+};
 
 use async_trait::async_trait;
 use ubtc_core::validation::Reason;
@@ -74,7 +79,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// the same database: uniqueness and claims are enforced by the database, not by
 /// in-process locks.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Applies pending migrations of this dialect. Idempotent.
     async fn migrate(&self) -> StoreResult<()>;
 

@@ -265,3 +265,4 @@ where
 }
 
 impl_store!(PgStore, Postgres);
+crate::webhooks::impl_webhook_store!(PgStore);

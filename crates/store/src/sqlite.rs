@@ -242,3 +242,4 @@ async fn insert_outbox(
 }
 
 impl_store!(SqliteStore, Sqlite);
+crate::webhooks::impl_webhook_store!(SqliteStore);

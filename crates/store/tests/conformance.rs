@@ -154,6 +154,8 @@ conformance!(
     leases_are_exclusive_under_concurrency,
     lease_expiry_takeover_and_renewal,
     lease_release,
+    webhook_consumers_and_deliveries,
+    notify_writes_outbox_atomically,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1738,4 +1740,205 @@ async fn lease_release(store: Arc<dyn Store>) {
     assert!(b.token > a.token);
     assert!(!store.release_lease(name, "a").await.unwrap());
     assert_eq!(store.get_lease(name).await.unwrap().unwrap().holder, "b");
+}
+
+// ---------------------------------------------------------------- webhook consumers
+
+fn consumer_new(url: &str, events: &[&str]) -> NewWebhookConsumer {
+    NewWebhookConsumer {
+        url: url.into(),
+        secret: format!("secret-{url}"),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+    }
+}
+
+async fn webhook_consumers_and_deliveries(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = s
+        .add_webhook_consumer(
+            &consumer_new(
+                "https://a.example/h",
+                &["validation.signed", "validation.failed"],
+            ),
+            T0,
+        )
+        .await
+        .unwrap();
+    let b = s
+        .add_webhook_consumer(
+            &consumer_new("https://b.example/h", &["validation.delayed"]),
+            T0,
+        )
+        .await
+        .unwrap();
+    let c = s
+        .add_webhook_consumer(
+            &consumer_new("https://c.example/h", &["validation.signed"]),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(s.deactivate_webhook_consumer(c.id, T0).await.unwrap());
+    assert!(!s.deactivate_webhook_consumer(c.id, T0).await.unwrap());
+    let listed = s.list_webhook_consumers().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let la = listed.iter().find(|x| x.id == a.id).unwrap();
+    assert_eq!(la, &a);
+    assert!(la.active);
+    assert!(!listed.iter().find(|x| x.id == c.id).unwrap().active);
+    assert!(listed.iter().find(|x| x.id == b.id).unwrap().active);
+
+    let id = queued(s, "ethereum", "0x1").await;
+    let cl = claim_one(s, "w", T0).await;
+    let result = signed_result("x", 1);
+    let event = result.outbox[0].event_id;
+    s.complete_signed(&cl, &result, T0).await.unwrap();
+
+    // Only the active consumer subscribed to the type gets a delivery, once.
+    assert_eq!(s.fan_out_event(event, T0).await.unwrap(), 1);
+    assert_eq!(s.fan_out_event(event, T0).await.unwrap(), 1);
+    let due = s.due_webhook_deliveries(T0, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_id, due[0].consumer_id), (event, a.id));
+    assert_eq!(due[0].secret, a.secret);
+    assert_eq!(due[0].url, a.url);
+    assert_eq!(due[0].validation_id, Some(id));
+    assert_eq!(due[0].payload_json, result.outbox[0].payload_json);
+
+    let retry = OutboxOutcome::Retry {
+        next_attempt_at: T0.plus_millis(1_000),
+        error: "HTTP 503".into(),
+    };
+    assert!(s
+        .record_delivery_attempt(event, a.id, &retry, T0)
+        .await
+        .unwrap());
+    assert!(s
+        .due_webhook_deliveries(T0.plus_millis(999), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let now = T0.plus_millis(1_000);
+    assert_eq!(
+        s.due_webhook_deliveries(now, 10).await.unwrap()[0].attempts,
+        1
+    );
+    assert!(s
+        .record_delivery_attempt(event, a.id, &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap());
+    assert!(!s
+        .record_delivery_attempt(event, a.id, &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap());
+    assert!(s.due_webhook_deliveries(now, 10).await.unwrap().is_empty());
+
+    // The log, per validation and per consumer; rows are kept.
+    let by_validation = s
+        .list_webhook_deliveries(&DeliveryFilter {
+            validation: Some(id),
+            consumer: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_validation.len(), 1);
+    assert_eq!(by_validation[0].delivered_at, Some(now));
+    assert_eq!(by_validation[0].attempts, 2);
+    assert_eq!(by_validation[0].last_error.as_deref(), Some("HTTP 503"));
+    for (consumer, n) in [(a.id, 1), (b.id, 0)] {
+        let log = s
+            .list_webhook_deliveries(&DeliveryFilter {
+                validation: None,
+                consumer: Some(consumer),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(log.len(), n);
+    }
+
+    // Redelivery: the consumer delivery and the callback outbox row are due again.
+    s.record_outbox_attempt(event, &OutboxOutcome::Delivered, now)
+        .await
+        .unwrap();
+    let later = T0.plus_millis(5_000);
+    assert_eq!(s.redeliver(event, later).await.unwrap(), 2);
+    let due = s.due_webhook_deliveries(later, 10).await.unwrap();
+    assert_eq!((due.len(), due[0].event_id, due[0].attempts), (1, event, 0));
+    let due = s.due_outbox(later, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        vec![event]
+    );
+    assert_eq!(
+        s.get_outbox_event(event).await.unwrap().unwrap().event_id,
+        event
+    );
+    assert!(s
+        .get_outbox_event(uuid::Uuid::now_v7())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.redeliver(uuid::Uuid::now_v7(), later).await.unwrap(), 0);
+
+    // A deactivated consumer's pending deliveries are not attempted.
+    assert!(s.deactivate_webhook_consumer(a.id, later).await.unwrap());
+    assert!(s
+        .due_webhook_deliveries(later, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn notify_writes_outbox_atomically(store: Arc<dyn Store>) {
+    let s = &*store;
+    let d1 = detected(s, "ethereum", "0x1").await;
+    let d2 = detected(s, "ethereum", "0x2").await;
+    let event = |t: &str| NewOutboxEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: t.into(),
+        payload_json: "{}".into(),
+        target_url: None,
+    };
+    let e1 = event("validation.delayed");
+    let until = T0.plus_millis(60_000);
+    let items = [(d1, 12, Some(until)), (d2, 12, None)];
+    let out = s
+        .confirm_and_enqueue_batch_notify(&items, &[Some(e1.clone()), None], T0)
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap(), &ValidationStatus::Delayed);
+    assert_eq!(out[1].as_ref().unwrap(), &ValidationStatus::Queued);
+    let rows = s.list_outbox_for(d1).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].event_id, rows[0].event_type.as_str()),
+        (e1.event_id, "validation.delayed")
+    );
+    assert!(s.list_outbox_for(d2).await.unwrap().is_empty());
+    // Again: nothing moves, so no event is written.
+    let again = s
+        .confirm_and_enqueue_batch_notify(&items[..1], &[Some(event("validation.delayed"))], T0)
+        .await
+        .unwrap();
+    assert!(again[0].is_err());
+    assert_eq!(s.list_outbox_for(d1).await.unwrap().len(), 1);
+
+    let d3 = detected(s, "ethereum", "0x3").await;
+    let reason = Reason::new("below_minimum", "too little");
+    let e3 = event("validation.rejected");
+    s.confirm_and_reject_notify(d3, 12, &reason, &e3, T0)
+        .await
+        .unwrap();
+    assert_eq!(get(s, d3).await.status, ValidationStatus::Rejected);
+    assert_eq!(
+        s.list_outbox_for(d3).await.unwrap()[0].event_id,
+        e3.event_id
+    );
+    assert!(s
+        .confirm_and_reject_notify(d3, 12, &reason, &event("validation.rejected"), T0)
+        .await
+        .is_err());
+    assert_eq!(s.list_outbox_for(d3).await.unwrap().len(), 1);
 }
