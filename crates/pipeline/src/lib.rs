@@ -9,6 +9,7 @@
 //! writes SQL.
 
 pub mod bundle;
+pub mod leader;
 pub mod limiter;
 pub mod monitor;
 pub mod signer;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use leader::{Leadership, LeasedMonitor};
 pub use limiter::{PaymentLimiter, Unlimited};
 pub use monitor::{ChainPolicy, Monitor, MonitorTick};
 pub use signer::{LocalKeySigner, ReserveSigner, SignFailure, SignedStatement};
