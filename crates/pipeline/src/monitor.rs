@@ -5,7 +5,9 @@ use std::sync::Arc;
 use ubtc_chains::{ChainAdapter, PaymentDepth, ScanCursor, ScanOutcome};
 use ubtc_core::validation::Reason;
 use ubtc_core::{ChainId, Payment, Timestamp, ValidationId, ValidationStatus};
-use ubtc_store::{ChainCursor, NewValidation, Recorded, Store, StoreError};
+use ubtc_store::{
+    ChainCursor, NewOutboxEvent, NewValidation, Recorded, Store, StoreError, ValidationRecord,
+};
 
 use crate::limiter::PaymentLimiter;
 use crate::{PipelineError, StepOutcome};
@@ -183,6 +185,9 @@ impl Monitor {
         out: &mut MonitorTick,
     ) -> Result<(), PipelineError> {
         let mut to_enqueue = Vec::new();
+        // The `validation.delayed` outbox row of each delayed item, written in the same
+        // transaction as the status (only if the status moved).
+        let mut events = Vec::new();
         for record in self.store.list_detected(chain, DEPTH_CHECK_BATCH).await? {
             let depth = self.adapter.depth(&record.payment, &record.block).await?;
             let now = Timestamp::now();
@@ -202,14 +207,22 @@ impl Monitor {
                 }
                 PaymentDepth::Confirmed { confirmations } => {
                     if let Some(reason) = &record.pending_rejection {
+                        let event = rejected_event(&record, reason);
                         self.store
-                            .confirm_and_reject(record.id, confirmations, reason, now)
+                            .confirm_and_reject_notify(
+                                record.id,
+                                confirmations,
+                                reason,
+                                &event,
+                                now,
+                            )
                             .await?;
                         out.rejected += 1;
                         continue;
                     }
                     let delay = self.limiter.admit(chain, &record.payer, now).await;
                     to_enqueue.push((record.id, confirmations, delay));
+                    events.push(delay.map(|until| delayed_event(&record, until)));
                 }
             }
         }
@@ -219,7 +232,7 @@ impl Monitor {
         // One transaction for every payment that became final in this step.
         let results = self
             .store
-            .confirm_and_enqueue_batch(&to_enqueue, Timestamp::now())
+            .confirm_and_enqueue_batch_notify(&to_enqueue, &events, Timestamp::now())
             .await?;
         for ((id, _, _), result) in to_enqueue.iter().zip(results) {
             match result {
@@ -234,6 +247,43 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+}
+
+/// The `validation.delayed` webhook event: the validation waits for the rate limit
+/// and will be processed from `not_before` on.
+fn delayed_event(record: &ValidationRecord, not_before: Timestamp) -> NewOutboxEvent {
+    NewOutboxEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "validation.delayed".to_owned(),
+        payload_json: serde_json::json!({
+            "type": "validation.delayed",
+            "validation_id": record.id,
+            "chain": record.payment.chain,
+            "tx_hash": record.payment.tx_hash,
+            "index": record.payment.index,
+            "not_before": not_before,
+        })
+        .to_string(),
+        target_url: record.callback_url.clone(),
+    }
+}
+
+/// The `validation.rejected` webhook event, with the reason.
+fn rejected_event(record: &ValidationRecord, reason: &Reason) -> NewOutboxEvent {
+    NewOutboxEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "validation.rejected".to_owned(),
+        payload_json: serde_json::json!({
+            "type": "validation.rejected",
+            "validation_id": record.id,
+            "chain": record.payment.chain,
+            "tx_hash": record.payment.tx_hash,
+            "index": record.payment.index,
+            "reason": reason,
+        })
+        .to_string(),
+        target_url: record.callback_url.clone(),
     }
 }
 

@@ -13,6 +13,11 @@
 //! retried with exponential back-off (see [`WebhookConfig::backoff_ms`]); after
 //! `max_attempts` the row goes to the dead letter, where it stays (never deleted).
 //!
+//! Each outbox row also goes to every active registered consumer subscribed to its
+//! event type: the first time a row is seen, one delivery row per such consumer is
+//! created (`WebhookStore::fan_out_event`, idempotent), and those are attempted,
+//! retried and dead-lettered the same way, signed with the consumer's own secret.
+//!
 //! Delivery is at least once: a receiver that answered 2xx but whose answer was lost
 //! gets the event again, with the same event id. Targets on loopback, private,
 //! link-local or otherwise non-public addresses are refused (also after DNS
@@ -199,6 +204,17 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     }
 }
 
+/// Checks a webhook target URL as the delivery worker will: an `http(s)` URL whose
+/// host is not loopback/private unless `allow_private`. For registration (the API).
+/// A public name that resolves inside is still refused at delivery time.
+pub fn check_target(target: &str, allow_private: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(target).map_err(|e| format!("invalid URL: {e}"))?;
+    match refuse_target(&url, allow_private) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
 /// Why a target is refused before any connection, if it is.
 fn refuse_target(url: &reqwest::Url, allow_private: bool) -> Option<String> {
     if !matches!(url.scheme(), "http" | "https") {
@@ -257,7 +273,23 @@ impl WebhookWorker {
         let due = self.store.due_outbox(now, BATCH).await?;
         let mut out = WebhookTick::default();
         for event in due {
-            let outcome = self.attempt(&event).await;
+            let outcome = if event.attempts == 0 {
+                // First sight of the event: one delivery row per subscribed consumer
+                // (idempotent, so a crash before the outcome below is recorded, or a
+                // redelivery, creates none twice).
+                let consumers = self.store.fan_out_event(event.event_id, now).await?;
+                match (&event.target_url, consumers) {
+                    (Some(_), _) => self.attempt(&event).await,
+                    // No callback URL: the outbox row's job is done once the consumer
+                    // deliveries exist; they carry the attempts from here.
+                    (None, n) if n > 0 => OutboxOutcome::Delivered,
+                    (None, _) => OutboxOutcome::Dead {
+                        error: "no callback URL and no subscribed consumer".into(),
+                    },
+                }
+            } else {
+                self.attempt(&event).await
+            };
             let label = match &outcome {
                 OutboxOutcome::Delivered => {
                     out.delivered += 1;
@@ -283,9 +315,13 @@ impl WebhookWorker {
                 continue;
             }
             match &outcome {
+                OutboxOutcome::Delivered if event.target_url.is_none() => {
+                    tracing::debug!(event = %event.event_id, kind = %event.event_type, "webhook event handed to its consumers");
+                }
                 OutboxOutcome::Delivered => {
                     tracing::info!(event = %event.event_id, kind = %event.event_type, attempt = event.attempts + 1, "webhook delivered");
-                    self.mark_validation_delivered(&event).await?;
+                    self.mark_validation_delivered(event.validation_id, &event.event_type)
+                        .await?;
                 }
                 OutboxOutcome::Retry {
                     next_attempt_at,
@@ -298,13 +334,79 @@ impl WebhookWorker {
                 }
             }
         }
+        self.deliver_to_consumers(&mut out).await?;
         Ok(out)
     }
 
-    /// A signed validation whose result reached its requester becomes `delivered`.
-    async fn mark_validation_delivered(&self, event: &OutboxEvent) -> Result<(), PipelineError> {
-        let (Some(id), "validation.signed") = (event.validation_id, event.event_type.as_str())
-        else {
+    /// Attempts every due delivery to a registered consumer once (up to a batch),
+    /// signed with that consumer's secret, recording each outcome.
+    async fn deliver_to_consumers(&self, out: &mut WebhookTick) -> Result<(), PipelineError> {
+        let due = self
+            .store
+            .due_webhook_deliveries(Timestamp::now(), BATCH)
+            .await?;
+        for d in due {
+            let outcome = self
+                .attempt_to(
+                    Some(&d.url),
+                    d.secret.as_bytes(),
+                    d.event_id,
+                    &d.event_type,
+                    &d.payload_json,
+                    d.attempts,
+                )
+                .await;
+            let label = match &outcome {
+                OutboxOutcome::Delivered => {
+                    out.delivered += 1;
+                    "delivered"
+                }
+                OutboxOutcome::Retry { .. } => {
+                    out.retrying += 1;
+                    "retry"
+                }
+                OutboxOutcome::Dead { .. } => {
+                    out.dead += 1;
+                    "dead"
+                }
+            };
+            metrics::counter!("ubtc_webhook_deliveries_total", "event" => d.event_type.clone(), "outcome" => label)
+                .increment(1);
+            let recorded = self
+                .store
+                .record_delivery_attempt(d.event_id, d.consumer_id, &outcome, Timestamp::now())
+                .await?;
+            if !recorded {
+                continue;
+            }
+            match &outcome {
+                OutboxOutcome::Delivered => {
+                    tracing::info!(event = %d.event_id, consumer = %d.consumer_id, kind = %d.event_type, attempt = d.attempts + 1, "webhook delivered to consumer");
+                    self.mark_validation_delivered(d.validation_id, &d.event_type)
+                        .await?;
+                }
+                OutboxOutcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => {
+                    tracing::info!(event = %d.event_id, consumer = %d.consumer_id, attempt = d.attempts + 1, retry_at = %next_attempt_at, error = %error, "webhook to consumer failed; will retry");
+                }
+                OutboxOutcome::Dead { error } => {
+                    tracing::warn!(event = %d.event_id, consumer = %d.consumer_id, kind = %d.event_type, attempts = d.attempts + 1, error = %error, "webhook to consumer dead-lettered");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A signed validation whose result reached a requester or consumer becomes
+    /// `delivered`.
+    async fn mark_validation_delivered(
+        &self,
+        validation: Option<ubtc_core::ValidationId>,
+        event_type: &str,
+    ) -> Result<(), PipelineError> {
+        let (Some(id), "validation.signed") = (validation, event_type) else {
             return Ok(());
         };
         match self.store.mark_delivered(id, Timestamp::now()).await {
@@ -316,12 +418,30 @@ impl WebhookWorker {
     }
 
     async fn attempt(&self, event: &OutboxEvent) -> OutboxOutcome {
-        let attempt = event.attempts + 1;
-        let Some(target) = event.target_url.as_deref() else {
-            // Consumer registration is not built yet: a row without a callback URL has
-            // nobody to go to. It is kept in the dead letter, visible, not dropped.
+        self.attempt_to(
+            event.target_url.as_deref(),
+            &self.config.secret,
+            event.event_id,
+            &event.event_type,
+            &event.payload_json,
+            event.attempts,
+        )
+        .await
+    }
+
+    async fn attempt_to(
+        &self,
+        target: Option<&str>,
+        secret: &[u8],
+        event_id: uuid::Uuid,
+        event_type: &str,
+        payload_json: &str,
+        attempts: u32,
+    ) -> OutboxOutcome {
+        let attempt = attempts + 1;
+        let Some(target) = target else {
             return OutboxOutcome::Dead {
-                error: "no callback URL and no registered consumer".into(),
+                error: "no callback URL and no subscribed consumer".into(),
             };
         };
         let url = match reqwest::Url::parse(target) {
@@ -338,7 +458,9 @@ impl WebhookWorker {
             };
         }
         let started = std::time::Instant::now();
-        let posted = self.post(url, event).await;
+        let posted = self
+            .post(url, secret, event_id, event_type, payload_json)
+            .await;
         metrics::histogram!("ubtc_webhook_delivery_seconds")
             .record(started.elapsed().as_secs_f64());
         let error = match posted {
@@ -355,17 +477,24 @@ impl WebhookWorker {
         }
     }
 
-    async fn post(&self, url: reqwest::Url, event: &OutboxEvent) -> Result<(), String> {
+    async fn post(
+        &self,
+        url: reqwest::Url,
+        secret: &[u8],
+        event_id: uuid::Uuid,
+        event_type: &str,
+        payload_json: &str,
+    ) -> Result<(), String> {
         let timestamp_secs = Timestamp::now().as_millis() / 1000;
-        let body = event.payload_json.as_bytes().to_vec();
-        let signature = sign(&self.config.secret, timestamp_secs, &body);
+        let body = payload_json.as_bytes().to_vec();
+        let signature = sign(secret, timestamp_secs, &body);
         let response = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("ubtc-event-id", event.event_id.to_string())
-            .header("idempotency-key", event.event_id.to_string())
-            .header("ubtc-event-type", &event.event_type)
+            .header("ubtc-event-id", event_id.to_string())
+            .header("idempotency-key", event_id.to_string())
+            .header("ubtc-event-type", event_type)
             .header("ubtc-timestamp", timestamp_secs.to_string())
             .header("ubtc-signature", signature)
             .body(body)
