@@ -348,12 +348,27 @@ pub fn spawn_pipeline(
         }
     };
     spawn_webhooks(tasks, cancel, config, store.clone(), poll, max_backoff);
+    // Each chain's monitor runs in one process at a time: the holder of the lease
+    // `monitor:<chain>` in the database (`pipeline.monitor_lease_secs`). This names the
+    // process as a holder: host, pid, and a random part against pid reuse.
+    let lease_holder = format!(
+        "{}:{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let monitor_lease = Duration::from_secs(config.pipeline.monitor_lease_secs);
     for (adapter, policy, chain_config) in &chains.adapters {
-        let monitor = Arc::new(Monitor::new(
-            adapter.clone(),
+        let monitor = Arc::new(ubtc_pipeline::LeasedMonitor::new(
+            Arc::new(Monitor::new(
+                adapter.clone(),
+                store.clone(),
+                payment_limits.clone(),
+                policy.clone(),
+            )),
             store.clone(),
-            payment_limits.clone(),
-            policy.clone(),
+            lease_holder.clone(),
+            monitor_lease,
         ));
         let monitor_cancel = cancel.clone();
         let name = format!("monitor:{}", chain_config.name);
@@ -372,6 +387,8 @@ pub fn spawn_pipeline(
             }
             ubtc_pipeline::run_loop(&name, monitor_cancel, poll, max_backoff, || monitor.tick())
                 .await;
+            // Shutting down: let a standby take over now rather than at expiry.
+            monitor.release().await;
             Ok(())
         });
         if let Some((dev, _)) = chains.dev.get(&chain_config.name) {

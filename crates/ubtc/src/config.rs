@@ -172,6 +172,9 @@ pub struct PipelineSettings {
     pub poll_ms: u64,
     /// Jobs a worker task claims, signs and stores together (one commit per step).
     pub batch_size: u32,
+    /// Lease (seconds) under which one process runs each chain's monitor; renewed
+    /// every third of it. A dead leader's monitor is taken over once it expires.
+    pub monitor_lease_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -320,6 +323,7 @@ impl Default for PipelineSettings {
             backoff_max_secs: 600,
             poll_ms: 250,
             batch_size: 64,
+            monitor_lease_secs: 15,
         }
     }
 }
@@ -448,6 +452,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("UBTC_PIPELINE_POLL_MS", "pipeline.poll_ms"),
     ("UBTC_PIPELINE_BATCH_SIZE", "pipeline.batch_size"),
+    (
+        "UBTC_PIPELINE_MONITOR_LEASE_SECS",
+        "pipeline.monitor_lease_secs",
+    ),
     ("UBTC_LIMITS_REDIS_URL", "limits.redis_url"),
     ("UBTC_LIMITS_REDIS_PREFIX", "limits.redis_prefix"),
     ("UBTC_LIMITS_REDIS_TIMEOUT_MS", "limits.redis_timeout_ms"),
@@ -585,6 +593,9 @@ impl Config {
         }
         if self.pipeline.lease_secs < 2 {
             return bad("pipeline.lease_secs must be at least 2".into());
+        }
+        if self.pipeline.monitor_lease_secs < 2 {
+            return bad("pipeline.monitor_lease_secs must be at least 2".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(format!(
