@@ -26,6 +26,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     ValidationNotFound,
     ProofNotFound,
+    WebhookNotFound,
+    EventNotFound,
+    Unauthorized,
+    Forbidden,
     DemoDisabled,
     DemoPaymentRefused,
     PayloadTooLarge,
@@ -38,7 +42,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidParameter,
         ErrorCode::InvalidChain,
@@ -49,6 +53,10 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::ValidationNotFound,
         ErrorCode::ProofNotFound,
+        ErrorCode::WebhookNotFound,
+        ErrorCode::EventNotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
         ErrorCode::DemoDisabled,
         ErrorCode::DemoPaymentRefused,
         ErrorCode::PayloadTooLarge,
@@ -74,6 +82,10 @@ impl ErrorCode {
             MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ValidationNotFound => ("validation_not_found", StatusCode::NOT_FOUND),
             ProofNotFound => ("proof_not_found", StatusCode::NOT_FOUND),
+            WebhookNotFound => ("webhook_not_found", StatusCode::NOT_FOUND),
+            EventNotFound => ("event_not_found", StatusCode::NOT_FOUND),
+            Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            Forbidden => ("forbidden", StatusCode::FORBIDDEN),
             DemoDisabled => ("demo_disabled", StatusCode::NOT_FOUND),
             DemoPaymentRefused => ("demo_payment_refused", StatusCode::UNPROCESSABLE_ENTITY),
             PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),

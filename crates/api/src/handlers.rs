@@ -57,7 +57,7 @@ fn parse_id(raw: &str) -> Result<ValidationId, ApiError> {
     })
 }
 
-fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+pub(crate) fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     let Some(raw) = raw else {
         return Ok(LIST_LIMIT_DEFAULT);
     };

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ratelimit;
 mod request_id;
 mod state;
+pub mod webhooks;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::handler::Handler;
@@ -95,6 +96,14 @@ impl Routes {
     {
         self.add((MethodFilter::POST, Method::POST), path, handler)
     }
+
+    fn delete<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        self.add((MethodFilter::DELETE, Method::DELETE), path, handler)
+    }
 }
 
 fn routes(demo: bool) -> Routes {
@@ -109,7 +118,15 @@ fn routes(demo: bool) -> Routes {
         .get("/v1/chains", list_chains)
         .get("/v1/reserves", reserves)
         .get("/v1/reserves/history", reserve_history)
-        .get("/v1/stats", stats);
+        .get("/v1/stats", stats)
+        .post("/v1/webhooks", webhooks::register)
+        .get("/v1/webhooks", webhooks::list)
+        .delete("/v1/webhooks/{id}", webhooks::deactivate)
+        .get("/v1/webhooks/deliveries", webhooks::deliveries)
+        .post(
+            "/v1/webhooks/deliveries/{event_id}/redeliver",
+            webhooks::redeliver,
+        );
     if demo {
         r.post("/v1/demo/payments", demo_payment)
     } else {

@@ -32,6 +32,9 @@ pub struct ApiState {
     /// A reserve snapshot older than this is shown stale (and not healthy) even if it
     /// was fresh when taken: the snapshotter may have stopped. `None`: the stored flag.
     pub reserve_max_age_ms: Option<i64>,
+    /// Operator key and URL check of the webhook administration routes; `None`:
+    /// those routes answer `forbidden`.
+    pub webhook_admin: Option<crate::webhooks::WebhookAdmin>,
 }
 
 impl ApiState {
@@ -45,7 +48,13 @@ impl ApiState {
             rate_limiter: None,
             response_cache: None,
             reserve_max_age_ms: None,
+            webhook_admin: None,
         }
+    }
+
+    pub fn with_webhook_admin(mut self, admin: crate::webhooks::WebhookAdmin) -> Self {
+        self.webhook_admin = Some(admin);
+        self
     }
 
     pub fn with_reserve_max_age_ms(mut self, max_age_ms: i64) -> Self {

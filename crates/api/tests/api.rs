@@ -1037,6 +1037,7 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
                 .client
                 .post(url)
                 .json(&json!({"chain": "dev", "message": "m"})),
+            "DELETE" => app.client.delete(url),
             other => anyhow::bail!("unexpected method {other}"),
         };
         let resp = req.send().await?;
