@@ -9,10 +9,9 @@
 //!
 //! What it does not show: payments. The dev chain lives inside each process, so the
 //! three workers do not watch one shared chain here and a payment count across them
-//! would mean nothing. That each payment is recorded and queued exactly once across a
-//! leader handover is shown with two monitors over one shared dev chain in
-//! `crates/pipeline/tests/leader.rs`; that a SIGKILLed worker's signing jobs are
-//! neither lost nor signed twice, in `processes.rs`.
+//! would mean nothing. Payments across a handover are shown with two monitors over one
+//! shared dev chain in `crates/pipeline/tests/leader.rs`, and with three real worker
+//! processes over one shared anvil node in `monitor_lease_evm.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
