@@ -511,10 +511,20 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
             config.limits.api_key_burst,
         ),
     );
-    Ok(ApiState::new(store, chain_infos(config)?)
+    let state = ApiState::new(store, chain_infos(config)?)
         .with_metrics(ubtc_api::metrics::install_recorder()?)
         .with_rate_limiter(Arc::new(ApiClientLimits(limits)))
-        .with_response_cache(Arc::new(ApiResponseCache(response_cache(config)?))))
+        .with_response_cache(Arc::new(ApiResponseCache(response_cache(config)?)));
+    // Consumer URLs are checked at registration as the delivery worker will.
+    let allow_private = config.webhooks.allow_private_targets;
+    let check: ubtc_api::webhooks::TargetCheck =
+        Arc::new(move |url: &str| ubtc_pipeline::webhook::check_target(url, allow_private));
+    Ok(
+        match ubtc_api::webhooks::WebhookAdmin::new(config.webhooks.admin_api_key.expose(), check) {
+            Some(admin) => state.with_webhook_admin(admin),
+            None => state,
+        },
+    )
 }
 
 /// The response cache: shared in Redis (under its own prefix, beside the limits) with

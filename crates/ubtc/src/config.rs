@@ -395,6 +395,9 @@ pub struct WebhooksConfig {
     pub backoff_max_secs: u64,
     /// Deliver to loopback and private addresses (internal consumers, the demo).
     pub allow_private_targets: bool,
+    /// Operator key of the webhook administration routes (`/v1/webhooks…`), sent as
+    /// `authorization: Bearer <key>`. Empty: those routes answer 403.
+    pub admin_api_key: Secret,
 }
 
 impl Default for WebhooksConfig {
@@ -406,6 +409,7 @@ impl Default for WebhooksConfig {
             backoff_base_ms: 30_000,
             backoff_max_secs: 12 * 3_600,
             allow_private_targets: false,
+            admin_api_key: Secret::default(),
         }
     }
 }
@@ -482,6 +486,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "UBTC_WEBHOOKS_ALLOW_PRIVATE_TARGETS",
         "webhooks.allow_private_targets",
     ),
+    ("UBTC_WEBHOOKS_ADMIN_API_KEY", "webhooks.admin_api_key"),
     ("UBTC_RESERVES_INTERVAL_SECS", "reserves.interval_secs"),
     ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
@@ -923,6 +928,22 @@ mod tests {
         assert!(!format!("{c:?}").contains("hook-secret"));
         let e = Config::load(None, &env(&[("UBTC_LIMITS_REDIS_URL", "http://x")])).unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn webhooks_admin_api_key_setting() {
+        let c = Config::load(
+            None,
+            &env(&[("UBTC_WEBHOOKS_ADMIN_API_KEY", "operator-key-123")]),
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.admin_api_key.expose(), "operator-key-123");
+        assert!(!format!("{c:?}").contains("operator-key-123"));
+        assert!(Config::load(None, &env(&[]))
+            .unwrap()
+            .webhooks
+            .admin_api_key
+            .is_empty());
     }
 
     #[test]
