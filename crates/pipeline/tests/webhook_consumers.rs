@@ -218,8 +218,26 @@ async fn settle(worker: &WebhookWorker, store: &dyn Store, ids: &[ValidationId])
 
 #[tokio::test]
 async fn consumer_gets_each_signed_event_once_then_again_on_redelivery() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, _dir) = store().await;
+    consumer_once_then_redelivery(store).await;
+}
+
+#[tokio::test]
+async fn consumer_gets_each_signed_event_once_then_again_on_redelivery_postgres() {
+    let url = std::env::var("UBTC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let schema = format!("ubtc_hooks_{}", uuid::Uuid::new_v4().simple());
+    let store = ubtc_store::PgStore::connect_in_schema_with(&url, &schema, 4)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at {url}: {e}"));
+    store.migrate().await.unwrap();
+    consumer_once_then_redelivery(Arc::new(store)).await;
+    let admin = ubtc_store::PgStore::connect(&url, 1).await.unwrap();
+    admin.drop_schema(&schema).await.unwrap();
+}
+
+async fn consumer_once_then_redelivery(store: Arc<dyn Store>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (base, rx) = receiver(4).await;
     let a = consumer(store.as_ref(), &rx, &base, "a", &["validation.signed"]).await;
     let _b = consumer(store.as_ref(), &rx, &base, "b", &["validation.delayed"]).await;
