@@ -475,3 +475,20 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<StoreResult<()>>>) -> StoreResu
     }
     Ok(())
 }
+
+/// Fills `reserve_ratios` with one snapshot a minute for `minutes` minutes ending at
+/// `end_ms`, in one statement (for the history benchmark; a year is 525,600 rows).
+pub async fn seed_minute_history_pg(pool: &PgPool, end_ms: i64, minutes: i64) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO reserve_ratios (taken_at, bitcoin_height, bitcoin_block_hash, reserve_sats, \
+         supply_sats, ratio_ppm, healthy, stale, supply_json) \
+         SELECT $1 - g * 60000, 850000 + g / 10, 'bench', 250000000, 200000000 + (g % 1000), \
+         1250000 - (g % 1000), TRUE, FALSE, '[]' FROM generate_series(0, $2 - 1) AS g",
+    )
+    .bind(end_ms)
+    .bind(minutes)
+    .execute(pool)
+    .await?;
+    sqlx::query("ANALYZE reserve_ratios").execute(pool).await?;
+    Ok(())
+}
