@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use ubtc_bitcoin::multisig::PartialSignature;
@@ -49,6 +50,7 @@ pub struct Approval {
 pub struct ApprovalLog {
     path: PathBuf,
     file: Arc<std::fs::File>,
+    flush: Arc<FlushState>,
     by_payment: HashMap<PaymentRef, Vec<Approval>>,
 }
 
@@ -114,6 +116,7 @@ impl ApprovalLog {
         Ok(Self {
             path: path.to_owned(),
             file: Arc::new(file),
+            flush: Arc::new(FlushState::default()),
             by_payment,
         })
     }
@@ -143,6 +146,8 @@ impl ApprovalLog {
         })?;
         line.push('\n');
         (&*self.file).write_all(line.as_bytes()).map_err(io)?;
+        // Counted once written: a flush that reads this count afterwards covers it.
+        self.flush.written.fetch_add(1, Ordering::SeqCst);
         self.by_payment
             .entry(approval.payment.clone())
             .or_default()
@@ -155,6 +160,8 @@ impl ApprovalLog {
         Syncer {
             path: self.path.clone(),
             file: self.file.clone(),
+            flush: self.flush.clone(),
+            target: self.flush.written.load(Ordering::SeqCst),
         }
     }
 
@@ -167,20 +174,44 @@ impl ApprovalLog {
     }
 }
 
+/// Group commit: appends counted, and how many of them a finished flush covers.
+#[derive(Default)]
+struct FlushState {
+    /// Lines written so far (incremented after each write returns).
+    written: AtomicU64,
+    /// Lines known to be on disk; the lock also lets one flush run at a time, so
+    /// requests that queue behind a flush find their line covered by the next one.
+    synced: Mutex<u64>,
+}
+
 /// Flushes an [`ApprovalLog`] to disk; usable without the log's lock.
 #[derive(Clone)]
 pub struct Syncer {
     path: PathBuf,
     file: Arc<std::fs::File>,
+    flush: Arc<FlushState>,
+    /// Lines written when this handle was taken: all of them must be on disk.
+    target: u64,
 }
 
 impl Syncer {
-    /// Blocks until every line appended before this call is on disk.
+    /// Blocks until every line appended before [`ApprovalLog::syncer`] is on disk.
+    /// Concurrent callers share flushes: while one `fdatasync` runs the others wait,
+    /// and the next one covers every line written meanwhile; a caller whose lines a
+    /// finished flush already covers returns without touching the disk.
     pub fn sync(&self) -> Result<(), RecordError> {
+        let mut synced = self.flush.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= self.target {
+            return Ok(());
+        }
+        // Read before the flush: every line counted here was fully written before.
+        let upto = self.flush.written.load(Ordering::SeqCst);
         self.file.sync_data().map_err(|source| RecordError::Io {
             path: self.path.display().to_string(),
             source,
-        })
+        })?;
+        *synced = upto;
+        Ok(())
     }
 }
 
