@@ -97,6 +97,10 @@ impl std::fmt::Display for GuardianBenchReport {
     }
 }
 
+/// Jobs a pipeline worker claims at once: the default of `ubtc worker`
+/// (`pipeline.batch_size`), so both sides run the way the worker runs them.
+const PIPELINE_BATCH: u32 = 64;
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -367,11 +371,19 @@ async fn pipeline_side(
         tasks.spawn(async move {
             let mut signed = 0usize;
             loop {
-                match worker.tick().await {
-                    Ok(ubtc_pipeline::WorkerTick::Idle) => return Ok(signed),
-                    Ok(ubtc_pipeline::WorkerTick::Signed(_)) => signed += 1,
-                    Ok(other) => return Err(BenchError::Sign(format!("worker: {other:?}"))),
-                    Err(e) => return Err(BenchError::Sign(e.to_string())),
+                // As `ubtc worker` runs them: claimed in batches, signed concurrently.
+                let batch = worker
+                    .tick_batch(PIPELINE_BATCH)
+                    .await
+                    .map_err(|e| BenchError::Sign(e.to_string()))?;
+                if batch.is_idle() {
+                    return Ok(signed);
+                }
+                for tick in batch.0 {
+                    match tick {
+                        ubtc_pipeline::WorkerTick::Signed(_) => signed += 1,
+                        other => return Err(BenchError::Sign(format!("worker: {other:?}"))),
+                    }
                 }
             }
         });
