@@ -283,6 +283,18 @@ pub(crate) const RELEASE_LEASE: &str =
 pub(crate) const GET_LEASE: &str =
     "SELECT name, holder, token, expires_at FROM leases WHERE name = $1";
 
+/// `Ok` when a write guarded by [`claim_guard!`] changed its row; `LostClaim` when the
+/// claim was taken over (the guard matched nothing, so nothing was written).
+pub(crate) fn claim_held(claim: &crate::Claimed, rows_affected: u64) -> crate::StoreResult<()> {
+    if rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(crate::StoreError::LostClaim {
+            id: claim.record.id,
+        })
+    }
+}
+
 /// Writes `impl Store for $store` over `$db` with the shared SQL above. The store type
 /// must have `writer()` and `reader()` pool accessors, `run_migrations()`, the three
 /// `*_dialect` operations, and the constants `BEGIN_WRITE` (the statement that opens a
@@ -561,13 +573,7 @@ macro_rules! impl_store {
                     .bind(now.0)
                     .execute(self.writer())
                     .await?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::LostClaim {
-                        id: claim.record.id,
-                    })
-                }
+                sql::claim_held(claim, done.rows_affected())
             }
 
             async fn complete_signed(
@@ -703,13 +709,7 @@ macro_rules! impl_store {
                     .bind(now.0)
                     .execute(self.writer())
                     .await?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::LostClaim {
-                        id: claim.record.id,
-                    })
-                }
+                sql::claim_held(claim, done.rows_affected())
             }
 
             async fn retry_later(
@@ -730,13 +730,7 @@ macro_rules! impl_store {
                     .bind(now.0)
                     .execute(self.writer())
                     .await?;
-                if done.rows_affected() == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::LostClaim {
-                        id: claim.record.id,
-                    })
-                }
+                sql::claim_held(claim, done.rows_affected())
             }
 
             async fn fail(
