@@ -14,6 +14,7 @@ pub mod bitcoind;
 pub mod dev;
 pub mod esplora;
 pub mod evm;
+pub mod solana;
 
 use async_trait::async_trait;
 use ubtc_core::bundle::{SupplyEntry, Utxo};

@@ -43,6 +43,16 @@ pub enum MessageError {
     TooLong { len: usize },
     #[error("message is not valid UTF-8")]
     NotUtf8,
+    /// The payment carries no message (Solana: no Memo instruction in the transaction).
+    #[error("the payment carries no message")]
+    Missing,
+    /// The payment carries more than one message and none can be chosen (Solana: several
+    /// Memo instructions in one transaction).
+    #[error("the payment carries {count} messages; exactly one is required")]
+    Several { count: usize },
+    /// The transaction carrying the message failed on chain: nothing was paid with it.
+    #[error("the transaction carrying the payment failed on chain")]
+    TransactionFailed,
 }
 
 impl MessageError {
@@ -51,6 +61,9 @@ impl MessageError {
         match self {
             MessageError::TooLong { .. } => "message_too_long",
             MessageError::NotUtf8 => "message_not_utf8",
+            MessageError::Missing => "message_missing",
+            MessageError::Several { .. } => "message_several",
+            MessageError::TransactionFailed => "transaction_failed",
         }
     }
 }
