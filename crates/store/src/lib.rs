@@ -13,17 +13,24 @@
 //! This crate holds no business rules (fees, limits, who may sign): callers decide,
 //! the store records atomically.
 
+pub mod admin;
 pub mod audit;
 pub mod baseline;
 mod error;
 mod postgres;
+pub mod reserve_ops;
 mod rows;
 mod sql;
 mod sqlite;
 pub mod types;
 pub mod webhooks;
 
+pub use admin::{
+    AdminStore, AdminUser, ApiKey, LockoutPolicy, LoginFailures, NewAdminUser, NewApiKey,
+    RefreshOutcome,
+};
 pub use postgres::PgStore;
+pub use reserve_ops::ReserveOpsStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use webhooks::{
@@ -79,7 +86,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// the same database: uniqueness and claims are enforced by the database, not by
 /// in-process locks.
 #[async_trait]
-pub trait Store: WebhookStore + Send + Sync + 'static {
+pub trait Store: WebhookStore + admin::AdminStore + reserve_ops::ReserveOpsStore + Send + Sync + 'static {
     /// Applies pending migrations of this dialect. Idempotent.
     async fn migrate(&self) -> StoreResult<()>;
 

@@ -266,3 +266,5 @@ where
 
 impl_store!(PgStore, Postgres);
 crate::webhooks::impl_webhook_store!(PgStore);
+crate::admin::impl_admin_store!(PgStore);
+crate::reserve_ops::impl_reserve_ops_store!(PgStore, Postgres);
