@@ -14,6 +14,7 @@
 //! token fires.
 
 pub mod cache;
+pub mod dashboard;
 mod dto;
 mod error;
 mod extract;
@@ -149,6 +150,8 @@ pub fn public_router(state: ApiState) -> Router {
         // An operations endpoint, documented in docs/operations.md rather than in the
         // OpenAPI document of the public API.
         .route("/metrics", axum::routing::get(metrics::metrics_handler))
+        // The dashboard's page and assets (docs/dashboard.md), outside the JSON API.
+        .merge(dashboard::router())
         .fallback(handlers::fallback)
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         // Inside the rate limiter: a cached answer still costs the client a unit.

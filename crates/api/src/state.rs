@@ -35,6 +35,9 @@ pub struct ApiState {
     /// Operator key and URL check of the webhook administration routes; `None`:
     /// those routes answer `forbidden`.
     pub webhook_admin: Option<crate::webhooks::WebhookAdmin>,
+    /// Block-explorer link of reserve addresses on the dashboard (`{address}` is
+    /// replaced, else the address is appended); `None`: no link.
+    pub explorer_url: Option<String>,
 }
 
 impl ApiState {
@@ -49,11 +52,17 @@ impl ApiState {
             response_cache: None,
             reserve_max_age_ms: None,
             webhook_admin: None,
+            explorer_url: None,
         }
     }
 
     pub fn with_webhook_admin(mut self, admin: crate::webhooks::WebhookAdmin) -> Self {
         self.webhook_admin = Some(admin);
+        self
+    }
+
+    pub fn with_explorer_url(mut self, url: String) -> Self {
+        self.explorer_url = Some(url);
         self
     }
 
