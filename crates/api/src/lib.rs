@@ -13,6 +13,7 @@
 //! build a router with [`public_router`], and run [`serve`] until the cancellation
 //! token fires.
 
+pub mod admin;
 pub mod cache;
 pub mod dashboard;
 mod dto;
@@ -98,12 +99,16 @@ impl Routes {
         self.add((MethodFilter::POST, Method::POST), path, handler)
     }
 
-    fn delete<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, ApiState>,
-        T: 'static,
-    {
-        self.add((MethodFilter::DELETE, Method::DELETE), path, handler)
+    /// Mounts every route of an admin table; [`admin::guard`] enforces its roles.
+    fn admin_table(mut self, table: &'static [admin::AdminRoute]) -> Self {
+        for r in table {
+            self.router = self.router.route(r.path, (r.mount)());
+            self.mounted.push(RouteSpec {
+                method: r.method.clone(),
+                path: r.path,
+            });
+        }
+        self
     }
 }
 
@@ -120,14 +125,9 @@ fn routes(demo: bool) -> Routes {
         .get("/v1/reserves", reserves)
         .get("/v1/reserves/history", reserve_history)
         .get("/v1/stats", stats)
-        .post("/v1/webhooks", webhooks::register)
-        .get("/v1/webhooks", webhooks::list)
-        .delete("/v1/webhooks/{id}", webhooks::deactivate)
-        .get("/v1/webhooks/deliveries", webhooks::deliveries)
-        .post(
-            "/v1/webhooks/deliveries/{event_id}/redeliver",
-            webhooks::redeliver,
-        );
+        // Admin and operator routes (webhook consumers included): one table with
+        // the roles of each, see admin/mod.rs.
+        .admin_table(admin::ADMIN_ROUTES);
     if demo {
         r.post("/v1/demo/payments", demo_payment)
     } else {
@@ -147,6 +147,12 @@ pub fn public_router(state: ApiState) -> Router {
     let limits = state.limits;
     let Routes { router, .. } = routes(state.demo.is_some());
     router
+        // Authentication, IP allowlist and roles of the routes in admin::ADMIN_ROUTES
+        // (a route layer: it sees the matched route; other routes pass through).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::guard,
+        ))
         // An operations endpoint, documented in docs/operations.md rather than in the
         // OpenAPI document of the public API.
         .route("/metrics", axum::routing::get(metrics::metrics_handler))

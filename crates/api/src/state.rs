@@ -35,6 +35,9 @@ pub struct ApiState {
     /// Operator key and URL check of the webhook administration routes; `None`:
     /// those routes answer `forbidden`.
     pub webhook_admin: Option<crate::webhooks::WebhookAdmin>,
+    /// Accounts and access tokens of the admin API (`[admin]`); `None`: only the
+    /// bootstrap operator key (if any) works.
+    pub admin: Option<std::sync::Arc<crate::admin::AdminAuth>>,
     /// Block-explorer link of reserve addresses on the dashboard (`{address}` is
     /// replaced, else the address is appended); `None`: no link.
     pub explorer_url: Option<String>,
@@ -52,8 +55,14 @@ impl ApiState {
             response_cache: None,
             reserve_max_age_ms: None,
             webhook_admin: None,
+            admin: None,
             explorer_url: None,
         }
+    }
+
+    pub fn with_admin(mut self, admin: crate::admin::AdminAuth) -> Self {
+        self.admin = Some(std::sync::Arc::new(admin));
+        self
     }
 
     pub fn with_webhook_admin(mut self, admin: crate::webhooks::WebhookAdmin) -> Self {

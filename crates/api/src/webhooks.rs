@@ -1,18 +1,21 @@
 //! Operator routes of webhook consumers: register, list, deactivate, read the delivery
-//! log, ask for a redelivery. Every one needs `authorization: Bearer <key>` with the
-//! configured operator key (`webhooks.admin_api_key`), compared in constant time.
-//! Without a configured key the routes answer `forbidden`.
+//! log, ask for a redelivery. They are entries of the admin route table
+//! ([`crate::admin::ADMIN_ROUTES`]): changes need the `operator` role, reads accept
+//! `auditor` too, and every change is audited. The configured key
+//! `webhooks.admin_api_key` stays valid as a bootstrap API key with role `operator`
+//! (`authorization: Bearer <key>`, compared in constant time).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ubtc_core::{Timestamp, ValidationId};
 use ubtc_store::{DeliveryFilter, NewWebhookConsumer, WebhookConsumer, WEBHOOK_EVENT_TYPES};
 
+use crate::admin::Principal;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::ApiState;
@@ -21,24 +24,52 @@ use crate::state::ApiState;
 /// worker's own check: scheme, loopback/private hosts unless allowed).
 pub type TargetCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// What the webhook administration routes need.
+/// What the webhook administration routes need: the consumer URL check, and the
+/// bootstrap operator key if one is configured.
 #[derive(Clone)]
 pub struct WebhookAdmin {
-    /// SHA-256 of the operator key: compared in constant time, never kept in clear.
-    key_hash: [u8; 32],
+    /// SHA-256 of the bootstrap operator key: compared in constant time, never kept
+    /// in clear. `None`: no bootstrap key (accounts and API keys only).
+    key_hash: Option<[u8; 32]>,
     check_target: TargetCheck,
 }
 
 impl WebhookAdmin {
-    /// `None` for an empty key (administration stays off).
+    /// With a bootstrap operator key; `None` for an empty key.
     pub fn new(api_key: &str, check_target: TargetCheck) -> Option<Self> {
         if api_key.is_empty() {
             return None;
         }
         Some(Self {
-            key_hash: Sha256::digest(api_key.as_bytes()).into(),
+            key_hash: Some(Sha256::digest(api_key.as_bytes()).into()),
             check_target,
         })
+    }
+
+    /// Without a bootstrap key: operators authenticate with accounts or API keys.
+    pub fn without_key(check_target: TargetCheck) -> Self {
+        Self {
+            key_hash: None,
+            check_target,
+        }
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.key_hash.is_some()
+    }
+
+    /// True when `presented` is the bootstrap key.
+    pub fn matches_key(&self, presented: &str) -> bool {
+        let Some(expected) = self.key_hash.as_ref() else {
+            return false;
+        };
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // Constant time over fixed-length digests: no early exit on the first difference.
+        let diff = hash
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        !presented.is_empty() && diff == 0
     }
 }
 
@@ -53,31 +84,13 @@ pub const SECRET_MIN_CHARS: usize = 16;
 const SECRET_MAX_CHARS: usize = 256;
 const URL_MAX_CHARS: usize = 2_048;
 
-fn authorize<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a WebhookAdmin, ApiError> {
-    let Some(admin) = state.webhook_admin.as_ref() else {
-        return Err(ApiError::new(
+fn url_check(state: &ApiState) -> Result<&WebhookAdmin, ApiError> {
+    state.webhook_admin.as_ref().ok_or_else(|| {
+        ApiError::new(
             ErrorCode::Forbidden,
-            "webhook administration is not configured (webhooks.admin_api_key)",
-        ));
-    };
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-    // Constant time over fixed-length digests: no early exit on the first difference.
-    let diff = hash
-        .iter()
-        .zip(admin.key_hash.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if presented.is_empty() || diff != 0 {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "an operator key is required: authorization: Bearer <key>",
-        ));
-    }
-    Ok(admin)
+            "webhook administration is not configured (no consumer URL check)",
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -119,10 +132,10 @@ pub struct ConsumerList {
 
 pub async fn register(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    principal: Principal,
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<ConsumerView>), ApiError> {
-    let admin = authorize(&state, &headers)?;
+    let admin = url_check(&state)?;
     if body.url.len() > URL_MAX_CHARS {
         return Err(ApiError::new(
             ErrorCode::InvalidParameter,
@@ -171,14 +184,19 @@ pub async fn register(
         )
         .await?;
     tracing::info!(consumer = %consumer.id, url = %consumer.url, "webhook consumer registered");
+    principal
+        .audit(
+            &state,
+            "webhook.register",
+            Some(format!("webhook:{}", consumer.id)),
+            None,
+            Some(serde_json::json!({ "url": consumer.url, "events": consumer.events }).to_string()),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(consumer.into())))
 }
 
-pub async fn list(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Json<ConsumerList>, ApiError> {
-    authorize(&state, &headers)?;
+pub async fn list(State(state): State<ApiState>) -> Result<Json<ConsumerList>, ApiError> {
     let items = state
         .store
         .list_webhook_consumers()
@@ -200,12 +218,11 @@ fn parse_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 
 pub async fn deactivate(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    principal: Principal,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<Json<ConsumerView>, ApiError> {
-    authorize(&state, &headers)?;
     let id = parse_uuid(&raw_id, "webhook consumer id")?;
-    state
+    let changed = state
         .store
         .deactivate_webhook_consumer(id, Timestamp::now())
         .await?;
@@ -221,7 +238,18 @@ pub async fn deactivate(
                 format!("no webhook consumer with id {id}"),
             )
         })?;
-    tracing::info!(consumer = %id, "webhook consumer deactivated");
+    if changed {
+        tracing::info!(consumer = %id, "webhook consumer deactivated");
+        principal
+            .audit(
+                &state,
+                "webhook.deactivate",
+                Some(format!("webhook:{id}")),
+                Some(r#"{"active":true}"#.to_owned()),
+                Some(r#"{"active":false}"#.to_owned()),
+            )
+            .await?;
+    }
     Ok(Json(consumer.into()))
 }
 
@@ -266,10 +294,8 @@ pub struct DeliveryList {
 
 pub async fn deliveries(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    authorize(&state, &headers)?;
     let validation = q
         .validation
         .as_deref()
@@ -339,10 +365,9 @@ pub struct RedeliveryView {
 
 pub async fn redeliver(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    principal: Principal,
     ApiPath(raw_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RedeliveryView>), ApiError> {
-    authorize(&state, &headers)?;
     let event_id = parse_uuid(&raw_id, "event id")?;
     let n = state.store.redeliver(event_id, Timestamp::now()).await?;
     if n == 0 {
@@ -352,6 +377,15 @@ pub async fn redeliver(
         ));
     }
     tracing::info!(event = %event_id, deliveries = n, "webhook redelivery requested");
+    principal
+        .audit(
+            &state,
+            "webhook.redeliver",
+            Some(format!("event:{event_id}")),
+            None,
+            Some(serde_json::json!({ "deliveries": n }).to_string()),
+        )
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RedeliveryView {

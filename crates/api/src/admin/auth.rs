@@ -1,0 +1,269 @@
+//! Who is calling: access tokens of login sessions, stored API keys, and the bootstrap
+//! operator key (`webhooks.admin_api_key`), plus the admin settings and the IP
+//! allowlist.
+
+use std::net::IpAddr;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use ubtc_core::Timestamp;
+use ubtc_store::LockoutPolicy;
+
+use super::token::{TokenError, TokenKeys};
+use super::{ClientInfo, Credential, Principal, Role};
+use crate::error::{ApiError, ErrorCode};
+use crate::ratelimit::X_API_KEY;
+use crate::state::ApiState;
+
+pub const ACCESS_TTL_SECS_DEFAULT: i64 = 15 * 60;
+pub const REFRESH_TTL_SECS_DEFAULT: i64 = 12 * 3600;
+/// A session ends after this long however often it is refreshed.
+pub const SESSION_MAX_SECS_DEFAULT: i64 = 7 * 24 * 3600;
+/// Per username: 5 failures within 15 minutes lock it for 15 minutes.
+pub const USER_LOCKOUT_DEFAULT: LockoutPolicy = LockoutPolicy {
+    max_failures: 5,
+    window_ms: 15 * 60 * 1000,
+    lockout_ms: 15 * 60 * 1000,
+};
+/// Per client address: more failures (an office behind one NAT), same durations.
+pub const IP_LOCKOUT_DEFAULT: LockoutPolicy = LockoutPolicy {
+    max_failures: 20,
+    window_ms: 15 * 60 * 1000,
+    lockout_ms: 15 * 60 * 1000,
+};
+/// Prefix of generated API keys (recognisable in a leaked-secret scan).
+pub const API_KEY_PREFIX: &str = "ubtc_ak_";
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "ubtc_rt_";
+
+/// Admin settings, built by the binary from `[admin]`.
+#[derive(Clone, Debug)]
+pub struct AdminAuth {
+    pub tokens: TokenKeys,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    pub session_max_secs: i64,
+    pub allowed_ips: IpAllowlist,
+    pub user_lockout: LockoutPolicy,
+    pub ip_lockout: LockoutPolicy,
+    /// Issuer shown by authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl AdminAuth {
+    pub fn new(tokens: TokenKeys) -> Self {
+        Self {
+            tokens,
+            access_ttl_secs: ACCESS_TTL_SECS_DEFAULT,
+            refresh_ttl_secs: REFRESH_TTL_SECS_DEFAULT,
+            session_max_secs: SESSION_MAX_SECS_DEFAULT,
+            allowed_ips: IpAllowlist::default(),
+            user_lockout: USER_LOCKOUT_DEFAULT,
+            ip_lockout: IP_LOCKOUT_DEFAULT,
+            totp_issuer: "Universal Bitcoin".to_owned(),
+        }
+    }
+}
+
+/// Addresses and CIDR blocks allowed to reach admin routes; empty allows all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpAllowlist(Vec<(IpAddr, u8)>);
+
+impl IpAllowlist {
+    /// Parses `192.0.2.7`, `10.0.0.0/8`, `::1`, `2001:db8::/32`.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.as_ref().trim();
+            let (addr, prefix) = match e.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (e, None),
+            };
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("admin.allowed_ips: {e:?} is not an address or CIDR block"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("admin.allowed_ips: bad prefix length in {e:?}"))?,
+            };
+            out.push((ip, prefix));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn permits(&self, ip: Option<IpAddr>) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let Some(ip) = ip.map(|ip| ip.to_canonical()) else {
+            return false;
+        };
+        self.0.iter().any(|(net, prefix)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Hex SHA-256: how API keys and refresh tokens are stored (they are random and long,
+/// so a fast hash suffices; only the password needs Argon2).
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random secret: `prefix` + 32 random bytes in hex.
+pub fn random_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message)
+}
+
+/// Authenticates the credentials of a request: `authorization: Bearer <access token
+/// or API key>` or `x-api-key: <API key>`. Never says which part of a credential was
+/// wrong beyond "expired".
+pub(crate) async fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+) -> Result<Principal, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let api_key = headers
+        .get(&X_API_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let principal = |subject: String, roles: Vec<Role>, credential: Credential| Principal {
+        subject,
+        roles,
+        credential,
+        ip: client.ip,
+        user_agent: client.user_agent.clone(),
+    };
+    let presented = match (bearer, api_key) {
+        (Some(b), _) if b.matches('.').count() == 2 => {
+            let admin = state
+                .admin
+                .as_ref()
+                .ok_or_else(|| unauthorized("access tokens are not enabled (admin.jwt_secret)"))?;
+            let now = Timestamp::now();
+            let claims = admin
+                .tokens
+                .verify(b, now.as_millis() / 1000)
+                .map_err(|e| match e {
+                    TokenError::Expired => {
+                        ApiError::new(ErrorCode::TokenExpired, "the access token has expired")
+                    }
+                    _ => unauthorized("invalid access token"),
+                })?;
+            // Logout, a reused refresh token or a disabled user end the session, and
+            // with it the access tokens it issued, before they expire.
+            if !state.store.admin_session_active(claims.sid, now).await? {
+                return Err(unauthorized("the session of this token has ended"));
+            }
+            return Ok(principal(
+                claims.name,
+                vec![claims.role],
+                Credential::Session {
+                    user_id: claims.sub,
+                    session_id: claims.sid,
+                },
+            ));
+        }
+        (Some(b), _) => b,
+        (None, Some(k)) => k,
+        (None, None) => {
+            return Err(unauthorized(
+                "credentials required: authorization: Bearer <token or API key>, or x-api-key",
+            ))
+        }
+    };
+    if let Some(webhook_admin) = state.webhook_admin.as_ref() {
+        if webhook_admin.matches_key(presented) {
+            return Ok(principal(
+                "bootstrap-operator".to_owned(),
+                vec![Role::Operator],
+                Credential::BootstrapKey,
+            ));
+        }
+    }
+    let key = state
+        .store
+        .find_api_key(&secret_hash(presented))
+        .await?
+        .filter(|k| k.revoked_at.is_none())
+        .ok_or_else(|| unauthorized("invalid or revoked API key"))?;
+    let roles = key
+        .roles
+        .iter()
+        .filter_map(|r| r.parse::<Role>().ok())
+        .collect();
+    Ok(principal(
+        format!("api-key:{}", key.name),
+        roles,
+        Credential::ApiKey { key_id: key.id },
+    ))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientInfo>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn allowlist() {
+        let l = IpAllowlist::parse(&["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]).unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(l.permits(ip("10.1.2.3")));
+        assert!(l.permits(ip("::ffff:10.1.2.3")));
+        assert!(l.permits(ip("192.0.2.7")));
+        assert!(!l.permits(ip("192.0.2.8")));
+        assert!(l.permits(ip("2001:db8::1")));
+        assert!(!l.permits(ip("2001:db9::1")));
+        assert!(!l.permits(None));
+        assert!(IpAllowlist::default().permits(None));
+        assert!(IpAllowlist::parse(&["10.0.0.0/33"]).is_err());
+        assert!(IpAllowlist::parse(&["nope"]).is_err());
+        let all = IpAllowlist::parse(&["0.0.0.0/0"]).unwrap();
+        assert!(all.permits(ip("203.0.113.9")));
+    }
+}

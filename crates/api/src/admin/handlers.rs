@@ -1,0 +1,725 @@
+//! Handlers of the admin routes in [`super::ADMIN_ROUTES`]. Authentication and roles
+//! are already checked by the guard; every change writes an audit record.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use ubtc_core::Timestamp;
+use ubtc_store::{AdminUser, ApiKey, AuditEntry, NewAdminUser, NewApiKey, RefreshOutcome};
+
+use super::auth::{random_secret, secret_hash, API_KEY_PREFIX, REFRESH_PREFIX};
+use super::token::Claims;
+use super::{password, totp, AdminAuth, ClientInfo, Credential, Principal, Role};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::ApiState;
+
+fn admin_auth(state: &ApiState) -> Result<&AdminAuth, ApiError> {
+    state.admin.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Forbidden,
+            "accounts are not enabled (admin.jwt_secret)",
+        )
+    })
+}
+
+/// An audit record written by the server for an unauthenticated event (a failed
+/// login): the actor is the name that was tried.
+async fn audit_anonymous(
+    state: &ApiState,
+    client: &ClientInfo,
+    action: &str,
+    username: &str,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    Principal {
+        subject: format!("anonymous:{username}"),
+        roles: Vec::new(),
+        credential: Credential::BootstrapKey,
+        ip: client.ip,
+        user_agent: client.user_agent.clone(),
+    }
+    .audit(
+        state,
+        action,
+        Some(format!("user:{username}")),
+        None,
+        Some(detail.to_string()),
+    )
+    .await
+}
+
+// ----- sessions -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenPair {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+    refresh_expires_in: i64,
+    username: String,
+    role: Role,
+}
+
+fn locked(until: Timestamp, now: Timestamp) -> Response {
+    let secs = (until.as_millis() - now.as_millis()).max(0) / 1000 + 1;
+    let mut r = ApiError::new(
+        ErrorCode::LoginLocked,
+        format!("too many failed logins; retry after {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn issue_access(
+    auth: &AdminAuth,
+    user: &AdminUser,
+    role: Role,
+    sid: uuid::Uuid,
+    now: Timestamp,
+) -> String {
+    let iat = now.as_millis() / 1000;
+    auth.tokens.sign(&Claims {
+        iss: auth.tokens.issuer.clone(),
+        aud: auth.tokens.audience.clone(),
+        sub: user.id,
+        name: user.username.clone(),
+        role,
+        sid,
+        iat,
+        exp: iat + auth.access_ttl_secs,
+    })
+}
+
+pub async fn login(
+    State(state): State<ApiState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let auth = admin_auth(&state)?;
+    let now = Timestamp::now();
+    let user_key = format!("user:{}", body.username);
+    let ip_key = client.ip.map(|ip| format!("ip:{ip}"));
+    for key in std::iter::once(&user_key).chain(ip_key.as_ref()) {
+        if let Some(until) = state.store.login_locked_until(key, now).await? {
+            return Ok(locked(until, now));
+        }
+    }
+    let user = state.store.get_admin_user(&body.username).await?;
+    let phc = user.as_ref().map_or_else(
+        || password::dummy_hash().to_owned(),
+        |u| u.password_hash.clone(),
+    );
+    let pw = body.password.clone();
+    // Argon2id costs tens of milliseconds of CPU: off the async workers.
+    let password_ok = tokio::task::spawn_blocking(move || password::verify_password(&pw, &phc))
+        .await
+        .map_err(ApiError::internal)?;
+    let role = user.as_ref().and_then(|u| u.role.parse::<Role>().ok());
+    let (failure, code, message) = match (&user, role) {
+        (Some(u), Some(role)) if password_ok && u.disabled_at.is_none() => {
+            match (&u.totp_secret, body.totp.as_deref()) {
+                (None, _) if role.requires_totp() => (
+                    Some("no second factor"),
+                    ErrorCode::InvalidCredentials,
+                    "this account has no TOTP secret; an admin must recreate it",
+                ),
+                (None, _) => (None, ErrorCode::Internal, ""),
+                (Some(_), None) => (
+                    Some("totp missing"),
+                    ErrorCode::TotpRequired,
+                    "a TOTP code is required (field totp)",
+                ),
+                (Some(secret), Some(code)) => {
+                    match totp::verify(secret, code, now.as_millis() / 1000) {
+                        None => (
+                            Some("totp wrong"),
+                            ErrorCode::InvalidTotp,
+                            "wrong TOTP code",
+                        ),
+                        Some(step) => {
+                            if state.store.consume_totp_step(u.id, step).await? {
+                                (None, ErrorCode::Internal, "")
+                            } else {
+                                (
+                                    Some("totp replayed"),
+                                    ErrorCode::InvalidTotp,
+                                    "this TOTP code was already used; wait for the next one",
+                                )
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        _ => (
+            Some("bad password, unknown or disabled user"),
+            ErrorCode::InvalidCredentials,
+            "wrong username or password",
+        ),
+    };
+    if let Some(reason) = failure {
+        // A missing TOTP code after a right password is a normal first step of a
+        // two-step form, not an attack: it is not counted.
+        if code != ErrorCode::TotpRequired {
+            let mut lock = None;
+            let f = state
+                .store
+                .record_login_failure(&user_key, &auth.user_lockout, now)
+                .await?;
+            lock = lock.or(f.locked_until);
+            if let Some(k) = &ip_key {
+                let f = state
+                    .store
+                    .record_login_failure(k, &auth.ip_lockout, now)
+                    .await?;
+                lock = lock.or(f.locked_until);
+            }
+            audit_anonymous(
+                &state,
+                &client,
+                "admin.login_failed",
+                &body.username,
+                json!({ "reason": reason, "locked_until": lock }),
+            )
+            .await?;
+        }
+        return Err(ApiError::new(code, message));
+    }
+    let (Some(user), Some(role)) = (user, role) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "wrong username or password",
+        ));
+    };
+    state.store.clear_login_failures(&user_key).await?;
+    if let Some(k) = &ip_key {
+        state.store.clear_login_failures(k).await?;
+    }
+    let refresh = random_secret(REFRESH_PREFIX);
+    let sid = state
+        .store
+        .create_admin_session(
+            user.id,
+            &secret_hash(&refresh),
+            Timestamp(now.as_millis() + auth.refresh_ttl_secs * 1000),
+            Timestamp(now.as_millis() + auth.session_max_secs * 1000),
+            now,
+        )
+        .await?;
+    let access = issue_access(auth, &user, role, sid, now);
+    Principal {
+        subject: user.username.clone(),
+        roles: vec![role],
+        credential: Credential::Session {
+            user_id: user.id,
+            session_id: sid,
+        },
+        ip: client.ip,
+        user_agent: client.user_agent.clone(),
+    }
+    .audit(
+        &state,
+        "admin.login",
+        Some(format!("session:{sid}")),
+        None,
+        None,
+    )
+    .await?;
+    Ok(Json(TokenPair {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: auth.access_ttl_secs,
+        refresh_token: refresh,
+        refresh_expires_in: auth.refresh_ttl_secs,
+        username: user.username,
+        role,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+pub async fn refresh(
+    State(state): State<ApiState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<RefreshBody>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let auth = admin_auth(&state)?;
+    let now = Timestamp::now();
+    let next = random_secret(REFRESH_PREFIX);
+    let outcome = state
+        .store
+        .rotate_refresh_token(
+            &secret_hash(&body.refresh_token),
+            &secret_hash(&next),
+            Timestamp(now.as_millis() + auth.refresh_ttl_secs * 1000),
+            now,
+        )
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated { user, session_id } => {
+            let role = user
+                .role
+                .parse::<Role>()
+                .map_err(|e| ApiError::internal(format!("stored role: {e}")))?;
+            Ok(Json(TokenPair {
+                access_token: issue_access(auth, &user, role, session_id, now),
+                token_type: "Bearer",
+                expires_in: auth.access_ttl_secs,
+                refresh_token: next,
+                refresh_expires_in: auth.refresh_ttl_secs,
+                username: user.username,
+                role,
+            }))
+        }
+        RefreshOutcome::Reused { session_id } => {
+            audit_anonymous(
+                &state,
+                &client,
+                "admin.refresh_reused",
+                "unknown",
+                json!({ "session": session_id, "revoked": true }),
+            )
+            .await?;
+            Err(ApiError::new(
+                ErrorCode::RefreshTokenReused,
+                "this refresh token was already used; the session is revoked, log in again",
+            ))
+        }
+        RefreshOutcome::Invalid => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "invalid, expired or revoked refresh token",
+        )),
+    }
+}
+
+pub async fn logout(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
+    let Credential::Session { session_id, .. } = principal.credential else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "logout ends a login session; API keys are revoked with DELETE /v1/admin/api-keys/{id}",
+        ));
+    };
+    state
+        .store
+        .revoke_admin_session(session_id, "logout", Timestamp::now())
+        .await?;
+    principal
+        .audit(
+            &state,
+            "admin.logout",
+            Some(format!("session:{session_id}")),
+            None,
+            None,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(principal: Principal) -> Json<Principal> {
+    Json(principal)
+}
+
+// ----- users -----
+
+#[derive(Serialize)]
+pub struct UserView {
+    id: uuid::Uuid,
+    username: String,
+    role: String,
+    totp: bool,
+    disabled_at: Option<Timestamp>,
+    created_at: Timestamp,
+}
+
+impl From<AdminUser> for UserView {
+    // Hash and TOTP secret are not copied: never returned.
+    fn from(u: AdminUser) -> Self {
+        Self {
+            id: u.id,
+            username: u.username,
+            role: u.role,
+            totp: u.totp_secret.is_some(),
+            disabled_at: u.disabled_at,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Items<T> {
+    items: Vec<T>,
+}
+
+pub async fn list_users(State(state): State<ApiState>) -> Result<Json<Items<UserView>>, ApiError> {
+    let items = state
+        .store
+        .list_admin_users()
+        .await?
+        .into_iter()
+        .map(UserView::from)
+        .collect();
+    Ok(Json(Items { items }))
+}
+
+/// Username rule: 3–64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+pub fn check_username(name: &str) -> Result<(), String> {
+    let ok = (3..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "username {name:?}: 3 to 64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// A new account, hashed and with its TOTP secret: what both `POST /v1/admin/users`
+/// and `ubtc admin create-user` store. Every account gets a second factor (required
+/// at login for admin and operator, and for auditors too once it is set).
+pub fn new_account(
+    username: &str,
+    role: Role,
+    password_clear: &str,
+) -> Result<NewAdminUser, String> {
+    check_username(username)?;
+    let password_hash = password::hash_password(password_clear).map_err(|e| e.to_string())?;
+    Ok(NewAdminUser {
+        username: username.to_owned(),
+        role: role.as_str().to_owned(),
+        password_hash,
+        totp_secret: Some(totp::generate_secret()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserBody {
+    username: String,
+    role: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct CreatedUser {
+    #[serde(flatten)]
+    user: UserView,
+    /// Shown once: put it in an authenticator app.
+    totp_secret: String,
+    otpauth_uri: String,
+}
+
+pub async fn create_user(
+    State(state): State<ApiState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateUserBody>,
+) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    let auth = admin_auth(&state)?;
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    let (username, pw) = (body.username.clone(), body.password);
+    let new = tokio::task::spawn_blocking(move || new_account(&username, role, &pw))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    let secret = new.totp_secret.clone().unwrap_or_default();
+    let user = state
+        .store
+        .create_admin_user(&new, Timestamp::now())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UserExists,
+                format!("a user named {:?} exists", body.username),
+            )
+        })?;
+    principal
+        .audit(
+            &state,
+            "user.create",
+            Some(format!("user:{}", user.username)),
+            None,
+            Some(json!({ "username": user.username, "role": user.role }).to_string()),
+        )
+        .await?;
+    let uri = totp::otpauth_uri(&auth.totp_issuer, &user.username, &secret);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser {
+            user: user.into(),
+            totp_secret: secret,
+            otpauth_uri: uri,
+        }),
+    ))
+}
+
+pub async fn disable_user(
+    State(state): State<ApiState>,
+    principal: Principal,
+    ApiPath(username): ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::UserNotFound,
+            format!("no enabled user named {username:?}"),
+        )
+    };
+    if !state
+        .store
+        .disable_admin_user(&username, Timestamp::now())
+        .await?
+    {
+        return Err(not_found());
+    }
+    principal
+        .audit(
+            &state,
+            "user.disable",
+            Some(format!("user:{username}")),
+            Some(json!({ "disabled": false }).to_string()),
+            Some(json!({ "disabled": true }).to_string()),
+        )
+        .await?;
+    let user = state
+        .store
+        .get_admin_user(&username)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(user.into()))
+}
+
+// ----- API keys -----
+
+#[derive(Serialize)]
+pub struct KeyView {
+    id: uuid::Uuid,
+    name: String,
+    roles: Vec<String>,
+    created_by: String,
+    created_at: Timestamp,
+    revoked_at: Option<Timestamp>,
+}
+
+impl From<ApiKey> for KeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            roles: k.roles,
+            created_by: k.created_by,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    name: String,
+    roles: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    key_info: KeyView,
+    /// Shown once; only its hash is stored.
+    key: String,
+}
+
+pub async fn create_api_key(
+    State(state): State<ApiState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "name must have 1 to 100 characters",
+        ));
+    }
+    if body.roles.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "roles must name at least one role",
+        ));
+    }
+    let mut roles: Vec<Role> = Vec::new();
+    for r in &body.roles {
+        let role: Role = r
+            .parse()
+            .map_err(|e: String| ApiError::new(ErrorCode::InvalidParameter, e))?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    roles.sort();
+    let key = random_secret(API_KEY_PREFIX);
+    let stored = state
+        .store
+        .create_api_key(
+            &NewApiKey {
+                name: name.to_owned(),
+                key_hash: secret_hash(&key),
+                roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                created_by: principal.subject.clone(),
+            },
+            Timestamp::now(),
+        )
+        .await?;
+    principal
+        .audit(
+            &state,
+            "api_key.create",
+            Some(format!("api_key:{}", stored.id)),
+            None,
+            Some(json!({ "name": stored.name, "roles": stored.roles }).to_string()),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key_info: stored.into(),
+            key,
+        }),
+    ))
+}
+
+pub async fn list_api_keys(
+    State(state): State<ApiState>,
+) -> Result<Json<Items<KeyView>>, ApiError> {
+    let items = state
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .map(KeyView::from)
+        .collect();
+    Ok(Json(Items { items }))
+}
+
+pub async fn revoke_api_key(
+    State(state): State<ApiState>,
+    principal: Principal,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: uuid::Uuid = raw.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("{raw:?} is not an API key id (a UUID)"),
+        )
+    })?;
+    if !state.store.revoke_api_key(id, Timestamp::now()).await? {
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyNotFound,
+            format!("no active API key with id {id}"),
+        ));
+    }
+    principal
+        .audit(
+            &state,
+            "api_key.revoke",
+            Some(format!("api_key:{id}")),
+            Some(json!({ "revoked": false }).to_string()),
+            Some(json!({ "revoked": true }).to_string()),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- audit log -----
+
+pub const AUDIT_LIMIT_DEFAULT: u32 = 100;
+pub const AUDIT_LIMIT_MAX: u32 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct AuditPage {
+    items: Vec<AuditEntry>,
+    /// Pass as `before` for the next (older) page; `null` on the last page.
+    next_before: Option<i64>,
+}
+
+pub async fn list_audit(
+    State(state): State<ApiState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<i64>().map_err(|_| {
+                ApiError::new(ErrorCode::InvalidParameter, "before must be a record id")
+            })
+        })
+        .transpose()?;
+    let limit = match q.limit.as_deref() {
+        None => AUDIT_LIMIT_DEFAULT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=AUDIT_LIMIT_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("limit must be 1 to {AUDIT_LIMIT_MAX}"),
+                )
+            })?,
+    };
+    let items = state.store.list_audit(before, limit).await?;
+    let next_before = if items.len() == limit as usize {
+        items.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { items, next_before }))
+}
+
+pub async fn verify_audit(
+    State(state): State<ApiState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let check = state.store.verify_audit_chain().await?;
+    Ok(Json(json!({
+        "entries": check.entries,
+        "first_broken": check.first_broken,
+        "ok": check.first_broken.is_none(),
+    })))
+}
