@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use ubtc_api::cache::CacheLookup;
 use ubtc_api::{public_router, serve, ApiState, ClientKey, RequestLimiter, ResponseCache};
 use ubtc_core::Timestamp;
 use ubtc_limits::{Client, ClientLimits, FallbackLimiter, Rate, RedisLimiter};
@@ -41,11 +42,14 @@ struct Cache(ubtc_limits::ResponseCache);
 
 #[async_trait]
 impl ResponseCache for Cache {
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.get(key).await.map(|v| v.as_ref().clone())
+    async fn get(&self, tag: &'static str, key: &str) -> CacheLookup {
+        match self.0.get(tag, key).await {
+            ubtc_limits::Lookup::Hit(b) => CacheLookup::Hit(b),
+            ubtc_limits::Lookup::Miss(g) => CacheLookup::Miss(g.value()),
+        }
     }
-    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.0.put(key, value, ttl).await
+    async fn put(&self, key: &str, generation: u64, value: bytes::Bytes, ttl: Duration) {
+        self.0.put(key, generation.into(), value, ttl).await
     }
 }
 

@@ -14,6 +14,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+pub use bytes::Bytes;
 
 use crate::state::ApiState;
 
@@ -23,47 +24,68 @@ pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// route can exceed it (the cache itself skips entries over its own bound).
 const BUFFER_MAX_BYTES: usize = 2 * ubtc_core::bundle::BUNDLE_MAX_BYTES;
 
-/// Bytes by key, with a time to live. Must never fail: trouble is a miss.
-#[async_trait]
-pub trait ResponseCache: Send + Sync + 'static {
-    async fn get(&self, key: &str) -> Option<Vec<u8>>;
-    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration);
+/// Tags the cached routes are stored under: invalidating a tag drops every entry of
+/// its routes, in every process (see the binary's wiring and `ubtc_limits`).
+pub mod tags {
+    /// `GET /v1/reserves` and `/v1/reserves/history`: a new snapshot invalidates it.
+    pub const RESERVES: &str = "reserves";
+    /// `GET /v1/chains`: configuration, changes only with a restart.
+    pub const CHAINS: &str = "chains";
+    /// `GET /v1/proofs/{id}`: a proof never changes once signed (before that the
+    /// route answers 404, which is not cached).
+    pub const PROOFS: &str = "proofs";
 }
 
-/// Routes whose answers are cached, and for how long.
-fn ttl_for(route: &str) -> Option<Duration> {
+/// What a lookup found: the stored bytes, or a miss with the tag's generation at the
+/// time of the lookup, to hand back to [`ResponseCache::put`] (so an answer computed
+/// across an invalidation is stored where nobody serves it).
+#[derive(Clone, Debug)]
+pub enum CacheLookup {
+    Hit(Bytes),
+    Miss(u64),
+}
+
+/// Bytes by tag and key, with a time to live. Must never fail: trouble is a miss.
+#[async_trait]
+pub trait ResponseCache: Send + Sync + 'static {
+    async fn get(&self, tag: &'static str, key: &str) -> CacheLookup;
+    async fn put(&self, key: &str, generation: u64, value: Bytes, ttl: Duration);
+}
+
+/// Routes whose answers are cached, their tag, and for how long.
+fn policy(route: &str) -> Option<(&'static str, Duration)> {
     match route {
-        "/v1/reserves" | "/v1/reserves/history" => Some(Duration::from_secs(30)),
-        "/v1/chains" => Some(Duration::from_secs(300)),
-        "/v1/proofs/{id}" => Some(Duration::from_secs(3600)),
+        "/v1/reserves" | "/v1/reserves/history" => Some((tags::RESERVES, Duration::from_secs(30))),
+        "/v1/chains" => Some((tags::CHAINS, Duration::from_secs(300))),
+        "/v1/proofs/{id}" => Some((tags::PROOFS, Duration::from_secs(3600))),
         _ => None,
     }
 }
 
 /// Entry layout: content type, `\n`, cache control (may be empty), `\n`, body.
 /// Header values cannot hold a newline, so the split is unambiguous.
-fn encode(content_type: &[u8], cache_control: &[u8], body: &[u8]) -> Vec<u8> {
+fn encode(content_type: &[u8], cache_control: &[u8], body: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(content_type.len() + cache_control.len() + body.len() + 2);
     out.extend_from_slice(content_type);
     out.push(b'\n');
     out.extend_from_slice(cache_control);
     out.push(b'\n');
     out.extend_from_slice(body);
-    out
+    Bytes::from(out)
 }
 
-fn decode(entry: Vec<u8>) -> Option<Response> {
+/// Rebuilds the answer from an entry without copying: headers and body are slices of
+/// the shared entry.
+fn decode(entry: Bytes) -> Option<Response> {
     let first = entry.iter().position(|b| *b == b'\n')?;
     let second = first + 1 + entry[first + 1..].iter().position(|b| *b == b'\n')?;
-    let content_type = HeaderValue::from_bytes(&entry[..first]).ok()?;
-    let cache_control = &entry[first + 1..second];
-    let cache_control = if cache_control.is_empty() {
+    let content_type = HeaderValue::from_maybe_shared(entry.slice(..first)).ok()?;
+    let cache_control = if second == first + 1 {
         None
     } else {
-        Some(HeaderValue::from_bytes(cache_control).ok()?)
+        Some(HeaderValue::from_maybe_shared(entry.slice(first + 1..second)).ok()?)
     };
-    let body = entry[second + 1..].to_vec();
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = Response::new(Body::from(entry.slice(second + 1..)));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some(cc) = cache_control {
@@ -81,17 +103,24 @@ pub(crate) async fn cache_responses(
     let Some(cache) = state.response_cache.as_ref() else {
         return next.run(req).await;
     };
-    let ttl = req
+    let policy = req
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|p| ttl_for(p.as_str()));
-    let (Some(ttl), true) = (ttl, req.method() == Method::GET) else {
+        .and_then(|p| policy(p.as_str()));
+    let (Some((tag, ttl)), true) = (policy, req.method() == Method::GET) else {
         return next.run(req).await;
     };
-    let key = format!("resp:{}", req.uri());
-    if let Some(response) = cache.get(&key).await.and_then(decode) {
-        return response;
-    }
+    // Path and query, as sent: no allocation on a hit.
+    let uri = req.uri().clone();
+    let key = uri.path_and_query().map_or("/", |p| p.as_str());
+    let generation = match cache.get(tag, key).await {
+        CacheLookup::Hit(entry) => match decode(entry) {
+            Some(response) => return response,
+            // Not written by `encode`: recompute and overwrite it.
+            None => 0,
+        },
+        CacheLookup::Miss(generation) => generation,
+    };
     let response = next.run(req).await;
     if response.status() != StatusCode::OK {
         return response;
@@ -115,7 +144,12 @@ pub(crate) async fn cache_responses(
         .get(header::CACHE_CONTROL)
         .map_or(&b""[..], HeaderValue::as_bytes);
     cache
-        .put(&key, encode(content_type, cache_control, &bytes), ttl)
+        .put(
+            key,
+            generation,
+            encode(content_type, cache_control, &bytes),
+            ttl,
+        )
         .await;
     parts
         .headers

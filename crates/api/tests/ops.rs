@@ -167,11 +167,14 @@ struct CacheGlue(ubtc_limits::ResponseCache);
 
 #[async_trait]
 impl ubtc_api::ResponseCache for CacheGlue {
-    async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.get(key).await.map(|v| v.as_ref().clone())
+    async fn get(&self, tag: &'static str, key: &str) -> ubtc_api::cache::CacheLookup {
+        match self.0.get(tag, key).await {
+            ubtc_limits::Lookup::Hit(b) => ubtc_api::cache::CacheLookup::Hit(b),
+            ubtc_limits::Lookup::Miss(g) => ubtc_api::cache::CacheLookup::Miss(g.value()),
+        }
     }
-    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        self.0.put(key, value, ttl).await
+    async fn put(&self, key: &str, generation: u64, value: bytes::Bytes, ttl: Duration) {
+        self.0.put(key, generation.into(), value, ttl).await
     }
 }
 

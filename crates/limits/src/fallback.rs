@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{metric, Bucket, Decision, LimitError, Limiter, MemoryLimiter, Mode};
+use crate::{metric, Bucket, Decision, Grant, LimitError, Limiter, MemoryLimiter, Mode};
 
 /// While Redis is down, it is tried again at most this often; calls in between go
 /// straight to the local limiter, so an outage costs no latency per request.
@@ -50,6 +50,32 @@ impl FallbackLimiter {
         ubtc_core::Timestamp::now().as_millis()
     }
 
+    /// True while the primary is down and not due for another try.
+    fn skip_primary(&self) -> bool {
+        // The probe schedule uses the wall clock, not the caller's `now`, which may be
+        // a test's fixed time.
+        self.down.load(Ordering::Relaxed)
+            && Self::wall_ms() < self.next_probe_ms.load(Ordering::Relaxed)
+    }
+
+    fn primary_ok(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("rate-limit store reachable again; shared limits apply");
+        }
+        // Set on every success (a store to an atomic), not only on recovery: the
+        // recorder may have been installed after this limiter was built.
+        metrics::gauge!(metric::REDIS_UP).set(1.0);
+    }
+
+    fn primary_failed(&self, err: &LimitError) {
+        self.next_probe_ms
+            .store(Self::wall_ms() + self.probe_interval_ms, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "rate-limit store unreachable; using the local limiter of this process");
+            metrics::gauge!(metric::REDIS_UP).set(0.0);
+        }
+    }
+
     fn local(&self, buckets: &[Bucket], now_ms: i64, mode: Mode) -> Result<Decision, LimitError> {
         metrics::counter!(metric::FALLBACK_TOTAL).increment(1);
         self.local.acquire_now(buckets, now_ms, mode)
@@ -64,32 +90,36 @@ impl Limiter for FallbackLimiter {
         now_ms: i64,
         mode: Mode,
     ) -> Result<Decision, LimitError> {
-        // The probe schedule uses the wall clock, not the caller's `now`, which may be
-        // a test's fixed time.
-        if self.down.load(Ordering::Relaxed)
-            && Self::wall_ms() < self.next_probe_ms.load(Ordering::Relaxed)
-        {
+        if self.skip_primary() {
             return self.local(buckets, now_ms, mode);
         }
         match self.primary.acquire(buckets, now_ms, mode).await {
             Ok(decision) => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("rate-limit store reachable again; shared limits apply");
-                }
-                // Set on every success (a store to an atomic), not only on recovery: the
-                // recorder may have been installed after this limiter was built.
-                metrics::gauge!(metric::REDIS_UP).set(1.0);
+                self.primary_ok();
                 Ok(decision)
             }
             Err(LimitError::NoBuckets) => Err(LimitError::NoBuckets),
             Err(err) => {
-                self.next_probe_ms
-                    .store(Self::wall_ms() + self.probe_interval_ms, Ordering::Relaxed);
-                if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %err, "rate-limit store unreachable; using the local limiter of this process");
-                    metrics::gauge!(metric::REDIS_UP).set(0.0);
-                }
+                self.primary_failed(&err);
                 self.local(buckets, now_ms, mode)
+            }
+        }
+    }
+
+    async fn lease(&self, bucket: &Bucket, now_ms: i64, want: u32) -> Result<Grant, LimitError> {
+        if self.skip_primary() {
+            metrics::counter!(metric::FALLBACK_TOTAL).increment(1);
+            return Ok(self.local.lease_now(bucket, now_ms, want));
+        }
+        match self.primary.lease(bucket, now_ms, want).await {
+            Ok(grant) => {
+                self.primary_ok();
+                Ok(grant)
+            }
+            Err(err) => {
+                self.primary_failed(&err);
+                metrics::counter!(metric::FALLBACK_TOTAL).increment(1);
+                Ok(self.local.lease_now(bucket, now_ms, want))
             }
         }
     }

@@ -11,7 +11,7 @@
 //! its cost, instead of being pushed out to the flooder's last reservation (which
 //! would make one payer's flood delay everybody on the chain).
 
-use crate::{Bucket, Decision, Mode};
+use crate::{Bucket, Decision, Grant, Mode, Rate};
 
 /// A theoretical arrival time, ms since the epoch.
 pub type Tat = i64;
@@ -57,10 +57,33 @@ pub(crate) fn decide(
     )
 }
 
+/// Leases up to `want` units of one bucket at once: as many as are free *now* (never
+/// a future unit), charged together. Returns the units granted (0 when none is free)
+/// with the time the next unit frees up in that case, and the new TAT to store
+/// (`None` when nothing is charged). Mirrored by the lease script in Redis.
+pub(crate) fn lease(rate: Rate, tat: Option<Tat>, now_ms: i64, want: u32) -> (Grant, Option<Tat>) {
+    let tat = tat.unwrap_or(now_ms).max(now_ms);
+    let emission = rate.emission_ms.max(1);
+    // Unit k (from 0) passes at `tat + k * emission - tolerance`; count those <= now.
+    let free = (now_ms + rate.tolerance_ms() - tat).div_euclid(emission) + 1;
+    let units = free.clamp(0, i64::from(want)) as u32;
+    if units == 0 {
+        let at_ms = tat - rate.tolerance_ms();
+        return (Grant { units, at_ms }, None);
+    }
+    let next = tat.saturating_add(emission.saturating_mul(i64::from(units)));
+    (
+        Grant {
+            units,
+            at_ms: now_ms,
+        },
+        Some(next),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Rate;
 
     #[test]
     fn burst_then_spaced_by_the_emission_interval() {
@@ -118,5 +141,52 @@ mod tests {
         let (d, next) = decide(&b, &[Some(5_000), None], 0, Mode::Reserve);
         assert_eq!(d.at_ms, 5_000);
         assert_eq!(next, Some(vec![6_000, 10]));
+    }
+
+    #[test]
+    fn a_lease_takes_only_the_units_free_now() {
+        let rate = Rate {
+            emission_ms: 100,
+            burst: 5,
+        };
+        // A fresh bucket holds its burst: 5 free, 3 asked.
+        let (g, tat) = lease(rate, None, 1_000, 3);
+        assert_eq!((g.units, tat), (3, Some(1_300)));
+        // 2 left of the burst, 10 asked.
+        let (g, tat) = lease(rate, tat, 1_000, 10);
+        assert_eq!((g.units, tat), (2, Some(1_500)));
+        // Empty: nothing charged, the next unit frees at TAT - tolerance.
+        let (g, next) = lease(rate, tat, 1_000, 10);
+        assert_eq!((g.units, g.at_ms, next), (0, 1_100, None));
+        // 250 ms later two units have come back (and a half: not yet the third).
+        let (g, _) = lease(rate, tat, 1_250, 10);
+        assert_eq!(g.units, 2);
+    }
+
+    #[test]
+    fn a_lease_agrees_with_one_by_one_decisions() {
+        let rate = Rate {
+            emission_ms: 7,
+            burst: 13,
+        };
+        let b = [Bucket::new("k", rate)];
+        for start in [None, Some(40), Some(95), Some(200)] {
+            let mut tat = start;
+            let mut one_by_one = 0;
+            loop {
+                let (d, next) = decide(&b, &[tat], 100, Mode::TryNow);
+                if !d.charged {
+                    break;
+                }
+                one_by_one += 1;
+                tat = next.map(|n| n[0]);
+            }
+            let (g, leased_tat) = lease(rate, start, 100, u32::MAX);
+            assert_eq!(g.units, one_by_one, "start {start:?}");
+            assert_eq!(
+                leased_tat.or(start.map(|t| t.max(100))),
+                tat.map(|t| t.max(100))
+            );
+        }
     }
 }

@@ -31,7 +31,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use cache::ResponseCache;
-pub use client::{Client, ClientLimits};
+pub use cache::{Generation, Lookup};
+pub use client::{Client, ClientLimits, LEASE_MAX_UNITS_DEFAULT, LEASE_TTL_MS_DEFAULT};
 pub use fallback::FallbackLimiter;
 pub use gcra::Tat;
 pub use memory::MemoryLimiter;
@@ -118,6 +119,15 @@ impl Decision {
     }
 }
 
+/// Units leased from one bucket at once (see [`Limiter::lease`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Units charged to the bucket and handed to the caller (0: none free now).
+    pub units: u32,
+    /// When `units` is 0, the time (ms) the next unit frees up; otherwise `now`.
+    pub at_ms: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
     /// Redis could not be reached or did not answer in time.
@@ -142,6 +152,11 @@ pub trait Limiter: Send + Sync + 'static {
         now_ms: i64,
         mode: Mode,
     ) -> Result<Decision, LimitError>;
+
+    /// Takes up to `want` units of one bucket that are free now, all charged at once,
+    /// so a caller can spend them locally without asking again for each request
+    /// ([`ClientLimits`] does, for API requests). Never reserves a future unit.
+    async fn lease(&self, bucket: &Bucket, now_ms: i64, want: u32) -> Result<Grant, LimitError>;
 }
 
 /// Metric names, in one place so the docs and dashboards can rely on them.

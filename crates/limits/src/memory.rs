@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::gcra::{decide, Tat};
-use crate::{Bucket, Decision, LimitError, Limiter, Mode};
+use crate::gcra::{decide, lease, Tat};
+use crate::{Bucket, Decision, Grant, LimitError, Limiter, Mode};
 
 /// Keys kept before expired ones are swept; bounds memory under a flood of distinct
 /// keys (client IPs).
@@ -50,6 +50,16 @@ impl MemoryLimiter {
         }
         Ok(decision)
     }
+
+    /// The synchronous lease (the trait method only wraps it).
+    pub fn lease_now(&self, bucket: &Bucket, now_ms: i64, want: u32) -> Grant {
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        let (grant, next) = lease(bucket.rate, tats.get(&bucket.key).copied(), now_ms, want);
+        if let Some(next) = next {
+            tats.insert(bucket.key.clone(), next);
+        }
+        grant
+    }
 }
 
 #[async_trait]
@@ -61,5 +71,9 @@ impl Limiter for MemoryLimiter {
         mode: Mode,
     ) -> Result<Decision, LimitError> {
         self.acquire_now(buckets, now_ms, mode)
+    }
+
+    async fn lease(&self, bucket: &Bucket, now_ms: i64, want: u32) -> Result<Grant, LimitError> {
+        Ok(self.lease_now(bucket, now_ms, want))
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::{Bucket, Decision, LimitError, Limiter, Mode};
+use crate::{Bucket, Decision, Grant, LimitError, Limiter, Mode};
 
 /// How long one Redis round trip (or connection attempt) may take before the call
 /// fails and the caller falls back: rate limiting must never stall the service.
@@ -41,6 +41,26 @@ end
 return {'1', string.format('%d', at)}
 "#;
 
+/// KEYS: one bucket. ARGV: now (ms), emission interval, tolerance (ms), units wanted.
+/// Returns {units granted, at (ms)}: the units free now (at most the wanted number),
+/// charged together, or {0, when the next unit frees}. Mirrors `gcra::lease`.
+const LEASE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local emission = tonumber(ARGV[2])
+local tol = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+if tat < now then tat = now end
+local n = math.floor((now + tol - tat) / emission) + 1
+if n > want then n = want end
+if n < 1 then
+  return {'0', string.format('%d', tat - tol)}
+end
+local nxt = tat + n * emission
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', string.format('%d', nxt - now + 1000))
+return {string.format('%d', n), string.format('%d', now)}
+"#;
+
 /// Rate limits shared by every process through one Redis.
 ///
 /// Connects lazily (and reconnects by itself), so a process starts even when Redis
@@ -50,6 +70,7 @@ pub struct RedisLimiter {
     prefix: String,
     timeout: Duration,
     script: redis::Script,
+    lease_script: redis::Script,
 }
 
 /// A Redis connection made on first use and then kept (the manager reconnects by
@@ -99,6 +120,7 @@ impl RedisLimiter {
             prefix: prefix.into(),
             timeout,
             script: redis::Script::new(GCRA_LUA),
+            lease_script: redis::Script::new(LEASE_LUA),
         })
     }
 }
@@ -140,6 +162,32 @@ impl Limiter for RedisLimiter {
         Ok(Decision {
             at_ms,
             charged: charged == "1",
+        })
+    }
+
+    async fn lease(&self, bucket: &Bucket, now_ms: i64, want: u32) -> Result<Grant, LimitError> {
+        let mut conn = self.conn.get().await?;
+        let mut call = self.lease_script.prepare_invoke();
+        call.key(format!("{}{}", self.prefix, bucket.key))
+            .arg(now_ms)
+            .arg(bucket.rate.emission_ms.max(1))
+            .arg(bucket.rate.tolerance_ms())
+            .arg(want.max(1));
+        let answer: Vec<String> =
+            tokio::time::timeout(self.timeout * 3, call.invoke_async(&mut conn))
+                .await
+                .map_err(|_| LimitError::Timeout(self.timeout.as_millis() as u64 * 3))?
+                .map_err(LimitError::Unavailable)?;
+        let [units, at] = answer.as_slice() else {
+            return Err(LimitError::Protocol(format!("{answer:?}")));
+        };
+        Ok(Grant {
+            units: units
+                .parse()
+                .map_err(|_| LimitError::Protocol(format!("units = {units:?}")))?,
+            at_ms: at
+                .parse()
+                .map_err(|_| LimitError::Protocol(format!("at = {at:?}")))?,
         })
     }
 }
