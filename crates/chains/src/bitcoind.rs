@@ -229,6 +229,49 @@ impl BitcoinBackend for BitcoinCoreBackend {
         utxos.sort_by(|a, b| (&a.txid, a.vout).cmp(&(&b.txid, b.vout)));
         Ok(utxos)
     }
+
+    async fn broadcast(&self, tx_hex: &str) -> Result<String, ChainError> {
+        if tx_hex.is_empty() || !tx_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ChainError::Misconfigured("transaction is not hex".into()));
+        }
+        match self
+            .call::<String>("sendrawtransaction", json!([tx_hex]))
+            .await
+        {
+            Ok(txid) => Ok(txid.to_ascii_lowercase()),
+            // Resending a transaction the node already has (mempool or chain): sent.
+            Err(ChainError::BadResponse(m))
+                if m.contains("already in block chain") || m.contains("txn-already-known") =>
+            {
+                use bitcoin::consensus::encode::deserialize_hex;
+                let tx: bitcoin::Transaction = deserialize_hex(tx_hex)
+                    .map_err(|e| ChainError::BadResponse(format!("not a transaction: {e}")))?;
+                Ok(tx.compute_txid().to_string())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn tx_confirmations(&self, txid: &str) -> Result<Option<u32>, ChainError> {
+        if txid.len() != 64 || !txid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ChainError::Misconfigured(format!("not a txid: {txid:?}")));
+        }
+        // Needs -txindex for confirmed transactions not in the wallet; the mempool is
+        // always searched.
+        match self
+            .call::<Value>("getrawtransaction", json!([txid, true]))
+            .await
+        {
+            Ok(v) => Ok(Some(
+                v.get("confirmations")
+                    .and_then(Value::as_u64)
+                    .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+                    .unwrap_or(0),
+            )),
+            Err(ChainError::BadResponse(m)) if m.contains("error -5:") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Default per-request timeout: long enough for `scantxoutset` on mainnet.

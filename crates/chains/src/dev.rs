@@ -365,6 +365,11 @@ struct BitcoinInner {
     height: u32,
     utxos: HashMap<String, Vec<Utxo>>,
     funded: u64,
+    /// txid → height of the block that holds it (funding and broadcast transactions).
+    txs: HashMap<String, u32>,
+    /// Output script (hex) → address, learned from `fund`, so a broadcast's outputs to
+    /// known scripts are listed under their address.
+    scripts: HashMap<String, String>,
 }
 
 /// A Bitcoin backend in memory: a tip that advances when told to, and UTXOs that the
@@ -381,6 +386,8 @@ impl DevBitcoin {
                 height: start_height,
                 utxos: HashMap::new(),
                 funded: 0,
+                txs: HashMap::new(),
+                scripts: HashMap::new(),
             })),
         }
     }
@@ -424,7 +431,77 @@ impl DevBitcoin {
             .entry(address.to_owned())
             .or_default()
             .push(utxo.clone());
+        let height = inner.height;
+        inner.txs.insert(utxo.txid.clone(), height);
+        inner
+            .scripts
+            .insert(script_pubkey_hex.to_owned(), address.to_owned());
         utxo
+    }
+
+    /// Every unspent output, by address (tests check what a release left behind).
+    pub fn all_utxos(&self) -> HashMap<String, Vec<Utxo>> {
+        self.lock().utxos.clone()
+    }
+
+    /// Applies a signed transaction: its inputs must be unspent outputs of this dev
+    /// chain (they are removed), its outputs become unspent outputs in the next block
+    /// (listed under their address when the script is known, else under the script
+    /// hex). Scripts are NOT executed here: callers verify before broadcasting. A
+    /// transaction already applied is accepted again and changes nothing.
+    fn apply(&self, tx_hex: &str) -> Result<String, ChainError> {
+        use bitcoin::consensus::encode::deserialize_hex;
+        let tx: bitcoin::Transaction = deserialize_hex(tx_hex)
+            .map_err(|e| ChainError::BadResponse(format!("not a transaction: {e}")))?;
+        let txid = tx.compute_txid().to_string();
+        let mut inner = self.lock();
+        if inner.txs.contains_key(&txid) {
+            return Ok(txid);
+        }
+        let mut spent = Vec::new();
+        for input in &tx.input {
+            let (t, v) = (
+                input.previous_output.txid.to_string(),
+                input.previous_output.vout,
+            );
+            let found = inner.utxos.iter().find_map(|(addr, list)| {
+                list.iter()
+                    .position(|u| u.txid == t && u.vout == v)
+                    .map(|i| (addr.clone(), i))
+            });
+            match found {
+                Some(f) if !spent.contains(&f) => spent.push(f),
+                _ => {
+                    return Err(ChainError::BadResponse(format!(
+                        "input {t}:{v} is not an unspent output (missing or already spent)"
+                    )))
+                }
+            }
+        }
+        // Remove from the back of each list so earlier indices stay valid.
+        spent.sort_by_key(|s| std::cmp::Reverse(s.1));
+        for (addr, i) in spent {
+            if let Some(list) = inner.utxos.get_mut(&addr) {
+                list.remove(i);
+            }
+        }
+        for (vout, out) in tx.output.iter().enumerate() {
+            let spk = out.script_pubkey.to_hex_string();
+            let key = inner.scripts.get(&spk).cloned().unwrap_or_else(|| {
+                bitcoin::Address::from_script(&out.script_pubkey, bitcoin::Network::Regtest)
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|_| spk.clone())
+            });
+            inner.utxos.entry(key).or_default().push(Utxo {
+                txid: txid.clone(),
+                vout: vout as u32,
+                amount_sats: out.value.to_sat(),
+                script_pubkey_hex: spk,
+            });
+        }
+        let next = inner.height.saturating_add(1);
+        inner.txs.insert(txid.clone(), next);
+        Ok(txid)
     }
 }
 
@@ -449,6 +526,18 @@ impl BitcoinBackend for DevBitcoin {
 
     async fn address_utxos(&self, address: &str) -> Result<Vec<Utxo>, ChainError> {
         Ok(self.lock().utxos.get(address).cloned().unwrap_or_default())
+    }
+
+    async fn broadcast(&self, tx_hex: &str) -> Result<String, ChainError> {
+        self.apply(tx_hex)
+    }
+
+    async fn tx_confirmations(&self, txid: &str) -> Result<Option<u32>, ChainError> {
+        let inner = self.lock();
+        Ok(inner
+            .txs
+            .get(txid)
+            .map(|h| inner.height.saturating_add(1).saturating_sub(*h)))
     }
 }
 

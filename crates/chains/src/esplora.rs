@@ -38,6 +38,13 @@ struct EsploraStatus {
 }
 
 #[derive(Deserialize)]
+struct EsploraTxStatus {
+    confirmed: bool,
+    #[serde(default)]
+    block_height: Option<u32>,
+}
+
+#[derive(Deserialize)]
 struct EsploraTx {
     vout: Vec<EsploraTxOut>,
 }
@@ -68,6 +75,39 @@ impl EsploraBackend {
         let bytes = self.get(path).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ChainError::BadResponse(format!("{path}: unexpected shape: {e}")))
+    }
+
+    /// `POST /tx` with the raw hex; Esplora answers the txid as text. Retried only on
+    /// transient failures: resending the same transaction is harmless.
+    async fn post_tx(&self, tx_hex: &str) -> Result<String, ChainError> {
+        let url = format!("{}/tx", self.base_url);
+        let mut last = String::new();
+        for attempt in 0..self.retry.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(backoff_for(&self.retry, attempt - 1)).await;
+            }
+            let response = match self.http.post(&url).body(tx_hex.to_owned()).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("request failed: {e}");
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status_is_transient(status) {
+                last = format!("HTTP {status}");
+                continue;
+            }
+            let text = response.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(ChainError::BadResponse(format!(
+                    "POST /tx: HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )));
+            }
+            return Ok(text.trim().to_ascii_lowercase());
+        }
+        Err(ChainError::Unavailable(format!("esplora POST /tx: {last}")))
     }
 
     async fn get(&self, path: &str) -> Result<Vec<u8>, ChainError> {
@@ -160,6 +200,44 @@ impl BitcoinBackend for EsploraBackend {
                 script_pubkey_hex: script.clone(),
             })
             .collect())
+    }
+
+    async fn broadcast(&self, tx_hex: &str) -> Result<String, ChainError> {
+        if tx_hex.is_empty() || !tx_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ChainError::Misconfigured("transaction is not hex".into()));
+        }
+        let txid = self.post_tx(tx_hex).await?;
+        check_hash(&txid, "POST /tx")
+    }
+
+    async fn tx_confirmations(&self, txid: &str) -> Result<Option<u32>, ChainError> {
+        let txid = check_hash(txid, "txid")?;
+        let url = format!("{}/tx/{txid}/status", self.base_url);
+        // Esplora answers 404 for an unknown transaction: that is "unknown", not an error.
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ChainError::Unavailable(format!("esplora tx status: {e}")))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status: EsploraTxStatus = self.get_json(&format!("/tx/{txid}/status")).await?;
+        match (status.confirmed, status.block_height) {
+            (false, _) => Ok(Some(0)),
+            (true, Some(h)) => {
+                let tip: u32 = self
+                    .get_text("/blocks/tip/height")
+                    .await?
+                    .parse()
+                    .map_err(|e| ChainError::BadResponse(format!("tip height: {e}")))?;
+                Ok(Some(tip.saturating_add(1).saturating_sub(h)))
+            }
+            (true, None) => Err(ChainError::BadResponse(
+                "confirmed transaction without a block height".into(),
+            )),
+        }
     }
 }
 

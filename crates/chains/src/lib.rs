@@ -114,6 +114,25 @@ pub trait BitcoinBackend: Send + Sync + 'static {
     async fn block_hash(&self, height: u32) -> Result<String, ChainError>;
     /// Unspent outputs paying to `address` as of the tip.
     async fn address_utxos(&self, address: &str) -> Result<Vec<Utxo>, ChainError>;
+
+    /// Sends a signed transaction (hex) to the network; returns its txid. Sending the
+    /// same transaction again is harmless (a node that already has it says so, and
+    /// that counts as sent), so a resumed release may resend.
+    async fn broadcast(&self, tx_hex: &str) -> Result<String, ChainError> {
+        let _ = tx_hex;
+        Err(ChainError::Misconfigured(
+            "this Bitcoin backend cannot broadcast".into(),
+        ))
+    }
+
+    /// How many blocks hold `txid` and build on it: 0 while it is unconfirmed (in the
+    /// mempool), `None` when the backend does not know the transaction.
+    async fn tx_confirmations(&self, txid: &str) -> Result<Option<u32>, ChainError> {
+        let _ = txid;
+        Err(ChainError::Misconfigured(
+            "this Bitcoin backend cannot look transactions up".into(),
+        ))
+    }
 }
 
 /// Token supply on one chain, read at a named block (for reserve snapshots and bundles).

@@ -16,6 +16,7 @@
 
 pub mod abi;
 pub mod bench;
+pub mod minter;
 pub mod rpc;
 
 use async_trait::async_trait;
