@@ -1,0 +1,511 @@
+//! Conformance suite of the admin store (accounts, TOTP steps, lockouts, sessions with rotating refresh tokens, API keys) and of the audit log's tamper evidence: every test is written once against `&dyn Store` and
+//! run on SQLite (a fresh temporary file) and on PostgreSQL (a fresh schema on the
+//! server at `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`,
+//! dropped afterwards). An unreachable PostgreSQL fails the PostgreSQL tests.
+
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ubtc_core::Timestamp;
+use ubtc_store::*;
+
+const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+/// Removes the test database when the test ends, also when it panicked.
+enum Cleanup {
+    Sqlite(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Postgres { url, schema } => {
+                // Drop runs outside any runtime we may block: use a thread with its own.
+                let (url, schema) = (url.clone(), schema.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        if let Ok(store) = PgStore::connect(&url, 1).await {
+                            let _ = store.drop_schema(&schema).await;
+                        }
+                    })
+                })
+                .join();
+            }
+        }
+    }
+}
+
+/// Direct access to the database, for the test that tampers with the audit log.
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    raw: Raw,
+    _cleanup: Cleanup,
+}
+
+fn pg_url() -> String {
+    std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned())
+}
+
+async fn sqlite_harness() -> Harness {
+    let path = std::env::temp_dir().join(format!(
+        "ubtc-store-test-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let cleanup = Cleanup::Sqlite(path.clone());
+    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Harness {
+        raw: Raw::Sqlite(store.pool().clone()),
+        store: Arc::new(store),
+        _cleanup: cleanup,
+    }
+}
+
+async fn pg_harness() -> Harness {
+    let url = pg_url();
+    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
+    let store = match PgStore::connect_in_schema_with(&url, &schema, 10).await {
+        Ok(store) => store,
+        Err(e) => panic!(
+            "PostgreSQL is required for the PostgreSQL conformance tests and is not reachable at {url} \
+             (set UBTC_TEST_DATABASE_URL): {e}"
+        ),
+    };
+    let cleanup = Cleanup::Postgres { url, schema };
+    store.migrate().await.unwrap();
+    Harness {
+        raw: Raw::Postgres(store.pool().clone()),
+        store: Arc::new(store),
+        _cleanup: cleanup,
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::sqlite_harness().await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let h = super::pg_harness().await;
+                    super::$name(&h).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_are_unique_and_disable_revokes_sessions,
+    totp_steps_are_consumed_once,
+    login_failures_lock_and_expire,
+    refresh_tokens_rotate_and_reuse_revokes,
+    concurrent_rotation_has_one_winner,
+    api_keys,
+    audit_tampering_is_detected,
+);
+
+fn new_user(name: &str, role: &str) -> NewAdminUser {
+    NewAdminUser {
+        username: name.to_owned(),
+        role: role.to_owned(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned(),
+        totp_secret: Some("JBSWY3DPEHPK3PXP".to_owned()),
+    }
+}
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp(T0.0 + ms)
+}
+
+async fn session(store: &dyn Store, user: uuid::Uuid, token: &str) -> uuid::Uuid {
+    store
+        .create_admin_session(user, token, at(3_600_000), at(86_400_000), T0)
+        .await
+        .unwrap()
+}
+
+async fn users_are_unique_and_disable_revokes_sessions(h: &Harness) {
+    let s = h.store.as_ref();
+    let alice = s
+        .create_admin_user(&new_user("alice", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s
+        .create_admin_user(&new_user("alice", "auditor"), T0)
+        .await
+        .unwrap()
+        .is_none());
+    s.create_admin_user(&new_user("bob", "auditor"), at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.get_admin_user("alice").await.unwrap().unwrap(), alice);
+    assert_eq!(
+        s.get_admin_user_by_id(alice.id).await.unwrap().unwrap(),
+        alice
+    );
+    assert!(s.get_admin_user("carol").await.unwrap().is_none());
+    let names: Vec<String> = s
+        .list_admin_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    // The hash never shows in Debug output.
+    assert!(!format!("{alice:?}").contains("argon2"));
+
+    let sid = session(s, alice.id, "h-alice").await;
+    assert!(s.admin_session_active(sid, at(1)).await.unwrap());
+    assert!(!s.admin_session_active(sid, at(86_400_000)).await.unwrap());
+    assert!(s.disable_admin_user("alice", at(2)).await.unwrap());
+    assert!(!s.disable_admin_user("alice", at(3)).await.unwrap());
+    assert!(!s.disable_admin_user("nobody", at(3)).await.unwrap());
+    assert!(!s.admin_session_active(sid, at(4)).await.unwrap());
+    assert_eq!(
+        s.get_admin_user("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at,
+        Some(at(2))
+    );
+    // A disabled user's refresh token no longer works, and nothing changes.
+    assert_eq!(
+        s.rotate_refresh_token("h-alice", "h-next", at(3_600_000), at(5))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+}
+
+async fn totp_steps_are_consumed_once(h: &Harness) {
+    let s = h.store.as_ref();
+    let u = s
+        .create_admin_user(&new_user("op", "operator"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s.consume_totp_step(u.id, 10).await.unwrap());
+    assert!(!s.consume_totp_step(u.id, 10).await.unwrap());
+    assert!(!s.consume_totp_step(u.id, 9).await.unwrap());
+    assert!(s.consume_totp_step(u.id, 11).await.unwrap());
+    // Concurrent logins with one code: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.consume_totp_step(u.id, 12).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        s.get_admin_user("op")
+            .await
+            .unwrap()
+            .unwrap()
+            .totp_last_step,
+        Some(12)
+    );
+}
+
+async fn login_failures_lock_and_expire(h: &Harness) {
+    let s = h.store.as_ref();
+    let policy = LockoutPolicy {
+        max_failures: 3,
+        window_ms: 60_000,
+        lockout_ms: 300_000,
+    };
+    for (i, expect_lock) in [(0, false), (1, false), (2, true)] {
+        let f = s
+            .record_login_failure("user:alice", &policy, at(i * 1000))
+            .await
+            .unwrap();
+        assert_eq!(f.failures, u32::try_from(i + 1).unwrap());
+        assert_eq!(f.locked_until.is_some(), expect_lock, "failure {i}");
+    }
+    assert_eq!(
+        s.login_locked_until("user:alice", at(3000)).await.unwrap(),
+        Some(at(302_000))
+    );
+    assert_eq!(
+        s.login_locked_until("user:bob", at(3000)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.login_locked_until("user:alice", at(302_000))
+            .await
+            .unwrap(),
+        None
+    );
+    // After the window the counter starts again (and the old lock has run out).
+    let f = s
+        .record_login_failure("user:alice", &policy, at(400_000))
+        .await
+        .unwrap();
+    assert_eq!(f.failures, 1);
+    s.clear_login_failures("user:alice").await.unwrap();
+    let f = s
+        .record_login_failure("user:alice", &policy, at(400_001))
+        .await
+        .unwrap();
+    assert_eq!((f.failures, f.locked_until), (1, None));
+}
+
+async fn refresh_tokens_rotate_and_reuse_revokes(h: &Harness) {
+    let s = h.store.as_ref();
+    let u = s
+        .create_admin_user(&new_user("alice", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let sid = session(s, u.id, "t1").await;
+    match s
+        .rotate_refresh_token("t1", "t2", at(3_600_000), at(10))
+        .await
+        .unwrap()
+    {
+        RefreshOutcome::Rotated { user, session_id } => {
+            assert_eq!((user.id, session_id), (u.id, sid));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.rotate_refresh_token("t2", "t3", at(3_600_000), at(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated { .. }
+    ));
+    assert_eq!(
+        s.rotate_refresh_token("unknown", "x", at(3_600_000), at(20))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // t1 again: somebody kept a copy. The family is revoked, t3 included.
+    assert_eq!(
+        s.rotate_refresh_token("t1", "t4", at(3_600_000), at(30))
+            .await
+            .unwrap(),
+        RefreshOutcome::Reused { session_id: sid }
+    );
+    assert!(!s.admin_session_active(sid, at(31)).await.unwrap());
+    assert_eq!(
+        s.rotate_refresh_token("t3", "t5", at(3_600_000), at(40))
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+
+    // An expired token is refused and stays unused (presenting it later is still
+    // "invalid", not "reused").
+    let sid2 = s
+        .create_admin_session(u.id, "e1", at(100), at(86_400_000), T0)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            s.rotate_refresh_token("e1", "e2", at(3_600_000), at(200))
+                .await
+                .unwrap(),
+            RefreshOutcome::Invalid
+        );
+    }
+    assert!(s.admin_session_active(sid2, at(201)).await.unwrap());
+    assert!(s
+        .revoke_admin_session(sid2, "logout", at(202))
+        .await
+        .unwrap());
+    assert!(!s
+        .revoke_admin_session(sid2, "logout", at(203))
+        .await
+        .unwrap());
+    assert!(!s.admin_session_active(sid2, at(204)).await.unwrap());
+}
+
+async fn concurrent_rotation_has_one_winner(h: &Harness) {
+    let u = h
+        .store
+        .create_admin_user(&new_user("alice", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    session(h.store.as_ref(), u.id, "c1").await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = h.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .rotate_refresh_token("c1", &format!("c2-{i}"), at(3_600_000), at(10))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut rotated = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RefreshOutcome::Rotated { .. } => rotated += 1,
+            RefreshOutcome::Reused { .. } | RefreshOutcome::Invalid => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+}
+
+async fn api_keys(h: &Harness) {
+    let s = h.store.as_ref();
+    let k = s
+        .create_api_key(
+            &NewApiKey {
+                name: "ci".into(),
+                key_hash: "abc".into(),
+                roles: vec!["operator".into(), "auditor".into()],
+                created_by: "alice".into(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.find_api_key("abc").await.unwrap().unwrap(), k);
+    assert_eq!(k.roles, ["operator", "auditor"]);
+    assert!(s.find_api_key("abd").await.unwrap().is_none());
+    assert_eq!(s.list_api_keys().await.unwrap(), vec![k.clone()]);
+    assert!(s.revoke_api_key(k.id, at(1)).await.unwrap());
+    assert!(!s.revoke_api_key(k.id, at(2)).await.unwrap());
+    assert!(!s.revoke_api_key(uuid::Uuid::new_v4(), at(2)).await.unwrap());
+    assert_eq!(
+        s.find_api_key("abc").await.unwrap().unwrap().revoked_at,
+        Some(at(1))
+    );
+}
+
+fn entry(action: &str, new_value: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: "alice".into(),
+        action: action.into(),
+        target: Some("user:bob".into()),
+        old_value: None,
+        new_value: Some(new_value.into()),
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("test".into()),
+    }
+}
+
+/// The application cannot change history (the triggers refuse), and a change made
+/// behind its back (here: triggers disabled by the database owner, as an intruder
+/// with superuser rights could) is found by the chain check, which names the record.
+async fn audit_tampering_is_detected(h: &Harness) {
+    let s = h.store.as_ref();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            s.append_audit(&entry("user.create", &format!("{{\"n\":{i}}}")), at(i))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    assert_eq!(
+        s.verify_audit_chain().await.unwrap(),
+        AuditCheck {
+            entries: 4,
+            first_broken: None
+        }
+    );
+    let target = ids[2];
+    let update = "UPDATE audit_logs SET new_value = '{\"n\":99}' WHERE id = $1";
+    match &h.raw {
+        Raw::Sqlite(pool) => {
+            assert!(sqlx::query(update)
+                .bind(target)
+                .execute(pool)
+                .await
+                .is_err());
+            assert!(sqlx::query("DELETE FROM audit_logs WHERE id = $1")
+                .bind(target)
+                .execute(pool)
+                .await
+                .is_err());
+            sqlx::query("DROP TRIGGER audit_logs_no_update")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query(update)
+                .bind(target)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        Raw::Postgres(pool) => {
+            assert!(sqlx::query(update)
+                .bind(target)
+                .execute(pool)
+                .await
+                .is_err());
+            assert!(sqlx::query("DELETE FROM audit_logs WHERE id = $1")
+                .bind(target)
+                .execute(pool)
+                .await
+                .is_err());
+            // As the table's owner (the test role is a superuser); the application's
+            // role in production does not own the table.
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_no_update")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(update)
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_no_update")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    // The chain check stops at the first record that does not match.
+    assert_eq!(
+        s.verify_audit_chain().await.unwrap().first_broken,
+        Some(target)
+    );
+}
