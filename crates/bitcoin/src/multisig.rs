@@ -359,6 +359,20 @@ impl SigningRequest {
         params: ToSignParams,
         utxos: &[Utxo],
     ) -> Result<Self, MultisigError> {
+        Ok(Self::build(policy, wrapping, network, message, form, params, utxos)?.0)
+    }
+
+    /// The request and the plan it was built from (the builder trusts its own PSBT, so
+    /// it need not parse it back).
+    fn build(
+        policy: &SortedMulti,
+        wrapping: Wrapping,
+        network: Network,
+        message: &[u8],
+        form: Form,
+        params: ToSignParams,
+        utxos: &[Utxo],
+    ) -> Result<(Self, Plan), MultisigError> {
         let mut req = Self {
             descriptor: policy.descriptor(wrapping),
             network,
@@ -369,8 +383,8 @@ impl SigningRequest {
             psbt: String::new(),
         };
         let (unsigned, prevouts) = req.rebuild_tx(policy, wrapping)?;
-        let mut psbt =
-            Psbt::from_unsigned_tx(unsigned).map_err(|e| MultisigError::Build(e.to_string()))?;
+        let mut psbt = Psbt::from_unsigned_tx(unsigned.clone())
+            .map_err(|e| MultisigError::Build(e.to_string()))?;
         psbt.unknown.insert(message_key(), message.to_vec());
         let ws = policy.witness_script();
         for (pin, prevout) in psbt.inputs.iter_mut().zip(&prevouts) {
@@ -381,7 +395,27 @@ impl SigningRequest {
             }
         }
         req.psbt = BASE64.encode(psbt.serialize());
-        Ok(req)
+        let plan = Plan {
+            policy: policy.clone(),
+            wrapping,
+            witness_script: ws,
+            unsigned,
+            prevouts,
+        };
+        Ok((req, plan))
+    }
+
+    /// Checks the request once (see [`sign_partial`]: the PSBT must be exactly the
+    /// BIP-322 `to_sign` rebuilt from the public data) and computes its sighashes, so
+    /// signing, verifying partials and combining reuse them instead of rebuilding.
+    pub fn prepare(self) -> Result<PreparedRequest, MultisigError> {
+        let plan = self.plan()?;
+        let sighashes = sighashes(&plan)?;
+        Ok(PreparedRequest {
+            request: self,
+            plan,
+            sighashes,
+        })
     }
 
     /// The reserve address this request signs for.
@@ -516,6 +550,133 @@ fn sighashes(plan: &Plan) -> Result<Vec<Message>, MultisigError> {
         .collect()
 }
 
+/// A [`SigningRequest`] checked once, with its BIP-322 plan and sighashes: what a
+/// guardian signs with and what the coordinator verifies answers and combines with.
+/// Built by [`SigningRequest::prepare`] (untrusted request: the PSBT is checked) or
+/// [`PreparedRequest::new`] (the coordinator's own request).
+pub struct PreparedRequest {
+    request: SigningRequest,
+    plan: Plan,
+    sighashes: Vec<Message>,
+}
+
+impl std::fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRequest")
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+/// A partial signature that [`PreparedRequest::verify_partial`] accepted, bound to
+/// the sighashes it was checked against (so `combine` need not check it again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPartial {
+    partial: PartialSignature,
+    sighashes: Vec<Message>,
+}
+
+impl VerifiedPartial {
+    pub fn partial(&self) -> &PartialSignature {
+        &self.partial
+    }
+
+    pub fn into_partial(self) -> PartialSignature {
+        self.partial
+    }
+}
+
+impl PreparedRequest {
+    /// A simple or full request with default `to_sign` fields, prepared (see
+    /// [`SigningRequest::new`]).
+    pub fn new(
+        policy: &SortedMulti,
+        wrapping: Wrapping,
+        network: Network,
+        message: &[u8],
+        form: Form,
+    ) -> Result<Self, MultisigError> {
+        let (request, plan) = SigningRequest::build(
+            policy,
+            wrapping,
+            network,
+            message,
+            form,
+            ToSignParams::default(),
+            &[],
+        )?;
+        let sighashes = sighashes(&plan)?;
+        Ok(Self {
+            request,
+            plan,
+            sighashes,
+        })
+    }
+
+    pub fn request(&self) -> &SigningRequest {
+        &self.request
+    }
+
+    /// The policy the request signs for.
+    pub fn policy(&self) -> &SortedMulti {
+        &self.plan.policy
+    }
+
+    /// [`sign_partial`] without rebuilding the plan.
+    pub fn sign_partial(&self, secret: &SecretKey) -> Result<PartialSignature, MultisigError> {
+        let pubkey = CompressedPublicKey(secret.public_key(&SECP));
+        if !self.plan.policy.keys().contains(&pubkey) {
+            return Err(MultisigError::KeyNotInPolicy(pubkey.to_string()));
+        }
+        let signatures = self
+            .sighashes
+            .iter()
+            .map(|msg| {
+                let mut der = SECP.sign_ecdsa(msg, secret).serialize_der().to_vec();
+                der.push(EcdsaSighashType::All as u8);
+                der
+            })
+            .collect();
+        Ok(PartialSignature { pubkey, signatures })
+    }
+
+    /// [`verify_partial`] without rebuilding the plan.
+    pub fn verify_partial(
+        &self,
+        partial: PartialSignature,
+    ) -> Result<VerifiedPartial, MultisigError> {
+        check_partial(&self.plan, &self.sighashes, &partial)?;
+        Ok(VerifiedPartial {
+            partial,
+            sighashes: self.sighashes.clone(),
+        })
+    }
+
+    /// [`combine`] over partials already verified for this request. A partial verified
+    /// against other sighashes (another request) is checked again, and fails.
+    pub fn combine(&self, partials: &[VerifiedPartial]) -> Result<String, MultisigError> {
+        let mut by_key: BTreeMap<usize, &PartialSignature> = BTreeMap::new();
+        for verified in partials {
+            let partial = &verified.partial;
+            let position = self
+                .plan
+                .policy
+                .keys()
+                .iter()
+                .position(|k| *k == partial.pubkey)
+                .ok_or_else(|| MultisigError::KeyNotInPolicy(partial.pubkey.to_string()))?;
+            if by_key.contains_key(&position) {
+                continue;
+            }
+            if verified.sighashes != self.sighashes {
+                check_partial(&self.plan, &self.sighashes, partial)?;
+            }
+            by_key.insert(position, partial);
+        }
+        assemble(&self.request, &self.plan, by_key)
+    }
+}
+
 /// A guardian's step: checks the request (see the module docs) and signs every input
 /// with `secret`. Refuses when the key is not in the policy.
 pub fn sign_partial(
@@ -610,6 +771,15 @@ pub fn combine(
         check_partial(&plan, &msgs, partial)?;
         by_key.insert(position, partial);
     }
+    assemble(request, &plan, by_key)
+}
+
+/// The witness from checked partials, one per key position (sorted key order).
+fn assemble(
+    request: &SigningRequest,
+    plan: &Plan,
+    by_key: BTreeMap<usize, &PartialSignature>,
+) -> Result<String, MultisigError> {
     let m = plan.policy.threshold();
     if by_key.len() < m {
         return Err(MultisigError::NotEnoughSignatures {
@@ -642,9 +812,12 @@ pub fn combine(
     Ok(match request.form {
         Form::Simple => bip322::encode_simple(&signed.input[0].witness),
         Form::Full => bip322::encode_full(&signed),
-        Form::ProofOfFunds => {
-            pof::encode_pof(plan.unsigned, &signed, &plan.prevouts, &request.message)
-                .map_err(|e| MultisigError::Build(e.to_string()))?
-        }
+        Form::ProofOfFunds => pof::encode_pof(
+            plan.unsigned.clone(),
+            &signed,
+            &plan.prevouts,
+            &request.message,
+        )
+        .map_err(|e| MultisigError::Build(e.to_string()))?,
     })
 }

@@ -15,7 +15,7 @@ use bitcoin::secp256k1::SecretKey;
 use bitcoin::Network;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use ubtc_chains::dev::DevChain;
+use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::payment::Payer;
 use ubtc_core::{BlockStamp, ChainId, Statement};
@@ -100,6 +100,9 @@ impl std::fmt::Display for GuardianBenchReport {
 /// Jobs a pipeline worker claims at once: the default of `ubtc worker`
 /// (`pipeline.batch_size`), so both sides run the way the worker runs them.
 const PIPELINE_BATCH: u32 = 64;
+
+/// Height of the dev Bitcoin tip of the workers and of every guardian.
+const BENCH_BITCOIN_HEIGHT: u32 = 900_000;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -198,10 +201,13 @@ async fn rig() -> Result<Rig, BenchError> {
                     max_signatures_per_minute: u32::MAX,
                 },
             )]),
+            // Each guardian's own Bitcoin view, at the height the workers stamp with.
+            Arc::new(DevBitcoin::new(BENCH_BITCOIN_HEIGHT)),
             GuardianPolicy {
                 coordinators: vec![coordinator_key.public()],
                 statement_versions: vec![ubtc_core::statement::STATEMENT_VERSION],
                 max_request_ttl_ms: 120_000,
+                max_stamp_age_blocks: crate::config::MAX_STAMP_AGE_BLOCKS_DEFAULT,
             },
             log,
         );
@@ -264,7 +270,11 @@ pub async fn bench_guardians(
         refs.push(dev.submit_payment(&payer, 1_000, format!("bench {i}").as_bytes()));
     }
     dev.mine(3);
-    let stamp = BlockStamp::new(900_000, &format!("{:064x}", 0xbe_u64)).map_err(|e| setup(&e))?;
+    let stamp = BlockStamp::new(
+        BENCH_BITCOIN_HEIGHT,
+        &DevBitcoin::hash_at(BENCH_BITCOIN_HEIGHT),
+    )
+    .map_err(|e| setup(&e))?;
     let mut statements = Vec::new();
     for tx in refs {
         let reference = ubtc_core::PaymentRef {
@@ -350,7 +360,7 @@ async fn pipeline_side(
             break;
         }
     }
-    let bitcoin = Arc::new(ubtc_chains::dev::DevBitcoin::new(900_000));
+    let bitcoin = Arc::new(DevBitcoin::new(BENCH_BITCOIN_HEIGHT));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..workers.max(1) {

@@ -2,9 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bitcoin::secp256k1::PublicKey;
 use serde::Deserialize;
+use ubtc_chains::bitcoind::{BitcoinCoreBackend, RpcAuth};
+use ubtc_chains::dev::DevBitcoin;
+use ubtc_chains::esplora::EsploraBackend;
+use ubtc_chains::evm::RetryPolicy;
+use ubtc_chains::BitcoinBackend;
 use ubtc_core::statement::STATEMENT_VERSION;
 use ubtc_core::ChainId;
 
@@ -44,6 +50,99 @@ pub struct GuardianConfig {
     #[serde(default = "default_ttl")]
     pub max_request_ttl_secs: u64,
     pub chains: Vec<GuardianChain>,
+    /// This guardian's own Bitcoin view, against which statement block stamps are
+    /// checked. Required: a guardian that cannot check the stamp would sign a
+    /// statement stamped with any block.
+    pub bitcoin: GuardianBitcoin,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianBitcoin {
+    pub backend: BitcoinViewKind,
+    /// `dev`: the height of this guardian's dev Bitcoin tip (the demo's dev backend
+    /// stays at its start height, `bitcoin.dev_start_height` of `ubtc.toml`).
+    #[serde(default)]
+    pub dev_height: Option<u32>,
+    /// `esplora`: the API base; `core`: the node's RPC URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `core`: RPC user (with `rpc_password_file`).
+    #[serde(default)]
+    pub rpc_user: Option<String>,
+    /// `core`: file holding the RPC password (first line); never in this file.
+    #[serde(default)]
+    pub rpc_password_file: Option<PathBuf>,
+    /// Oldest stamp accepted, in blocks below this guardian's tip.
+    #[serde(default = "default_stamp_age")]
+    pub max_stamp_age_blocks: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BitcoinViewKind {
+    /// The deterministic dev backend (hash of block h is fixed), at `dev_height`.
+    Dev,
+    Esplora,
+    Core,
+}
+
+/// Default of `bitcoin.max_stamp_age_blocks`: about an hour of blocks, the longest a
+/// job usually waits in the queue before it is signed.
+pub const MAX_STAMP_AGE_BLOCKS_DEFAULT: u32 = 6;
+
+impl GuardianBitcoin {
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(format!("bitcoin: {m}")));
+        match self.backend {
+            BitcoinViewKind::Dev if self.dev_height.is_none() => {
+                invalid("backend \"dev\" needs dev_height")
+            }
+            BitcoinViewKind::Esplora | BitcoinViewKind::Core => match &self.url {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(()),
+                _ => invalid("backend \"esplora\" or \"core\" needs an http(s) url"),
+            },
+            BitcoinViewKind::Dev => Ok(()),
+        }
+    }
+
+    /// Builds this guardian's Bitcoin view.
+    pub fn backend(&self) -> Result<Arc<dyn BitcoinBackend>, ConfigError> {
+        self.check()?;
+        let chain_err = |e: ubtc_chains::ChainError| ConfigError::Invalid(format!("bitcoin: {e}"));
+        let url = self.url.clone().unwrap_or_default();
+        Ok(match self.backend {
+            BitcoinViewKind::Dev => Arc::new(DevBitcoin::new(self.dev_height.unwrap_or_default())),
+            BitcoinViewKind::Esplora => {
+                Arc::new(EsploraBackend::new(&url, RetryPolicy::default()).map_err(chain_err)?)
+            }
+            BitcoinViewKind::Core => {
+                let auth = match (&self.rpc_user, &self.rpc_password_file) {
+                    (Some(user), Some(file)) => {
+                        let text =
+                            std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                                path: file.display().to_string(),
+                                source,
+                            })?;
+                        Some(RpcAuth {
+                            user: user.clone(),
+                            password: text.lines().next().unwrap_or_default().to_owned(),
+                        })
+                    }
+                    (None, None) => None,
+                    _ => {
+                        return Err(ConfigError::Invalid(
+                            "bitcoin: rpc_user and rpc_password_file go together".into(),
+                        ))
+                    }
+                };
+                Arc::new(
+                    BitcoinCoreBackend::new(&url, auth, RetryPolicy::default())
+                        .map_err(chain_err)?,
+                )
+            }
+        })
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -77,6 +176,9 @@ fn default_ttl() -> u64 {
 fn default_rate() -> u32 {
     600
 }
+fn default_stamp_age() -> u32 {
+    MAX_STAMP_AGE_BLOCKS_DEFAULT
+}
 
 impl GuardianConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -104,6 +206,7 @@ impl GuardianConfig {
                 "no coordinator key: the guardian would refuse every request".into(),
             ));
         }
+        config.bitcoin.check()?;
         if config.max_request_ttl_secs == 0 {
             return Err(ConfigError::Invalid(
                 "max_request_ttl_secs must be positive".into(),
@@ -136,12 +239,22 @@ mod tests {
     fn parses_and_refuses_bad_settings() {
         let ok = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
-             coordinators = [\"{KEY}\"]\n[[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n"
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n\
+             [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n"
         );
         let c = GuardianConfig::parse(&ok).expect("valid config");
         assert_eq!(c.passphrase_env, "UBTC_GUARDIAN_PASSPHRASE");
         assert_eq!(c.statement_versions, vec![STATEMENT_VERSION]);
         assert_eq!(c.chains[0].max_signatures_per_minute, 600);
+        assert_eq!(c.bitcoin.max_stamp_age_blocks, MAX_STAMP_AGE_BLOCKS_DEFAULT);
+        assert!(matches!(
+            GuardianConfig::parse(&ok.replace("dev_height = 850000\n", "")),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            GuardianConfig::parse(&ok.replace("backend = \"dev\"", "backend = \"esplora\"")),
+            Err(ConfigError::Invalid(_))
+        ));
         assert!(matches!(
             GuardianConfig::parse(&ok.replace(KEY, "02zz")),
             Err(ConfigError::Invalid(_))

@@ -19,7 +19,7 @@ use bitcoin::{CompressedPublicKey, Network};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use ubtc_bitcoin::multisig::{
-    combine, verify_partial, Form, PartialSignature, SigningRequest, SortedMulti, Wrapping,
+    Form, PreparedRequest, SigningRequest, SortedMulti, VerifiedPartial, Wrapping,
 };
 use ubtc_core::bundle::{ApprovalDecision, GuardianApproval, ReserveSignature};
 use ubtc_core::validation::Reason;
@@ -28,7 +28,10 @@ use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
 use uuid::Uuid;
 
 use crate::keystore::{self, GuardianKey};
-use crate::protocol::{self, Envelope, Outcome, SignAnswer, SignRequest, ANSWER_TAG, REQUEST_TAG};
+use crate::protocol::{
+    self, BatchAnswer, Envelope, Outcome, SignAnswer, SignBatch, SignRequest, ANSWER_TAG,
+    MAX_BATCH_ITEMS, REQUEST_TAG,
+};
 
 /// Answers kept per guardian for `/v1/guardians`.
 const RECENT_ANSWERS: usize = 20;
@@ -67,7 +70,7 @@ pub struct CoordinatorSettings {
 #[derive(Clone, Debug)]
 enum Judged {
     Approved {
-        partial: PartialSignature,
+        partial: VerifiedPartial,
         signature: String,
     },
     Refused {
@@ -114,6 +117,7 @@ pub struct Coordinator {
     settings: CoordinatorSettings,
     client: reqwest::Client,
     board: Mutex<Vec<GuardianStatus>>,
+    queue: Mutex<Vec<Waiting>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -165,6 +169,7 @@ impl Coordinator {
             settings,
             client,
             board: Mutex::new(board),
+            queue: Mutex::new(Vec::new()),
         })
     }
 
@@ -237,124 +242,187 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Client(e.to_string()))
     }
 
-    async fn ask(
+    /// Seals a batch (public for tests of the guardian's checks).
+    pub fn seal_batch(&self, batch: &SignBatch) -> Result<Envelope, CoordinatorError> {
+        protocol::seal(REQUEST_TAG, batch, &self.key)
+            .map_err(|e| CoordinatorError::Client(e.to_string()))
+    }
+
+    /// Sends the batch (already serialised: the same bytes go to every guardian) to
+    /// one guardian and judges its answer to each item, in item order.
+    async fn ask_batch(
         &self,
         guardian: &GuardianEndpoint,
-        statement: &Statement,
-        signing: &SigningRequest,
-        digest: &str,
-    ) -> (Judged, bool) {
-        let now = Timestamp::now();
-        let request = SignRequest {
-            request_id: Uuid::new_v4(),
-            issued_at: now,
-            expires_at: now.plus_millis(self.settings.request_ttl.as_millis() as i64),
-            payment: statement.payment.clone(),
-            statement: statement.clone(),
-            signing: signing.clone(),
+        body: &[u8],
+        batch: &SignBatch,
+        prepared: &[PreparedRequest],
+        digests: &[String],
+    ) -> Vec<(Judged, bool)> {
+        let n = batch.items.len();
+        let all = |code: &str, detail: String| {
+            vec![
+                (
+                    Judged::Refused {
+                        code: code.to_owned(),
+                        detail,
+                        signature: None,
+                    },
+                    false,
+                );
+                n
+            ]
         };
-        let unreachable = |detail: String| {
-            (
-                Judged::Refused {
-                    code: "unreachable".into(),
-                    detail,
-                    signature: None,
-                },
-                false,
-            )
-        };
-        let envelope = match self.seal_request(&request) {
-            Ok(e) => e,
-            Err(e) => return unreachable(e.to_string()),
-        };
-        let url = format!("{}/v1/sign", guardian.url.trim_end_matches('/'));
-        let resp = match self.client.post(&url).json(&envelope).send().await {
+        let url = format!("{}/v1/sign_batch", guardian.url.trim_end_matches('/'));
+        let resp = match self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+        {
             Ok(r) => r,
-            Err(e) => return unreachable(format!("{e}")),
+            Err(e) => return all("unreachable", format!("{e}")),
         };
         if !resp.status().is_success() {
-            return unreachable(format!("answered HTTP {}", resp.status()));
+            return all("unreachable", format!("answered HTTP {}", resp.status()));
         }
-        let answer: Envelope = match resp.json().await {
+        let answer: BatchAnswer = match resp.json().await {
             Ok(a) => a,
-            Err(e) => return unreachable(format!("unreadable answer: {e}")),
+            Err(e) => return all("unreachable", format!("unreadable answer: {e}")),
         };
-        let invalid = |detail: String| {
-            (
-                Judged::Refused {
-                    code: "invalid_answer".into(),
-                    detail,
-                    signature: None,
-                },
-                false,
-            )
-        };
-        let body: SignAnswer = match protocol::open(ANSWER_TAG, &answer, &[guardian.key]) {
-            Ok((b, _)) => b,
-            Err(e) => return invalid(format!("answer signature: {e}")),
-        };
-        if body.request_id != request.request_id
-            || body.statement_digest != digest
-            || body.payment != request.payment
-            || body.guardian_key != guardian.key.to_string()
-        {
-            return invalid("the answer is about another request".into());
+        if answer.batch_id != batch.batch_id || answer.answers.len() != n {
+            return all(
+                "invalid_answer",
+                "the answer is about another batch".to_owned(),
+            );
         }
-        match body.outcome {
-            Outcome::Refused { code, detail } => (
-                Judged::Refused {
-                    code: code.as_str().to_owned(),
-                    detail,
-                    signature: Some(answer.signature),
-                },
-                true,
-            ),
-            Outcome::Approved { partial, .. } => {
-                if partial.pubkey != CompressedPublicKey(guardian.key) {
-                    return invalid("partial signature from another key".into());
+        answer
+            .answers
+            .into_iter()
+            .zip(&batch.items)
+            .zip(prepared.iter().zip(digests))
+            .map(|((envelope, request), (prepared, digest))| {
+                judge(guardian, envelope, request, prepared, digest)
+            })
+            .collect()
+    }
+
+    /// Signs several statements in one round: one batch per guardian (all at once),
+    /// each statement judged and combined on its own. Results are in statement order.
+    pub async fn sign_batch(
+        &self,
+        statements: &[Statement],
+    ) -> Vec<Result<SignedStatement, SignFailure>> {
+        let mut results: Vec<Option<Result<SignedStatement, SignFailure>>> =
+            statements.iter().map(|_| None).collect();
+        let mut prepared = Vec::with_capacity(statements.len());
+        let mut index = Vec::with_capacity(statements.len());
+        for (i, statement) in statements.iter().enumerate() {
+            match PreparedRequest::new(
+                &self.policy,
+                Wrapping::Wsh,
+                self.settings.network,
+                statement.text().as_bytes(),
+                Form::Simple,
+            ) {
+                Ok(p) => {
+                    prepared.push(p);
+                    index.push(i);
                 }
-                match verify_partial(signing, &partial) {
-                    Ok(()) => (
-                        Judged::Approved {
-                            partial,
-                            signature: answer.signature,
-                        },
-                        true,
-                    ),
-                    Err(e) => (
-                        Judged::Refused {
-                            code: "bad_partial".into(),
-                            detail: e.to_string(),
-                            signature: Some(answer.signature),
-                        },
-                        true,
-                    ),
+                Err(e) => {
+                    results[i] = Some(Err(SignFailure::Fatal(Reason::new(
+                        "signing_request",
+                        e.to_string(),
+                    ))))
                 }
             }
         }
+        for chunk_start in (0..index.len()).step_by(MAX_BATCH_ITEMS) {
+            let end = (chunk_start + MAX_BATCH_ITEMS).min(index.len());
+            let chunk: Vec<&Statement> = index[chunk_start..end]
+                .iter()
+                .map(|&i| &statements[i])
+                .collect();
+            let signed = self.round(&chunk, &prepared[chunk_start..end]).await;
+            for (&i, r) in index[chunk_start..end].iter().zip(signed) {
+                results[i] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(SignFailure::Retry(Reason::new(
+                        "internal",
+                        "statement left unsigned",
+                    )))
+                })
+            })
+            .collect()
     }
-}
 
-#[async_trait]
-impl ReserveSigner for Coordinator {
-    async fn sign(&self, statement: &Statement) -> Result<SignedStatement, SignFailure> {
-        let signing = self
-            .signing_request(statement)
-            .map_err(|e| SignFailure::Fatal(Reason::new("signing_request", e.to_string())))?;
-        let digest = statement.digest_hex();
+    /// One batch round over every guardian.
+    async fn round(
+        &self,
+        statements: &[&Statement],
+        prepared: &[PreparedRequest],
+    ) -> Vec<Result<SignedStatement, SignFailure>> {
+        let n = statements.len();
+        let now = Timestamp::now();
+        let expires_at = now.plus_millis(self.settings.request_ttl.as_millis() as i64);
+        let batch = SignBatch {
+            batch_id: Uuid::new_v4(),
+            issued_at: now,
+            expires_at,
+            items: statements
+                .iter()
+                .zip(prepared)
+                .map(|(s, p)| SignRequest {
+                    request_id: Uuid::new_v4(),
+                    issued_at: now,
+                    expires_at,
+                    payment: s.payment.clone(),
+                    statement: (*s).clone(),
+                    signing: p.request().clone(),
+                })
+                .collect(),
+        };
+        let digests: Vec<String> = statements.iter().map(|s| s.digest_hex()).collect();
+        let body = match self.seal_batch(&batch).and_then(|e| {
+            serde_json::to_vec(&e).map_err(|e| CoordinatorError::Client(e.to_string()))
+        }) {
+            Ok(b) => b,
+            Err(e) => {
+                return (0..n)
+                    .map(|_| {
+                        Err(SignFailure::Retry(Reason::new(
+                            "request_seal",
+                            e.to_string(),
+                        )))
+                    })
+                    .collect()
+            }
+        };
         let mut pending: FuturesUnordered<_> = self
             .guardians
             .iter()
             .enumerate()
-            .map(|(i, g)| {
-                let signing = &signing;
-                let digest = &digest;
-                async move { (i, self.ask(g, statement, signing, digest).await) }
+            .map(|(g, endpoint)| {
+                let (body, batch, digests) = (&body, &batch, &digests);
+                async move {
+                    (
+                        g,
+                        self.ask_batch(endpoint, body, batch, prepared, digests)
+                            .await,
+                    )
+                }
             })
             .collect();
-        let mut judged: Vec<Option<Judged>> = vec![None; self.guardians.len()];
+        // judged[guardian][item]
+        let mut judged: Vec<Option<Vec<Judged>>> = vec![None; self.guardians.len()];
         let m = self.threshold();
-        let mut approvals = 0;
+        let mut approvals = vec![0usize; n];
         let mut grace_until: Option<tokio::time::Instant> = None;
         loop {
             let next = match grace_until {
@@ -363,20 +431,52 @@ impl ReserveSigner for Coordinator {
                     .await
                     .unwrap_or(None),
             };
-            let Some((i, (j, answered))) = next else {
+            let Some((g, answers)) = next else {
                 break;
             };
-            self.note(i, statement.payment.to_string(), &j, answered);
-            if matches!(j, Judged::Approved { .. }) {
-                approvals += 1;
-                if approvals >= m && grace_until.is_none() {
-                    grace_until = Some(tokio::time::Instant::now() + AFTER_QUORUM_GRACE);
+            let mut row = Vec::with_capacity(n);
+            for (i, (j, answered)) in answers.into_iter().enumerate() {
+                self.note(g, statements[i].payment.to_string(), &j, answered);
+                if matches!(j, Judged::Approved { .. }) {
+                    approvals[i] += 1;
                 }
+                row.push(j);
             }
-            judged[i] = Some(j);
+            judged[g] = Some(row);
+            if grace_until.is_none() && approvals.iter().all(|a| *a >= m) {
+                grace_until = Some(tokio::time::Instant::now() + AFTER_QUORUM_GRACE);
+            }
         }
         drop(pending);
         let now = Timestamp::now();
+        let mut columns: Vec<Vec<Option<Judged>>> = (0..n).map(|_| Vec::new()).collect();
+        for row in judged {
+            match row {
+                Some(row) => {
+                    for (i, j) in row.into_iter().enumerate() {
+                        columns[i].push(Some(j));
+                    }
+                }
+                None => columns.iter_mut().for_each(|c| c.push(None)),
+            }
+        }
+        columns
+            .into_iter()
+            .zip(prepared)
+            .zip(digests)
+            .map(|((column, prepared), digest)| self.complete(column, prepared, digest, now))
+            .collect()
+    }
+
+    /// One statement's outcome from every guardian's answer to it.
+    fn complete(
+        &self,
+        judged: Vec<Option<Judged>>,
+        prepared: &PreparedRequest,
+        digest: String,
+        now: Timestamp,
+    ) -> Result<SignedStatement, SignFailure> {
+        let m = self.threshold();
         let mut partials = Vec::new();
         let mut records = Vec::new();
         let mut summary = Vec::new();
@@ -420,7 +520,8 @@ impl ReserveSigner for Coordinator {
                 ),
             )));
         }
-        let signature = combine(&signing, &partials)
+        let signature = prepared
+            .combine(&partials)
             .map_err(|e| SignFailure::Retry(Reason::new("combine_failed", e.to_string())))?;
         Ok(SignedStatement {
             reserves: vec![ReserveSignature {
@@ -430,6 +531,116 @@ impl ReserveSigner for Coordinator {
             }],
             approvals: records,
             proof_of_funds: None,
+        })
+    }
+}
+
+/// Judges one guardian's sealed answer to one request: it counts only if it verifies
+/// under that guardian's registered key, names the request, payment and statement
+/// that were sent, and its partial signature verifies for that key.
+fn judge(
+    guardian: &GuardianEndpoint,
+    answer: Envelope,
+    request: &SignRequest,
+    prepared: &PreparedRequest,
+    digest: &str,
+) -> (Judged, bool) {
+    let invalid = |detail: String| {
+        (
+            Judged::Refused {
+                code: "invalid_answer".into(),
+                detail,
+                signature: None,
+            },
+            false,
+        )
+    };
+    let body: SignAnswer = match protocol::open(ANSWER_TAG, &answer, &[guardian.key]) {
+        Ok((b, _)) => b,
+        Err(e) => return invalid(format!("answer signature: {e}")),
+    };
+    if body.request_id != request.request_id
+        || body.statement_digest != digest
+        || body.payment != request.payment
+        || body.guardian_key != guardian.key.to_string()
+    {
+        return invalid("the answer is about another request".into());
+    }
+    match body.outcome {
+        Outcome::Refused { code, detail } => (
+            Judged::Refused {
+                code: code.as_str().to_owned(),
+                detail,
+                signature: Some(answer.signature),
+            },
+            true,
+        ),
+        Outcome::Approved { partial, .. } => {
+            if partial.pubkey != CompressedPublicKey(guardian.key) {
+                return invalid("partial signature from another key".into());
+            }
+            match prepared.verify_partial(partial) {
+                Ok(partial) => (
+                    Judged::Approved {
+                        partial,
+                        signature: answer.signature,
+                    },
+                    true,
+                ),
+                Err(e) => (
+                    Judged::Refused {
+                        code: "bad_partial".into(),
+                        detail: e.to_string(),
+                        signature: Some(answer.signature),
+                    },
+                    true,
+                ),
+            }
+        }
+    }
+}
+
+/// Statements waiting to join a batch round.
+struct Waiting {
+    statement: Statement,
+    reply: tokio::sync::oneshot::Sender<Result<SignedStatement, SignFailure>>,
+}
+
+#[async_trait]
+impl ReserveSigner for Coordinator {
+    /// Statements signed concurrently share rounds: the first to arrive while no
+    /// round is being gathered leads; it yields once, so that the other statements of
+    /// the same claimed batch (the worker polls them together with `join_all`) queue
+    /// behind it, then takes the whole queue into one batch round per guardian and
+    /// hands every caller its own result. A caller arriving meanwhile leads the next
+    /// round. Nothing is weakened by sharing: every item is checked, recorded and
+    /// answered on its own.
+    async fn sign(&self, statement: &Statement) -> Result<SignedStatement, SignFailure> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let leads = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push(Waiting {
+                statement: statement.clone(),
+                reply,
+            });
+            queue.len() == 1
+        };
+        if leads {
+            tokio::task::yield_now().await;
+            let waiting: Vec<Waiting> =
+                std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+            let statements: Vec<Statement> = waiting.iter().map(|w| w.statement.clone()).collect();
+            let results = self.sign_batch(&statements).await;
+            for (w, r) in waiting.into_iter().zip(results) {
+                // A caller that went away does not need its result.
+                let _ = w.reply.send(r);
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(SignFailure::Retry(Reason::new(
+                "signing_abandoned",
+                "the signing round this statement joined was cancelled",
+            )))
         })
     }
 

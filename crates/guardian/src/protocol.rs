@@ -29,6 +29,10 @@ pub const REQUEST_TAG: &[u8] = b"ubtc-guardian-request-v1\n";
 pub const ANSWER_TAG: &[u8] = b"ubtc-guardian-answer-v1\n";
 /// Largest envelope body accepted, in bytes (a simple-form request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most requests in one batch (the pipeline claims 64 jobs at a time).
+pub const MAX_BATCH_ITEMS: usize = 256;
+/// Largest batch envelope body accepted, in bytes.
+pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -66,6 +70,33 @@ pub struct SignRequest {
     pub signing: SigningRequest,
 }
 
+/// Several requests under one coordinator signature (`POST /v1/sign_batch`): one
+/// envelope to serialise, sign and verify per round instead of one per statement.
+///
+/// The batch has its own id and lifetime (a batch id seen with another body is a
+/// replay, and a batch is refused whole once expired); every item is still a full
+/// [`SignRequest`], checked, recorded and answered on its own, exactly as if it had
+/// come alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignBatch {
+    pub batch_id: Uuid,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub items: Vec<SignRequest>,
+}
+
+/// A guardian's answer to a batch: one sealed [`SignAnswer`] envelope per item, in
+/// item order — the same envelope `/v1/sign` would have returned for that item. The
+/// list itself is not signed: each item is, and names its request id, so an answer
+/// can be neither forged nor moved to another request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchAnswer {
+    pub batch_id: Uuid,
+    pub answers: Vec<Envelope>,
+}
+
 /// Stable refusal codes, listed in docs/guardians.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -85,6 +116,11 @@ pub enum RefusalCode {
     BadRequest,
     /// The guardian could not record its approval durably, so it does not sign.
     Internal,
+    /// The statement's Bitcoin block is older than this guardian accepts.
+    StaleBlockStamp,
+    /// The statement's Bitcoin block is not on this guardian's Bitcoin view (above
+    /// its tip, or another hash at that height).
+    UnknownBlockStamp,
 }
 
 impl RefusalCode {
@@ -102,6 +138,8 @@ impl RefusalCode {
             Self::ChainUnavailable => "chain_unavailable",
             Self::BadRequest => "bad_request",
             Self::Internal => "internal",
+            Self::StaleBlockStamp => "stale_block_stamp",
+            Self::UnknownBlockStamp => "unknown_block_stamp",
         }
     }
 }
@@ -163,7 +201,17 @@ pub fn open<T: DeserializeOwned>(
     envelope: &Envelope,
     accepted: &[PublicKey],
 ) -> Result<(T, PublicKey), ProtocolError> {
-    if envelope.body.len() > MAX_BODY_BYTES {
+    open_limited(tag, envelope, accepted, MAX_BODY_BYTES)
+}
+
+/// [`open`] with another body size limit (batches are larger).
+pub fn open_limited<T: DeserializeOwned>(
+    tag: &[u8],
+    envelope: &Envelope,
+    accepted: &[PublicKey],
+    max_body_bytes: usize,
+) -> Result<(T, PublicKey), ProtocolError> {
+    if envelope.body.len() > max_body_bytes {
         return Err(ProtocolError::Malformed("body too large".into()));
     }
     let signer: PublicKey = envelope
@@ -182,9 +230,17 @@ pub fn open<T: DeserializeOwned>(
     Ok((body, signer))
 }
 
-/// SHA-256 of an envelope body, hex: tells a repeated request from a replayed one.
+/// SHA-256 of an envelope body, hex: tells a repeated batch from a replayed one.
 pub fn body_digest(envelope: &Envelope) -> String {
     hex::encode(Sha256::digest(envelope.body.as_bytes()))
+}
+
+/// SHA-256 of a request's JSON, hex: tells a repeated request from a replayed one,
+/// whether it came alone or inside a batch (both are parsed, then digested the same
+/// way, so the same request gets the same answer either way).
+pub fn request_digest(request: &SignRequest) -> Result<String, ProtocolError> {
+    let bytes = serde_json::to_vec(request).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 #[cfg(test)]

@@ -13,16 +13,17 @@ use axum::{Json, Router};
 use bitcoin::secp256k1::PublicKey;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use ubtc_chains::{ChainAdapter, PaymentDepth};
-use ubtc_core::{ChainId, PaymentRef, Statement, Timestamp};
+use ubtc_bitcoin::multisig::PartialSignature;
+use ubtc_chains::{BitcoinBackend, ChainAdapter, PaymentDepth};
+use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement, Timestamp};
 use uuid::Uuid;
 
 use crate::config::{ChainViewKind, GuardianConfig};
 use crate::devchain::DevChainHttpAdapter;
 use crate::keystore::{self, GuardianKey};
 use crate::protocol::{
-    self, Envelope, Outcome, ProtocolError, RefusalCode, SignAnswer, SignRequest, ANSWER_TAG,
-    REQUEST_TAG,
+    self, BatchAnswer, Envelope, Outcome, ProtocolError, RefusalCode, SignAnswer, SignBatch,
+    SignRequest, ANSWER_TAG, REQUEST_TAG,
 };
 use crate::record::{Approval, ApprovalLog};
 use crate::GuardianError;
@@ -43,6 +44,8 @@ pub struct GuardianPolicy {
     pub coordinators: Vec<PublicKey>,
     pub statement_versions: Vec<u32>,
     pub max_request_ttl_ms: i64,
+    /// Oldest Bitcoin block stamp accepted, in blocks below this guardian's tip.
+    pub max_stamp_age_blocks: u32,
 }
 
 struct Decisions {
@@ -52,11 +55,16 @@ struct Decisions {
     answered: HashMap<Uuid, (String, Timestamp, Envelope)>,
     /// Approval times per chain in the last minute, for the rate policy.
     recent: HashMap<ChainId, VecDeque<Timestamp>>,
+    /// batch id → (envelope body digest, expiry): another body under a known batch id
+    /// is a replay.
+    batches: HashMap<Uuid, (String, Timestamp)>,
 }
 
 pub struct Guardian {
     key: GuardianKey,
     chains: HashMap<ChainId, WatchedChain>,
+    /// This guardian's own Bitcoin view, for the statements' block stamps.
+    bitcoin: Arc<dyn BitcoinBackend>,
     policy: GuardianPolicy,
     /// One lock around check-record-answer: it makes "never two statements for one
     /// payment" hold under concurrent requests. Chain reads happen before it is taken.
@@ -85,17 +93,20 @@ impl Guardian {
     pub fn new(
         key: GuardianKey,
         chains: HashMap<ChainId, WatchedChain>,
+        bitcoin: Arc<dyn BitcoinBackend>,
         policy: GuardianPolicy,
         log: ApprovalLog,
     ) -> Self {
         Self {
             key,
             chains,
+            bitcoin,
             policy,
             decisions: Mutex::new(Decisions {
                 log,
                 answered: HashMap::new(),
                 recent: HashMap::new(),
+                batches: HashMap::new(),
             }),
             exit_after_record: std::env::var(TEST_EXIT_AFTER_RECORD_ENV).as_deref() == Ok("1"),
         }
@@ -129,8 +140,10 @@ impl Guardian {
             coordinators: config.coordinator_keys()?,
             statement_versions: config.statement_versions.clone(),
             max_request_ttl_ms: (config.max_request_ttl_secs as i64).saturating_mul(1000),
+            max_stamp_age_blocks: config.bitcoin.max_stamp_age_blocks,
         };
-        Ok(Self::new(key, chains, policy, log))
+        let bitcoin = config.bitcoin.backend()?;
+        Ok(Self::new(key, chains, bitcoin, policy, log))
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -179,117 +192,453 @@ impl Guardian {
                     // tell which of its requests failed; nothing in it is acted on.
                     let claimed: SignRequest = serde_json::from_str(&envelope.body)
                         .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-                    let digest = claimed.statement.digest_hex();
-                    return self.answer(
-                        claimed.request_id,
-                        claimed.payment,
-                        digest,
-                        refused(RefusalCode::BadRequestSignature, &e.to_string()),
-                    );
+                    return self
+                        .refuse_all(
+                            std::slice::from_ref(&claimed),
+                            RefusalCode::BadRequestSignature,
+                            &e.to_string(),
+                        )?
+                        .pop()
+                        .ok_or_else(|| ProtocolError::Malformed("no answer".into()));
                 }
             };
-        let digest = request.statement.digest_hex();
-        let body_digest = protocol::body_digest(envelope);
-        let outcome = self.decide(&request, &digest, &body_digest).await;
-        match outcome {
-            Decided::Answer(outcome) => {
-                let sealed =
-                    self.answer(request.request_id, request.payment.clone(), digest, outcome)?;
-                let mut d = self.decisions.lock().await;
-                let now = Timestamp::now();
-                if d.answered.len() > 4096 {
-                    d.answered.retain(|_, (_, exp, _)| *exp >= now);
-                }
-                d.answered.insert(
-                    request.request_id,
-                    (body_digest, request.expires_at, sealed.clone()),
-                );
-                Ok(sealed)
-            }
-            Decided::Repeat(sealed) => Ok(sealed),
-        }
+        self.decide_and_answer(std::slice::from_ref(&request))
+            .await?
+            .pop()
+            .ok_or_else(|| ProtocolError::Malformed("no answer".into()))
     }
 
-    async fn decide(&self, req: &SignRequest, digest: &str, body_digest: &str) -> Decided {
+    /// Decides a batch: one signature check for the batch, then every item checked,
+    /// recorded (one disk flush for the batch) and answered on its own, as
+    /// [`Guardian::handle`] would. `Err` only when the envelope cannot be read at all
+    /// or the batch is empty or too large.
+    pub async fn handle_batch(&self, envelope: &Envelope) -> Result<BatchAnswer, ProtocolError> {
+        let batch: SignBatch = match protocol::open_limited(
+            REQUEST_TAG,
+            envelope,
+            &self.policy.coordinators,
+            protocol::MAX_BATCH_BODY_BYTES,
+        ) {
+            Ok((b, _)) => b,
+            Err(ProtocolError::Malformed(m)) => return Err(ProtocolError::Malformed(m)),
+            Err(e) => {
+                let claimed: SignBatch = serde_json::from_str(&envelope.body)
+                    .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+                check_batch_size(&claimed)?;
+                let answers = self.refuse_all(
+                    &claimed.items,
+                    RefusalCode::BadRequestSignature,
+                    &e.to_string(),
+                )?;
+                return Ok(BatchAnswer {
+                    batch_id: claimed.batch_id,
+                    answers,
+                });
+            }
+        };
+        check_batch_size(&batch)?;
         let now = Timestamp::now();
-        if req.expires_at < now {
-            return refuse(RefusalCode::RequestExpired, "the request has expired");
-        }
-        if req.expires_at.as_millis() - now.as_millis() > self.policy.max_request_ttl_ms {
-            return refuse(
+        let batch_refusal = if batch.expires_at < now {
+            Some((RefusalCode::RequestExpired, "the batch has expired"))
+        } else if batch.expires_at.as_millis() - now.as_millis() > self.policy.max_request_ttl_ms {
+            Some((
                 RefusalCode::BadRequest,
-                "the request's lifetime is longer than this guardian accepts",
-            );
-        }
-        {
-            let d = self.decisions.lock().await;
-            if let Some((seen_digest, _, answer)) = d.answered.get(&req.request_id) {
-                if seen_digest == body_digest {
-                    return Decided::Repeat(answer.clone());
-                }
-                return refuse(
+                "the batch's lifetime is longer than this guardian accepts",
+            ))
+        } else {
+            let body_digest = protocol::body_digest(envelope);
+            let mut d = self.decisions.lock().await;
+            if d.batches.len() > 4096 {
+                d.batches.retain(|_, (_, exp)| *exp >= now);
+            }
+            match d.batches.get(&batch.batch_id) {
+                Some((seen, _)) if *seen != body_digest => Some((
                     RefusalCode::RequestReplayed,
-                    "this request id was already used for another request",
-                );
+                    "this batch id was already used for another batch",
+                )),
+                // The same batch again: every item is a repeat and gets its answer.
+                Some(_) => None,
+                None => {
+                    d.batches
+                        .insert(batch.batch_id, (body_digest, batch.expires_at));
+                    None
+                }
+            }
+        };
+        let answers = match batch_refusal {
+            Some((code, detail)) => self.refuse_all(&batch.items, code, detail)?,
+            None => self.decide_and_answer(&batch.items).await?,
+        };
+        Ok(BatchAnswer {
+            batch_id: batch.batch_id,
+            answers,
+        })
+    }
+
+    /// Signed refusals for every request, remembered nowhere (nothing was decided).
+    fn refuse_all(
+        &self,
+        requests: &[SignRequest],
+        code: RefusalCode,
+        detail: &str,
+    ) -> Result<Vec<Envelope>, ProtocolError> {
+        requests
+            .iter()
+            .map(|r| {
+                self.answer(
+                    r.request_id,
+                    r.payment.clone(),
+                    r.statement.digest_hex(),
+                    refused(code, detail),
+                )
+            })
+            .collect()
+    }
+
+    /// Decides every request and seals the answers, in order; remembers each new
+    /// answer under its request id so the same request gets it again.
+    async fn decide_and_answer(
+        &self,
+        requests: &[SignRequest],
+    ) -> Result<Vec<Envelope>, ProtocolError> {
+        let items: Vec<Item<'_>> = requests
+            .iter()
+            .map(|req| {
+                Ok(Item {
+                    req,
+                    digest: req.statement.digest_hex(),
+                    request_digest: protocol::request_digest(req)?,
+                })
+            })
+            .collect::<Result<_, ProtocolError>>()?;
+        let decided = self.decide_all(&items).await;
+        let mut answers = Vec::with_capacity(items.len());
+        let mut fresh = Vec::new();
+        for (item, decided) in items.into_iter().zip(decided) {
+            match decided {
+                Decided::Repeat(sealed) => answers.push(sealed),
+                Decided::Answer(outcome) => {
+                    // A replay refusal must not take the place of the answer to the
+                    // request whose id it reused.
+                    let remember = !matches!(
+                        outcome,
+                        Outcome::Refused {
+                            code: RefusalCode::RequestReplayed,
+                            ..
+                        }
+                    );
+                    let sealed = self.answer(
+                        item.req.request_id,
+                        item.req.payment.clone(),
+                        item.digest,
+                        outcome,
+                    )?;
+                    if remember {
+                        fresh.push((
+                            item.req.request_id,
+                            item.request_digest,
+                            item.req.expires_at,
+                            sealed.clone(),
+                        ));
+                    }
+                    answers.push(sealed);
+                }
             }
         }
+        if !fresh.is_empty() {
+            let mut d = self.decisions.lock().await;
+            let now = Timestamp::now();
+            if d.answered.len() > 4096 {
+                d.answered.retain(|_, (_, exp, _)| *exp >= now);
+            }
+            for (id, digest, expires_at, sealed) in fresh {
+                d.answered.insert(id, (digest, expires_at, sealed));
+            }
+        }
+        Ok(answers)
+    }
+
+    /// The checks of docs/guardians.md, in that order, for every item at once: chain
+    /// and Bitcoin reads run concurrently, signatures are made outside the lock, and
+    /// the approvals of the whole batch are recorded under one lock and flushed to disk
+    /// once before any of them is returned.
+    async fn decide_all(&self, items: &[Item<'_>]) -> Vec<Decided> {
+        let now = Timestamp::now();
+        let mut out: Vec<Option<Decided>> = items.iter().map(|_| None).collect();
+        // A request already answered gets that answer again, byte for byte, whatever
+        // else changed since (even if it has expired meanwhile: it says nothing new).
+        {
+            let d = self.decisions.lock().await;
+            for (i, item) in items.iter().enumerate() {
+                if let Some((seen_digest, _, answer)) = d.answered.get(&item.req.request_id) {
+                    out[i] = Some(if *seen_digest == item.request_digest {
+                        Decided::Repeat(answer.clone())
+                    } else {
+                        refuse(
+                            RefusalCode::RequestReplayed,
+                            "this request id was already used for another request",
+                        )
+                    });
+                }
+            }
+        }
+        for (i, item) in items.iter().enumerate() {
+            let req = item.req;
+            if out[i].is_some() {
+                continue;
+            }
+            if req.expires_at < now {
+                out[i] = Some(refuse(
+                    RefusalCode::RequestExpired,
+                    "the request has expired",
+                ));
+            } else if req.expires_at.as_millis() - now.as_millis() > self.policy.max_request_ttl_ms
+            {
+                out[i] = Some(refuse(
+                    RefusalCode::BadRequest,
+                    "the request's lifetime is longer than this guardian accepts",
+                ));
+            } else if items[..i]
+                .iter()
+                .any(|other| other.req.request_id == req.request_id)
+            {
+                out[i] = Some(refuse(
+                    RefusalCode::RequestReplayed,
+                    "this request id appears twice in the batch",
+                ));
+            }
+        }
+        for (i, item) in items.iter().enumerate() {
+            if out[i].is_none() {
+                out[i] = self.check_request(item.req).err();
+            }
+        }
+
+        // The payments, re-read from this guardian's own views, all at once.
+        let reads = futures::future::join_all(items.iter().zip(&out).map(|(item, o)| async move {
+            match o {
+                Some(_) => None,
+                None => Some(self.check_payment(item.req).await),
+            }
+        }))
+        .await;
+        for (o, read) in out.iter_mut().zip(reads) {
+            if let Some(Err(refusal)) = read {
+                *o = Some(refusal);
+            }
+        }
+
+        // The Bitcoin block stamps, against this guardian's Bitcoin view: the tip is
+        // read once per batch (statements of one batch share their stamp).
+        let open: Vec<usize> = (0..items.len()).filter(|i| out[*i].is_none()).collect();
+        if !open.is_empty() {
+            let mut judged: HashMap<&BlockStamp, Option<Decided>> = HashMap::new();
+            let tip = self.bitcoin.tip().await;
+            for &i in &open {
+                let stamp = &items[i].req.statement.bitcoin_block;
+                if !judged.contains_key(stamp) {
+                    let verdict = self.check_stamp(stamp, &tip).await.err();
+                    judged.insert(stamp, verdict);
+                }
+                if let Some(Some(refusal)) = judged.get(stamp) {
+                    out[i] = Some(refusal.clone());
+                }
+            }
+        }
+
+        // Signed before the lock so guardians' CPU work runs in parallel; a signature
+        // leaves this function only if the checks below pass and it is recorded.
+        let mut partials: Vec<Option<PartialSignature>> = items.iter().map(|_| None).collect();
+        for (i, item) in items.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let signed = item
+                .req
+                .signing
+                .clone()
+                .prepare()
+                .and_then(|prepared| prepared.sign_partial(self.key.secret()));
+            match signed {
+                Ok(p) => partials[i] = Some(p),
+                Err(e) => out[i] = Some(refuse(RefusalCode::BadRequest, &e.to_string())),
+            }
+        }
+
+        // Check-and-record under one lock: "never two statements for one payment" holds
+        // across concurrent batches and within this one.
+        let mut to_sync: Vec<(usize, Outcome)> = Vec::new();
+        let mut appended = false;
+        let syncer = {
+            let mut d = self.decisions.lock().await;
+            for (i, item) in items.iter().enumerate() {
+                let Some(partial) = partials[i].take() else {
+                    continue;
+                };
+                let req = item.req;
+                let previous = d.log.for_payment(&req.payment);
+                if let Some(other) = previous.iter().find(|a| a.statement_digest != item.digest) {
+                    out[i] = Some(refuse(
+                        RefusalCode::AlreadySignedOther,
+                        &format!(
+                            "already approved statement {} for this payment",
+                            other.statement_digest
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(same) = previous
+                    .iter()
+                    .find(|a| a.descriptor == req.signing.descriptor)
+                {
+                    // The record may have been written by a request still waiting for
+                    // its fsync: it must be on disk before this answer carries it out.
+                    to_sync.push((
+                        i,
+                        Outcome::Approved {
+                            partial: same.partial.clone(),
+                            recorded_at: same.recorded_at,
+                        },
+                    ));
+                    continue;
+                }
+                let limit = self
+                    .chains
+                    .get(&req.payment.chain)
+                    .map_or(0, |w| w.max_signatures_per_minute as usize);
+                let window_start = now.plus_millis(-60_000);
+                let recent = d.recent.entry(req.payment.chain.clone()).or_default();
+                while recent.front().is_some_and(|t| *t < window_start) {
+                    recent.pop_front();
+                }
+                if recent.len() >= limit {
+                    out[i] = Some(refuse(
+                        RefusalCode::RateLimited,
+                        &format!("more than {limit} approvals per minute on this chain"),
+                    ));
+                    continue;
+                }
+                let recorded_at = Timestamp::now();
+                let approval = Approval {
+                    payment: req.payment.clone(),
+                    statement_digest: item.digest.clone(),
+                    descriptor: req.signing.descriptor.clone(),
+                    partial: partial.clone(),
+                    request_id: req.request_id,
+                    recorded_at,
+                };
+                if let Err(e) = d.log.append(approval) {
+                    tracing::error!(error = %e, "cannot record an approval; refusing to sign");
+                    out[i] = Some(refuse(
+                        RefusalCode::Internal,
+                        "the approval could not be recorded",
+                    ));
+                    continue;
+                }
+                appended = true;
+                d.recent
+                    .entry(req.payment.chain.clone())
+                    .or_default()
+                    .push_back(recorded_at);
+                to_sync.push((
+                    i,
+                    Outcome::Approved {
+                        partial,
+                        recorded_at,
+                    },
+                ));
+            }
+            d.log.syncer()
+        };
+        if !to_sync.is_empty() {
+            let flushed = self.flush(syncer).await;
+            for (i, outcome) in to_sync {
+                out[i] = Some(if flushed {
+                    Decided::Answer(outcome)
+                } else {
+                    refuse(RefusalCode::Internal, "the approval could not be recorded")
+                });
+            }
+            if appended && self.exit_after_record {
+                tracing::warn!("test hook: exiting after recording the approval");
+                std::process::exit(75);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| refuse(RefusalCode::Internal, "no decision")))
+            .collect()
+    }
+
+    /// The checks that need no I/O: statement version, message and payment.
+    fn check_request(&self, req: &SignRequest) -> Result<(), Decided> {
         if !self
             .policy
             .statement_versions
             .contains(&req.statement.version)
         {
-            return refuse(
+            return Err(refuse(
                 RefusalCode::StatementVersion,
                 &format!(
                     "statement version {} is not accepted",
                     req.statement.version
                 ),
-            );
+            ));
         }
         let text = req.statement.text();
         if req.statement.payment != req.payment || req.signing.message != text.as_bytes() {
-            return refuse(
+            return Err(refuse(
                 RefusalCode::StatementMismatch,
                 "the BIP-322 message or payment is not the statement's",
-            );
+            ));
         }
-        let Some(watched) = self.chains.get(&req.payment.chain) else {
-            return refuse(
+        if !self.chains.contains_key(&req.payment.chain) {
+            return Err(refuse(
                 RefusalCode::PaymentUnknown,
                 &format!("this guardian does not watch {}", req.payment.chain),
-            );
+            ));
+        }
+        Ok(())
+    }
+
+    /// Re-reads the payment from this guardian's view and rebuilds the statement.
+    async fn check_payment(&self, req: &SignRequest) -> Result<(), Decided> {
+        let Some(watched) = self.chains.get(&req.payment.chain) else {
+            return Err(refuse(
+                RefusalCode::PaymentUnknown,
+                &format!("this guardian does not watch {}", req.payment.chain),
+            ));
         };
         let payment = match watched.adapter.payment(&req.payment).await {
             Ok(Some((payment, PaymentDepth::Confirmed { .. }))) => payment,
             Ok(Some((_, PaymentDepth::Pending { confirmations }))) => {
-                return refuse(
+                return Err(refuse(
                     RefusalCode::PaymentUnconfirmed,
                     &format!("{confirmations} confirmations on this guardian's view"),
-                )
+                ))
             }
             Ok(Some((_, PaymentDepth::Gone))) => {
-                return refuse(
+                return Err(refuse(
                     RefusalCode::PaymentUnknown,
                     "the payment is not on the canonical chain of this guardian's view",
-                )
+                ))
             }
             Ok(None) => {
-                return refuse(
+                return Err(refuse(
                     RefusalCode::PaymentUnknown,
                     "no such payment on this guardian's view",
-                )
+                ))
             }
-            Err(e) => return refuse(RefusalCode::ChainUnavailable, &e.to_string()),
+            Err(e) => return Err(refuse(RefusalCode::ChainUnavailable, &e.to_string())),
         };
         let Ok(message) = payment.message.clone() else {
-            return refuse(
+            return Err(refuse(
                 RefusalCode::StatementMismatch,
                 "the payment's message cannot be signed",
-            );
+            ));
         };
         // Rebuild from what this guardian saw; only the block stamp and request id
-        // come from the coordinator (they are not chain data), and the version was
-        // checked above.
+        // come from the coordinator (they are not chain data; the stamp is checked
+        // against this guardian's Bitcoin view next), and the version was checked.
         let mut rebuilt = Statement::new(
             payment.reference.clone(),
             payment.payer.clone(),
@@ -298,109 +647,114 @@ impl Guardian {
             req.statement.request_id,
         );
         rebuilt.version = req.statement.version;
-        if rebuilt.text().as_bytes() != text.as_bytes() {
-            return refuse(
+        if rebuilt.text() != req.statement.text() {
+            return Err(refuse(
                 RefusalCode::StatementMismatch,
                 "the statement differs from the one rebuilt from this guardian's view",
-            );
+            ));
         }
-
-        // Signed before the lock so guardians' CPU work runs in parallel; the signature
-        // leaves this function only if the checks below pass and it is recorded.
-        let partial = match ubtc_bitcoin::multisig::sign_partial(&req.signing, self.key.secret()) {
-            Ok(p) => p,
-            Err(e) => return refuse(RefusalCode::BadRequest, &e.to_string()),
-        };
-        let mut d = self.decisions.lock().await;
-        let previous = d.log.for_payment(&req.payment);
-        if let Some(other) = previous.iter().find(|a| a.statement_digest != digest) {
-            return refuse(
-                RefusalCode::AlreadySignedOther,
-                &format!(
-                    "already approved statement {} for this payment",
-                    other.statement_digest
-                ),
-            );
-        }
-        if let Some(same) = previous
-            .iter()
-            .find(|a| a.descriptor == req.signing.descriptor)
-        {
-            let outcome = Outcome::Approved {
-                partial: same.partial.clone(),
-                recorded_at: same.recorded_at,
-            };
-            // The record may have been written by a request still waiting for its
-            // fsync: make sure it is on disk before this answer carries it out.
-            let syncer = d.log.syncer();
-            drop(d);
-            return self.synced(syncer, outcome).await;
-        }
-        let limit = watched.max_signatures_per_minute as usize;
-        let window_start = now.plus_millis(-60_000);
-        let recent = d.recent.entry(req.payment.chain.clone()).or_default();
-        while recent.front().is_some_and(|t| *t < window_start) {
-            recent.pop_front();
-        }
-        if recent.len() >= limit {
-            return refuse(
-                RefusalCode::RateLimited,
-                &format!("more than {limit} approvals per minute on this chain"),
-            );
-        }
-        let recorded_at = Timestamp::now();
-        let approval = Approval {
-            payment: req.payment.clone(),
-            statement_digest: digest.to_owned(),
-            descriptor: req.signing.descriptor.clone(),
-            partial: partial.clone(),
-            request_id: req.request_id,
-            recorded_at,
-        };
-        if let Err(e) = d.log.append(approval) {
-            tracing::error!(error = %e, "cannot record an approval; refusing to sign");
-            return refuse(RefusalCode::Internal, "the approval could not be recorded");
-        }
-        d.recent
-            .entry(req.payment.chain.clone())
-            .or_default()
-            .push_back(recorded_at);
-        let syncer = d.log.syncer();
-        drop(d);
-        let decided = self
-            .synced(
-                syncer,
-                Outcome::Approved {
-                    partial,
-                    recorded_at,
-                },
-            )
-            .await;
-        if self.exit_after_record {
-            tracing::warn!("test hook: exiting after recording the approval");
-            std::process::exit(75);
-        }
-        decided
+        Ok(())
     }
 
-    /// Returns `outcome` once the approval record is on disk, or refuses when it
-    /// cannot be flushed.
-    async fn synced(&self, syncer: crate::record::Syncer, outcome: Outcome) -> Decided {
-        let flushed = tokio::task::spawn_blocking(move || syncer.sync()).await;
-        match flushed {
-            Ok(Ok(())) => Decided::Answer(outcome),
+    /// The stamp must be a block of this guardian's Bitcoin view (at or below its tip,
+    /// same hash at that height) and at most `max_stamp_age_blocks` below the tip: a
+    /// statement stamped with an old or invented block would not prove it was signed
+    /// "now".
+    async fn check_stamp(
+        &self,
+        stamp: &BlockStamp,
+        tip: &Result<BlockStamp, ubtc_chains::ChainError>,
+    ) -> Result<(), Decided> {
+        let tip = match tip {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(refuse(
+                    RefusalCode::ChainUnavailable,
+                    &format!("bitcoin view: {e}"),
+                ))
+            }
+        };
+        if stamp.height > tip.height {
+            return Err(refuse(
+                RefusalCode::UnknownBlockStamp,
+                &format!(
+                    "block {} is above this guardian's Bitcoin tip {}",
+                    stamp.height, tip.height
+                ),
+            ));
+        }
+        let hash = if stamp.height == tip.height {
+            tip.hash.clone()
+        } else {
+            match self.bitcoin.block_hash(stamp.height).await {
+                Ok(h) => h,
+                Err(e) => {
+                    return Err(refuse(
+                        RefusalCode::ChainUnavailable,
+                        &format!("bitcoin view: {e}"),
+                    ))
+                }
+            }
+        };
+        if hash != stamp.hash {
+            return Err(refuse(
+                RefusalCode::UnknownBlockStamp,
+                &format!(
+                    "block {} has hash {hash} on this guardian's Bitcoin view, not {}",
+                    stamp.height, stamp.hash
+                ),
+            ));
+        }
+        let age = tip.height - stamp.height;
+        if age > self.policy.max_stamp_age_blocks {
+            return Err(refuse(
+                RefusalCode::StaleBlockStamp,
+                &format!(
+                    "block {} is {age} blocks below this guardian's tip {}; at most {} accepted",
+                    stamp.height, tip.height, self.policy.max_stamp_age_blocks
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True once the approval record is on disk (group commit: one flush covers every
+    /// approval appended before the syncer was taken).
+    async fn flush(&self, syncer: crate::record::Syncer) -> bool {
+        match tokio::task::spawn_blocking(move || syncer.sync()).await {
+            Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot flush the approval record; refusing to sign");
-                refuse(RefusalCode::Internal, "the approval could not be recorded")
+                false
             }
             Err(e) => {
                 tracing::error!(error = %e, "approval record flush task failed");
-                refuse(RefusalCode::Internal, "the approval could not be recorded")
+                false
             }
         }
     }
 }
 
+/// One request with the digests computed once.
+struct Item<'a> {
+    req: &'a SignRequest,
+    /// SHA-256 of the statement text, hex.
+    digest: String,
+    /// [`protocol::request_digest`].
+    request_digest: String,
+}
+
+fn check_batch_size(batch: &SignBatch) -> Result<(), ProtocolError> {
+    if batch.items.is_empty() || batch.items.len() > protocol::MAX_BATCH_ITEMS {
+        return Err(ProtocolError::Malformed(format!(
+            "a batch holds 1 to {} requests",
+            protocol::MAX_BATCH_ITEMS
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
 enum Decided {
     Answer(Outcome),
     /// The exact answer already sent for this request.
@@ -418,15 +772,36 @@ fn refuse(code: RefusalCode, detail: &str) -> Decided {
     Decided::Answer(refused(code, detail))
 }
 
-/// `POST /v1/sign` and `GET /v1/identity`.
+/// `POST /v1/sign`, `POST /v1/sign_batch` and `GET /v1/identity`. Each route sets
+/// its own body limit (JSON escaping of the envelope body at most doubles it).
 pub fn router(guardian: Arc<Guardian>) -> Router {
+    use axum::extract::DefaultBodyLimit;
     Router::new()
-        .route("/v1/sign", post(sign_handler))
+        .route(
+            "/v1/sign",
+            post(sign_handler).layer(DefaultBodyLimit::max(protocol::MAX_BODY_BYTES * 2)),
+        )
+        .route(
+            "/v1/sign_batch",
+            post(sign_batch_handler)
+                .layer(DefaultBodyLimit::max(protocol::MAX_BATCH_BODY_BYTES * 2)),
+        )
         .route("/v1/identity", get(identity_handler))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            protocol::MAX_BODY_BYTES * 2,
-        ))
         .with_state(guardian)
+}
+
+async fn sign_batch_handler(
+    State(guardian): State<Arc<Guardian>>,
+    Json(envelope): Json<Envelope>,
+) -> Response {
+    match guardian.handle_batch(&envelope).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "code": "malformed_request", "message": e.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn sign_handler(

@@ -15,7 +15,8 @@ use ubtc_core::bundle::{
 };
 use ubtc_core::{Statement, Timestamp};
 use ubtc_guardian::protocol::{
-    self, Envelope, Outcome, RefusalCode, SignAnswer, SignRequest, ANSWER_TAG,
+    self, BatchAnswer, Envelope, Outcome, RefusalCode, SignAnswer, SignBatch, SignRequest,
+    ANSWER_TAG,
 };
 use ubtc_guardian::{Coordinator, GuardianKey};
 use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
@@ -66,6 +67,40 @@ async fn send(url: &str, envelope: &Envelope, guardian: &GuardianKey) -> (SignAn
         .unwrap();
     let (body, _) = protocol::open(ANSWER_TAG, &answer, &[guardian.public()]).unwrap();
     (body, answer)
+}
+
+async fn send_batch(url: &str, envelope: &Envelope) -> BatchAnswer {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/sign_batch"))
+        .json(envelope)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// Opens every answer of a batch with the guardian's key.
+fn bodies(batch: &BatchAnswer, guardian: &GuardianKey) -> Vec<SignAnswer> {
+    batch
+        .answers
+        .iter()
+        .map(|a| {
+            protocol::open(ANSWER_TAG, a, &[guardian.public()])
+                .unwrap()
+                .0
+        })
+        .collect()
+}
+
+fn batch_of(items: Vec<SignRequest>, ttl_ms: i64) -> SignBatch {
+    let now = Timestamp::now();
+    SignBatch {
+        batch_id: uuid::Uuid::new_v4(),
+        issued_at: now,
+        expires_at: now.plus_millis(ttl_ms),
+        items,
+    }
 }
 
 fn refusal(a: &SignAnswer) -> Option<RefusalCode> {
@@ -280,14 +315,19 @@ async fn tampered_partial_rejected_by_coordinator() {
         upstream: String,
         key: GuardianKey,
     }
-    async fn tamper(State(p): State<Arc<Proxy>>, Json(env): Json<Envelope>) -> Json<Envelope> {
-        let (mut answer, _) = send(&p.upstream, &env, &p.key).await;
-        if let Outcome::Approved { partial, .. } = &mut answer.outcome {
-            let sig = &mut partial.signatures[0];
-            let i = sig.len() - 10;
-            sig[i] ^= 1;
+    async fn tamper(State(p): State<Arc<Proxy>>, Json(env): Json<Envelope>) -> Json<BatchAnswer> {
+        let mut batch = send_batch(&p.upstream, &env).await;
+        for answer in &mut batch.answers {
+            let (mut body, _): (SignAnswer, _) =
+                protocol::open(ANSWER_TAG, answer, &[p.key.public()]).unwrap();
+            if let Outcome::Approved { partial, .. } = &mut body.outcome {
+                let sig = &mut partial.signatures[0];
+                let i = sig.len() - 10;
+                sig[i] ^= 1;
+            }
+            *answer = protocol::seal(ANSWER_TAG, &body, &p.key).unwrap();
         }
-        Json(protocol::seal(ANSWER_TAG, &answer, &p.key).unwrap())
+        Json(batch)
     }
     let proxy = Arc::new(Proxy {
         upstream: h.urls[0].clone(),
@@ -296,7 +336,7 @@ async fn tampered_partial_rejected_by_coordinator() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let router = Router::new()
-        .route("/v1/sign", post(tamper))
+        .route("/v1/sign_batch", post(tamper))
         .with_state(proxy);
     tokio::spawn(ubtc_guardian::server::serve(
         listener,
@@ -317,4 +357,167 @@ async fn tampered_partial_rejected_by_coordinator() {
     let c = h.coordinator_with(endpoints, 2);
     let s = h.statement(&h.pay("tamper again", 3)).await;
     assert!(matches!(c.sign(&s).await, Err(SignFailure::Retry(_))));
+}
+
+/// One batch, one coordinator signature: every item is checked, recorded and answered
+/// on its own, with its own refusal reason; the approvals are on disk before the
+/// answer; the same batch again gets the same answers; a batch id reused for another
+/// body, an expired batch and a forged batch are refused item by item.
+#[tokio::test]
+async fn batch_items_are_decided_and_answered_individually() {
+    let h = Harness::new(three()).await;
+    let c = h.coordinator(2);
+    let good = h.statement(&h.pay("batch good", 3)).await;
+    let twice = h.pay("batch twice", 3);
+    let first = h.statement(&twice).await;
+    let second = h.statement(&twice).await;
+    let mut forged = h.statement(&h.pay("batch forged", 3)).await;
+    forged.message = ubtc_core::StatementMessage::parse(b"not what was paid").unwrap();
+    let unconfirmed = h.statement(&h.pay("batch young", 1)).await;
+    let items = vec![
+        request(&c, &good, 30_000),
+        request(&c, &first, 30_000),
+        request(&c, &second, 30_000),
+        request(&c, &forged, 30_000),
+        request(&c, &unconfirmed, 30_000),
+        request(&c, &good, -1),
+    ];
+    let batch = batch_of(items.clone(), 30_000);
+    let env = c.seal_batch(&batch).unwrap();
+    let answer = send_batch(&h.urls[0], &env).await;
+    assert_eq!(answer.batch_id, batch.batch_id);
+    let got = bodies(&answer, &h.keys[0]);
+    let codes: Vec<Option<RefusalCode>> = got.iter().map(refusal).collect();
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            None,
+            Some(RefusalCode::AlreadySignedOther),
+            Some(RefusalCode::StatementMismatch),
+            Some(RefusalCode::PaymentUnconfirmed),
+            Some(RefusalCode::RequestExpired),
+        ]
+    );
+    for (a, item) in got.iter().zip(&items) {
+        assert_eq!(a.request_id, item.request_id);
+        assert_eq!(a.statement_digest, item.statement.digest_hex());
+    }
+    // The two approvals were recorded (and flushed) before the answer came back.
+    let record = std::fs::read_to_string(h.dir.path().join("g0.jsonl")).unwrap();
+    assert_eq!(record.lines().count(), 2);
+    let signing =
+        ubtc_bitcoin::multisig::SigningRequest::prepare(items[0].signing.clone()).unwrap();
+    let Outcome::Approved { partial, .. } = got[0].outcome.clone() else {
+        panic!("{:?}", got[0])
+    };
+    signing.verify_partial(partial).unwrap();
+
+    // The same batch again: the same answers, byte for byte, nothing new recorded.
+    let again = send_batch(&h.urls[0], &env).await;
+    assert_eq!(
+        again.answers.iter().map(|a| &a.body).collect::<Vec<_>>(),
+        answer.answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    let record = std::fs::read_to_string(h.dir.path().join("g0.jsonl")).unwrap();
+    assert_eq!(record.lines().count(), 2);
+    // One of its requests alone, as /v1/sign: the same answer too.
+    let (_, alone) = send(&h.urls[0], &c.seal_request(&items[0]).unwrap(), &h.keys[0]).await;
+    assert_eq!(alone.body, answer.answers[0].body);
+
+    // The batch id again with another body: every item is a replay.
+    let mut other = batch.clone();
+    other.expires_at = other.expires_at.plus_millis(1);
+    let replay = send_batch(&h.urls[0], &c.seal_batch(&other).unwrap()).await;
+    assert!(bodies(&replay, &h.keys[0])
+        .iter()
+        .all(|a| refusal(a) == Some(RefusalCode::RequestReplayed)));
+    // A known request id inside a new batch with another body: that item is a replay.
+    let mut reused = items[0].clone();
+    reused.expires_at = reused.expires_at.plus_millis(1);
+    let fresh = request(&c, &h.statement(&h.pay("batch fresh", 3)).await, 30_000);
+    let mixed = send_batch(
+        &h.urls[0],
+        &c.seal_batch(&batch_of(vec![reused, fresh], 30_000))
+            .unwrap(),
+    )
+    .await;
+    let mixed = bodies(&mixed, &h.keys[0]);
+    assert_eq!(refusal(&mixed[0]), Some(RefusalCode::RequestReplayed));
+    assert_eq!(refusal(&mixed[1]), None);
+
+    // An expired batch, and a batch signed by a stranger: refused item by item.
+    let s = h.statement(&h.pay("batch late", 3)).await;
+    let expired = send_batch(
+        &h.urls[1],
+        &c.seal_batch(&batch_of(vec![request(&c, &s, 30_000)], -1))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        refusal(&bodies(&expired, &h.keys[1])[0]),
+        Some(RefusalCode::RequestExpired)
+    );
+    let stranger = GuardianKey::generate();
+    let forged_batch = protocol::seal(
+        protocol::REQUEST_TAG,
+        &batch_of(vec![request(&c, &s, 30_000)], 30_000),
+        &stranger,
+    )
+    .unwrap();
+    let bad = send_batch(&h.urls[1], &forged_batch).await;
+    assert_eq!(
+        refusal(&bodies(&bad, &h.keys[1])[0]),
+        Some(RefusalCode::BadRequestSignature)
+    );
+    let record = std::fs::read_to_string(h.dir.path().join("g1.jsonl")).unwrap_or_default();
+    assert_eq!(
+        record.lines().count(),
+        0,
+        "nothing recorded for refused batches"
+    );
+    // An empty batch cannot be answered at all.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/sign_batch", h.urls[1]))
+        .json(&c.seal_batch(&batch_of(vec![], 30_000)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
+}
+
+/// Statements signed concurrently (as the worker signs a claimed batch) share batch
+/// rounds, and every one of them gets its own valid signature and approvals.
+#[tokio::test]
+async fn concurrent_statements_share_rounds_and_each_verifies() {
+    let h = Harness::new(three()).await;
+    let c = h.coordinator(2);
+    let mut statements = Vec::new();
+    for i in 0..12 {
+        statements.push(h.statement(&h.pay(&format!("together {i}"), 3)).await);
+    }
+    let mut forged = h.statement(&h.pay("together forged", 3)).await;
+    forged.message = ubtc_core::StatementMessage::parse(b"forged").unwrap();
+    statements.push(forged);
+    let results = futures::future::join_all(statements.iter().map(|s| c.sign(s))).await;
+    for (s, r) in statements.iter().zip(results).take(12) {
+        let signed = r.unwrap();
+        assert_eq!(signed.approvals.len(), 3);
+        assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(s, signed)).is_valid());
+    }
+    match c.sign(&statements[12]).await {
+        Err(SignFailure::Retry(r)) => assert!(r.detail.contains("statement_mismatch")),
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    // sign_batch directly: results in statement order.
+    let more = vec![
+        h.statement(&h.pay("batch a", 3)).await,
+        h.statement(&h.pay("batch b", 1)).await,
+    ];
+    let results = c.sign_batch(&more).await;
+    assert!(results[0].is_ok());
+    match &results[1] {
+        Err(SignFailure::Retry(r)) => assert!(r.detail.contains("payment_unconfirmed")),
+        other => panic!("expected a retry, got {other:?}"),
+    }
 }

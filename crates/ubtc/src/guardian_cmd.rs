@@ -257,12 +257,16 @@ pub async fn start_demo_guardians(
                 )
             })
             .collect();
+        // The demo's dev Bitcoin backend stays at its start height, so each guardian's
+        // own dev view sits at the same tip (real guardians name their own node).
         let toml = format!(
-            "listen = \"127.0.0.1:0\"\nkeystore = {:?}\npassphrase_file = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n{chains}",
+            "listen = \"127.0.0.1:0\"\nkeystore = {:?}\npassphrase_file = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
+             [bitcoin]\nbackend = \"dev\"\ndev_height = {}\n{chains}",
             ks.display().to_string(),
             pass_path.display().to_string(),
             dir.join("approvals.jsonl").display().to_string(),
             coordinator_key.public_hex(),
+            config.bitcoin.dev_start_height,
         );
         let config_path = dir.join("guardian.toml");
         std::fs::write(&config_path, toml)?;

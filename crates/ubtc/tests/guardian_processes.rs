@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
 use tokio_util::sync::CancellationToken;
-use ubtc_chains::dev::DevChain;
+use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::bundle::{
     ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
@@ -26,6 +26,9 @@ use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
 use ubtc_store::Store;
 
 const PASSPHRASE: &str = "test passphrase for guardian processes";
+/// The dev Bitcoin tip of the workers (`bitcoin.dev_start_height`) and, unless a test
+/// says otherwise, of every guardian's own Bitcoin view.
+const BTC_TIP: u32 = 850_000;
 
 struct Proc {
     child: Child,
@@ -105,6 +108,12 @@ impl Drop for Net {
 
 impl Net {
     async fn new(n: usize, hook_on: Option<usize>) -> Self {
+        Self::with_bitcoin_tips(&vec![BTC_TIP; n], hook_on).await
+    }
+
+    /// One guardian per entry, each with its own dev Bitcoin view at that tip.
+    async fn with_bitcoin_tips(tips: &[u32], hook_on: Option<usize>) -> Self {
+        let n = tips.len();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chain = ChainId::parse("dev").unwrap();
         let dev = DevChain::new(chain.clone(), "0xc0ffee", 2);
@@ -131,7 +140,7 @@ impl Net {
             assert!(text.contains(&key.public_hex()));
             assert!(!text.contains("secret"));
             let config = dir.join("guardian.toml");
-            write_config(&config, &dir, 0, &coordinator_key, &chain_url);
+            write_config(&config, &dir, 0, &coordinator_key, &chain_url, tips[i]);
             let env: Vec<(&str, &str)> = if hook_on == Some(i) {
                 vec![(ubtc_guardian::server::TEST_EXIT_AFTER_RECORD_ENV, "1")]
             } else {
@@ -141,7 +150,7 @@ impl Net {
             assert_eq!(k, key.public());
             // Pin the port so a restart comes back where the coordinator looks.
             let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-            write_config(&config, &dir, port, &coordinator_key, &chain_url);
+            write_config(&config, &dir, port, &coordinator_key, &chain_url, tips[i]);
             procs.push(Proc {
                 child,
                 config,
@@ -184,6 +193,29 @@ impl Net {
         .unwrap()
     }
 
+    /// A coordinator over some of the guardians only (`which`), threshold `m`.
+    fn coordinator_of(&self, which: &[usize], m: usize) -> Coordinator {
+        let endpoints = which
+            .iter()
+            .map(|&i| GuardianEndpoint {
+                name: format!("g{}", i + 1),
+                url: self.procs[i].url.clone(),
+                key: self.procs[i].key,
+            })
+            .collect();
+        Coordinator::new(
+            self.coordinator_key.clone(),
+            endpoints,
+            m,
+            CoordinatorSettings {
+                network: bitcoin::Network::Regtest,
+                timeout: Duration::from_secs(5),
+                request_ttl: Duration::from_secs(60),
+            },
+        )
+        .unwrap()
+    }
+
     fn restart(&mut self, i: usize) {
         let p = &mut self.procs[i];
         p.kill();
@@ -207,15 +239,23 @@ impl Net {
             reference,
             p.payer,
             p.message.unwrap(),
-            BlockStamp::new(880_000, &format!("{:064x}", 0xabcdefu64)).unwrap(),
+            BlockStamp::new(BTC_TIP, &DevBitcoin::hash_at(BTC_TIP)).unwrap(),
             uuid::Uuid::new_v4(),
         )
     }
 }
 
-fn write_config(path: &Path, dir: &Path, port: u16, coordinator: &GuardianKey, chain_url: &str) {
+fn write_config(
+    path: &Path,
+    dir: &Path,
+    port: u16,
+    coordinator: &GuardianKey,
+    chain_url: &str,
+    bitcoin_tip: u32,
+) {
     let toml = format!(
         "listen = \"127.0.0.1:{port}\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
+         [bitcoin]\nbackend = \"dev\"\ndev_height = {bitcoin_tip}\n\
          [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"{chain_url}\"\n",
         dir.join("keystore.json").display().to_string(),
         dir.join("approvals.jsonl").display().to_string(),
@@ -383,6 +423,52 @@ async fn killed_after_recording_answers_retry_with_same_signature() {
     assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
 }
 
+/// Guardians whose own Bitcoin view differs from the coordinator's: one is 100 blocks
+/// ahead (the stamp is stale for it), one is behind (the stamp is above its tip); the
+/// third agrees. No quorum, and each refusal carries its reason. A stamp with a hash
+/// that is not the block at that height is refused by every guardian.
+#[tokio::test]
+async fn guardians_check_the_bitcoin_block_stamp_against_their_own_view() {
+    let net = Net::with_bitcoin_tips(&[BTC_TIP, BTC_TIP + 100, BTC_TIP - 1_000], None).await;
+    let c = net.coordinator(2);
+    let s = net.statement("stamped by another view").await;
+    match c.sign(&s).await {
+        Err(SignFailure::Retry(r)) => {
+            assert_eq!(r.code, "quorum_not_reached");
+            assert!(r.detail.contains("g1: approved"), "{}", r.detail);
+            assert!(r.detail.contains("g2: stale_block_stamp"), "{}", r.detail);
+            assert!(r.detail.contains("g3: unknown_block_stamp"), "{}", r.detail);
+        }
+        other => panic!("expected no quorum, got {other:?}"),
+    }
+    // Within the allowed age (6 blocks by default) the stamp is accepted.
+    let mut s = net.statement("six blocks old").await;
+    s.bitcoin_block = BlockStamp::new(BTC_TIP - 6, &DevBitcoin::hash_at(BTC_TIP - 6)).unwrap();
+    let c1 = Net::coordinator_of(&net, &[0], 1);
+    assert!(c1.sign(&s).await.is_ok());
+    let mut s = net.statement("seven blocks old").await;
+    s.bitcoin_block = BlockStamp::new(BTC_TIP - 7, &DevBitcoin::hash_at(BTC_TIP - 7)).unwrap();
+    match c1.sign(&s).await {
+        Err(SignFailure::Retry(r)) => {
+            assert!(r.detail.contains("g1: stale_block_stamp"), "{}", r.detail)
+        }
+        other => panic!("expected a stale stamp, got {other:?}"),
+    }
+    // The right height with a made-up hash: not a block of anybody's view.
+    let mut s = net.statement("invented block").await;
+    s.bitcoin_block = BlockStamp::new(BTC_TIP, &format!("{:064x}", 0xabcdefu64)).unwrap();
+    match c.sign(&s).await {
+        Err(SignFailure::Retry(r)) => {
+            assert!(r.detail.contains("g1: unknown_block_stamp"), "{}", r.detail);
+            assert!(r.detail.contains("g2: unknown_block_stamp"), "{}", r.detail);
+        }
+        other => panic!("expected an unknown stamp, got {other:?}"),
+    }
+    // Nothing was recorded for the refused statements.
+    assert_eq!(net.procs[1].approvals().len(), 0);
+    assert_eq!(net.procs[2].approvals().len(), 0);
+}
+
 #[test]
 fn guardian_init_prints_key_and_refuses_wrong_passphrase() {
     let dir = tempfile::tempdir().unwrap();
@@ -497,7 +583,7 @@ async fn worker_dead_letters_without_quorum_then_completes_when_back() {
     let worker = Worker::new(
         store.clone(),
         Arc::new(net.coordinator(2)),
-        Arc::new(ubtc_chains::dev::DevBitcoin::new(850_000)),
+        Arc::new(DevBitcoin::new(BTC_TIP)),
         WorkerConfig {
             worker_id: "w1".into(),
             lease_ms: 30_000,

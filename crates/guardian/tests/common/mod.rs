@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bitcoin::Network;
 use tokio_util::sync::CancellationToken;
-use ubtc_chains::dev::DevChain;
+use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::payment::Payer;
 use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement};
@@ -17,6 +17,9 @@ use ubtc_guardian::server::{self, Guardian, GuardianPolicy, WatchedChain};
 use ubtc_guardian::{
     Coordinator, CoordinatorSettings, DevChainHttpAdapter, GuardianEndpoint, GuardianKey,
 };
+
+/// Every in-process guardian's dev Bitcoin tip; statements are stamped with it.
+pub const BTC_TIP: u32 = 880_000;
 
 pub struct Harness {
     pub chain: ChainId,
@@ -103,10 +106,12 @@ impl Harness {
                         max_signatures_per_minute: spec.rate,
                     },
                 )]),
+                Arc::new(DevBitcoin::new(BTC_TIP)),
                 GuardianPolicy {
                     coordinators: vec![h.coordinator_key.public()],
                     statement_versions: vec![1],
                     max_request_ttl_ms: 120_000,
+                    max_stamp_age_blocks: 6,
                 },
                 ApprovalLog::open(&h.dir.path().join(format!("g{i}.jsonl"))).unwrap(),
             ));
@@ -169,7 +174,7 @@ impl Harness {
             payment.clone(),
             p.payer,
             p.message.unwrap(),
-            BlockStamp::new(880_000, &format!("{:064x}", 0xabcdefu64)).unwrap(),
+            BlockStamp::new(BTC_TIP, &DevBitcoin::hash_at(BTC_TIP)).unwrap(),
             uuid::Uuid::new_v4(),
         )
     }
