@@ -31,6 +31,15 @@
     return node;
   }
 
+  // Copies each column's heading onto its cells, so narrow screens can show a table
+  // row as a list of "heading: value" lines (see app.css).
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (c) { return c.textContent; });
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      Array.prototype.forEach.call(row.cells, function (c, i) { if (heads[i] && c.colSpan === 1) c.setAttribute('data-label', heads[i]); });
+    });
+  }
+
   function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
 
   function ApiError(status, code, message) {
@@ -163,6 +172,8 @@
         el('td', null, el('time', { datetime: a.since, text: utc(a.since) }))));
     });
 
+    labelCells($('chains'));
+    labelCells($('addresses'));
     var sel = $('range-chain');
     supply.forEach(function (e) {
       if (!sel.querySelector('option[value="' + CSS.escape(e.chain) + '"]')) sel.appendChild(el('option', { value: e.chain, text: e.chain }));
@@ -195,10 +206,11 @@
 
   function chartWidth(node) { return Math.max(260, node.clientWidth || 600); }
 
-  function drawChart(key, node, data, series) {
+  function drawChart(key, node, data, series, range) {
     var opts = {
       width: chartWidth(node), height: 220,
-      scales: { x: { time: true } },
+      // The chosen range, not the data's extent: one point must not fill the width.
+      scales: { x: { time: true, range: function () { return range; } } },
       series: [{ label: 'time (UTC)', value: '{YYYY}-{MM}-{DD} {HH}:{mm}' }].concat(series),
       axes: [{}, { size: 70 }],
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'); }
@@ -235,17 +247,20 @@
       });
       note.textContent = h.points.length + ' points, one per ' + h.bucket + ', from ' + utc(h.from) + ' to ' + utc(h.to) +
         (h.chain ? ' (supply of ' + h.chain + ' shown separately)' : '') + '.';
-      drawChart('ratio', rnode, [t, ratio, minR, maxR], [
-        { label: 'ratio', stroke: '#0b57a4', width: 2, points: { show: true, size: 4 } },
-        { label: 'lowest', stroke: '#a11a1a', dash: [4, 4] },
-        { label: 'highest', stroke: '#116d3a', dash: [4, 4] }
-      ]);
-      var s = [t, res, sup], ser = [
-        { label: 'reserve BTC', stroke: '#116d3a', width: 2, points: { show: true, size: 4 } },
-        { label: 'supply uBTC (all chains)', stroke: '#a11a1a', width: 2, dash: [6, 3] }
+      var range = [Date.parse(h.from) / 1000, Date.parse(h.to) / 1000];
+      // Series are drawn in order: the ratio last, so the bucket's extremes (often
+      // equal to it) do not hide it.
+      drawChart('ratio', rnode, [t, minR, maxR, ratio], [
+        { label: 'lowest', stroke: '#a11a1a', dash: [4, 4], points: { show: false } },
+        { label: 'highest', stroke: '#116d3a', dash: [4, 4], points: { show: false } },
+        { label: 'ratio', stroke: '#0b57a4', width: 2, points: { show: true, size: 7, fill: '#0b57a4' } }
+      ], range);
+      var s = [t, sup, res], ser = [
+        { label: 'supply uBTC (all chains)', stroke: '#a11a1a', width: 2, dash: [6, 3], points: { show: true, size: 5 } },
+        { label: 'reserve BTC', stroke: '#116d3a', width: 2, points: { show: true, size: 7, fill: '#116d3a' } }
       ];
-      if (h.chain) { s.push(chainSup); ser.push({ label: 'supply on ' + h.chain, stroke: '#7a5200' }); }
-      drawChart('amounts', anode, s, ser);
+      if (h.chain) { s.push(chainSup); ser.push({ label: 'supply on ' + h.chain, stroke: '#7a5200', points: { show: true, size: 5 } }); }
+      drawChart('amounts', anode, s, ser, range);
     }, function (e) { note.textContent = 'History unavailable: ' + e.code + ': ' + e.message; });
   }
 
@@ -382,6 +397,7 @@
           el('td', { cls: 'addr' }, explorerLink(r.address)),
           el('td', { cls: 'addr', text: r.signature })));
       });
+      labelCells($('signatures'));
       var ul = clear($('approvals'));
       if (!b.approvals.length) ul.appendChild(el('li', { text: 'Signed with a single local key: no guardian approvals.' }));
       b.approvals.forEach(function (a) {

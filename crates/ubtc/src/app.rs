@@ -515,6 +515,12 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
         .with_metrics(ubtc_api::metrics::install_recorder()?)
         .with_rate_limiter(Arc::new(ApiClientLimits(limits)))
         .with_response_cache(Arc::new(ApiResponseCache(response_cache(config)?)));
+    let explorer_url = &config.dashboard.explorer_url;
+    let state = if explorer_url.is_empty() {
+        state
+    } else {
+        state.with_explorer_url(explorer_url.clone())
+    };
     // Consumer URLs are checked at registration as the delivery worker will.
     let allow_private = config.webhooks.allow_private_targets;
     let check: ubtc_api::webhooks::TargetCheck =

@@ -50,7 +50,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
     pub reserves: ReservesConfig,
+    pub dashboard: DashboardConfig,
     pub chains: Vec<ChainConfig>,
+}
+
+/// The public dashboard at `/` (docs/dashboard.md).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Block-explorer link of a reserve address: `{address}` is replaced by the
+    /// address, else the address is appended. Empty: addresses are not linked.
+    pub explorer_url: String,
 }
 
 /// Reserve snapshots (`ubtc worker` and `ubtc demo` take them).
@@ -244,6 +254,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
             reserves: ReservesConfig::default(),
+            dashboard: DashboardConfig::default(),
             chains: vec![ChainConfig {
                 name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
                 kind: ChainKind::Dev,
@@ -491,6 +502,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
     ("UBTC_RESERVES_TOLERANCE_PPM", "reserves.tolerance_ppm"),
+    ("UBTC_DASHBOARD_EXPLORER_URL", "dashboard.explorer_url"),
     ("UBTC_LOG_FORMAT", "log.format"),
     ("UBTC_LOG_LEVEL", "log.level"),
 ];
@@ -586,6 +598,21 @@ impl Config {
         }
         if r.tolerance_ppm > 1_000_000 {
             return bad("reserves.tolerance_ppm must be at most 1000000".into());
+        }
+        let explorer = &self.dashboard.explorer_url;
+        // The link lands in every visitor's page: only plain http(s) URLs, so it
+        // cannot become a `javascript:` link.
+        if !explorer.is_empty()
+            && (!(explorer.starts_with("https://") || explorer.starts_with("http://"))
+                || explorer.len() > 512
+                || explorer
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<'))
+        {
+            return bad(
+                "dashboard.explorer_url must be an http(s) URL of at most 512 characters without spaces or quotes (or be empty)"
+                    .into(),
+            );
         }
         if self.pipeline.workers == 0 || self.pipeline.workers > 256 {
             return bad("pipeline.workers must be between 1 and 256".into());

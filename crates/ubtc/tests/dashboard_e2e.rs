@@ -1,0 +1,171 @@
+//! The public dashboard in a real browser: a real `ubtc demo` process, headless
+//! Chromium (Debian's `chromium`) driven by `tests/e2e/dashboard.mjs` through npm
+//! `playwright-core`. The script checks the page against the API, the chart, the
+//! live feed, the lookup box, the phone layout and the page weight, and downloads the
+//! bundle of a payment made during the test through the page's link; this test then
+//! checks that bundle with the `ubtc` binary, as a visitor would.
+//!
+//! Needs `/usr/bin/chromium` (or `CHROMIUM`) and `npm ci --prefix tests/e2e`; test.sh
+//! and .ci/run install both. Screenshots go to docs/screenshots/.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Kills the demo (and with it its guardian processes) when the test ends, passed
+/// or not.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ubtc demo --port 0` and returns it with its base URL, read from the line
+/// `  API  http://…` it prints once it listens.
+fn start_demo(data: &Path) -> (Demo, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .args(["demo", "--port", "0", "--payments", "3", "--data-dir"])
+        .arg(data)
+        .env_remove("UBTC_DATABASE_URL")
+        .env(
+            "UBTC_DASHBOARD_EXPLORER_URL",
+            "https://mempool.space/testnet4/address/{address}",
+        )
+        // Snapshots often enough that the chart has several points during the test.
+        .env("UBTC_RESERVES_INTERVAL_SECS", "2")
+        .env("UBTC_RESERVES_POLL_MS", "500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ubtc binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent {
+                if let Some(url) = line.trim().strip_prefix("API") {
+                    let _ = tx.send(url.trim().to_owned());
+                    sent = true;
+                }
+            }
+            // Keep draining so the demo never blocks on a full pipe.
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the demo printed its API address");
+    (demo, base)
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let root = repo_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium (test.sh does), or set CHROMIUM"
+    );
+    assert!(
+        root.join("tests/e2e/node_modules/playwright-core").exists(),
+        "playwright-core is missing: npm ci --prefix tests/e2e (test.sh does)"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, base) = start_demo(&dir.path().join("demo"));
+    let bundle = dir.path().join("downloaded-proof.json");
+    let out = Command::new("node")
+        .arg(root.join("tests/e2e/dashboard.mjs"))
+        .arg(&base)
+        .arg("--bundle-out")
+        .arg(&bundle)
+        .arg("--screenshots")
+        .arg(root.join("docs/screenshots"))
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("E2E OK "),
+        "browser checks failed:\n{stdout}\n{stderr}"
+    );
+    println!("{stdout}");
+
+    // The page weight the script measured is within the budget.
+    let summary: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("E2E OK "))
+            .unwrap(),
+    )
+    .unwrap();
+    let bytes = summary["first_page_bytes"].as_u64().unwrap();
+    assert!(bytes > 0 && bytes < 100 * 1024, "first page {bytes} bytes");
+
+    // The bundle downloaded through the page verifies with the binary…
+    let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("verify")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "ubtc verify refused the downloaded bundle: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    // …and is the validation's own bundle, not any valid one.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        parsed["statement"]["request_id"].as_str(),
+        summary["validation"].as_str(),
+        "the bundle answers the validation the page showed"
+    );
+    drop(demo);
+}
+
+/// The assets embedded in the binary are what `web/` builds: nobody edited the
+/// generated files by hand or forgot to rebuild after changing a source.
+#[test]
+fn committed_assets_match_web_sources() {
+    let root = repo_root();
+    assert!(
+        root.join("web/node_modules/uplot").exists(),
+        "uPlot is missing: npm ci --prefix web (test.sh does)"
+    );
+    let out = Command::new("node")
+        .arg(root.join("web/build.js"))
+        .arg("--check")
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
