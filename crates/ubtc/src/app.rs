@@ -525,12 +525,18 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
     let allow_private = config.webhooks.allow_private_targets;
     let check: ubtc_api::webhooks::TargetCheck =
         Arc::new(move |url: &str| ubtc_pipeline::webhook::check_target(url, allow_private));
-    Ok(
-        match ubtc_api::webhooks::WebhookAdmin::new(config.webhooks.admin_api_key.expose(), check) {
-            Some(admin) => state.with_webhook_admin(admin),
-            None => state,
-        },
-    )
+    // Without a bootstrap key the URL check is still needed by operators who log in.
+    let state = match ubtc_api::webhooks::WebhookAdmin::new(
+        config.webhooks.admin_api_key.expose(),
+        check.clone(),
+    ) {
+        Some(admin) => state.with_webhook_admin(admin),
+        None => state.with_webhook_admin(ubtc_api::webhooks::WebhookAdmin::without_key(check)),
+    };
+    Ok(match crate::admin_cmd::admin_auth(config).map_err(anyhow::Error::msg)? {
+        Some(auth) => state.with_admin(auth),
+        None => state,
+    })
 }
 
 /// The response cache: shared in Redis (under its own prefix, beside the limits) with

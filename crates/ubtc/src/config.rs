@@ -49,6 +49,8 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub webhooks: WebhooksConfig,
+    /// Accounts, tokens and the IP allowlist of the admin API (docs/admin.md).
+    pub admin: AdminConfig,
     pub reserves: ReservesConfig,
     pub dashboard: DashboardConfig,
     pub chains: Vec<ChainConfig>,
@@ -253,6 +255,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            admin: AdminConfig::default(),
             reserves: ReservesConfig::default(),
             dashboard: DashboardConfig::default(),
             chains: vec![ChainConfig {
@@ -425,6 +428,44 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// The admin API (`/v1/admin/…`, docs/admin.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// HS256 key of the access tokens, at least 32 bytes. Empty: accounts and login
+    /// are off (only the bootstrap key `webhooks.admin_api_key` works).
+    pub jwt_secret: Secret,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    /// A login session ends after this long, however often it is refreshed.
+    pub session_max_secs: u64,
+    /// Addresses and CIDR blocks allowed to reach admin routes, comma-separated
+    /// (`10.0.0.0/8, 192.0.2.7`). Empty: any address.
+    pub allowed_ips: String,
+    /// Failed logins per username within `lockout_secs` that lock it for
+    /// `lockout_secs` (per client address: four times as many).
+    pub max_login_failures: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: Secret::default(),
+            jwt_issuer: "ubtc".to_owned(),
+            jwt_audience: "ubtc-admin".to_owned(),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 12 * 3_600,
+            session_max_secs: 7 * 24 * 3_600,
+            allowed_ips: String::new(),
+            max_login_failures: 5,
+            lockout_secs: 900,
+        }
+    }
+}
+
 /// Environment variables that override a setting, with the TOML path they set.
 /// Unknown `UBTC_` variables are an error, so a typo never goes unnoticed.
 pub const ENV_KEYS: &[(&str, &str)] = &[
@@ -498,6 +539,15 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "webhooks.allow_private_targets",
     ),
     ("UBTC_WEBHOOKS_ADMIN_API_KEY", "webhooks.admin_api_key"),
+    ("UBTC_ADMIN_JWT_SECRET", "admin.jwt_secret"),
+    ("UBTC_ADMIN_JWT_ISSUER", "admin.jwt_issuer"),
+    ("UBTC_ADMIN_JWT_AUDIENCE", "admin.jwt_audience"),
+    ("UBTC_ADMIN_ACCESS_TTL_SECS", "admin.access_ttl_secs"),
+    ("UBTC_ADMIN_REFRESH_TTL_SECS", "admin.refresh_ttl_secs"),
+    ("UBTC_ADMIN_SESSION_MAX_SECS", "admin.session_max_secs"),
+    ("UBTC_ADMIN_ALLOWED_IPS", "admin.allowed_ips"),
+    ("UBTC_ADMIN_MAX_LOGIN_FAILURES", "admin.max_login_failures"),
+    ("UBTC_ADMIN_LOCKOUT_SECS", "admin.lockout_secs"),
     ("UBTC_RESERVES_INTERVAL_SECS", "reserves.interval_secs"),
     ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
@@ -586,6 +636,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());
         }
+        crate::admin_cmd::admin_auth(self).map_err(ConfigError::Invalid)?;
         let r = &self.reserves;
         if r.interval_secs == 0 || r.poll_ms == 0 || r.max_age_secs == 0 {
             return bad(

@@ -4,6 +4,7 @@
 //! needs, waits for all of them and exits non-zero when one failed. Logic lives in the
 //! library crates; this file only wires.
 
+mod admin_cmd;
 mod app;
 mod bench;
 mod config;
@@ -73,6 +74,11 @@ enum Command {
     },
     /// One guardian daemon, on its own configuration (see docs/guardians.md).
     Guardian(guardian_cmd::GuardianArgs),
+    /// Accounts and the audit log (docs/admin.md).
+    Admin {
+        #[command(subcommand)]
+        what: admin_cmd::AdminCommand,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -164,6 +170,7 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
             init_logging(&config);
             match command {
                 Command::Serve => serve(config).await,
+                Command::Admin { what } => admin_cmd::run(&config, what).await,
                 Command::Worker => worker(config).await,
                 Command::Migrate => {
                     app::open_store(&config).await?;

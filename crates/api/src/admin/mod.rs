@@ -35,6 +35,7 @@ use crate::state::ApiState;
 use crate::webhooks;
 
 pub use auth::{AdminAuth, IpAllowlist};
+pub use handlers::{check_username, new_account};
 
 /// What a caller may do. A user has one role; an API key may carry several.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

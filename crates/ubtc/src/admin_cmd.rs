@@ -1,0 +1,227 @@
+//! `ubtc admin …`: account bootstrap and audit-log checks from the command line, and
+//! the `[admin]` settings turned into the API's `AdminAuth`.
+//!
+//! Passwords never come from argv (visible in `ps` and shell history): from a file,
+//! from a named environment variable, or read from stdin.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ubtc_api::admin::{token::TokenKeys, totp, AdminAuth, IpAllowlist, Role};
+use ubtc_core::Timestamp;
+use ubtc_store::{LockoutPolicy, NewAuditEntry, Store};
+
+use crate::config::Config;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Creates an account and prints its TOTP secret and otpauth URI (once).
+    CreateUser(CreateUserArgs),
+    /// Disables an account and ends its sessions.
+    DisableUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Lists the accounts.
+    ListUsers,
+    /// Re-checks the hash chain of the audit log. Exit 0 when intact; 1 naming the
+    /// first broken record.
+    AuditVerify,
+}
+
+#[derive(Args)]
+pub struct CreateUserArgs {
+    #[arg(long)]
+    pub username: String,
+    /// admin, operator or auditor.
+    #[arg(long)]
+    pub role: Role,
+    /// Read the password from this file (first line).
+    #[arg(long, conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// Read the password from this environment variable (not a `UBTC_` one: those are
+    /// settings). Without either option, the password is read from stdin.
+    #[arg(long)]
+    pub password_env: Option<String>,
+}
+
+/// `[admin]` as the API's settings; `None` when `admin.jwt_secret` is empty.
+pub fn admin_auth(config: &Config) -> Result<Option<AdminAuth>, String> {
+    let a = &config.admin;
+    let allowed_ips = IpAllowlist::parse(
+        &a.allowed_ips
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>(),
+    )?;
+    if a.jwt_secret.expose().is_empty() {
+        return Ok(None);
+    }
+    let tokens = TokenKeys::new(
+        a.jwt_secret.expose().as_bytes(),
+        &a.jwt_issuer,
+        &a.jwt_audience,
+    )?;
+    let secs = |name: &str, v: u64| -> Result<i64, String> {
+        // Up to a year: longer would be a mistake, and keeps millisecond sums in range.
+        if v == 0 || v > 366 * 24 * 3600 {
+            return Err(format!("admin.{name} must be between 1 and 31622400"));
+        }
+        Ok(v as i64)
+    };
+    let lockout_ms = secs("lockout_secs", a.lockout_secs)? * 1000;
+    if a.max_login_failures == 0 {
+        return Err("admin.max_login_failures must be at least 1".into());
+    }
+    let mut auth = AdminAuth::new(tokens);
+    auth.access_ttl_secs = secs("access_ttl_secs", a.access_ttl_secs)?;
+    auth.refresh_ttl_secs = secs("refresh_ttl_secs", a.refresh_ttl_secs)?;
+    auth.session_max_secs = secs("session_max_secs", a.session_max_secs)?;
+    auth.allowed_ips = allowed_ips;
+    auth.user_lockout = LockoutPolicy {
+        max_failures: a.max_login_failures,
+        window_ms: lockout_ms,
+        lockout_ms,
+    };
+    auth.ip_lockout = LockoutPolicy {
+        max_failures: a.max_login_failures.saturating_mul(4),
+        window_ms: lockout_ms,
+        lockout_ms,
+    };
+    Ok(Some(auth))
+}
+
+fn read_password(args: &CreateUserArgs) -> anyhow::Result<String> {
+    let raw = if let Some(path) = &args.password_file {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read password file {}", path.display()))?
+    } else if let Some(name) = &args.password_env {
+        std::env::var(name).with_context(|| format!("environment variable {name} is not set"))?
+    } else {
+        eprint!("password for {} (one line on stdin): ", args.username);
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+        line
+    };
+    Ok(raw.lines().next().unwrap_or("").to_owned())
+}
+
+/// Appends the audit record of a command-line action (actor `cli`).
+async fn audit(
+    store: &dyn Store,
+    action: &str,
+    target: String,
+    old_value: Option<String>,
+    new_value: Option<String>,
+) -> anyhow::Result<()> {
+    store
+        .append_audit(
+            &NewAuditEntry {
+                actor: "cli".to_owned(),
+                action: action.to_owned(),
+                target: Some(target),
+                old_value,
+                new_value,
+                ip: None,
+                user_agent: Some(format!("ubtc/{} admin", env!("CARGO_PKG_VERSION"))),
+            },
+            Timestamp::now(),
+        )
+        .await
+        .context("cannot write the audit record")?;
+    Ok(())
+}
+
+pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let store = crate::app::open_store(config).await?;
+    match command {
+        AdminCommand::CreateUser(args) => {
+            let pw = read_password(&args)?;
+            let (name, role) = (args.username.clone(), args.role);
+            let new =
+                tokio::task::spawn_blocking(move || ubtc_api::admin::new_account(&name, role, &pw))
+                    .await?
+                    .map_err(anyhow::Error::msg)?;
+            let secret = new.totp_secret.clone().unwrap_or_default();
+            let user = store
+                .create_admin_user(&new, Timestamp::now())
+                .await?
+                .with_context(|| format!("a user named {:?} exists", args.username))?;
+            audit(
+                store.as_ref(),
+                "user.create",
+                format!("user:{}", user.username),
+                None,
+                Some(
+                    serde_json::json!({ "username": user.username, "role": user.role }).to_string(),
+                ),
+            )
+            .await?;
+            println!("user:        {} ({})", user.username, user.role);
+            println!("totp secret: {secret}");
+            println!(
+                "otpauth URI: {}",
+                totp::otpauth_uri("Universal Bitcoin", &user.username, &secret)
+            );
+            println!("(shown once: add it to an authenticator app now)");
+            Ok(())
+        }
+        AdminCommand::DisableUser { username } => {
+            if !store
+                .disable_admin_user(&username, Timestamp::now())
+                .await?
+            {
+                anyhow::bail!("no enabled user named {username:?}");
+            }
+            audit(
+                store.as_ref(),
+                "user.disable",
+                format!("user:{username}"),
+                Some(r#"{"disabled":false}"#.to_owned()),
+                Some(r#"{"disabled":true}"#.to_owned()),
+            )
+            .await?;
+            println!("user {username} disabled; its sessions are revoked");
+            Ok(())
+        }
+        AdminCommand::ListUsers => {
+            for u in store.list_admin_users().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    u.username,
+                    u.role,
+                    if u.totp_secret.is_some() {
+                        "totp"
+                    } else {
+                        "no-totp"
+                    },
+                    if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "enabled"
+                    }
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::AuditVerify => {
+            let check = store.verify_audit_chain().await?;
+            match check.first_broken {
+                None => {
+                    println!("audit log intact: {} records", check.entries);
+                    Ok(())
+                }
+                Some(id) => anyhow::bail!(
+                    "audit log broken: record {id} does not match its hash or its predecessor ({} records before it are intact)",
+                    check.entries.saturating_sub(1)
+                ),
+            }
+        }
+    }
+}
