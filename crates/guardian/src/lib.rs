@@ -20,6 +20,7 @@ pub mod devchain;
 pub mod keystore;
 pub mod protocol;
 pub mod record;
+pub mod reserve_ops;
 pub mod server;
 
 pub use config::GuardianConfig;

@@ -804,6 +804,15 @@ async fn sign_batch_handler(
     }
 }
 
+/// [`router`] plus `POST /v1/reserve-ops` (mint approvals and release signatures,
+/// [`crate::reserve_ops`]) for a guardian that also serves reserve operations.
+pub fn router_with_reserve_ops(
+    guardian: Arc<Guardian>,
+    reserve: Arc<crate::reserve_ops::ReserveGuardian>,
+) -> Router {
+    router(guardian).merge(crate::reserve_ops::router(reserve))
+}
+
 async fn sign_handler(
     State(guardian): State<Arc<Guardian>>,
     Json(envelope): Json<Envelope>,

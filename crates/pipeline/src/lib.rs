@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod leader;
 pub mod limiter;
 pub mod monitor;
+pub mod reserve_ops;
 pub mod signer;
 pub mod snapshot;
 pub mod webhook;

@@ -1,0 +1,757 @@
+//! Reserve operations at the guardian: approving mints and signing releases.
+//!
+//! The coordinator (the `ubtc worker`'s reserve-ops step) sends a signed
+//! [`ReserveOpRequest`] to `POST /v1/reserve-ops`; the guardian re-checks it on its
+//! OWN views and answers a signed [`ReserveOpAnswer`]:
+//!
+//! - a **mint** is approved only if the deposit pays at least the minted amount to
+//!   the guardian's reserve address with the guardian's minimum confirmations, that
+//!   deposit backs no other mint this guardian approved, and reserves (its Bitcoin
+//!   view) stay at or above the token supply (its chain views) plus the mint. One
+//!   deposit per mint and mint <= deposit mean that the approved mints never exceed
+//!   the deposits, even before they show in the supply;
+//! - a **release** is signed only if the burn transaction burned, on its chain view and
+//!   at the guardian's depth, at least what the release takes from the reserve (paid
+//!   to the redeemer plus the fee), the fee is within policy, every other output goes
+//!   back to the reserve, and no other release used that burn.
+//!
+//! Approvals are appended to a file and fsynced before the answer leaves, so the same
+//! operation always gets the same answer (also after a restart), and an operation id
+//! or a deposit or burn reused for something else is refused. Refusals are not
+//! recorded: a deposit too shallow now may be deep enough later.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::{CompressedPublicKey, Network};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use ubtc_bitcoin::multisig::{PartialSignature, SortedMulti, Wrapping};
+use ubtc_bitcoin::release;
+use ubtc_chains::evm::minter::{read_burn, token_supply, BurnSeen};
+use ubtc_chains::evm::rpc::{RetryPolicy, RpcClient};
+use ubtc_chains::{BitcoinBackend, ChainError};
+use ubtc_core::Timestamp;
+use ubtc_pipeline::reserve_ops::{GuardianVote, MintCheck, ReleaseCheck, ReserveApprovers};
+use uuid::Uuid;
+
+use crate::keystore::{self, GuardianKey, KeystoreError, Passphrase};
+use crate::protocol::{self, Envelope, ANSWER_TAG, REQUEST_TAG};
+
+/// Domain tags are the signing protocol's; the body type keeps a reserve request from
+/// parsing as a statement request and back (`deny_unknown_fields` on both).
+pub const RESERVE_OPS_PATH: &str = "/v1/reserve-ops";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReserveOp {
+    Mint(MintCheck),
+    Release(ReleaseCheck),
+}
+
+impl ReserveOp {
+    pub fn op_id(&self) -> Uuid {
+        match self {
+            Self::Mint(m) => m.op_id,
+            Self::Release(r) => r.op_id,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Mint(_) => "mint",
+            Self::Release(_) => "release",
+        }
+    }
+    /// What one operation may use once: a deposit outpoint or a burn transaction.
+    fn resource(&self) -> String {
+        match self {
+            Self::Mint(m) => format!(
+                "deposit:{}:{}",
+                m.deposit_txid.to_ascii_lowercase(),
+                m.deposit_vout.map(|v| v.to_string()).unwrap_or_default()
+            ),
+            Self::Release(r) => format!("burn:{}:{}", r.chain, r.burn_tx.to_ascii_lowercase()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveOpRequest {
+    pub request_id: Uuid,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub op: ReserveOp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpOutcome {
+    Approved {
+        /// Releases: this guardian's signatures of every input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partial: Option<PartialSignature>,
+        recorded_at: Timestamp,
+    },
+    Refused {
+        code: String,
+        detail: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveOpAnswer {
+    pub request_id: Uuid,
+    pub op_id: Uuid,
+    pub kind: String,
+    pub guardian_key: String,
+    /// SHA-256 of the operation's JSON as the guardian judged it.
+    pub op_digest: String,
+    pub outcome: OpOutcome,
+    pub at: Timestamp,
+}
+
+// ----- the guardian's views -----
+
+/// A token chain as this guardian reads it (its own RPC endpoint).
+#[async_trait]
+pub trait TokenView: Send + Sync + 'static {
+    async fn supply_sats(&self) -> Result<u64, ChainError>;
+    async fn burn(&self, tx_hash: &str) -> Result<Option<BurnSeen>, ChainError>;
+}
+
+/// An EVM chain's WrappedBTC through JSON-RPC.
+pub struct EvmTokenView {
+    rpc: RpcClient,
+    token: String,
+}
+
+impl EvmTokenView {
+    pub fn new(rpc_url: &str, token: &str, retry: RetryPolicy) -> Result<Self, ChainError> {
+        Ok(Self {
+            rpc: RpcClient::new(rpc_url, retry)?,
+            token: token.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl TokenView for EvmTokenView {
+    async fn supply_sats(&self) -> Result<u64, ChainError> {
+        let s = token_supply(&self.rpc, &self.token).await?;
+        u64::try_from(s).map_err(|_| ChainError::BadResponse(format!("supply {s} overflows")))
+    }
+    async fn burn(&self, tx_hash: &str) -> Result<Option<BurnSeen>, ChainError> {
+        read_burn(&self.rpc, &self.token, tx_hash).await
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReservePolicy {
+    pub min_deposit_confirmations: u32,
+    pub min_burn_confirmations: u64,
+    pub max_release_fee_sats: u64,
+    pub max_request_ttl_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogLine {
+    op_key: String,
+    resource: String,
+    op_digest: String,
+    answer: Envelope,
+}
+
+struct OpLog {
+    path: Option<PathBuf>,
+    /// op key ("mint:<id>") → (op digest, the answer sent).
+    answered: HashMap<String, (String, Envelope)>,
+    /// resource → op key that used it.
+    used: HashMap<String, String>,
+}
+
+impl OpLog {
+    fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        let mut log = Self {
+            path: path.map(Path::to_path_buf),
+            answered: HashMap::new(),
+            used: HashMap::new(),
+        };
+        if let Some(p) = path {
+            if p.exists() {
+                for line in std::fs::read_to_string(p)?.lines() {
+                    // A torn last line (crash mid-write) was never answered: skip it.
+                    if let Ok(l) = serde_json::from_str::<LogLine>(line) {
+                        log.used.insert(l.resource, l.op_key.clone());
+                        log.answered.insert(l.op_key, (l.op_digest, l.answer));
+                    }
+                }
+            }
+        }
+        Ok(log)
+    }
+
+    fn append(&mut self, line: LogLine) -> std::io::Result<()> {
+        if let Some(p) = &self.path {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?;
+            let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+            text.push('\n');
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+        }
+        self.used.insert(line.resource, line.op_key.clone());
+        self.answered
+            .insert(line.op_key, (line.op_digest, line.answer));
+        Ok(())
+    }
+}
+
+/// One guardian's reserve-operations service.
+pub struct ReserveGuardian {
+    key: GuardianKey,
+    coordinators: Vec<PublicKey>,
+    bitcoin: Arc<dyn BitcoinBackend>,
+    reserve: SortedMulti,
+    network: Network,
+    tokens: HashMap<String, Arc<dyn TokenView>>,
+    policy: ReservePolicy,
+    log: Mutex<OpLog>,
+}
+
+impl std::fmt::Debug for ReserveGuardian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReserveGuardian")
+            .field("key", &self.key)
+            .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Refusal(&'static str, String);
+
+fn refuse<T>(code: &'static str, detail: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(code, detail.into()))
+}
+
+impl From<ChainError> for Refusal {
+    fn from(e: ChainError) -> Self {
+        Refusal("chain_unavailable", e.to_string())
+    }
+}
+
+impl ReserveGuardian {
+    /// `log_path`: where approvals are recorded (`None` keeps them in memory only, for
+    /// tests that say so).
+    #[allow(clippy::too_many_arguments)] // every view and policy a guardian decides with
+    pub fn new(
+        key: GuardianKey,
+        coordinators: Vec<PublicKey>,
+        bitcoin: Arc<dyn BitcoinBackend>,
+        reserve: SortedMulti,
+        network: Network,
+        tokens: HashMap<String, Arc<dyn TokenView>>,
+        policy: ReservePolicy,
+        log_path: Option<&Path>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            key,
+            coordinators,
+            bitcoin,
+            reserve,
+            network,
+            tokens,
+            policy,
+            log: Mutex::new(OpLog::open(log_path)?),
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    fn reserve_address(&self) -> String {
+        self.reserve
+            .address(self.network, Wrapping::Wsh)
+            .to_string()
+    }
+
+    fn seal(
+        &self,
+        request_id: Uuid,
+        op: &ReserveOp,
+        op_digest: String,
+        outcome: OpOutcome,
+    ) -> Result<Envelope, protocol::ProtocolError> {
+        protocol::seal(
+            ANSWER_TAG,
+            &ReserveOpAnswer {
+                request_id,
+                op_id: op.op_id(),
+                kind: op.kind().to_owned(),
+                guardian_key: self.key.public_hex(),
+                op_digest,
+                outcome,
+                at: Timestamp::now(),
+            },
+            &self.key,
+        )
+    }
+
+    /// Decides one request; every answer is signed. `Err` only for an envelope that
+    /// cannot be read at all.
+    pub async fn handle(&self, envelope: &Envelope) -> Result<Envelope, protocol::ProtocolError> {
+        let (request, _) =
+            protocol::open::<ReserveOpRequest>(REQUEST_TAG, envelope, &self.coordinators)?;
+        let op_json = serde_json::to_string(&request.op)
+            .map_err(|e| protocol::ProtocolError::Malformed(e.to_string()))?;
+        let op_digest = hex::encode(Sha256::digest(op_json.as_bytes()));
+        let op_key = format!("{}:{}", request.op.kind(), request.op.op_id());
+        let now = Timestamp::now();
+        if request.expires_at < now
+            || request.issued_at > now.plus_millis(60_000)
+            || request.expires_at.0.saturating_sub(request.issued_at.0)
+                > self.policy.max_request_ttl_ms
+        {
+            return self.seal(
+                request.request_id,
+                &request.op,
+                op_digest,
+                OpOutcome::Refused {
+                    code: "request_expired".into(),
+                    detail: "outside its validity window or valid for too long".into(),
+                },
+            );
+        }
+        {
+            let log = self.log.lock().await;
+            if let Some((digest, answer)) = log.answered.get(&op_key) {
+                if *digest == op_digest {
+                    return Ok(answer.clone());
+                }
+                return self.seal(
+                    request.request_id,
+                    &request.op,
+                    op_digest,
+                    OpOutcome::Refused {
+                        code: "already_decided_other".into(),
+                        detail: format!("{op_key} was approved with other contents"),
+                    },
+                );
+            }
+        }
+        // Chain reads happen outside the lock; the decision is re-checked under it.
+        let decided = match &request.op {
+            ReserveOp::Mint(m) => self.check_mint(m).await.map(|()| None),
+            ReserveOp::Release(r) => self.check_release(r).await.map(Some),
+        };
+        let partial = match decided {
+            Ok(p) => p,
+            Err(Refusal(code, detail)) => {
+                return self.seal(
+                    request.request_id,
+                    &request.op,
+                    op_digest,
+                    OpOutcome::Refused {
+                        code: code.into(),
+                        detail,
+                    },
+                )
+            }
+        };
+        let mut log = self.log.lock().await;
+        if let Some((digest, answer)) = log.answered.get(&op_key) {
+            if *digest == op_digest {
+                return Ok(answer.clone());
+            }
+        }
+        let resource = request.op.resource();
+        if let Some(other) = log.used.get(&resource) {
+            if *other != op_key {
+                return self.seal(
+                    request.request_id,
+                    &request.op,
+                    op_digest,
+                    OpOutcome::Refused {
+                        code: "already_used".into(),
+                        detail: format!("{resource} is used by {other}"),
+                    },
+                );
+            }
+        }
+        let answer = self.seal(
+            request.request_id,
+            &request.op,
+            op_digest.clone(),
+            OpOutcome::Approved {
+                partial,
+                recorded_at: now,
+            },
+        )?;
+        if let Err(e) = log.append(LogLine {
+            op_key,
+            resource,
+            op_digest: op_digest.clone(),
+            answer: answer.clone(),
+        }) {
+            tracing::error!(error = %e, "cannot record a reserve-op approval; refusing");
+            return self.seal(
+                request.request_id,
+                &request.op,
+                op_digest,
+                OpOutcome::Refused {
+                    code: "internal".into(),
+                    detail: "approval could not be recorded".into(),
+                },
+            );
+        }
+        Ok(answer)
+    }
+
+    async fn reserves_sats(&self) -> Result<u64, Refusal> {
+        Ok(self
+            .bitcoin
+            .address_utxos(&self.reserve_address())
+            .await?
+            .iter()
+            .fold(0u64, |a, u| a.saturating_add(u.amount_sats)))
+    }
+
+    async fn check_mint(&self, m: &MintCheck) -> Result<(), Refusal> {
+        if !self.tokens.contains_key(&m.chain) {
+            return refuse(
+                "unknown_chain",
+                format!("this guardian does not watch {}", m.chain),
+            );
+        }
+        if m.amount_sats == 0 || m.amount_sats > m.deposit_sats {
+            return refuse(
+                "exceeds_deposit",
+                "the mint must be positive and at most the deposit",
+            );
+        }
+        if m.deposit_address != self.reserve_address() {
+            return refuse(
+                "not_reserve_address",
+                "the deposit is not to this guardian's reserve address",
+            );
+        }
+        let confs = self.bitcoin.tx_confirmations(&m.deposit_txid).await?;
+        let Some(confs) = confs else {
+            return refuse(
+                "deposit_unknown",
+                "the deposit transaction is unknown to this guardian",
+            );
+        };
+        if confs < self.policy.min_deposit_confirmations {
+            return refuse(
+                "deposit_unconfirmed",
+                format!(
+                    "{confs} confirmations, {} needed",
+                    self.policy.min_deposit_confirmations
+                ),
+            );
+        }
+        let utxos = self.bitcoin.address_utxos(&m.deposit_address).await?;
+        let paid: u64 = utxos
+            .iter()
+            .filter(|u| u.txid == m.deposit_txid && m.deposit_vout.is_none_or(|v| v == u.vout))
+            .fold(0, |a, u| a.saturating_add(u.amount_sats));
+        if paid < m.deposit_sats || paid < m.amount_sats {
+            return refuse(
+                "deposit_mismatch",
+                format!("the deposit pays {paid} sats unspent to the reserve"),
+            );
+        }
+        let reserves = self.reserves_sats().await?;
+        let mut supply = 0u64;
+        for view in self.tokens.values() {
+            supply = supply.saturating_add(view.supply_sats().await?);
+        }
+        let after = supply.saturating_add(m.amount_sats);
+        if after > reserves {
+            return refuse(
+                "ratio_below_one",
+                format!("supply after the mint {after} sats > reserves {reserves} sats"),
+            );
+        }
+        Ok(())
+    }
+
+    async fn check_release(&self, r: &ReleaseCheck) -> Result<PartialSignature, Refusal> {
+        let Some(view) = self.tokens.get(&r.chain) else {
+            return refuse(
+                "unknown_chain",
+                format!("this guardian does not watch {}", r.chain),
+            );
+        };
+        if r.release.descriptor != self.reserve.descriptor_wsh()
+            || r.release.network != self.network
+        {
+            return refuse(
+                "not_reserve",
+                "the release does not spend this guardian's reserve",
+            );
+        }
+        let Some(burn) = view.burn(&r.burn_tx).await? else {
+            return refuse(
+                "burn_unknown",
+                "no successful burn in that transaction on this guardian's view",
+            );
+        };
+        if burn.confirmations < self.policy.min_burn_confirmations {
+            return refuse(
+                "burn_unconfirmed",
+                format!(
+                    "{} confirmations, {} needed",
+                    burn.confirmations, self.policy.min_burn_confirmations
+                ),
+            );
+        }
+        let summary = r
+            .release
+            .summary()
+            .map_err(|e| Refusal("bad_request", e.to_string()))?;
+        let redeemer = r
+            .redeemer_address
+            .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+            .ok()
+            .and_then(|a| a.require_network(self.network).ok())
+            .map(|a| a.script_pubkey().to_hex_string());
+        let Some(redeemer) = redeemer else {
+            return refuse("bad_request", "the redeemer address is not valid here");
+        };
+        let reserve = self.reserve.script_pubkey(Wrapping::Wsh).to_hex_string();
+        if let Some((spk, _)) = summary
+            .outputs
+            .iter()
+            .find(|(s, _)| *s != redeemer && *s != reserve)
+        {
+            return refuse(
+                "bad_request",
+                format!("an output pays someone else ({spk})"),
+            );
+        }
+        let paid: u64 = summary
+            .outputs
+            .iter()
+            .filter(|(s, _)| *s == redeemer)
+            .fold(0, |a, (_, v)| a.saturating_add(*v));
+        if summary.fee_sats > self.policy.max_release_fee_sats {
+            return refuse(
+                "fee_too_high",
+                format!(
+                    "fee {} sats > policy {}",
+                    summary.fee_sats, self.policy.max_release_fee_sats
+                ),
+            );
+        }
+        let out_of_reserve = paid.saturating_add(summary.fee_sats);
+        if u128::from(out_of_reserve) > burn.amount {
+            return refuse(
+                "release_exceeds_burn",
+                format!(
+                    "the release takes {out_of_reserve} sats, the burn was {}",
+                    burn.amount
+                ),
+            );
+        }
+        release::sign_release(&r.release, self.key.secret())
+            .map_err(|e| Refusal("bad_request", e.to_string()))
+    }
+}
+
+/// `POST /v1/reserve-ops`: merge into the guardian's router (see `server::router`).
+pub fn router(guardian: Arc<ReserveGuardian>) -> Router {
+    Router::new()
+        .route(RESERVE_OPS_PATH, post(handler))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            protocol::MAX_BODY_BYTES * 2,
+        ))
+        .with_state(guardian)
+}
+
+async fn handler(
+    State(g): State<Arc<ReserveGuardian>>,
+    Json(envelope): Json<Envelope>,
+) -> Response {
+    match g.handle(&envelope).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => {
+            let status = match e {
+                protocol::ProtocolError::UnknownSigner | protocol::ProtocolError::BadSignature => {
+                    StatusCode::UNAUTHORIZED
+                }
+                protocol::ProtocolError::Malformed(_) => StatusCode::BAD_REQUEST,
+            };
+            (
+                status,
+                Json(serde_json::json!({ "code": "bad_request_signature", "message": e.to_string() })),
+            )
+                .into_response()
+        }
+    }
+}
+
+// ----- the coordinator's side -----
+
+/// One guardian as the coordinator knows it.
+#[derive(Clone, Debug)]
+pub struct ReserveEndpoint {
+    /// Base URL, e.g. `http://127.0.0.1:7001`.
+    pub url: String,
+    /// Its registered key: answers signed by any other key do not count.
+    pub key: PublicKey,
+}
+
+/// Asks every guardian at once and authenticates each answer; implements the
+/// pipeline's [`ReserveApprovers`].
+pub struct ReserveOpsClient {
+    endpoints: Vec<ReserveEndpoint>,
+    key: GuardianKey,
+    threshold: usize,
+    http: reqwest::Client,
+    ttl_ms: i64,
+}
+
+impl ReserveOpsClient {
+    pub fn new(
+        endpoints: Vec<ReserveEndpoint>,
+        coordinator_key: GuardianKey,
+        threshold: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            endpoints,
+            key: coordinator_key,
+            threshold,
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            ttl_ms: 60_000,
+        })
+    }
+
+    async fn ask(&self, op: ReserveOp) -> Vec<GuardianVote> {
+        let now = Timestamp::now();
+        let request = ReserveOpRequest {
+            request_id: Uuid::now_v7(),
+            issued_at: now,
+            expires_at: now.plus_millis(self.ttl_ms),
+            op: op.clone(),
+        };
+        let Ok(envelope) = protocol::seal(REQUEST_TAG, &request, &self.key) else {
+            return Vec::new();
+        };
+        let asks = self.endpoints.iter().map(|ep| {
+            let envelope = envelope.clone();
+            let op = op.clone();
+            async move { self.ask_one(ep, &envelope, &op).await }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    async fn ask_one(
+        &self,
+        ep: &ReserveEndpoint,
+        envelope: &Envelope,
+        op: &ReserveOp,
+    ) -> Option<GuardianVote> {
+        let url = format!("{}{RESERVE_OPS_PATH}", ep.url.trim_end_matches('/'));
+        let answer: Envelope = match self.http.post(&url).json(envelope).send().await {
+            Ok(r) if r.status().is_success() => r.json().await.ok()?,
+            Ok(r) => {
+                tracing::warn!(guardian = %ep.key, status = %r.status(), "guardian refused the envelope");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(guardian = %ep.key, error = %e, "guardian unreachable");
+                return None;
+            }
+        };
+        let (body, _) = match protocol::open::<ReserveOpAnswer>(ANSWER_TAG, &answer, &[ep.key]) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(guardian = %ep.key, error = %e, "answer not signed by the registered key");
+                return None;
+            }
+        };
+        if body.op_id != op.op_id() || body.kind != op.kind() {
+            return None;
+        }
+        let answer_json = serde_json::to_string(&answer).ok()?;
+        let decision = match body.outcome {
+            OpOutcome::Refused { code, detail } => Err((code, detail)),
+            OpOutcome::Approved { partial, .. } => match (op, partial) {
+                (ReserveOp::Mint(_), _) => Ok(None),
+                (ReserveOp::Release(r), Some(p)) => {
+                    // Counted only if it is this guardian's key and signs this release.
+                    let own = p.pubkey == CompressedPublicKey(ep.key);
+                    match release::verify_release_partial(&r.release, &p) {
+                        Ok(()) if own => Ok(Some(p)),
+                        Ok(()) => Err(("bad_partial".into(), "partial of another key".into())),
+                        Err(e) => Err(("bad_partial".into(), e.to_string())),
+                    }
+                }
+                (ReserveOp::Release(_), None) => {
+                    Err(("bad_partial".into(), "no partial signature".into()))
+                }
+            },
+        };
+        Some(GuardianVote {
+            guardian_key: ep.key.to_string(),
+            answer_json,
+            decision,
+        })
+    }
+}
+
+#[async_trait]
+impl ReserveApprovers for ReserveOpsClient {
+    fn threshold(&self) -> usize {
+        self.threshold
+    }
+    async fn ask_mint(&self, check: &MintCheck) -> Vec<GuardianVote> {
+        self.ask(ReserveOp::Mint(check.clone())).await
+    }
+    async fn ask_release(&self, check: &ReleaseCheck) -> Vec<GuardianVote> {
+        self.ask(ReserveOp::Release(check.clone())).await
+    }
+}
+
+/// The minter's key, held encrypted at rest in the same keystore format as guardian
+/// keys (Argon2id + AES-256-GCM); only the minter ever sees the secret.
+pub fn load_minter_key(path: &Path, passphrase: &Passphrase) -> Result<SecretKey, KeystoreError> {
+    Ok(*keystore::load(path, passphrase)?.secret())
+}
+
+/// Encrypts a minter key into a keystore file (`ubtc admin` key ceremony, tests).
+pub fn store_minter_key(
+    path: &Path,
+    secret: SecretKey,
+    passphrase: &Passphrase,
+) -> Result<(), KeystoreError> {
+    let json = keystore::encrypt(&GuardianKey::from_secret(secret), passphrase)?;
+    if path.exists() {
+        return Err(KeystoreError::Exists(path.display().to_string()));
+    }
+    std::fs::write(path, json).map_err(|source| KeystoreError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
