@@ -5,8 +5,11 @@
 //!
 //! `cargo run -p ubtc-api --example reserves_bench [-- SECONDS CONNECTIONS]`
 //!
-//! The rate limit is set high enough that no request is refused: every request still
-//! pays for its Redis round trip, which is what is measured.
+//! The rate limit is set high enough that no request is refused, in Redis as
+//! `ubtc serve` runs it: each process leases units from Redis in batches (up to
+//! `LEASE_MAX_UNITS_DEFAULT` per round trip) and spends them locally, and cached
+//! answers come from the in-process layer. The metrics recorder is on, as in
+//! production. The ratio printed last is the median of back-to-back pairs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,24 +19,27 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use ubtc_api::cache::CacheLookup;
 use ubtc_api::{public_router, serve, ApiState, ClientKey, RequestLimiter, ResponseCache};
-use ubtc_core::Timestamp;
+use ubtc_core::bundle::SupplyEntry;
+use ubtc_core::{ChainId, Sats, Timestamp, TokenAmount};
 use ubtc_limits::{Client, ClientLimits, FallbackLimiter, Rate, RedisLimiter};
-use ubtc_store::{SqliteStore, Store};
+use ubtc_store::{ReserveSnapshot, SqliteStore, Store};
 
 struct Limits(ClientLimits);
 
 #[async_trait]
 impl RequestLimiter for Limits {
     async fn try_acquire(&self, clients: &[ClientKey]) -> Result<(), Duration> {
-        let clients: Vec<Client<'_>> = clients
-            .iter()
-            .map(|c| match c {
+        // At most an IP and a key: a fixed array, no allocation per request.
+        let mut mapped = [Client::Ip(std::net::Ipv4Addr::UNSPECIFIED.into()); 2];
+        let n = clients.len().min(2);
+        for (slot, c) in mapped.iter_mut().zip(clients) {
+            *slot = match c {
                 ClientKey::Ip(ip) => Client::Ip(*ip),
                 ClientKey::ApiKey(d) => Client::KeyDigest(d),
-            })
-            .collect();
+            };
+        }
         self.0
-            .try_acquire(&clients, Timestamp::now().as_millis())
+            .try_acquire(&mapped[..n], Timestamp::now().as_millis())
             .await
     }
 }
@@ -52,6 +58,9 @@ impl ResponseCache for Cache {
         self.0.put(key, generation.into(), value, ttl).await
     }
 }
+
+/// Back-to-back (bare, full) measurements the ratio is the median of.
+const PAIRS: usize = 3;
 
 struct Figures {
     rps: f64,
@@ -105,10 +114,41 @@ async fn main() -> Result<()> {
         SqliteStore::connect(&format!("sqlite:{}", dir.path().join("b.db").display()), 4).await?,
     );
     store.migrate().await?;
+    // A realistic answer: one snapshot with the supply on three chains.
+    let now = Timestamp::now();
+    let supply: Vec<SupplyEntry> = ["ethereum", "polygon", "arbitrum"]
+        .iter()
+        .enumerate()
+        .map(|(i, chain)| -> Result<SupplyEntry> {
+            Ok(SupplyEntry {
+                chain: ChainId::parse(chain)?,
+                token: format!("0x{:040x}", i + 1),
+                block_number: 19_000_000 + i as u64,
+                block_hash: format!("0x{:064x}", i + 7),
+                supply: TokenAmount::new(40_000_000_000 + i as u128, 8),
+                as_of: now,
+            })
+        })
+        .collect::<Result<_>>()?;
+    store
+        .record_reserve_snapshot(&ReserveSnapshot {
+            taken_at: now,
+            bitcoin_height: 871_234,
+            bitcoin_block_hash: "00".repeat(32),
+            reserve_sats: Sats(120_000_000_010),
+            supply_sats: Sats(120_000_000_003),
+            ratio_ppm: Some(1_000_000),
+            healthy: true,
+            stale: false,
+            supply,
+        })
+        .await?;
     let shutdown = CancellationToken::new();
+    let metrics = ubtc_api::metrics::install_recorder()?;
     let mut urls = Vec::new();
     for (cache_on, limit_on) in [(false, false), (true, false), (false, true), (true, true)] {
-        let mut state = ApiState::new(store.clone(), vec![]);
+        // As `ubtc serve` runs it: with the Prometheus recorder (API latency by route).
+        let mut state = ApiState::new(store.clone(), vec![]).with_metrics(metrics.clone());
         if limit_on {
             let limiter = Arc::new(FallbackLimiter::new(Arc::new(RedisLimiter::new(
                 &redis_url,
@@ -142,7 +182,8 @@ async fn main() -> Result<()> {
     }
 
     let body = reqwest_less_get(&urls[0].1).await?;
-    let bare_body = body.clone();
+    // Shared bytes, so the bare side copies nothing per request either.
+    let bare_body = bytes::Bytes::from(body.clone());
     let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_url = format!("http://{}/v1/reserves", bare.local_addr()?);
     let bare_router = axum::Router::new().route(
@@ -159,20 +200,36 @@ async fn main() -> Result<()> {
         body.len()
     );
     println!("{:<40} {:>10} {:>10} {:>10}", "", "req/s", "p50", "p99");
-    let bare_fig = run_wrk(&bare_url, secs, connections)?;
     let row = |name: &str, f: &Figures| {
         println!("{:<40} {:>10.0} {:>10} {:>10}", name, f.rps, f.p50, f.p99);
     };
-    row("bare handler (same bytes)", &bare_fig);
-    let mut last = 0.0;
+    row(
+        "bare handler (same bytes)",
+        &run_wrk(&bare_url, secs, connections)?,
+    );
     for (name, url) in &urls {
-        let f = run_wrk(url, secs, connections)?;
-        row(name, &f);
-        last = f.rps;
+        row(name, &run_wrk(url, secs, connections)?);
     }
+    // The machine is shared (wrk, Redis and the server on the same cores, other
+    // work besides): the ratio is taken from back-to-back pairs, and the median
+    // pair is the figure.
+    println!("\nbare vs cache + rate limit, back to back, {PAIRS} pairs:");
+    let full_url = &urls[urls.len() - 1].1;
+    let mut ratios = Vec::new();
+    for pair in 1..=PAIRS {
+        let bare = run_wrk(&bare_url, secs, connections)?;
+        let full = run_wrk(full_url, secs, connections)?;
+        let ratio = 100.0 * full.rps / bare.rps.max(1.0);
+        println!(
+            "pair {pair}: bare {:.0} req/s (p50 {}, p99 {}), cache + rate limit {:.0} req/s (p50 {}, p99 {}): {ratio:.0}%",
+            bare.rps, bare.p50, bare.p99, full.rps, full.p50, full.p99
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "cache + rate limit: {:.0}% of the bare handler",
-        100.0 * last / bare_fig.rps.max(1.0)
+        "cache + rate limit: {:.0}% of the bare handler (median of {PAIRS} pairs; target 50%)",
+        ratios[ratios.len() / 2]
     );
     shutdown.cancel();
     Ok(())

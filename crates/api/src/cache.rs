@@ -6,6 +6,7 @@
 //! depend on Redis; the binary plugs in the shared cache. Answers carry
 //! `x-cache: hit` or `miss`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +16,6 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 pub use bytes::Bytes;
-
-use crate::state::ApiState;
 
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -96,11 +95,11 @@ fn decode(entry: Bytes) -> Option<Response> {
 }
 
 pub(crate) async fn cache_responses(
-    State(state): State<ApiState>,
+    State(cache): State<Option<Arc<dyn ResponseCache>>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(cache) = state.response_cache.as_ref() else {
+    let Some(cache) = cache.as_ref() else {
         return next.run(req).await;
     };
     let policy = req

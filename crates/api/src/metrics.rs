@@ -7,13 +7,15 @@
 //! store on each scrape and set as gauges, so every `serve` process reports the same
 //! numbers without a worker having to push them.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ubtc_core::{Timestamp, ValidationStatus};
 
@@ -51,21 +53,76 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// The latency histogram and request counter of one (route, method, status), made
+/// once: building a labelled handle allocates and hashes its labels, which would
+/// otherwise cost every request.
+#[derive(Default)]
+pub struct HttpMetrics {
+    /// By route template, then a short list of (method, status) seen on it.
+    by_route: std::sync::RwLock<HashMap<String, Vec<(Method, u16, Histogram, Counter)>>>,
+}
+
+impl HttpMetrics {
+    fn handles(&self, route: &str, method: &Method, status: u16) -> (Histogram, Counter) {
+        {
+            let map = self.by_route.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(found) = map.get(route).and_then(|v| {
+                v.iter()
+                    .find(|(m, s, _, _)| m == method && *s == status)
+                    .map(|(_, _, h, c)| (h.clone(), c.clone()))
+            }) {
+                return found;
+            }
+        }
+        let labels = [
+            ("method", method.as_str().to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let histogram = metrics::histogram!("ubtc_http_request_duration_seconds", &labels);
+        let counter = metrics::counter!("ubtc_http_requests_total", &labels);
+        let mut map = self.by_route.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(route.to_owned()).or_default().push((
+            method.clone(),
+            status,
+            histogram.clone(),
+            counter.clone(),
+        ));
+        (histogram, counter)
+    }
+}
+
 /// Times every request by method, route template (never the raw path: ids would
 /// make one series per request) and status.
-pub(crate) async fn track_latency(req: Request, next: Next) -> Response {
+pub(crate) async fn track_latency(
+    State(cached): State<Option<std::sync::Arc<HttpMetrics>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    // An `Arc` inside: cloning it allocates nothing.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::histogram!("ubtc_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("ubtc_http_requests_total", &labels).increment(1);
+    let route = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let status = response.status().as_u16();
+    let (histogram, counter) = match &cached {
+        Some(cached) => cached.handles(route, &method, status),
+        // No recorder of ours: whatever the global one is, without caching.
+        None => {
+            let labels = [
+                ("method", method.as_str().to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ];
+            (
+                metrics::histogram!("ubtc_http_request_duration_seconds", &labels),
+                metrics::counter!("ubtc_http_requests_total", &labels),
+            )
+        }
+    };
+    histogram.record(started.elapsed().as_secs_f64());
+    counter.increment(1);
     response
 }
 

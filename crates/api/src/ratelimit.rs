@@ -6,6 +6,7 @@
 //! `Retry-After` in whole seconds, and is charged nothing.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::state::ApiState;
 
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -51,11 +51,11 @@ fn exempt(path: &str) -> bool {
 }
 
 pub(crate) async fn limit_requests(
-    State(state): State<ApiState>,
+    State(limiter): State<Option<Arc<dyn RequestLimiter>>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(limiter) = state.rate_limiter.as_ref() else {
+    let Some(limiter) = limiter.as_ref() else {
         return next.run(req).await;
     };
     if exempt(req.uri().path()) {

@@ -25,6 +25,9 @@ pub struct ApiState {
     pub limits: ApiLimits,
     /// Renders `/metrics`; `None` answers it with 404.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-route metric handles, made once (set with `metrics`: only handles of our
+    /// own recorder are worth keeping).
+    pub(crate) http_metrics: Option<Arc<crate::metrics::HttpMetrics>>,
     /// Per-IP and per-API-key limits; `None`: unlimited.
     pub rate_limiter: Option<Arc<dyn crate::ratelimit::RequestLimiter>>,
     /// Caches answers of a few read routes; `None`: no cache.
@@ -51,6 +54,7 @@ impl ApiState {
             demo: None,
             limits: ApiLimits::default(),
             metrics: None,
+            http_metrics: None,
             rate_limiter: None,
             response_cache: None,
             reserve_max_age_ms: None,
@@ -82,6 +86,7 @@ impl ApiState {
 
     pub fn with_metrics(mut self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
         self.metrics = Some(handle);
+        self.http_metrics = Some(Arc::new(crate::metrics::HttpMetrics::default()));
         self
     }
 
