@@ -302,11 +302,10 @@ pub(crate) const USE_REFRESH: &str = "UPDATE admin_refresh_tokens SET used_at = 
      WHERE token_hash = $1 AND used_at IS NULL RETURNING session_id, expires_at";
 pub(crate) const REFRESH_SESSION: &str =
     "SELECT session_id FROM admin_refresh_tokens WHERE token_hash = $1";
-pub(crate) const SESSION_USER: &str = concat!(
+pub(crate) const SESSION_USER: &str =
     "SELECT s.revoked_at, s.expires_at, u.id, u.username, u.role, u.password_hash, \
      u.totp_secret, u.totp_last_step, u.disabled_at, u.created_at \
-     FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE s.id = $1"
-);
+     FROM admin_sessions s JOIN admin_users u ON u.id = s.user_id WHERE s.id = $1";
 pub(crate) const SESSION_ACTIVE: &str = "SELECT COUNT(*) FROM admin_sessions s \
      JOIN admin_users u ON u.id = s.user_id WHERE s.id = $1 AND s.revoked_at IS NULL \
      AND s.expires_at > $2 AND u.disabled_at IS NULL";

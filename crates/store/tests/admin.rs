@@ -1,9 +1,9 @@
-//! Conformance suite of the admin store (accounts, TOTP steps, lockouts, sessions with rotating refresh tokens, API keys) and of the audit log's tamper evidence: every test is written once against `&dyn Store` and
-//! run on SQLite (a fresh temporary file) and on PostgreSQL (a fresh schema on the
+//! Conformance suite of the admin store (accounts, TOTP steps, lockouts, sessions with
+//! rotating refresh tokens, API keys) and of the audit log's tamper evidence: every
+//! test is written once against `&dyn Store` and run on SQLite (a fresh temporary file) and on PostgreSQL (a fresh schema on the
 //! server at `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`,
 //! dropped afterwards). An unreachable PostgreSQL fails the PostgreSQL tests.
 
-#![allow(clippy::unwrap_used)]
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

@@ -165,7 +165,7 @@ pub fn find_route(method: &Method, path: &str) -> Option<&'static AdminRoute> {
     };
     ADMIN_ROUTES
         .iter()
-        .find(|r| r.path == path && &r.method == method)
+        .find(|r| r.path == path && r.method == *method)
 }
 
 /// How the caller proved who it is.

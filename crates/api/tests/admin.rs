@@ -1,0 +1,885 @@
+//! The admin API over real PostgreSQL (a fresh schema per test on
+//! `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`): the role
+//! matrix of every route in `ADMIN_ROUTES` × every role × every kind of bad or good
+//! credential, login with TOTP (wrong, replayed), lockouts per username and per
+//! address, refresh rotation and reuse, API key scopes, the IP allowlist, and the
+//! audit records the actions leave.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use ubtc_api::admin::token::{forge, Claims, TokenKeys};
+use ubtc_api::admin::{self, totp, AdminAuth, IpAllowlist, Role, ADMIN_ROUTES};
+use ubtc_api::webhooks::WebhookAdmin;
+use ubtc_api::{public_router, serve, ApiState};
+use ubtc_core::Timestamp;
+use ubtc_store::{LockoutPolicy, PgStore, Store};
+
+const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+const JWT_SECRET: &[u8] = b"test-jwt-secret-of-at-least-32-bytes!!";
+const BOOTSTRAP_KEY: &str = "bootstrap-operator-key-for-tests";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(store) = PgStore::connect(&url, 1).await {
+                    let _ = store.drop_schema(&schema).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+struct App {
+    base: String,
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    keys: TokenKeys,
+    /// One user per role: (role, username, TOTP secret).
+    users: Vec<(Role, String, String)>,
+    _shutdown: CancellationToken,
+    _schema: DropSchema,
+}
+
+fn auth_settings() -> AdminAuth {
+    let mut auth = AdminAuth::new(TokenKeys::new(JWT_SECRET, "ubtc", "ubtc-admin").unwrap());
+    auth.user_lockout = LockoutPolicy {
+        max_failures: 3,
+        window_ms: 60_000,
+        lockout_ms: 60_000,
+    };
+    auth.ip_lockout = LockoutPolicy {
+        max_failures: 8,
+        window_ms: 60_000,
+        lockout_ms: 60_000,
+    };
+    auth
+}
+
+async fn app_with(auth: Option<AdminAuth>, bootstrap: bool) -> App {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.into());
+    let schema = format!("ubtc_admin_{}", uuid::Uuid::new_v4().simple());
+    let pg = PgStore::connect_in_schema_with(&url, &schema, 8)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at {url}: {e}"));
+    let guard = DropSchema {
+        url: url.clone(),
+        schema,
+    };
+    pg.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let check: ubtc_api::webhooks::TargetCheck = Arc::new(|_: &str| Ok(()));
+    let mut state = ApiState::new(store.clone(), Vec::new());
+    state = state.with_webhook_admin(if bootstrap {
+        WebhookAdmin::new(BOOTSTRAP_KEY, check).unwrap()
+    } else {
+        WebhookAdmin::without_key(check)
+    });
+    if let Some(a) = auth {
+        state = state.with_admin(a);
+    }
+    let mut users = Vec::new();
+    for role in Role::ALL {
+        let name = format!("{role}-user");
+        let new = admin::new_account(&name, role, PASSWORD).unwrap();
+        let secret = new.totp_secret.clone().unwrap();
+        store
+            .create_admin_user(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        users.push((role, name, secret));
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, public_router(state), shutdown.clone()));
+    App {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        keys: TokenKeys::new(JWT_SECRET, "ubtc", "ubtc-admin").unwrap(),
+        users,
+        _shutdown: shutdown,
+        _schema: guard,
+    }
+}
+
+async fn app() -> App {
+    app_with(Some(auth_settings()), true).await
+}
+
+fn now_secs() -> i64 {
+    Timestamp::now().as_millis() / 1000
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+/// How a request authenticates.
+#[derive(Clone)]
+enum Cred {
+    None,
+    Bearer(String),
+    ApiKey(String),
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        cred: &Cred,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("user-agent", "admin-test/1");
+        match cred {
+            Cred::None => {}
+            Cred::Bearer(t) => req = req.header("authorization", format!("Bearer {t}")),
+            Cred::ApiKey(k) => req = req.header("x-api-key", k),
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn user(&self, role: Role) -> &(Role, String, String) {
+        self.users.iter().find(|u| u.0 == role).unwrap()
+    }
+
+    /// A session opened in the store and its access token, signed as the server
+    /// signs (the store and key are real; this skips the one-login-per-TOTP-step
+    /// limit so the matrix can use hundreds of sessions).
+    async fn session(&self, role: Role, exp_offset_secs: i64) -> (String, String) {
+        let name = &self.user(role).1;
+        let user = self.store.get_admin_user(name).await.unwrap().unwrap();
+        let refresh = format!("ubtc_rt_{}", uuid::Uuid::new_v4().simple());
+        let now = Timestamp::now();
+        let sid = self
+            .store
+            .create_admin_session(
+                user.id,
+                &ubtc_api::admin::auth::secret_hash(&refresh),
+                Timestamp(now.as_millis() + 3_600_000),
+                Timestamp(now.as_millis() + 86_400_000),
+                now,
+            )
+            .await
+            .unwrap();
+        let iat = now_secs();
+        let claims = Claims {
+            iss: "ubtc".into(),
+            aud: "ubtc-admin".into(),
+            sub: user.id,
+            name: name.clone(),
+            role,
+            sid,
+            iat,
+            exp: iat + exp_offset_secs,
+        };
+        (self.keys.sign(&claims), refresh)
+    }
+
+    async fn login(&self, role: Role) -> Value {
+        let (_, name, secret) = self.user(role);
+        let code = totp::current_code(secret, now_secs()).unwrap();
+        let (s, v) = self
+            .call(
+                Method::POST,
+                "/v1/admin/login",
+                &Cred::None,
+                Some(json!({"username": name, "password": PASSWORD, "totp": code})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+        .replace("{event_id}", &uuid::Uuid::new_v4().to_string())
+        .replace("{username}", "nobody-here")
+}
+
+/// Changes one claim of a valid token without re-signing it.
+fn tamper(token: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    claims["role"] = json!("admin");
+    claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 3600);
+    let body = b64.encode(serde_json::to_vec(&claims).unwrap());
+    format!("{}.{}.{}", parts[0], body, parts[2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_every_role_every_credential() {
+    let app = app().await;
+    let other_keys = TokenKeys::new(
+        b"another-secret-of-at-least-32-bytes!!!",
+        "ubtc",
+        "ubtc-admin",
+    )
+    .unwrap();
+    let mut checked = 0;
+    for route in ADMIN_ROUTES.iter().filter(|r| r.authenticated) {
+        let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
+        let body = (method == Method::POST).then(|| json!({}));
+        let what = format!("{} {}", route.method, route.path);
+        for role in Role::ALL {
+            let (valid, refresh) = app.session(role, 600).await;
+            let (expired, _) = app.session(role, -10).await;
+            let claims: Claims = {
+                use base64::Engine;
+                let b = valid.split('.').nth(1).unwrap();
+                serde_json::from_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(b)
+                        .unwrap(),
+                )
+                .unwrap()
+            };
+            let wrong_sig = other_keys.sign(&claims);
+            let alg_none = forge(
+                r#"{"alg":"none","typ":"JWT"}"#,
+                &serde_json::to_string(&claims).unwrap(),
+                None,
+            );
+            let refused: [(&str, Cred, &str); 5] = [
+                ("no token", Cred::None, "unauthorized"),
+                ("expired", Cred::Bearer(expired), "token_expired"),
+                ("wrong signature", Cred::Bearer(wrong_sig), "unauthorized"),
+                ("alg none", Cred::Bearer(alg_none), "unauthorized"),
+                (
+                    "tampered claims",
+                    Cred::Bearer(tamper(&valid)),
+                    "unauthorized",
+                ),
+            ];
+            for (label, cred, expect) in refused {
+                let (s, v) = app
+                    .call(method.clone(), &concrete(route.path), &cred, body.clone())
+                    .await;
+                assert_eq!(
+                    (s, code(&v)),
+                    (StatusCode::UNAUTHORIZED, expect),
+                    "{what} as {role} with {label}: {v}"
+                );
+                checked += 1;
+            }
+
+            // Refresh token reused after rotation: the session is revoked, and with it
+            // the access tokens it issued.
+            let (s, rotated) = app
+                .call(
+                    Method::POST,
+                    "/v1/admin/refresh",
+                    &Cred::None,
+                    Some(json!({ "refresh_token": refresh })),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{rotated}");
+            let fresh = rotated["access_token"].as_str().unwrap().to_owned();
+            let (s, v) = app
+                .call(
+                    Method::POST,
+                    "/v1/admin/refresh",
+                    &Cred::None,
+                    Some(json!({ "refresh_token": refresh })),
+                )
+                .await;
+            assert_eq!(
+                (s, code(&v)),
+                (StatusCode::UNAUTHORIZED, "refresh_token_reused")
+            );
+            for (label, token) in [("original", &valid), ("rotated", &fresh)] {
+                let (s, v) = app
+                    .call(
+                        method.clone(),
+                        &concrete(route.path),
+                        &Cred::Bearer(token.clone()),
+                        body.clone(),
+                    )
+                    .await;
+                assert_eq!(
+                    (s, code(&v)),
+                    (StatusCode::UNAUTHORIZED, "unauthorized"),
+                    "{what} as {role} with the {label} access token after refresh reuse: {v}"
+                );
+                checked += 1;
+            }
+
+            // Valid credentials: the role decides.
+            let (token, _) = app.session(role, 600).await;
+            let (s, v) = app
+                .call(
+                    method.clone(),
+                    &concrete(route.path),
+                    &Cred::Bearer(token),
+                    body.clone(),
+                )
+                .await;
+            if route.accepts(&[role]) {
+                assert!(
+                    s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                    "{what} as {role}: {s} {v}"
+                );
+                // GETs succeed; changes with an empty body or an unknown id are
+                // refused as bad input, never as an authorization failure.
+                if method == Method::GET {
+                    assert!(s.is_success(), "{what} as {role}: {s} {v}");
+                } else {
+                    assert!(
+                        s.is_success() || s.is_client_error(),
+                        "{what} as {role}: {s} {v}"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    (s, code(&v)),
+                    (StatusCode::FORBIDDEN, "forbidden"),
+                    "{what} as {role}"
+                );
+            }
+            checked += 1;
+        }
+        // The bootstrap key is an operator.
+        let (s, v) = app
+            .call(
+                method.clone(),
+                &concrete(route.path),
+                &Cred::Bearer(BOOTSTRAP_KEY.into()),
+                body.clone(),
+            )
+            .await;
+        if route.accepts(&[Role::Operator]) {
+            assert!(
+                s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                "{what}: {v}"
+            );
+        } else {
+            assert_eq!(
+                s,
+                StatusCode::FORBIDDEN,
+                "{what} with the bootstrap key: {v}"
+            );
+        }
+    }
+    assert!(checked > 200, "{checked}");
+    // And a real login per role (password + TOTP) gives a token the guard accepts.
+    for role in Role::ALL {
+        let tokens = app.login(role).await;
+        let access = Cred::Bearer(tokens["access_token"].as_str().unwrap().into());
+        let (s, me) = app.call(Method::GET, "/v1/admin/me", &access, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(me["roles"], json!([role.as_str()]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_totp_refresh_logout() {
+    let app = app().await;
+    let (_, name, secret) = app.user(Role::Admin).clone();
+    let login = |body: Value| {
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/v1/admin/login", &Cred::None, Some(body))
+                .await
+        }
+    };
+    // Password right, no code: asked for one (not counted as a failure).
+    let (s, v) = login(json!({"username": name, "password": PASSWORD})).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "totp_required"));
+    // Wrong code.
+    let good = totp::current_code(&secret, now_secs()).unwrap();
+    let wrong = format!("{:06}", (good.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let (s, v) = login(json!({"username": name, "password": PASSWORD, "totp": wrong})).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_totp"));
+    // Right code: tokens.
+    let (s, tokens) = login(json!({"username": name, "password": PASSWORD, "totp": good})).await;
+    assert_eq!(s, StatusCode::OK, "{tokens}");
+    assert_eq!(tokens["role"], "admin");
+    // The same code again (an observed or replayed code): refused.
+    let (s, v) = login(json!({"username": name, "password": PASSWORD, "totp": good})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_totp"),
+        "{v}"
+    );
+    // Wrong password, unknown user: the same answer.
+    let (s1, v1) =
+        login(json!({"username": name, "password": "wrong password!!", "totp": good})).await;
+    let (s2, v2) = login(json!({"username": "ghost", "password": PASSWORD})).await;
+    assert_eq!(
+        (s1, code(&v1)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    assert_eq!((s2, code(&v2)), (s1, code(&v1)));
+    assert_eq!(v1["error"]["message"], v2["error"]["message"]);
+
+    let access = Cred::Bearer(tokens["access_token"].as_str().unwrap().into());
+    let (s, me) = app.call(Method::GET, "/v1/admin/me", &access, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["subject"], name);
+    assert_eq!(me["roles"], json!(["admin"]));
+
+    // Rotation: the new pair works, the old refresh token is spent.
+    let refresh1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (s, pair2) = app
+        .call(
+            Method::POST,
+            "/v1/admin/refresh",
+            &Cred::None,
+            Some(json!({"refresh_token": refresh1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_ne!(pair2["refresh_token"], refresh1.as_str());
+    let access2 = Cred::Bearer(pair2["access_token"].as_str().unwrap().into());
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &access2, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (s, pair3) = app
+        .call(
+            Method::POST,
+            "/v1/admin/refresh",
+            &Cred::None,
+            Some(json!({"refresh_token": pair2["refresh_token"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Logout ends the session: its access tokens and refresh token stop working.
+    let access3 = Cred::Bearer(pair3["access_token"].as_str().unwrap().into());
+    let (s, _) = app
+        .call(Method::POST, "/v1/admin/logout", &access3, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for a in [&access, &access2, &access3] {
+        assert_eq!(
+            app.call(Method::GET, "/v1/admin/me", a, None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/refresh",
+            &Cred::None,
+            Some(json!({"refresh_token": pair3["refresh_token"]})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+
+    // The audit log has the login, the failures and the logout, with address and
+    // user agent, and never a password or a code.
+    let auditor = app.session(Role::Auditor, 600).await.0;
+    let (s, page) = app
+        .call(
+            Method::GET,
+            "/v1/admin/audit?limit=100",
+            &Cred::Bearer(auditor.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let items = page["items"].as_array().unwrap();
+    let actions: Vec<&str> = items
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"admin.login"), "{actions:?}");
+    assert!(actions.contains(&"admin.logout"));
+    assert!(
+        actions
+            .iter()
+            .filter(|a| **a == "admin.login_failed")
+            .count()
+            >= 3
+    );
+    let login_rec = items.iter().find(|e| e["action"] == "admin.login").unwrap();
+    assert_eq!(login_rec["actor"], name);
+    assert_eq!(login_rec["ip"], "127.0.0.1");
+    assert_eq!(login_rec["user_agent"], "admin-test/1");
+    let all = page.to_string();
+    assert!(!all.contains(PASSWORD) && !all.contains(&good) && !all.contains(&secret));
+    let (s, check) = app
+        .call(
+            Method::GET,
+            "/v1/admin/audit/verify",
+            &Cred::Bearer(auditor),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(check["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_per_username_and_per_address() {
+    let app = app().await;
+    let (_, name, secret) = app.user(Role::Operator).clone();
+    for _ in 0..3 {
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/admin/login",
+                &Cred::None,
+                Some(json!({"username": name, "password": "not the password"})),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "invalid_credentials")
+        );
+    }
+    // Locked: even the right password and code are refused, with Retry-After.
+    let good = totp::current_code(&secret, now_secs()).unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/v1/admin/login", app.base))
+        .json(&json!({"username": name, "password": PASSWORD, "totp": good}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry), "{retry}");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "login_locked");
+    // Nothing was consumed: the TOTP step is still unused.
+    let u = app.store.get_admin_user(&name).await.unwrap().unwrap();
+    assert_eq!(u.totp_last_step, None);
+
+    // Per address: failures spread over many usernames lock the address (8 in all,
+    // 3 already counted above).
+    for i in 0..5 {
+        let (s, _) = app
+            .call(
+                Method::POST,
+                "/v1/admin/login",
+                &Cred::None,
+                Some(json!({"username": format!("guess{i}"), "password": "x"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (_, aname, asecret) = app.user(Role::Auditor).clone();
+    let code_a = totp::current_code(&asecret, now_secs()).unwrap();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": aname, "password": PASSWORD, "totp": code_a})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "login_locked")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_scoped_and_revocable() {
+    let app = app().await;
+    let admin_token = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            &admin_token,
+            Some(json!({"name": "ci reader", "roles": ["auditor"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let key = v["key"].as_str().unwrap().to_owned();
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("ubtc_ak_"));
+    for cred in [Cred::ApiKey(key.clone()), Cred::Bearer(key.clone())] {
+        let (s, me) = app.call(Method::GET, "/v1/admin/me", &cred, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(me["subject"], "api-key:ci reader");
+        assert_eq!(
+            app.call(Method::GET, "/v1/admin/audit", &cred, None)
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            app.call(Method::GET, "/v1/webhooks", &cred, None).await.0,
+            StatusCode::OK
+        );
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/admin/users",
+                &cred,
+                Some(json!({"username": "eve", "role": "admin", "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+        let (s, _) = app
+            .call(Method::POST, "/v1/webhooks", &cred, Some(json!({"url": "https://example.com/h", "secret": "0123456789abcdef", "events": ["validation.signed"]})))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    // The listing never shows the key.
+    let (_, list) = app
+        .call(Method::GET, "/v1/admin/api-keys", &admin_token, None)
+        .await;
+    assert!(!list.to_string().contains(&key));
+    assert_eq!(list["items"][0]["roles"], json!(["auditor"]));
+    // Bad input changes nothing.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            &admin_token,
+            Some(json!({"name": "x", "roles": ["root"]})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            &admin_token,
+            Some(json!({"name": "x", "roles": []})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    assert_eq!(app.store.list_api_keys().await.unwrap().len(), 1);
+    // Revoked: refused at once.
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{id}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = app
+        .call(Method::GET, "/v1/admin/me", &Cred::ApiKey(key), None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, v) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{id}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "api_key_not_found"));
+
+    // Users: created with a TOTP secret shown once, listed without secrets, and a
+    // duplicate is refused.
+    let (s, created) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin_token,
+            Some(json!({"username": "dora", "role": "operator", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert!(created["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin_token,
+            Some(json!({"username": "dora", "role": "auditor", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "user_exists"));
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin_token,
+            Some(json!({"username": "erin", "role": "auditor", "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    let (_, users) = app
+        .call(Method::GET, "/v1/admin/users", &admin_token, None)
+        .await;
+    let text = users.to_string();
+    assert!(!text.contains("argon2") && !text.contains(created["totp_secret"].as_str().unwrap()));
+    // Disabling ends the user's sessions.
+    let (dora_token, _) = {
+        let user = app.store.get_admin_user("dora").await.unwrap().unwrap();
+        let now = Timestamp::now();
+        let sid = app
+            .store
+            .create_admin_session(
+                user.id,
+                "dora-rt",
+                Timestamp(now.as_millis() + 60_000),
+                Timestamp(now.as_millis() + 60_000),
+                now,
+            )
+            .await
+            .unwrap();
+        let iat = now_secs();
+        (
+            app.keys.sign(&Claims {
+                iss: "ubtc".into(),
+                aud: "ubtc-admin".into(),
+                sub: user.id,
+                name: "dora".into(),
+                role: Role::Operator,
+                sid,
+                iat,
+                exp: iat + 600,
+            }),
+            (),
+        )
+    };
+    assert_eq!(
+        app.call(
+            Method::GET,
+            "/v1/admin/me",
+            &Cred::Bearer(dora_token.clone()),
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users/dora/disable",
+            &admin_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &Cred::Bearer(dora_token), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Each change left an audit record naming its actor.
+    let entries = app.store.list_audit(None, 100).await.unwrap();
+    for action in [
+        "api_key.create",
+        "api_key.revoke",
+        "user.create",
+        "user.disable",
+    ] {
+        let e = entries
+            .iter()
+            .find(|e| e.action == action)
+            .unwrap_or_else(|| panic!("{action}"));
+        assert_eq!(e.actor, "admin-user", "{action}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_allowlist_and_unconfigured_admin() {
+    let mut auth = auth_settings();
+    auth.allowed_ips = IpAllowlist::parse(&["10.0.0.0/8"]).unwrap();
+    let app = app_with(Some(auth), true).await;
+    let token = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    for (m, p) in [
+        (Method::GET, "/v1/admin/me"),
+        (Method::POST, "/v1/admin/login"),
+        (Method::GET, "/v1/webhooks"),
+    ] {
+        let (s, v) = app.call(m, p, &token, Some(json!({}))).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::FORBIDDEN, "ip_not_allowed"),
+            "{p}"
+        );
+    }
+    // Public routes are not affected.
+    assert_eq!(
+        app.call(Method::GET, "/healthz", &Cred::None, None).await.0,
+        StatusCode::OK
+    );
+
+    let off = app_with(None, false).await;
+    let (s, v) = off
+        .call(
+            Method::GET,
+            "/v1/admin/me",
+            &Cred::Bearer(BOOTSTRAP_KEY.into()),
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+    // Bootstrap key only (no jwt secret): webhooks work, login is off.
+    let boot = app_with(None, true).await;
+    let (s, _) = boot
+        .call(
+            Method::GET,
+            "/v1/webhooks",
+            &Cred::Bearer(BOOTSTRAP_KEY.into()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = boot
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": "admin-user", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
+}
