@@ -2,7 +2,8 @@
 // Builds the dashboard's embedded assets into crates/api/assets/:
 //   app.<hash>.js   uPlot's minified IIFE build followed by web/src/app.js
 //   app.<hash>.css  uPlot's stylesheet followed by web/src/app.css
-//   index.html      web/src/index.html with the hashed names filled in
+//   admin.<hash>.js web/src/admin.js (the admin interface; no chart)
+//   index.html, admin.html  the pages, with the hashed names filled in
 //   *.gz            each of them gzipped at level 9 (served when the client accepts gzip)
 //   assets.rs       the table crates/api/src/dashboard.rs includes (names, types, ETags)
 // Hashed names let the server mark those files immutable; index.html is revalidated
@@ -35,21 +36,32 @@ const sha = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 
 const js = Buffer.concat([uplot('uPlot.iife.min.js'), Buffer.from(';\n'), read(path.join(src, 'app.js'))]);
 const css = Buffer.concat([uplot('uPlot.min.css'), Buffer.from('\n'), read(path.join(src, 'app.css'))]);
-const jsName = `app.${sha(js).slice(0, 12)}.js`;
-const cssName = `app.${sha(css).slice(0, 12)}.css`;
-let html = read(path.join(src, 'index.html')).toString('utf8')
-  .replace('{{app.js}}', jsName)
-  .replace('{{app.css}}', cssName);
-if (html.includes('{{')) {
-  console.error('index.html has an unknown placeholder');
-  process.exit(2);
+const adminJs = read(path.join(src, 'admin.js'));
+const names = {
+  'app.js': `app.${sha(js).slice(0, 12)}.js`,
+  'app.css': `app.${sha(css).slice(0, 12)}.css`,
+  'admin.js': `admin.${sha(adminJs).slice(0, 12)}.js`,
+};
+function page(file) {
+  const html = read(path.join(src, file)).toString('utf8')
+    .replace(/\{\{([a-z.]+)\}\}/g, (m, key) => {
+      if (!names[key]) {
+        console.error(`${file}: unknown placeholder ${m}`);
+        process.exit(2);
+      }
+      return names[key];
+    });
+  return Buffer.from(html);
 }
-html = Buffer.from(html);
 
+const HTML = 'text/html; charset=utf-8';
+const JS = 'text/javascript; charset=utf-8';
 const files = [
-  { name: 'index.html', body: html, type: 'text/html; charset=utf-8', immutable: false },
-  { name: jsName, body: js, type: 'text/javascript; charset=utf-8', immutable: true },
-  { name: cssName, body: css, type: 'text/css; charset=utf-8', immutable: true },
+  { name: 'index.html', body: page('index.html'), type: HTML, immutable: false },
+  { name: 'admin.html', body: page('admin.html'), type: HTML, immutable: false },
+  { name: names['app.js'], body: js, type: JS, immutable: true },
+  { name: names['admin.js'], body: adminJs, type: JS, immutable: true },
+  { name: names['app.css'], body: css, type: 'text/css; charset=utf-8', immutable: true },
 ];
 
 const gz = (buf) => zlib.gzipSync(buf, { level: 9 });

@@ -7,6 +7,11 @@
 //! stored gzipped as well, and the gzipped bytes are sent to clients that accept
 //! them. Every answer carries a Content-Security-Policy that allows no inline script
 //! and no other origin.
+//!
+//! The admin interface at `/admin` is a second page built the same way; it talks to
+//! the admin API only, with a cookie session ([`session`]).
+
+pub mod session;
 
 use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -48,6 +53,7 @@ const CACHE_REVALIDATE: &str = "no-cache";
 pub(crate) fn router() -> Router<ApiState> {
     Router::new()
         .route("/", get(index))
+        .route("/admin", get(admin_page))
         .route("/validations/{id}", get(validation_page))
         .route("/assets/{name}", get(asset))
         .route("/dashboard.json", get(settings))
@@ -68,17 +74,25 @@ async fn validation_page(headers: HeaderMap, Path(_id): Path<String>) -> Respons
     page(&headers)
 }
 
+async fn admin_page(headers: HeaderMap) -> Response {
+    named_page("admin.html", &headers)
+}
+
 fn page(headers: &HeaderMap) -> Response {
-    match find("index.html") {
+    named_page("index.html", headers)
+}
+
+fn named_page(name: &str, headers: &HeaderMap) -> Response {
+    match find(name) {
         Some(a) => serve_asset(a, headers),
-        // The generated table always lists index.html; a build without it is broken.
+        // The generated table always lists the pages; a build without one is broken.
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
 async fn asset(headers: HeaderMap, uri: axum::http::Uri, Path(name): Path<String>) -> Response {
     match find(&name) {
-        Some(a) if a.name != "index.html" => serve_asset(a, &headers),
+        Some(a) if a.immutable => serve_asset(a, &headers),
         _ => crate::handlers::fallback(uri).await.into_response(),
     }
 }
@@ -222,20 +236,22 @@ mod tests {
     }
 
     #[test]
-    fn the_page_names_only_embedded_assets() {
-        let page = std::str::from_utf8(find("index.html").expect("index").body).expect("utf-8");
-        let mut named = 0;
-        for part in page.split("/assets/").skip(1) {
-            let name = part.split('"').next().unwrap_or_default();
-            let a = find(name).unwrap_or_else(|| panic!("{name} is not embedded"));
-            assert!(a.immutable, "{name} has a hashed name");
-            named += 1;
+    fn the_pages_name_only_embedded_assets() {
+        for name in ["index.html", "admin.html"] {
+            let page = std::str::from_utf8(find(name).expect("page").body).expect("utf-8");
+            let mut named = 0;
+            for part in page.split("/assets/").skip(1) {
+                let asset = part.split('"').next().unwrap_or_default();
+                let a = find(asset).unwrap_or_else(|| panic!("{asset} is not embedded"));
+                assert!(a.immutable, "{asset} has a hashed name");
+                named += 1;
+            }
+            assert_eq!(named, 2, "{name}: one script and one stylesheet");
+            // No inline script: every <script> has a src.
+            assert_eq!(
+                page.matches("<script").count(),
+                page.matches("<script src=").count()
+            );
         }
-        assert_eq!(named, 2, "one script and one stylesheet");
-        // No inline script: every <script> has a src.
-        assert_eq!(
-            page.matches("<script").count(),
-            page.matches("<script src=").count()
-        );
     }
 }

@@ -40,9 +40,9 @@ impl Drop for Demo {
 
 /// Starts `ubtc demo --port 0` and returns it with its base URL, read from the line
 /// `  API  http://…` it prints once it listens.
-fn start_demo(data: &Path) -> (Demo, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ubtc"))
-        .args(["demo", "--port", "0", "--payments", "3", "--data-dir"])
+fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (Demo, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
+    cmd.args(["demo", "--port", "0", "--payments", "3", "--data-dir"])
         .arg(data)
         .env_remove("UBTC_DATABASE_URL")
         .env(
@@ -54,9 +54,11 @@ fn start_demo(data: &Path) -> (Demo, String) {
         .env("UBTC_RESERVES_POLL_MS", "500")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ubtc binary runs");
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("ubtc binary runs");
     let stdout = child.stdout.take().unwrap();
     let demo = Demo(child);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -93,7 +95,7 @@ fn dashboard_in_headless_chromium() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (demo, base) = start_demo(&dir.path().join("demo"));
+    let (demo, base) = start_demo(&dir.path().join("demo"), &[]);
     let bundle = dir.path().join("downloaded-proof.json");
     let out = Command::new("node")
         .arg(root.join("tests/e2e/dashboard.mjs"))
@@ -168,4 +170,88 @@ fn committed_assets_match_web_sources() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Creates an account with `ubtc admin create-user` on the demo's database and
+/// returns its TOTP secret (printed once by the command).
+fn create_user(data: &Path, username: &str, role: &str, password: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .args([
+            "admin",
+            "create-user",
+            "--username",
+            username,
+            "--role",
+            role,
+        ])
+        .args(["--password-env", "E2E_NEW_PASSWORD"])
+        .env_remove("UBTC_DATABASE_URL")
+        .env("UBTC_DATA_DIR", data)
+        .env("E2E_NEW_PASSWORD", password)
+        .env("UBTC_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ubtc admin runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "create-user failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("totp secret:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no TOTP secret in {stdout}"))
+}
+
+/// The admin interface at /admin: login without TOTP fails and with it succeeds,
+/// the session cookie is HttpOnly and SameSite=Strict, a change without the CSRF
+/// token is refused, an auditor sees no control that changes anything and the API
+/// refuses such calls anyway; saves docs/screenshots/admin-home.png.
+#[test]
+fn admin_interface_in_headless_chromium() {
+    let root = repo_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: apt-get install -y chromium (test.sh does), or set CHROMIUM"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let (demo, base) = start_demo(
+        &data,
+        &[(
+            "UBTC_ADMIN_JWT_SECRET",
+            "e2e-only-jwt-secret-of-at-least-32-bytes-0123456789",
+        )],
+    );
+    let admin_password = "e2e admin password 0001";
+    let auditor_password = "e2e auditor password 0002";
+    let admin_totp = create_user(&data, "alice", "admin", admin_password);
+    let auditor_totp = create_user(&data, "bob", "auditor", auditor_password);
+
+    let out = Command::new("node")
+        .arg(root.join("tests/e2e/admin.mjs"))
+        .arg(&base)
+        .arg("--screenshots")
+        .arg(root.join("docs/screenshots"))
+        .env("CHROMIUM", &chromium)
+        .env("E2E_ADMIN_USER", "alice")
+        .env("E2E_ADMIN_PASSWORD", admin_password)
+        .env("E2E_ADMIN_TOTP", &admin_totp)
+        .env("E2E_AUDITOR_USER", "bob")
+        .env("E2E_AUDITOR_PASSWORD", auditor_password)
+        .env("E2E_AUDITOR_TOTP", &auditor_totp)
+        .stdin(Stdio::null())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("E2E OK "),
+        "admin browser checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    drop(demo);
 }

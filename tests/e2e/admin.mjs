@@ -1,0 +1,163 @@
+// Browser test of the admin interface at /admin against a running `ubtc demo`:
+//   node tests/e2e/admin.mjs BASE_URL [--screenshots DIR]
+// Accounts come from the environment (made by crates/ubtc/tests/dashboard_e2e.rs with
+// `ubtc admin create-user`): E2E_ADMIN_USER / _PASSWORD / _TOTP (base32 secret) and
+// E2E_AUDITOR_USER / _PASSWORD / _TOTP. Prints `E2E OK {json}` or `E2E FAIL …`.
+import { chromium } from 'playwright-core';
+import { createHmac } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const args = process.argv.slice(2);
+const base = args[0];
+const i = args.indexOf('--screenshots');
+const shots = i >= 0 ? args[i + 1] : undefined;
+const env = (k) => {
+  if (!process.env[k]) throw new Error(`${k} is not set`);
+  return process.env[k];
+};
+const admin = { user: env('E2E_ADMIN_USER'), password: env('E2E_ADMIN_PASSWORD'), totp: env('E2E_ADMIN_TOTP') };
+const auditor = { user: env('E2E_AUDITOR_USER'), password: env('E2E_AUDITOR_PASSWORD'), totp: env('E2E_AUDITOR_TOTP') };
+const summary = {};
+
+function check(cond, what) {
+  if (!cond) throw new Error(what);
+}
+
+// RFC 6238 (SHA-1, 30 s, 6 digits) written here from the RFC, independent of the
+// server's implementation.
+function base32(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of s.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const out = [];
+  for (let j = 0; j + 8 <= bits.length; j += 8) out.push(parseInt(bits.slice(j, j + 8), 2));
+  return Buffer.from(out);
+}
+function totp(secret, at = Date.now()) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / 30)));
+  const mac = createHmac('sha1', base32(secret)).update(counter).digest();
+  const o = mac[mac.length - 1] & 0xf;
+  const n = ((mac[o] & 0x7f) << 24) | (mac[o + 1] << 16) | (mac[o + 2] << 8) | mac[o + 3];
+  return String(n % 1e6).padStart(6, '0');
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox'],
+});
+const problems = [];
+function watch(page) {
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+}
+
+async function login(page, who, withTotp) {
+  await page.fill('#login-form [name=username]', who.user);
+  await page.fill('#login-form [name=password]', who.password);
+  await page.fill('#login-form [name=totp]', withTotp ? totp(who.totp) : '');
+  await page.click('#login-form button[type=submit]');
+}
+
+// A call from inside the page, as the page's own script would make it (same origin,
+// session header), with or without the CSRF token.
+function pageCall(page, method, url, body, withCsrf) {
+  return page.evaluate(async ([method, url, body, withCsrf]) => {
+    const m = /(?:^|;\s*)ubtc_admin_csrf=([^;]+)/.exec(document.cookie);
+    const headers = { 'content-type': 'application/json', 'x-ubtc-session': 'cookie' };
+    if (withCsrf && m) headers['x-csrf-token'] = m[1];
+    const r = await fetch(url, { method, headers, body: body ? JSON.stringify(body) : undefined });
+    return { status: r.status, body: await r.text() };
+  }, [method, url, body, withCsrf]);
+}
+
+try {
+  // ---- admin: without TOTP refused, with TOTP in ----
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
+  watch(page);
+  const res = await page.goto(base + '/admin');
+  check(res.status() === 200, `/admin answered ${res.status()}`);
+  check(/script-src 'self'/.test(res.headers()['content-security-policy'] || ''), 'CSP on /admin');
+  await page.waitForSelector('#login:not([hidden])');
+  await login(page, admin, false);
+  await page.locator('#error', { hasText: 'totp_required' }).waitFor({ timeout: 10000 });
+  check(await page.isHidden('#app'), 'no admin view without TOTP');
+  check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access')), 'no session cookie without TOTP');
+  summary.without_totp = 'totp_required';
+
+  await login(page, admin, true);
+  await page.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+  check((await page.textContent('#who-name')).trim() === admin.user, 'logged in as the admin');
+  const cookies = await ctx.cookies();
+  const access = cookies.find((c) => c.name === 'ubtc_admin_access');
+  check(access && access.httpOnly && access.sameSite === 'Strict', `access cookie HttpOnly SameSite=Strict: ${JSON.stringify(access)}`);
+  check(!access.secure, 'not Secure on a loopback host (plain http)');
+  check(!(await page.evaluate(() => document.cookie)).includes(access.value), 'the script cannot read the token');
+  summary.cookie = { httpOnly: access.httpOnly, sameSite: access.sameSite, path: access.path };
+
+  // The admin creates an auditor through the form; the audit log records it.
+  const newUser = `carol${Date.now().toString(36)}`;
+  await page.fill('#user-form [name=username]', newUser);
+  await page.selectOption('#user-form [name=role]', 'auditor');
+  await page.fill('#user-form [name=password]', 'a long enough password 1');
+  await page.click('#user-form button[type=submit]');
+  await page.locator('#notice', { hasText: 'TOTP secret' }).waitFor({ timeout: 10000 });
+  await page.locator(`#users tr[data-user="${newUser}"]`).waitFor();
+  if (shots) {
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: path.join(shots, 'admin-home.png'), fullPage: true });
+  }
+
+  // CSRF: the same call without the token is refused and changes nothing.
+  const forged = await pageCall(page, 'POST', '/v1/admin/users', { username: 'mallory', role: 'admin', password: 'another long password' }, false);
+  check(forged.status === 403 && /csrf/.test(forged.body), `call without CSRF token: ${forged.status} ${forged.body}`);
+  const users = JSON.parse((await pageCall(page, 'GET', '/v1/admin/users', null, false)).body);
+  check(!users.items.some((u) => u.username === 'mallory'), 'the forged call created nothing');
+
+  await page.click('.tabs a[href="#audit"]');
+  await page.locator('#audit-status', { hasText: 'chain intact' }).waitFor({ timeout: 10000 });
+  await page.locator('#audit tbody tr', { hasText: newUser }).first().waitFor();
+  for (const tab of ['keys', 'webhooks', 'reserves']) {
+    await page.click(`.tabs a[href="#${tab}"]`);
+    await page.waitForSelector(`#tab-${tab}:not([hidden])`);
+  }
+  await page.click('#logout');
+  await page.waitForSelector('#login:not([hidden])');
+  check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access') || !c.value), 'logout clears the session');
+
+  // ---- auditor: no buttons that change anything, and the API refuses them anyway ----
+  const actx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const ap = await actx.newPage();
+  watch(ap);
+  await ap.goto(base + '/admin');
+  await ap.waitForSelector('#login:not([hidden])');
+  await login(ap, auditor, true);
+  await ap.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+  const seen = {};
+  for (const tab of ['users', 'keys', 'webhooks', 'audit', 'reserves']) {
+    await ap.click(`.tabs a[href="#${tab}"]`);
+    await ap.waitForSelector(`#tab-${tab}:not([hidden])`);
+    await ap.waitForTimeout(300);
+    const n = await ap.locator('.mutating').count();
+    const buttons = await ap.locator(`#tab-${tab} button, #tab-${tab} form`).count();
+    seen[tab] = n + buttons;
+  }
+  check(Object.values(seen).every((n) => n === 0), `auditor sees controls that change things: ${JSON.stringify(seen)}`);
+  const refused = await pageCall(ap, 'POST', '/v1/admin/users', { username: 'eve', role: 'admin', password: 'another long password' }, true);
+  check(refused.status === 403 && /forbidden/.test(refused.body), `auditor creating a user: ${refused.status} ${refused.body}`);
+  const refusedHook = await pageCall(ap, 'POST', '/v1/webhooks', { url: 'https://example.org/h', secret: 'a secret of sixteen+', events: ['validation.signed'] }, true);
+  check(refusedHook.status === 403, `auditor registering a webhook: ${refusedHook.status} ${refusedHook.body}`);
+  const after = JSON.parse((await pageCall(ap, 'GET', '/v1/admin/users', null, false)).body);
+  check(!after.items.some((u) => u.username === 'eve'), 'the refused call created nothing');
+  summary.auditor = { controls: seen, create_user: refused.status, register_webhook: refusedHook.status };
+
+  check(problems.length === 0, problems.join('; '));
+  console.log('E2E OK ' + JSON.stringify(summary));
+  await browser.close();
+} catch (e) {
+  console.log('E2E FAIL ' + e.message + (problems.length ? ` [${problems.join('; ')}]` : ''));
+  console.log('summary so far ' + JSON.stringify(summary));
+  await browser.close();
+  process.exit(1);
+}

@@ -1,0 +1,272 @@
+// The admin interface: a page over the admin API only (docs/admin.md). The session is
+// a cookie the script cannot read (see crates/api/src/dashboard/session.rs): every
+// call says `x-ubtc-session: cookie`, and every change repeats the CSRF cookie in
+// `x-csrf-token`. Buttons that change something are shown only to the roles that
+// may use them; the API checks the roles again whatever the page shows.
+(function () {
+  'use strict';
+
+  var $ = function (id) { return document.getElementById(id); };
+  var me = null;
+  var RESERVE_KINDS = ['deposits', 'mints', 'burns', 'releases'];
+
+  function el(tag, attrs) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      var v = attrs[k];
+      if (v === null || v === undefined || v === false) return;
+      if (k === 'text') node.textContent = v;
+      else if (k === 'cls') node.className = v;
+      else if (k === 'onclick') node.addEventListener('click', v);
+      else node.setAttribute(k, v);
+    });
+    for (var i = 2; i < arguments.length; i++) {
+      var c = arguments[i];
+      if (c === null || c === undefined) continue;
+      node.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    }
+    return node;
+  }
+  function clear(n) { while (n.firstChild) n.removeChild(n.firstChild); return n; }
+  function td(text, cls) { return el('td', { text: text === null || text === undefined ? '—' : String(text), cls: cls }); }
+  function utc(iso) { return iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, ' UTC').replace(/Z$/, ' UTC') : '—'; }
+  function badge(word, cls) { return el('span', { cls: 'badge s-' + (cls || word), text: word }); }
+
+  function csrf() {
+    var m = /(?:^|;\s*)ubtc_admin_csrf=([^;]+)/.exec(document.cookie);
+    return m ? m[1] : '';
+  }
+
+  function ApiError(status, code, message) { this.status = status; this.code = code; this.message = message; }
+
+  function call(method, path, body, retried) {
+    var headers = { accept: 'application/json', 'x-ubtc-session': 'cookie' };
+    if (method !== 'GET') headers['x-csrf-token'] = csrf();
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    return fetch(path, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body), credentials: 'same-origin' })
+      .then(function (r) {
+        return r.text().then(function (t) {
+          var json = null;
+          try { json = t ? JSON.parse(t) : null; } catch (e) { json = null; }
+          if (r.ok) return json;
+          var err = json && json.error ? json.error : { code: 'http_' + r.status, message: r.statusText };
+          // An expired access token: refresh once with the refresh cookie, then retry.
+          if (err.code === 'token_expired' && !retried) {
+            return call('POST', '/v1/admin/refresh', {}, true).then(function () { return call(method, path, body, true); });
+          }
+          throw new ApiError(r.status, err.code, err.message);
+        });
+      });
+  }
+
+  function showError(e) {
+    var box = $('error');
+    if (!e) { box.hidden = true; return; }
+    box.hidden = false;
+    box.textContent = (e.code ? e.code + ': ' : '') + (e.message || String(e));
+  }
+  function notice(text) { var n = $('notice'); n.hidden = !text; n.textContent = text || ''; }
+
+  function can(role) { return !!me && me.roles.indexOf(role) >= 0; }
+
+  function act(label, handler, danger) {
+    return el('button', { type: 'button', cls: 'small mutating' + (danger ? ' danger' : ''), text: label, onclick: handler });
+  }
+
+  function labelCells(table) {
+    var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (c) { return c.textContent; });
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      Array.prototype.forEach.call(row.cells, function (c, i) { if (heads[i] && c.colSpan === 1) c.setAttribute('data-label', heads[i]); });
+    });
+  }
+
+  function fill(tableId, rows, empty) {
+    var table = $(tableId);
+    var body = clear(table.tBodies[0]);
+    if (!rows.length) body.appendChild(el('tr', null, el('td', { colspan: String(table.tHead.rows[0].cells.length), text: empty })));
+    rows.forEach(function (r) { body.appendChild(r); });
+    labelCells(table);
+  }
+
+  function after(p, message) {
+    return p.then(function (r) { showError(null); notice(message ? message(r) : ''); return load(); }, showError);
+  }
+
+  // ---- sections ----
+
+  function loadUsers() {
+    return call('GET', '/v1/admin/users').then(function (page) {
+      fill('users', page.items.map(function (u) {
+        return el('tr', { 'data-user': u.username },
+          td(u.username), td(u.role), td(u.totp ? 'set' : 'none'), td(utc(u.created_at)),
+          el('td', null, u.disabled_at ? badge('disabled', 'failed') : badge('active', 'signed')),
+          el('td', null, can('admin') && !u.disabled_at && u.username !== me.subject
+            ? act('Disable', function () {
+              if (!window.confirm('Disable ' + u.username + ' and end their sessions?')) return;
+              after(call('POST', '/v1/admin/users/' + encodeURIComponent(u.username) + '/disable'), function () { return u.username + ' disabled.'; });
+            }, true) : null));
+      }), 'No users.');
+    });
+  }
+
+  function loadKeys() {
+    return call('GET', '/v1/admin/api-keys').then(function (page) {
+      fill('keys', page.items.map(function (k) {
+        return el('tr', null, td(k.name), td(k.roles.join(', ')), td(k.created_by), td(utc(k.created_at)),
+          el('td', null, k.revoked_at ? badge('revoked', 'failed') : badge('active', 'signed')),
+          el('td', null, can('admin') && !k.revoked_at ? act('Revoke', function () {
+            if (!window.confirm('Revoke the key ' + k.name + '?')) return;
+            after(call('DELETE', '/v1/admin/api-keys/' + k.id), function () { return 'Key ' + k.name + ' revoked.'; });
+          }, true) : null));
+      }), 'No API keys.');
+    });
+  }
+
+  function loadWebhooks() {
+    var consumers = call('GET', '/v1/webhooks').then(function (page) {
+      fill('consumers', page.items.map(function (c) {
+        return el('tr', null, td(c.url, 'addr'), td(c.events.join(', ')), td(utc(c.created_at)),
+          el('td', null, c.active ? badge('active', 'signed') : badge('inactive', 'failed')),
+          el('td', null, can('operator') && c.active ? act('Deactivate', function () {
+            after(call('DELETE', '/v1/webhooks/' + c.id), function () { return 'Consumer deactivated.'; });
+          }, true) : null));
+      }), 'No consumers.');
+    });
+    var deliveries = call('GET', '/v1/webhooks/deliveries?limit=50').then(function (page) {
+      fill('deliveries', page.items.map(function (d) {
+        return el('tr', null, td(d.event_id, 'addr'), td(d.event_type), td(d.url, 'addr'),
+          el('td', null, badge(d.state, d.state === 'delivered' ? 'signed' : d.state === 'dead' ? 'failed' : 'queued')),
+          td(d.attempts, 'num'), td(d.last_error),
+          el('td', null, can('operator') ? act('Redeliver', function () {
+            after(call('POST', '/v1/webhooks/deliveries/' + d.event_id + '/redeliver'), function () { return 'Event queued again.'; });
+          }) : null));
+      }), 'No deliveries.');
+    });
+    return Promise.all([consumers, deliveries]);
+  }
+
+  function loadAudit() {
+    var verify = call('GET', '/v1/admin/audit/verify').then(function (v) {
+      var s = $('audit-status');
+      s.textContent = v.ok ? 'chain intact' : 'chain broken';
+      s.className = 'badge s-' + (v.ok ? 'healthy' : 'unhealthy');
+      $('audit-note').textContent = v.ok ? v.entries + ' records re-checked: every hash links to the one before.'
+        : 'The hash chain breaks at record ' + v.first_broken + ': history was changed after it was written.';
+    });
+    var list = call('GET', '/v1/admin/audit?limit=100').then(function (page) {
+      fill('audit', page.items.map(function (a) {
+        var change = (a.old_value || '') + (a.old_value || a.new_value ? ' → ' : '') + (a.new_value || '');
+        return el('tr', null, td(a.id, 'num'), td(utc(a.at)), td(a.actor), td(a.action), td(a.target), td(change || null, 'addr'), td(a.ip));
+      }), 'No records.');
+    });
+    return Promise.all([verify, list]);
+  }
+
+  function loadReserveOps() {
+    var rows = [];
+    var missing = 0;
+    return Promise.all(RESERVE_KINDS.map(function (kind) {
+      return call('GET', '/v1/admin/' + kind).then(function (page) {
+        (page.items || []).forEach(function (o) {
+          var approvals = o.approvals ? o.approvals.length + (o.threshold ? ' of ' + o.threshold : '') : '—';
+          rows.push(el('tr', null, td(o.id, 'addr'), td(kind.replace(/s$/, '')),
+            td(o.amount_sats || o.amount_base_units || o.amount || null, 'num'),
+            el('td', null, badge(String(o.state || o.status || 'unknown'), 'unknown')), td(approvals), td(utc(o.created_at))));
+        });
+      }, function (e) { if (e.status === 404 || e.status === 405) missing++; else throw e; });
+    })).then(function () {
+      $('reserves-note').textContent = missing === RESERVE_KINDS.length
+        ? 'Reserve operations are not served by this server yet.'
+        : 'Deposits, mints, burns and releases with their guardian approvals.';
+      fill('ops', rows, 'No reserve operations.');
+    });
+  }
+
+  function load() {
+    var section = (location.hash || '#users').slice(1);
+    Array.prototype.forEach.call(document.querySelectorAll('.tabs a'), function (a) {
+      if (a.getAttribute('href') === '#' + section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    });
+    Array.prototype.forEach.call(document.querySelectorAll('.tab'), function (t) { t.hidden = t.id !== 'tab-' + section; });
+    var loader = { users: loadUsers, keys: loadKeys, webhooks: loadWebhooks, audit: loadAudit, reserves: loadReserveOps }[section] || loadUsers;
+    return loader().catch(function (e) {
+      if (e.status === 401) return showLogin();
+      showError(e);
+    });
+  }
+
+  // ---- session ----
+
+  function showLogin() {
+    me = null;
+    $('who').hidden = true;
+    $('app').hidden = true;
+    $('login').hidden = false;
+  }
+
+  function showApp(principal) {
+    me = principal;
+    $('login').hidden = true;
+    $('who').hidden = false;
+    $('who-name').textContent = principal.subject;
+    $('who-roles').textContent = principal.roles.join(', ');
+    // Forms that change something exist in the page only for the roles they need.
+    Array.prototype.forEach.call(document.querySelectorAll('form.mutating'), function (f) {
+      f.hidden = !can(f.getAttribute('data-role'));
+      if (f.hidden) f.remove();
+    });
+    $('app').hidden = false;
+    return load();
+  }
+
+  function formJSON(form) {
+    var data = {};
+    Array.prototype.forEach.call(form.elements, function (e) {
+      if (!e.name) return;
+      if (e.type === 'checkbox') { (data[e.name] = data[e.name] || []); if (e.checked) data[e.name].push(e.value); } else data[e.name] = e.value;
+    });
+    return data;
+  }
+
+  function setup() {
+    $('login-form').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var d = formJSON(ev.target);
+      var body = { username: d.username, password: d.password };
+      if (d.totp) body.totp = d.totp;
+      call('POST', '/v1/admin/login', body).then(function () {
+        ev.target.reset();
+        showError(null);
+        return call('GET', '/v1/admin/me').then(showApp);
+      }).catch(showError);
+    });
+    $('logout').addEventListener('click', function () {
+      // A reload rebuilds the page, forms included, for whoever logs in next.
+      call('POST', '/v1/admin/logout').catch(function () { }).then(function () { location.reload(); });
+    });
+    var on = function (id, handler) { var f = $(id); if (f) f.addEventListener('submit', function (ev) { ev.preventDefault(); handler(ev.target, formJSON(ev.target)); }); };
+    on('user-form', function (f, d) {
+      after(call('POST', '/v1/admin/users', d), function (r) {
+        f.reset();
+        return 'User ' + r.username + ' created. TOTP secret (shown once): ' + r.totp_secret;
+      });
+    });
+    on('key-form', function (f, d) {
+      after(call('POST', '/v1/admin/api-keys', { name: d.name, roles: d.roles }), function (r) {
+        f.reset();
+        return 'API key (shown once): ' + r.key;
+      });
+    });
+    on('consumer-form', function (f, d) {
+      after(call('POST', '/v1/webhooks', { url: d.url, secret: d.secret, events: d.events }), function () {
+        f.reset();
+        return 'Consumer registered.';
+      });
+    });
+    window.addEventListener('hashchange', function () { if (me) { notice(''); load(); } });
+    call('GET', '/v1/admin/me').then(showApp, function () { showLogin(); });
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', setup);
+  else setup();
+})();
