@@ -38,7 +38,7 @@ async fn audit_anonymous(
     Principal {
         subject: format!("anonymous:{username}"),
         roles: Vec::new(),
-        credential: Credential::BootstrapKey,
+        credential: Credential::Anonymous,
         ip: client.ip,
         user_agent: client.user_agent.clone(),
     }

@@ -181,6 +181,9 @@ pub enum Credential {
     ApiKey { key_id: uuid::Uuid },
     /// `webhooks.admin_api_key`: the operator key from the configuration.
     BootstrapKey,
+    /// Nobody authenticated: the actor of records the server writes about an
+    /// unauthenticated request (a failed login). Never set by the guard.
+    Anonymous,
 }
 
 /// The authenticated caller of an admin route, set by [`guard`].
