@@ -103,6 +103,11 @@ impl IpAllowlist {
         self.0.is_empty()
     }
 
+    /// The entries as CIDR blocks (`10.0.0.0/8`, `192.0.2.7/32`).
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(|(ip, p)| format!("{ip}/{p}")).collect()
+    }
+
     pub fn permits(&self, ip: Option<IpAddr>) -> bool {
         if self.0.is_empty() {
             return true;

@@ -27,16 +27,17 @@ fn admin_auth(state: &ApiState) -> Result<&AdminAuth, ApiError> {
 }
 
 /// An audit record written by the server for an unauthenticated event (a failed
-/// login): the actor is the name that was tried.
+/// login, a reused refresh token): the actor is `anonymous`, the target what was
+/// tried (`user:<name>`, `session:<id>`).
 async fn audit_anonymous(
     state: &ApiState,
     client: &ClientInfo,
     action: &str,
-    username: &str,
+    target: &str,
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
     Principal {
-        subject: format!("anonymous:{username}"),
+        subject: "anonymous".to_owned(),
         roles: Vec::new(),
         credential: Credential::Anonymous,
         ip: client.ip,
@@ -45,7 +46,7 @@ async fn audit_anonymous(
     .audit(
         state,
         action,
-        Some(format!("user:{username}")),
+        Some(target.to_owned()),
         None,
         Some(detail.to_string()),
     )
@@ -113,6 +114,14 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let auth = admin_auth(&state)?;
+    // Bounded before anything is looked up or counted: the name becomes a key of the
+    // failure counters, and Argon2 would hash any length.
+    if body.username.len() > 64 || body.password.len() > password::PASSWORD_MAX_CHARS * 4 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "username or password too long",
+        ));
+    }
     let now = Timestamp::now();
     let user_key = format!("user:{}", body.username);
     let ip_key = client.ip.map(|ip| format!("ip:{ip}"));
@@ -195,7 +204,7 @@ pub async fn login(
                 &state,
                 &client,
                 "admin.login_failed",
-                &body.username,
+                &user_key,
                 json!({ "reason": reason, "locked_until": lock }),
             )
             .await?;
@@ -298,7 +307,7 @@ pub async fn refresh(
                 &state,
                 &client,
                 "admin.refresh_reused",
-                "unknown",
+                &format!("session:{session_id}"),
                 json!({ "session": session_id, "revoked": true }),
             )
             .await?;
@@ -342,6 +351,33 @@ pub async fn logout(
 
 pub async fn me(principal: Principal) -> Json<Principal> {
     Json(principal)
+}
+
+/// The admin settings in force, without secrets.
+pub async fn config(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let bootstrap = state.webhook_admin.as_ref().is_some_and(|w| w.has_key());
+    let lockout = |p: &ubtc_store::LockoutPolicy| {
+        json!({
+            "max_failures": p.max_failures,
+            "window_secs": p.window_ms / 1000,
+            "lockout_secs": p.lockout_ms / 1000,
+        })
+    };
+    Json(match state.admin.as_deref() {
+        None => json!({ "accounts": false, "bootstrap_key": bootstrap }),
+        Some(a) => json!({
+            "accounts": true,
+            "bootstrap_key": bootstrap,
+            "jwt_issuer": a.tokens.issuer,
+            "jwt_audience": a.tokens.audience,
+            "access_ttl_secs": a.access_ttl_secs,
+            "refresh_ttl_secs": a.refresh_ttl_secs,
+            "session_max_secs": a.session_max_secs,
+            "allowed_ips": a.allowed_ips.to_strings(),
+            "user_lockout": lockout(&a.user_lockout),
+            "ip_lockout": lockout(&a.ip_lockout),
+        }),
+    })
 }
 
 // ----- users -----
