@@ -217,10 +217,9 @@ pub async fn login(
             "wrong username or password",
         ));
     };
+    // Only the username's counter: clearing the address's too would let someone with
+    // one valid account reset it between guesses at others.
     state.store.clear_login_failures(&user_key).await?;
-    if let Some(k) = &ip_key {
-        state.store.clear_login_failures(k).await?;
-    }
     let refresh = random_secret(REFRESH_PREFIX);
     let sid = state
         .store
