@@ -219,3 +219,88 @@ async fn read_routes_are_served_from_the_cache() -> Result<()> {
     shutdown.cancel();
     Ok(())
 }
+
+/// Two `ubtc serve` processes (two routers with their own cache instances, so their
+/// own local layers) on one Redis prefix, and a worker (a third instance) that takes
+/// a new reserve snapshot: both serve the new figures within the generation check.
+#[tokio::test]
+async fn a_new_snapshot_invalidates_reserve_answers_in_every_process() -> Result<()> {
+    use ubtc_limits::ReserveCacheInvalidator;
+    require_redis().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&format!("sqlite:{}", dir.path().join("i.db").display()), 2).await?,
+    );
+    store.migrate().await?;
+    let url =
+        std::env::var("UBTC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("ubtc-test:{}:", uuid::Uuid::new_v4().simple());
+    let gen_check = Duration::from_millis(100);
+    let cache = || -> Result<ubtc_limits::ResponseCache> {
+        Ok(ubtc_limits::ResponseCache::with_redis(
+            &url,
+            prefix.clone(),
+            Duration::from_millis(250),
+        )?
+        .with_gen_check(gen_check))
+    };
+    let shutdown = CancellationToken::new();
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let state =
+            ApiState::new(store.clone(), vec![]).with_response_cache(Arc::new(CacheGlue(cache()?)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        bases.push(format!("http://{}", listener.local_addr()?));
+        tokio::spawn(serve(listener, public_router(state), shutdown.clone()));
+    }
+    let client = reqwest::Client::new();
+    let get = |base: String| {
+        let client = client.clone();
+        async move {
+            let r = client.get(format!("{base}/v1/reserves")).send().await?;
+            let hit = r.headers()["x-cache"].to_str()?.to_owned();
+            anyhow::Ok((hit, r.text().await?))
+        }
+    };
+    let (first, empty) = get(bases[0].clone()).await?;
+    assert_eq!(first, "miss");
+    let (second, same) = get(bases[1].clone()).await?;
+    assert_eq!(
+        (second.as_str(), &same),
+        ("hit", &empty),
+        "shared through Redis"
+    );
+    // Both now hold it in their local layer.
+    assert_eq!(get(bases[0].clone()).await?.0, "hit");
+    assert_eq!(get(bases[1].clone()).await?.0, "hit");
+
+    // The worker stores a snapshot and invalidates, as the snapshotter does.
+    store
+        .record_reserve_snapshot(&ubtc_store::ReserveSnapshot {
+            taken_at: Timestamp::now(),
+            bitcoin_height: 871_234,
+            bitcoin_block_hash: "00".repeat(32),
+            reserve_sats: ubtc_core::Sats(1_000),
+            supply_sats: ubtc_core::Sats(0),
+            ratio_ppm: None,
+            healthy: true,
+            stale: false,
+            supply: vec![],
+        })
+        .await?;
+    let worker = cache()?;
+    worker.reserves_changed().await;
+    tokio::time::sleep(gen_check + Duration::from_millis(50)).await;
+    for base in &bases {
+        let (hit, body) = get(base.clone()).await?;
+        assert!(body.contains("871234"), "{body}");
+        assert_ne!(body, empty);
+        // The first process to ask recomputes; the other may take its answer.
+        let _ = hit;
+    }
+    // And from then on it is cached again.
+    assert_eq!(get(bases[0].clone()).await?.0, "hit");
+    shutdown.cancel();
+    Ok(())
+}

@@ -342,3 +342,12 @@ impl ResponseCache {
         }
     }
 }
+
+/// A new reserve snapshot drops the cached reserve answers, in every process.
+#[async_trait::async_trait]
+impl ubtc_pipeline::snapshot::ReserveCacheInvalidator for ResponseCache {
+    async fn reserves_changed(&self) {
+        self.invalidate(ubtc_pipeline::snapshot::RESERVES_CACHE_TAG)
+            .await;
+    }
+}

@@ -38,6 +38,8 @@ pub use gcra::Tat;
 pub use memory::MemoryLimiter;
 pub use payment::PaymentLimits;
 pub use redis_backend::{RedisLimiter, REDIS_TIMEOUT_MS_DEFAULT};
+/// Implemented by [`ResponseCache`]: the snapshotter drops cached reserve answers.
+pub use ubtc_pipeline::snapshot::ReserveCacheInvalidator;
 
 /// A sustained rate with a burst allowance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

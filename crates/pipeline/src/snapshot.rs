@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use ubtc_chains::{BitcoinBackend, ChainError, SupplySource};
 use ubtc_core::bundle::{ReserveFigures, SupplyEntry};
 use ubtc_core::{BlockStamp, Sats, Timestamp};
-use ubtc_store::{ReserveSnapshot, Store};
+use ubtc_store::{NewOutboxEvent, ReserveSnapshot, Store};
 
 use crate::{PipelineError, StepOutcome};
 
@@ -99,6 +99,50 @@ pub fn compute_figures(
     })
 }
 
+/// Told after each stored snapshot, so cached reserve answers are dropped at once
+/// rather than at the end of their time to live. Must not fail (a cache that cannot
+/// be reached only serves until its time to live).
+#[async_trait::async_trait]
+pub trait ReserveCacheInvalidator: Send + Sync + 'static {
+    async fn reserves_changed(&self);
+}
+
+/// The cache tag of the reserve answers (`GET /v1/reserves`, `/v1/reserves/history`).
+pub const RESERVES_CACHE_TAG: &str = "reserves";
+
+/// The `reserves.healthy` / `reserves.unhealthy` event for `snapshot`, which follows
+/// the snapshot `previous_id` (None: the first). Its id is derived from
+/// `previous_id`: two snapshotters that both see the same transition from it write
+/// one event.
+pub fn transition_event(previous_id: Option<i64>, snapshot: &ReserveSnapshot) -> NewOutboxEvent {
+    let event_type = if snapshot.healthy {
+        "reserves.healthy"
+    } else {
+        "reserves.unhealthy"
+    };
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(b"ubtc-rsv");
+    id[8..].copy_from_slice(&previous_id.unwrap_or(-1).to_be_bytes());
+    let event_id = uuid::Builder::from_random_bytes(id).into_uuid();
+    NewOutboxEvent {
+        event_id,
+        event_type: event_type.to_owned(),
+        payload_json: serde_json::json!({
+            "type": event_type,
+            "healthy": snapshot.healthy,
+            "stale": snapshot.stale,
+            "ratio_ppm": snapshot.ratio_ppm,
+            "reserve_sats": snapshot.reserve_sats.0,
+            "supply_sats": snapshot.supply_sats.0,
+            "bitcoin_height": snapshot.bitcoin_height,
+            "bitcoin_block_hash": snapshot.bitcoin_block_hash,
+            "taken_at": snapshot.taken_at,
+        })
+        .to_string(),
+        target_url: None,
+    }
+}
+
 struct Seen {
     tip: BlockStamp,
     first_seen: Timestamp,
@@ -112,6 +156,7 @@ pub struct ReserveSnapshotter {
     store: Arc<dyn Store>,
     config: SnapshotConfig,
     seen: Mutex<Option<Seen>>,
+    cache: Option<Arc<dyn ReserveCacheInvalidator>>,
 }
 
 impl ReserveSnapshotter {
@@ -127,7 +172,14 @@ impl ReserveSnapshotter {
             store,
             config,
             seen: Mutex::new(None),
+            cache: None,
         }
+    }
+
+    /// Drops cached reserve answers after each snapshot.
+    pub fn with_cache_invalidator(mut self, cache: Arc<dyn ReserveCacheInvalidator>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Option<Seen>> {
@@ -203,7 +255,25 @@ impl ReserveSnapshotter {
             stale: figures.stale,
             supply,
         };
-        self.store.record_reserve_snapshot(&snapshot).await?;
+        // A change of health (ratio crossing 1 within the tolerance, or figures going
+        // stale) is told once, through the outbox, in the snapshot's transaction. No
+        // previous snapshot counts as healthy: a first unhealthy one is told.
+        let previous = self.store.latest_reserve_health().await?;
+        let was_healthy = previous.is_none_or(|(_, healthy)| healthy);
+        let event = (was_healthy != snapshot.healthy)
+            .then(|| transition_event(previous.map(|(id, _)| id), &snapshot));
+        let (_, told) = self
+            .store
+            .record_reserve_snapshot_notify(&snapshot, event.as_ref(), now)
+            .await?;
+        if told {
+            if let Some(e) = &event {
+                tracing::warn!(event = %e.event_type, event_id = %e.event_id, "reserve health changed");
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.reserves_changed().await;
+        }
         if let Some(s) = self.seen().as_mut() {
             s.last_snapshot = Some(now);
         }

@@ -418,6 +418,13 @@ impl WebhookWorker {
     }
 
     async fn attempt(&self, event: &OutboxEvent) -> OutboxOutcome {
+        if self.config.secret.is_empty() {
+            // Nothing to sign a callback with (consumers have their own secrets). Dead
+            // with the reason, kept: a redelivery sends it once a secret is set.
+            return OutboxOutcome::Dead {
+                error: "callback not sent: webhooks.secret is not set".into(),
+            };
+        }
         self.attempt_to(
             event.target_url.as_deref(),
             &self.config.secret,

@@ -165,6 +165,21 @@ pub trait WebhookStore: Send + Sync + 'static {
         events: &[Option<NewOutboxEvent>],
         now: Timestamp,
     ) -> StoreResult<Vec<StoreResult<ValidationStatus>>>;
+    /// The id and health of the latest stored reserve snapshot (latest by time, then
+    /// id, as [`crate::Store::latest_reserve_snapshot`]).
+    async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>>;
+    /// Stores `snapshot` and, in the same transaction, `event` (when given) as an
+    /// outbox row of no validation. An event whose id is already in the outbox is not
+    /// written again: the caller derives the id from the transition it reports, so two
+    /// snapshotters reporting the same transition write one event. Returns the
+    /// snapshot's id and whether the event was written.
+    async fn record_reserve_snapshot_notify(
+        &self,
+        snapshot: &crate::ReserveSnapshot,
+        event: Option<&NewOutboxEvent>,
+        now: Timestamp,
+    ) -> StoreResult<(i64, bool)>;
+
     /// [`crate::Store::confirm_and_reject`] that also writes `event` (the
     /// `validation.rejected` outbox row) in the same transaction.
     async fn confirm_and_reject_notify(
@@ -290,6 +305,13 @@ pub(crate) const OUTBOX_BY_ID: &str = concat!(
     crate::rows::outbox_columns!(),
     " FROM webhook_outbox WHERE event_id = $1"
 );
+
+pub(crate) const LATEST_RESERVE_HEALTH: &str =
+    "SELECT id, healthy FROM reserve_ratios ORDER BY taken_at DESC, id DESC LIMIT 1";
+/// An outbox row of no validation, written once per event id.
+pub(crate) const INSERT_OUTBOX_ONCE: &str = "INSERT INTO webhook_outbox (event_id, \
+     validation_id, event_type, payload, target_url, attempts, next_attempt_at, created_at) \
+     VALUES ($1, NULL, $2, $3, $4, 0, $5, $5) ON CONFLICT (event_id) DO NOTHING";
 
 /// `(delivered_at, next_attempt_at, dead_at, error)` of an attempt's outcome.
 pub(crate) fn outcome_columns(
@@ -516,6 +538,57 @@ macro_rules! impl_webhook_store {
                     });
                 }
                 Ok(out)
+            }
+
+            async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>> {
+                let row: Option<(i64, bool)> =
+                    sqlx::query_as($crate::webhooks::LATEST_RESERVE_HEALTH)
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(row)
+            }
+
+            async fn record_reserve_snapshot_notify(
+                &self,
+                s: &$crate::ReserveSnapshot,
+                event: Option<&NewOutboxEvent>,
+                now: Timestamp,
+            ) -> StoreResult<(i64, bool)> {
+                let supply_json = serde_json::to_string(&s.supply).map_err(|e| {
+                    $crate::StoreError::InvalidInput(format!("supply entries: {e}"))
+                })?;
+                let ratio = s
+                    .ratio_ppm
+                    .map(|r| $crate::rows::to_i64(r, "ratio_ppm"))
+                    .transpose()?;
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let id: i64 = sqlx::query_scalar($crate::sql::INSERT_SNAPSHOT)
+                    .bind(s.taken_at.0)
+                    .bind(i64::from(s.bitcoin_height))
+                    .bind(s.bitcoin_block_hash.as_str())
+                    .bind($crate::rows::to_i64(s.reserve_sats.0, "reserve_sats")?)
+                    .bind($crate::rows::to_i64(s.supply_sats.0, "supply_sats")?)
+                    .bind(ratio)
+                    .bind(s.healthy)
+                    .bind(s.stale)
+                    .bind(supply_json)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut written = false;
+                if let Some(e) = event {
+                    written = sqlx::query($crate::webhooks::INSERT_OUTBOX_ONCE)
+                        .bind(e.event_id)
+                        .bind(e.event_type.as_str())
+                        .bind(e.payload_json.as_str())
+                        .bind(e.target_url.as_deref())
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                }
+                tx.commit().await?;
+                Ok((id, written))
             }
 
             async fn confirm_and_reject_notify(

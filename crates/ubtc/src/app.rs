@@ -541,20 +541,42 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
 
 /// The response cache: shared in Redis (under its own prefix, beside the limits) with
 /// a small in-process first layer, or in-process only when no Redis is configured.
-pub fn response_cache(config: &Config) -> anyhow::Result<ubtc_limits::ResponseCache> {
+///
+/// One instance per (database, Redis, prefix) in a process: `ubtc demo` serves the
+/// API and takes reserve snapshots in one process, and without Redis only the same
+/// instance sees the snapshotter's invalidation.
+pub fn response_cache(config: &Config) -> anyhow::Result<Arc<ubtc_limits::ResponseCache>> {
+    type Key = (String, String, String);
+    type Shared = std::sync::Mutex<HashMap<Key, Arc<ubtc_limits::ResponseCache>>>;
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
     let url = config.limits.redis_url.expose();
-    if url.is_empty() {
-        return Ok(ubtc_limits::ResponseCache::local_only());
+    let key = (
+        config.database.url.expose().to_owned(),
+        url.to_owned(),
+        config.limits.redis_prefix.clone(),
+    );
+    let mut shared = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(cache) = shared.get(&key) {
+        return Ok(cache.clone());
     }
-    ubtc_limits::ResponseCache::with_redis(
-        url,
-        format!("{}cache:", config.limits.redis_prefix),
-        Duration::from_millis(config.limits.redis_timeout_ms),
-    )
-    .context("limits.redis_url")
+    let cache = Arc::new(if url.is_empty() {
+        ubtc_limits::ResponseCache::local_only()
+    } else {
+        ubtc_limits::ResponseCache::with_redis(
+            url,
+            format!("{}cache:", config.limits.redis_prefix),
+            Duration::from_millis(config.limits.redis_timeout_ms),
+        )
+        .context("limits.redis_url")?
+    });
+    shared.insert(key, cache.clone());
+    Ok(cache)
 }
 
-struct ApiResponseCache(ubtc_limits::ResponseCache);
+struct ApiResponseCache(Arc<ubtc_limits::ResponseCache>);
 
 #[async_trait]
 impl ubtc_api::ResponseCache for ApiResponseCache {
@@ -604,7 +626,8 @@ impl ubtc_api::RequestLimiter for ApiClientLimits {
     }
 }
 
-/// Starts webhook delivery when a signing secret is configured.
+/// Starts webhook delivery (to consumers always; to callback URLs when
+/// `webhooks.secret` is set).
 fn spawn_webhooks(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     cancel: &CancellationToken,
@@ -614,11 +637,13 @@ fn spawn_webhooks(
     max_backoff: Duration,
 ) {
     let w = &config.webhooks;
+    // Always on: registered consumers sign with their own secrets. Without
+    // `webhooks.secret`, callback URLs cannot be signed, and their rows go to the dead
+    // letter with that reason (a redelivery sends them once a secret is set).
     if w.secret.is_empty() {
-        tracing::info!(
-            "webhook delivery off (webhooks.secret is empty); events wait in the outbox"
+        tracing::warn!(
+            "webhooks.secret is empty: per-payment callbacks are not sent; consumers are"
         );
-        return;
     }
     let webhook_config = ubtc_pipeline::WebhookConfig {
         secret: w.secret.expose().as_bytes().to_vec(),

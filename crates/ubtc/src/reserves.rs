@@ -35,6 +35,10 @@ pub fn supply_sources(config: &Config, chains: &Chains) -> Vec<Arc<dyn SupplySou
             if c.token_contract.is_some() {
                 sources.push(evm.clone());
             }
+        } else if let Some(solana) = chains.solana.get(&c.name) {
+            if c.token_contract.is_some() {
+                sources.push(solana.clone());
+            }
         } else if let Some((dev, _)) = chains.dev.get(&c.name) {
             if c.dev_supply_sats > 0 {
                 sources.push(Arc::new(DevSupply::new(dev.clone(), c.dev_supply_sats)));
@@ -60,12 +64,17 @@ pub fn spawn_snapshotter(
         "reserve snapshots every {} s or new Bitcoin block",
         config.reserves.interval_secs
     );
-    let snapshotter = Arc::new(ReserveSnapshotter::new(
-        bitcoin,
-        supplies,
-        store,
-        snapshot_config(config),
-    ));
+    let mut snapshotter =
+        ReserveSnapshotter::new(bitcoin, supplies, store, snapshot_config(config));
+    // Cached reserve answers are dropped after each snapshot, in every `serve` process
+    // through Redis (without Redis, only in this process: `ubtc demo`).
+    match crate::app::response_cache(config) {
+        Ok(cache) => snapshotter = snapshotter.with_cache_invalidator(cache),
+        Err(e) => {
+            tracing::warn!(error = %e, "no response cache to invalidate; reserve answers refresh with their time to live")
+        }
+    }
+    let snapshotter = Arc::new(snapshotter);
     let poll = Duration::from_millis(config.reserves.poll_ms);
     let cancel = cancel.clone();
     tasks.spawn(async move {
