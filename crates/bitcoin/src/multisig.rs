@@ -624,7 +624,17 @@ impl PreparedRequest {
 
     /// [`sign_partial`] without rebuilding the plan.
     pub fn sign_partial(&self, secret: &SecretKey) -> Result<PartialSignature, MultisigError> {
-        let pubkey = CompressedPublicKey(secret.public_key(&SECP));
+        self.sign_partial_as(secret, CompressedPublicKey(secret.public_key(&SECP)))
+    }
+
+    /// [`PreparedRequest::sign_partial`] for a signer that keeps its public key beside
+    /// its secret (deriving it costs as much as a signature). `pubkey` must be
+    /// `secret`'s: a wrong one only yields a partial that every verifier rejects.
+    pub fn sign_partial_as(
+        &self,
+        secret: &SecretKey,
+        pubkey: CompressedPublicKey,
+    ) -> Result<PartialSignature, MultisigError> {
         if !self.plan.policy.keys().contains(&pubkey) {
             return Err(MultisigError::KeyNotInPolicy(pubkey.to_string()));
         }

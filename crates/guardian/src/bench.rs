@@ -189,7 +189,7 @@ async fn rig() -> Result<Rig, BenchError> {
     for i in 0..3 {
         let key = GuardianKey::generate();
         let log = ApprovalLog::open(&dir.join(format!("g{i}.jsonl"))).map_err(|e| setup(&e))?;
-        let adapter: Arc<dyn ChainAdapter> = Arc::new(
+        let adapter: Arc<dyn crate::devchain::PaymentSource> = Arc::new(
             DevChainHttpAdapter::new(chain_id.clone(), &chain_url).map_err(|e| setup(&e))?,
         );
         let guardian = Guardian::new(

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::keystore::{self, GuardianKey};
 use crate::protocol::{
-    self, BatchAnswer, Envelope, Outcome, SignAnswer, SignBatch, SignRequest, ANSWER_TAG,
+    self, BatchAnswer, Envelope, Outcome, SignAnswer, SignBatch, SignRequest, BATCH_ANSWER_TAG,
     MAX_BATCH_ITEMS, REQUEST_TAG,
 };
 
@@ -287,11 +287,24 @@ impl Coordinator {
         if !resp.status().is_success() {
             return all("unreachable", format!("answered HTTP {}", resp.status()));
         }
-        let answer: BatchAnswer = match resp.json().await {
+        let sealed: Envelope = match resp.json().await {
             Ok(a) => a,
             Err(e) => return all("unreachable", format!("unreadable answer: {e}")),
         };
-        if answer.batch_id != batch.batch_id || answer.answers.len() != n {
+        // One verification for the whole answer, under this guardian's registered key.
+        let answer: BatchAnswer = match protocol::open_limited(
+            BATCH_ANSWER_TAG,
+            &sealed,
+            &[guardian.key],
+            protocol::MAX_BATCH_BODY_BYTES,
+        ) {
+            Ok((a, _)) => a,
+            Err(e) => return all("invalid_answer", format!("answer signature: {e}")),
+        };
+        if answer.batch_id != batch.batch_id
+            || answer.answers.len() != n
+            || answer.guardian_key != guardian.key.to_string()
+        {
             return all(
                 "invalid_answer",
                 "the answer is about another batch".to_owned(),
@@ -302,8 +315,8 @@ impl Coordinator {
             .into_iter()
             .zip(&batch.items)
             .zip(prepared.iter().zip(digests))
-            .map(|((envelope, request), (prepared, digest))| {
-                judge(guardian, envelope, request, prepared, digest)
+            .map(|((body, request), (prepared, digest))| {
+                judge(guardian, body, &sealed.signature, request, prepared, digest)
             })
             .collect()
     }
@@ -535,12 +548,14 @@ impl Coordinator {
     }
 }
 
-/// Judges one guardian's sealed answer to one request: it counts only if it verifies
-/// under that guardian's registered key, names the request, payment and statement
-/// that were sent, and its partial signature verifies for that key.
+/// Judges one guardian's answer to one request, from a batch answer whose signature
+/// verified under that guardian's registered key (`signature`, recorded in the
+/// bundle): it counts only if it names the request, payment and statement that were
+/// sent, and its partial signature verifies for that key.
 fn judge(
     guardian: &GuardianEndpoint,
-    answer: Envelope,
+    body: SignAnswer,
+    signature: &str,
     request: &SignRequest,
     prepared: &PreparedRequest,
     digest: &str,
@@ -555,10 +570,6 @@ fn judge(
             false,
         )
     };
-    let body: SignAnswer = match protocol::open(ANSWER_TAG, &answer, &[guardian.key]) {
-        Ok((b, _)) => b,
-        Err(e) => return invalid(format!("answer signature: {e}")),
-    };
     if body.request_id != request.request_id
         || body.statement_digest != digest
         || body.payment != request.payment
@@ -571,7 +582,7 @@ fn judge(
             Judged::Refused {
                 code: code.as_str().to_owned(),
                 detail,
-                signature: Some(answer.signature),
+                signature: Some(signature.to_owned()),
             },
             true,
         ),
@@ -583,7 +594,7 @@ fn judge(
                 Ok(partial) => (
                     Judged::Approved {
                         partial,
-                        signature: answer.signature,
+                        signature: signature.to_owned(),
                     },
                     true,
                 ),
@@ -591,7 +602,7 @@ fn judge(
                     Judged::Refused {
                         code: "bad_partial".into(),
                         detail: e.to_string(),
-                        signature: Some(answer.signature),
+                        signature: Some(signature.to_owned()),
                     },
                     true,
                 ),

@@ -37,14 +37,107 @@ pub struct PaymentView {
     pub confirmations: u64,
 }
 
-/// `GET /v1/demo/chains/{chain}/payments/{tx}/{index}` over the given dev chains.
+/// `GET /v1/demo/chains/{chain}/payments/{tx}/{index}` and, for a guardian's batch,
+/// `POST /v1/demo/chains/{chain}/payments` (`{"payments": [{tx_hash, index}…]}` →
+/// `{"payments": [view or null…]}` in the same order) over the given dev chains.
 pub fn dev_chain_router(chains: HashMap<ChainId, DevChain>) -> Router {
     Router::new()
         .route(
             "/v1/demo/chains/{chain}/payments/{tx}/{index}",
             get(payment_handler),
         )
+        .route(
+            "/v1/demo/chains/{chain}/payments",
+            axum::routing::post(payments_handler),
+        )
         .with_state(Arc::new(chains))
+}
+
+/// Most payments one batch read may ask for.
+pub const MAX_BATCH_READ: usize = crate::protocol::MAX_BATCH_ITEMS;
+
+/// One payment asked for in a batch read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentKey {
+    pub tx_hash: TxHash,
+    pub index: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsQuery {
+    pub payments: Vec<PaymentKey>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsView {
+    /// In query order; `null` for a payment the chain does not have.
+    pub payments: Vec<Option<PaymentView>>,
+}
+
+fn view_of(payment: Payment, depth: PaymentDepth) -> PaymentView {
+    let (depth, confirmations) = match depth {
+        PaymentDepth::Pending { confirmations } => ("pending", confirmations),
+        PaymentDepth::Confirmed { confirmations } => ("confirmed", confirmations),
+        PaymentDepth::Gone => ("gone", 0),
+    };
+    PaymentView {
+        reference: payment.reference,
+        payer: payment.payer,
+        amount_base_units: payment.amount_base_units.to_string(),
+        raw_message_hex: hex::encode(&payment.raw_message),
+        block: payment.block,
+        depth: depth.into(),
+        confirmations,
+    }
+}
+
+async fn payments_handler(
+    State(chains): State<Arc<HashMap<ChainId, DevChain>>>,
+    Path(chain): Path<String>,
+    Json(query): Json<PaymentsQuery>,
+) -> Response {
+    let error = |status: StatusCode, code: &str, what: &str| {
+        (
+            status,
+            Json(serde_json::json!({ "code": code, "message": what })),
+        )
+            .into_response()
+    };
+    let Some((chain, dev)) = ChainId::parse(&chain)
+        .ok()
+        .and_then(|c| chains.get(&c).map(|d| (c, d)))
+    else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such dev chain");
+    };
+    if query.payments.len() > MAX_BATCH_READ {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "too_many_payments",
+            "too many payments in one read",
+        );
+    }
+    let mut out = Vec::with_capacity(query.payments.len());
+    for key in query.payments {
+        let reference = PaymentRef {
+            chain: chain.clone(),
+            tx_hash: key.tx_hash,
+            index: key.index,
+        };
+        match dev.payment(&reference).await {
+            Ok(found) => out.push(found.map(|(p, d)| view_of(p, d))),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                )
+            }
+        }
+    }
+    Json(PaymentsView { payments: out }).into_response()
 }
 
 async fn payment_handler(
@@ -70,23 +163,7 @@ async fn payment_handler(
         index,
     };
     match dev.payment(&reference).await {
-        Ok(Some((payment, depth))) => {
-            let (depth, confirmations) = match depth {
-                PaymentDepth::Pending { confirmations } => ("pending", confirmations),
-                PaymentDepth::Confirmed { confirmations } => ("confirmed", confirmations),
-                PaymentDepth::Gone => ("gone", 0),
-            };
-            Json(PaymentView {
-                reference: payment.reference,
-                payer: payment.payer,
-                amount_base_units: payment.amount_base_units.to_string(),
-                raw_message_hex: hex::encode(&payment.raw_message),
-                block: payment.block,
-                depth: depth.into(),
-                confirmations,
-            })
-            .into_response()
-        }
+        Ok(Some((payment, depth))) => Json(view_of(payment, depth)).into_response(),
         Ok(None) => not_found("no such payment"),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -185,36 +262,138 @@ impl ChainAdapter for DevChainHttpAdapter {
             .json()
             .await
             .map_err(|e| ChainError::BadResponse(e.to_string()))?;
-        let bad = |why: &str| ChainError::BadResponse(why.to_owned());
-        if view.reference != *payment {
-            return Err(bad("the endpoint answered for another payment"));
-        }
-        let raw = hex::decode(&view.raw_message_hex).map_err(|_| bad("message is not hex"))?;
-        let amount = view
-            .amount_base_units
-            .parse::<u128>()
-            .map_err(|_| bad("amount is not a decimal integer"))?;
-        let depth = match view.depth.as_str() {
-            "pending" => PaymentDepth::Pending {
-                confirmations: view.confirmations,
-            },
-            "confirmed" => PaymentDepth::Confirmed {
-                confirmations: view.confirmations,
-            },
-            "gone" => PaymentDepth::Gone,
-            _ => return Err(bad("unknown depth")),
+        from_view(view, payment).map(Some)
+    }
+}
+
+/// Checks a view is for `payment` and turns it back into the domain type.
+fn from_view(
+    view: PaymentView,
+    payment: &PaymentRef,
+) -> Result<(Payment, PaymentDepth), ChainError> {
+    let bad = |why: &str| ChainError::BadResponse(why.to_owned());
+    if view.reference != *payment {
+        return Err(bad("the endpoint answered for another payment"));
+    }
+    let raw = hex::decode(&view.raw_message_hex).map_err(|_| bad("message is not hex"))?;
+    let amount = view
+        .amount_base_units
+        .parse::<u128>()
+        .map_err(|_| bad("amount is not a decimal integer"))?;
+    let depth = match view.depth.as_str() {
+        "pending" => PaymentDepth::Pending {
+            confirmations: view.confirmations,
+        },
+        "confirmed" => PaymentDepth::Confirmed {
+            confirmations: view.confirmations,
+        },
+        "gone" => PaymentDepth::Gone,
+        _ => return Err(bad("unknown depth")),
+    };
+    Ok((
+        Payment {
+            reference: view.reference,
+            payer: view.payer,
+            amount_base_units: amount,
+            message: StatementMessage::parse(&raw),
+            raw_message: raw,
+            block: view.block,
+            callback_url: None,
+        },
+        depth,
+    ))
+}
+
+/// What a guardian reads payments from: its view of one chain, asked for a whole
+/// batch at once (one round trip to the node instead of one per payment where the
+/// source can do that).
+#[async_trait]
+pub trait PaymentSource: Send + Sync + 'static {
+    /// Each payment as [`ChainAdapter::payment`] would return it, in order.
+    async fn payments(
+        &self,
+        payments: &[&PaymentRef],
+    ) -> Vec<Result<Option<(Payment, PaymentDepth)>, ChainError>>;
+}
+
+/// Any [`ChainAdapter`] as a [`PaymentSource`]: the payments are read concurrently,
+/// one `payment` call each.
+pub struct EachPayment(pub Arc<dyn ChainAdapter>);
+
+#[async_trait]
+impl PaymentSource for EachPayment {
+    async fn payments(
+        &self,
+        payments: &[&PaymentRef],
+    ) -> Vec<Result<Option<(Payment, PaymentDepth)>, ChainError>> {
+        futures::future::join_all(payments.iter().map(|p| self.0.payment(p))).await
+    }
+}
+
+#[async_trait]
+impl PaymentSource for DevChainHttpAdapter {
+    async fn payments(
+        &self,
+        payments: &[&PaymentRef],
+    ) -> Vec<Result<Option<(Payment, PaymentDepth)>, ChainError>> {
+        // ChainError is not Clone: every payment gets its own copy of the failure.
+        let all = |e: ChainError| {
+            let (unavailable, text) = match e {
+                ChainError::Unavailable(m) => (true, m),
+                ChainError::BadResponse(m) => (false, m),
+                other => (false, other.to_string()),
+            };
+            payments
+                .iter()
+                .map(|_| {
+                    Err(if unavailable {
+                        ChainError::Unavailable(text.clone())
+                    } else {
+                        ChainError::BadResponse(text.clone())
+                    })
+                })
+                .collect()
         };
-        Ok(Some((
-            Payment {
-                reference: view.reference,
-                payer: view.payer,
-                amount_base_units: amount,
-                message: StatementMessage::parse(&raw),
-                raw_message: raw,
-                block: view.block,
-                callback_url: None,
-            },
-            depth,
-        )))
+        let mut out: Vec<Result<Option<(Payment, PaymentDepth)>, ChainError>> =
+            Vec::with_capacity(payments.len());
+        for chunk in payments.chunks(MAX_BATCH_READ) {
+            let query = PaymentsQuery {
+                payments: chunk
+                    .iter()
+                    .map(|p| PaymentKey {
+                        tx_hash: p.tx_hash.clone(),
+                        index: p.index,
+                    })
+                    .collect(),
+            };
+            let url = format!("{}/v1/demo/chains/{}/payments", self.base_url, self.chain);
+            let resp = match self.client.post(&url).json(&query).send().await {
+                Ok(r) => r,
+                Err(e) => return all(ChainError::Unavailable(e.to_string())),
+            };
+            if !resp.status().is_success() {
+                return all(ChainError::Unavailable(format!(
+                    "dev chain endpoint answered {}",
+                    resp.status()
+                )));
+            }
+            let view: PaymentsView = match resp.json().await {
+                Ok(v) => v,
+                Err(e) => return all(ChainError::BadResponse(e.to_string())),
+            };
+            if view.payments.len() != chunk.len() {
+                return all(ChainError::BadResponse(
+                    "the endpoint answered for other payments".into(),
+                ));
+            }
+            for (found, payment) in view.payments.into_iter().zip(chunk) {
+                out.push(if payment.chain != self.chain {
+                    Ok(None)
+                } else {
+                    found.map(|v| from_view(v, payment)).transpose()
+                });
+            }
+        }
+        out
     }
 }

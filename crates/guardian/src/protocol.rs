@@ -27,6 +27,8 @@ pub(crate) static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new)
 pub const REQUEST_TAG: &[u8] = b"ubtc-guardian-request-v1\n";
 /// Domain tag of a guardian's answer signature.
 pub const ANSWER_TAG: &[u8] = b"ubtc-guardian-answer-v1\n";
+/// Domain tag of a guardian's batch answer signature.
+pub const BATCH_ANSWER_TAG: &[u8] = b"ubtc-guardian-batch-answer-v1\n";
 /// Largest envelope body accepted, in bytes (a simple-form request is a few KiB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most requests in one batch (the pipeline claims 64 jobs at a time).
@@ -86,15 +88,16 @@ pub struct SignBatch {
     pub items: Vec<SignRequest>,
 }
 
-/// A guardian's answer to a batch: one sealed [`SignAnswer`] envelope per item, in
-/// item order — the same envelope `/v1/sign` would have returned for that item. The
-/// list itself is not signed: each item is, and names its request id, so an answer
-/// can be neither forged nor moved to another request.
+/// A guardian's answer to a batch, sealed once with [`BATCH_ANSWER_TAG`]: one
+/// [`SignAnswer`] per item, in item order — the answer `/v1/sign` would have sealed
+/// for that item alone. One signature covers them all; each names its request id,
+/// payment and statement digest, so none can be moved to another request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchAnswer {
     pub batch_id: Uuid,
-    pub answers: Vec<Envelope>,
+    pub guardian_key: String,
+    pub answers: Vec<SignAnswer>,
 }
 
 /// Stable refusal codes, listed in docs/guardians.md.

@@ -14,16 +14,16 @@ use bitcoin::secp256k1::PublicKey;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use ubtc_bitcoin::multisig::PartialSignature;
-use ubtc_chains::{BitcoinBackend, ChainAdapter, PaymentDepth};
-use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement, Timestamp};
+use ubtc_chains::{BitcoinBackend, PaymentDepth};
+use ubtc_core::{BlockStamp, ChainId, Payment, PaymentRef, Statement, Timestamp};
 use uuid::Uuid;
 
 use crate::config::{ChainViewKind, GuardianConfig};
-use crate::devchain::DevChainHttpAdapter;
+use crate::devchain::{DevChainHttpAdapter, PaymentSource};
 use crate::keystore::{self, GuardianKey};
 use crate::protocol::{
     self, BatchAnswer, Envelope, Outcome, ProtocolError, RefusalCode, SignAnswer, SignBatch,
-    SignRequest, ANSWER_TAG, REQUEST_TAG,
+    SignRequest, ANSWER_TAG, BATCH_ANSWER_TAG, REQUEST_TAG,
 };
 use crate::record::{Approval, ApprovalLog};
 use crate::GuardianError;
@@ -35,7 +35,9 @@ pub const TEST_EXIT_AFTER_RECORD_ENV: &str = "UBTC_GUARDIAN_TEST_EXIT_AFTER_RECO
 
 /// One watched chain: its view and its rate policy.
 pub struct WatchedChain {
-    pub adapter: Arc<dyn ChainAdapter>,
+    /// This guardian's view of the chain (wrap any `ChainAdapter` in
+    /// [`crate::devchain::EachPayment`]).
+    pub adapter: Arc<dyn PaymentSource>,
     pub max_signatures_per_minute: u32,
 }
 
@@ -52,7 +54,7 @@ struct Decisions {
     log: ApprovalLog,
     /// request id → (body digest, expiry, the answer sent): the same request gets the
     /// same answer; another body under a known id is a replay.
-    answered: HashMap<Uuid, (String, Timestamp, Envelope)>,
+    answered: HashMap<Uuid, (String, Timestamp, SignAnswer)>,
     /// Approval times per chain in the last minute, for the rate policy.
     recent: HashMap<ChainId, VecDeque<Timestamp>>,
     /// batch id → (envelope body digest, expiry): another body under a known batch id
@@ -123,7 +125,7 @@ impl Guardian {
         let log = ApprovalLog::open(&config.approvals)?;
         let mut chains = HashMap::new();
         for c in &config.chains {
-            let adapter: Arc<dyn ChainAdapter> = match c.kind {
+            let adapter: Arc<dyn PaymentSource> = match c.kind {
                 ChainViewKind::DevHttp => {
                     Arc::new(DevChainHttpAdapter::new(c.name.clone(), &c.url)?)
                 }
@@ -166,16 +168,30 @@ impl Guardian {
         payment: PaymentRef,
         statement_digest: String,
         outcome: Outcome,
+    ) -> SignAnswer {
+        SignAnswer {
+            request_id,
+            guardian_key: self.key.public_hex(),
+            payment,
+            statement_digest,
+            outcome,
+            at: Timestamp::now(),
+        }
+    }
+
+    /// Seals a batch answer. ECDSA nonces are deterministic (RFC 6979), so the same
+    /// answers sealed again give the same envelope, byte for byte.
+    fn seal_batch(
+        &self,
+        batch_id: Uuid,
+        answers: Vec<SignAnswer>,
     ) -> Result<Envelope, ProtocolError> {
         protocol::seal(
-            ANSWER_TAG,
-            &SignAnswer {
-                request_id,
+            BATCH_ANSWER_TAG,
+            &BatchAnswer {
+                batch_id,
                 guardian_key: self.key.public_hex(),
-                payment,
-                statement_digest,
-                outcome,
-                at: Timestamp::now(),
+                answers,
             },
             &self.key,
         )
@@ -192,27 +208,31 @@ impl Guardian {
                     // tell which of its requests failed; nothing in it is acted on.
                     let claimed: SignRequest = serde_json::from_str(&envelope.body)
                         .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-                    return self
-                        .refuse_all(
-                            std::slice::from_ref(&claimed),
-                            RefusalCode::BadRequestSignature,
-                            &e.to_string(),
-                        )?
-                        .pop()
-                        .ok_or_else(|| ProtocolError::Malformed("no answer".into()));
+                    let digest = claimed.statement.digest_hex();
+                    let answer = self.answer(
+                        claimed.request_id,
+                        claimed.payment,
+                        digest,
+                        refused(RefusalCode::BadRequestSignature, &e.to_string()),
+                    );
+                    return protocol::seal(ANSWER_TAG, &answer, &self.key);
                 }
             };
-        self.decide_and_answer(std::slice::from_ref(&request))
+        let answer = self
+            .decide_and_answer(std::slice::from_ref(&request))
             .await?
             .pop()
-            .ok_or_else(|| ProtocolError::Malformed("no answer".into()))
+            .ok_or_else(|| ProtocolError::Malformed("no answer".into()))?;
+        // Deterministic nonces: the same answer sealed again is the same envelope.
+        protocol::seal(ANSWER_TAG, &answer, &self.key)
     }
 
     /// Decides a batch: one signature check for the batch, then every item checked,
     /// recorded (one disk flush for the batch) and answered on its own, as
-    /// [`Guardian::handle`] would. `Err` only when the envelope cannot be read at all
-    /// or the batch is empty or too large.
-    pub async fn handle_batch(&self, envelope: &Envelope) -> Result<BatchAnswer, ProtocolError> {
+    /// [`Guardian::handle`] would; the answers go back under one guardian signature
+    /// ([`BatchAnswer`]). `Err` only when the envelope cannot be read at all or the
+    /// batch is empty or too large.
+    pub async fn handle_batch(&self, envelope: &Envelope) -> Result<Envelope, ProtocolError> {
         let batch: SignBatch = match protocol::open_limited(
             REQUEST_TAG,
             envelope,
@@ -229,11 +249,8 @@ impl Guardian {
                     &claimed.items,
                     RefusalCode::BadRequestSignature,
                     &e.to_string(),
-                )?;
-                return Ok(BatchAnswer {
-                    batch_id: claimed.batch_id,
-                    answers,
-                });
+                );
+                return self.seal_batch(claimed.batch_id, answers);
             }
         };
         check_batch_size(&batch)?;
@@ -266,22 +283,19 @@ impl Guardian {
             }
         };
         let answers = match batch_refusal {
-            Some((code, detail)) => self.refuse_all(&batch.items, code, detail)?,
+            Some((code, detail)) => self.refuse_all(&batch.items, code, detail),
             None => self.decide_and_answer(&batch.items).await?,
         };
-        Ok(BatchAnswer {
-            batch_id: batch.batch_id,
-            answers,
-        })
+        self.seal_batch(batch.batch_id, answers)
     }
 
-    /// Signed refusals for every request, remembered nowhere (nothing was decided).
+    /// Refusals for every request, remembered nowhere (nothing was decided).
     fn refuse_all(
         &self,
         requests: &[SignRequest],
         code: RefusalCode,
         detail: &str,
-    ) -> Result<Vec<Envelope>, ProtocolError> {
+    ) -> Vec<SignAnswer> {
         requests
             .iter()
             .map(|r| {
@@ -295,12 +309,12 @@ impl Guardian {
             .collect()
     }
 
-    /// Decides every request and seals the answers, in order; remembers each new
-    /// answer under its request id so the same request gets it again.
+    /// Decides every request and answers it, in order; remembers each new answer
+    /// under its request id so the same request gets it again.
     async fn decide_and_answer(
         &self,
         requests: &[SignRequest],
-    ) -> Result<Vec<Envelope>, ProtocolError> {
+    ) -> Result<Vec<SignAnswer>, ProtocolError> {
         let items: Vec<Item<'_>> = requests
             .iter()
             .map(|req| {
@@ -332,7 +346,7 @@ impl Guardian {
                         item.req.payment.clone(),
                         item.digest,
                         outcome,
-                    )?;
+                    );
                     if remember {
                         fresh.push((
                             item.req.request_id,
@@ -414,17 +428,30 @@ impl Guardian {
             }
         }
 
-        // The payments, re-read from this guardian's own views, all at once.
-        let reads = futures::future::join_all(items.iter().zip(&out).map(|(item, o)| async move {
-            match o {
-                Some(_) => None,
-                None => Some(self.check_payment(item.req).await),
+        // The payments, re-read from this guardian's own views: one batch read per
+        // chain.
+        let mut by_chain: HashMap<&ChainId, Vec<usize>> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if out[i].is_none() {
+                by_chain.entry(&item.req.payment.chain).or_default().push(i);
             }
-        }))
-        .await;
-        for (o, read) in out.iter_mut().zip(reads) {
-            if let Some(Err(refusal)) = read {
-                *o = Some(refusal);
+        }
+        for (chain, indices) in by_chain {
+            let Some(watched) = self.chains.get(chain) else {
+                continue;
+            };
+            let refs: Vec<&PaymentRef> = indices.iter().map(|&i| &items[i].req.payment).collect();
+            let read = watched.adapter.payments(&refs).await;
+            for (&i, found) in indices.iter().zip(read) {
+                if let Err(refusal) = check_payment(items[i].req, found) {
+                    out[i] = Some(refusal);
+                }
+            }
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            // A source that answered for fewer payments than asked: not read, no approval.
+            if o.is_none() && !self.chains.contains_key(&items[i].req.payment.chain) {
+                *o = Some(refuse(RefusalCode::PaymentUnknown, "chain not watched"));
             }
         }
 
@@ -453,12 +480,12 @@ impl Guardian {
             if out[i].is_some() {
                 continue;
             }
-            let signed = item
-                .req
-                .signing
-                .clone()
-                .prepare()
-                .and_then(|prepared| prepared.sign_partial(self.key.secret()));
+            let signed = item.req.signing.clone().prepare().and_then(|prepared| {
+                prepared.sign_partial_as(
+                    self.key.secret(),
+                    bitcoin::CompressedPublicKey(self.key.public()),
+                )
+            });
             match signed {
                 Ok(p) => partials[i] = Some(p),
                 Err(e) => out[i] = Some(refuse(RefusalCode::BadRequest, &e.to_string())),
@@ -600,62 +627,6 @@ impl Guardian {
         Ok(())
     }
 
-    /// Re-reads the payment from this guardian's view and rebuilds the statement.
-    async fn check_payment(&self, req: &SignRequest) -> Result<(), Decided> {
-        let Some(watched) = self.chains.get(&req.payment.chain) else {
-            return Err(refuse(
-                RefusalCode::PaymentUnknown,
-                &format!("this guardian does not watch {}", req.payment.chain),
-            ));
-        };
-        let payment = match watched.adapter.payment(&req.payment).await {
-            Ok(Some((payment, PaymentDepth::Confirmed { .. }))) => payment,
-            Ok(Some((_, PaymentDepth::Pending { confirmations }))) => {
-                return Err(refuse(
-                    RefusalCode::PaymentUnconfirmed,
-                    &format!("{confirmations} confirmations on this guardian's view"),
-                ))
-            }
-            Ok(Some((_, PaymentDepth::Gone))) => {
-                return Err(refuse(
-                    RefusalCode::PaymentUnknown,
-                    "the payment is not on the canonical chain of this guardian's view",
-                ))
-            }
-            Ok(None) => {
-                return Err(refuse(
-                    RefusalCode::PaymentUnknown,
-                    "no such payment on this guardian's view",
-                ))
-            }
-            Err(e) => return Err(refuse(RefusalCode::ChainUnavailable, &e.to_string())),
-        };
-        let Ok(message) = payment.message.clone() else {
-            return Err(refuse(
-                RefusalCode::StatementMismatch,
-                "the payment's message cannot be signed",
-            ));
-        };
-        // Rebuild from what this guardian saw; only the block stamp and request id
-        // come from the coordinator (they are not chain data; the stamp is checked
-        // against this guardian's Bitcoin view next), and the version was checked.
-        let mut rebuilt = Statement::new(
-            payment.reference.clone(),
-            payment.payer.clone(),
-            message,
-            req.statement.bitcoin_block.clone(),
-            req.statement.request_id,
-        );
-        rebuilt.version = req.statement.version;
-        if rebuilt.text() != req.statement.text() {
-            return Err(refuse(
-                RefusalCode::StatementMismatch,
-                "the statement differs from the one rebuilt from this guardian's view",
-            ));
-        }
-        Ok(())
-    }
-
     /// The stamp must be a block of this guardian's Bitcoin view (at or below its tip,
     /// same hash at that height) and at most `max_stamp_age_blocks` below the tip: a
     /// statement stamped with an old or invented block would not prove it was signed
@@ -735,6 +706,59 @@ impl Guardian {
     }
 }
 
+/// Judges the payment as this guardian's view has it, and rebuilds the statement.
+fn check_payment(
+    req: &SignRequest,
+    found: Result<Option<(Payment, PaymentDepth)>, ubtc_chains::ChainError>,
+) -> Result<(), Decided> {
+    let payment = match found {
+        Ok(Some((payment, PaymentDepth::Confirmed { .. }))) => payment,
+        Ok(Some((_, PaymentDepth::Pending { confirmations }))) => {
+            return Err(refuse(
+                RefusalCode::PaymentUnconfirmed,
+                &format!("{confirmations} confirmations on this guardian's view"),
+            ))
+        }
+        Ok(Some((_, PaymentDepth::Gone))) => {
+            return Err(refuse(
+                RefusalCode::PaymentUnknown,
+                "the payment is not on the canonical chain of this guardian's view",
+            ))
+        }
+        Ok(None) => {
+            return Err(refuse(
+                RefusalCode::PaymentUnknown,
+                "no such payment on this guardian's view",
+            ))
+        }
+        Err(e) => return Err(refuse(RefusalCode::ChainUnavailable, &e.to_string())),
+    };
+    let Ok(message) = payment.message.clone() else {
+        return Err(refuse(
+            RefusalCode::StatementMismatch,
+            "the payment's message cannot be signed",
+        ));
+    };
+    // Rebuild from what this guardian saw; only the block stamp and request id come
+    // from the coordinator (they are not chain data; the stamp is checked against
+    // this guardian's Bitcoin view next), and the version was checked.
+    let mut rebuilt = Statement::new(
+        payment.reference.clone(),
+        payment.payer.clone(),
+        message,
+        req.statement.bitcoin_block.clone(),
+        req.statement.request_id,
+    );
+    rebuilt.version = req.statement.version;
+    if rebuilt.text() != req.statement.text() {
+        return Err(refuse(
+            RefusalCode::StatementMismatch,
+            "the statement differs from the one rebuilt from this guardian's view",
+        ));
+    }
+    Ok(())
+}
+
 /// One request with the digests computed once.
 struct Item<'a> {
     req: &'a SignRequest,
@@ -758,7 +782,7 @@ fn check_batch_size(batch: &SignBatch) -> Result<(), ProtocolError> {
 enum Decided {
     Answer(Outcome),
     /// The exact answer already sent for this request.
-    Repeat(Envelope),
+    Repeat(SignAnswer),
 }
 
 fn refused(code: RefusalCode, detail: &str) -> Outcome {
@@ -795,7 +819,7 @@ async fn sign_batch_handler(
     Json(envelope): Json<Envelope>,
 ) -> Response {
     match guardian.handle_batch(&envelope).await {
-        Ok(answer) => Json(answer).into_response(),
+        Ok(sealed) => Json(sealed).into_response(),
         Err(e) => (
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "code": "malformed_request", "message": e.to_string() })),

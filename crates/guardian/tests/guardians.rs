@@ -69,7 +69,7 @@ async fn send(url: &str, envelope: &Envelope, guardian: &GuardianKey) -> (SignAn
     (body, answer)
 }
 
-async fn send_batch(url: &str, envelope: &Envelope) -> BatchAnswer {
+async fn send_batch(url: &str, envelope: &Envelope) -> Envelope {
     let resp = reqwest::Client::new()
         .post(format!("{url}/v1/sign_batch"))
         .json(envelope)
@@ -80,17 +80,24 @@ async fn send_batch(url: &str, envelope: &Envelope) -> BatchAnswer {
     resp.json().await.unwrap()
 }
 
-/// Opens every answer of a batch with the guardian's key.
-fn bodies(batch: &BatchAnswer, guardian: &GuardianKey) -> Vec<SignAnswer> {
-    batch
-        .answers
-        .iter()
-        .map(|a| {
-            protocol::open(ANSWER_TAG, a, &[guardian.public()])
-                .unwrap()
-                .0
-        })
-        .collect()
+/// Opens a batch answer with the guardian's key (and no other tag).
+fn open_batch(sealed: &Envelope, guardian: &GuardianKey) -> BatchAnswer {
+    assert!(protocol::open::<BatchAnswer>(ANSWER_TAG, sealed, &[guardian.public()]).is_err());
+    protocol::open_limited(
+        protocol::BATCH_ANSWER_TAG,
+        sealed,
+        &[guardian.public()],
+        protocol::MAX_BATCH_BODY_BYTES,
+    )
+    .unwrap()
+    .0
+}
+
+/// The answers of a batch, opened with the guardian's key.
+fn bodies(sealed: &Envelope, guardian: &GuardianKey) -> Vec<SignAnswer> {
+    let batch = open_batch(sealed, guardian);
+    assert_eq!(batch.guardian_key, guardian.public_hex());
+    batch.answers
 }
 
 fn batch_of(items: Vec<SignRequest>, ttl_ms: i64) -> SignBatch {
@@ -315,19 +322,17 @@ async fn tampered_partial_rejected_by_coordinator() {
         upstream: String,
         key: GuardianKey,
     }
-    async fn tamper(State(p): State<Arc<Proxy>>, Json(env): Json<Envelope>) -> Json<BatchAnswer> {
-        let mut batch = send_batch(&p.upstream, &env).await;
-        for answer in &mut batch.answers {
-            let (mut body, _): (SignAnswer, _) =
-                protocol::open(ANSWER_TAG, answer, &[p.key.public()]).unwrap();
+    async fn tamper(State(p): State<Arc<Proxy>>, Json(env): Json<Envelope>) -> Json<Envelope> {
+        let sealed = send_batch(&p.upstream, &env).await;
+        let mut batch = open_batch(&sealed, &p.key);
+        for body in &mut batch.answers {
             if let Outcome::Approved { partial, .. } = &mut body.outcome {
                 let sig = &mut partial.signatures[0];
                 let i = sig.len() - 10;
                 sig[i] ^= 1;
             }
-            *answer = protocol::seal(ANSWER_TAG, &body, &p.key).unwrap();
         }
-        Json(batch)
+        Json(protocol::seal(protocol::BATCH_ANSWER_TAG, &batch, &p.key).unwrap())
     }
     let proxy = Arc::new(Proxy {
         upstream: h.urls[0].clone(),
@@ -385,7 +390,7 @@ async fn batch_items_are_decided_and_answered_individually() {
     let batch = batch_of(items.clone(), 30_000);
     let env = c.seal_batch(&batch).unwrap();
     let answer = send_batch(&h.urls[0], &env).await;
-    assert_eq!(answer.batch_id, batch.batch_id);
+    assert_eq!(open_batch(&answer, &h.keys[0]).batch_id, batch.batch_id);
     let got = bodies(&answer, &h.keys[0]);
     let codes: Vec<Option<RefusalCode>> = got.iter().map(refusal).collect();
     assert_eq!(
@@ -415,15 +420,16 @@ async fn batch_items_are_decided_and_answered_individually() {
 
     // The same batch again: the same answers, byte for byte, nothing new recorded.
     let again = send_batch(&h.urls[0], &env).await;
-    assert_eq!(
-        again.answers.iter().map(|a| &a.body).collect::<Vec<_>>(),
-        answer.answers.iter().map(|a| &a.body).collect::<Vec<_>>()
-    );
+    assert_eq!(again.body, answer.body);
+    assert_eq!(again.signature, answer.signature);
     let record = std::fs::read_to_string(h.dir.path().join("g0.jsonl")).unwrap();
     assert_eq!(record.lines().count(), 2);
     // One of its requests alone, as /v1/sign: the same answer too.
-    let (_, alone) = send(&h.urls[0], &c.seal_request(&items[0]).unwrap(), &h.keys[0]).await;
-    assert_eq!(alone.body, answer.answers[0].body);
+    let (alone, _) = send(&h.urls[0], &c.seal_request(&items[0]).unwrap(), &h.keys[0]).await;
+    assert_eq!(
+        serde_json::to_string(&alone).unwrap(),
+        serde_json::to_string(&got[0]).unwrap()
+    );
 
     // The batch id again with another body: every item is a replay.
     let mut other = batch.clone();

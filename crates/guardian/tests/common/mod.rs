@@ -95,7 +95,7 @@ impl Harness {
             } else {
                 h.chain_url.clone()
             };
-            let adapter: Arc<dyn ChainAdapter> =
+            let adapter: Arc<dyn ubtc_guardian::devchain::PaymentSource> =
                 Arc::new(DevChainHttpAdapter::new(h.chain.clone(), &view).unwrap());
             let guardian = Arc::new(Guardian::new(
                 key.clone(),
