@@ -348,18 +348,19 @@ async fn every_route_every_role_every_credential() {
                 )
                 .await;
             if route.accepts(&[role]) {
+                // Past the guard: the handler answers. An empty body, an unknown id
+                // or a feature that is not configured here (reserve operations) is
+                // refused as bad input, never as an authorization failure, and never
+                // with a server error.
                 assert!(
-                    s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                    s != StatusCode::UNAUTHORIZED
+                        && s != StatusCode::FORBIDDEN
+                        && !s.is_server_error(),
                     "{what} as {role}: {s} {v}"
                 );
-                // GETs without an id succeed; changes with an empty body and
-                // anything with an unknown id are refused as bad input, never as an
-                // authorization failure (nor as a server error).
                 if method == Method::GET && !route.path.contains('{') {
-                    assert!(s.is_success(), "{what} as {role}: {s} {v}");
-                } else {
                     assert!(
-                        s.is_success() || s.is_client_error(),
+                        s.is_success() || code(&v).ends_with("_disabled"),
                         "{what} as {role}: {s} {v}"
                     );
                 }
