@@ -1025,6 +1025,25 @@ mod tests {
     }
 
     #[test]
+    fn dashboard_explorer_url_setting() {
+        let url = "https://mempool.space/address/{address}";
+        let c = Config::load(None, &env(&[("UBTC_DASHBOARD_EXPLORER_URL", url)])).unwrap();
+        assert_eq!(c.dashboard.explorer_url, url);
+        // It lands in every visitor's page: only plain http(s) URLs.
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x/{address}",
+            "https://x/\"onmouseover=1",
+            "https://x/ a",
+        ] {
+            assert!(
+                Config::load(None, &env(&[("UBTC_DASHBOARD_EXPLORER_URL", bad)])).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn guardian_signer_settings() {
         const K1: &str = "0289979e1b999bbca39ce6f4ae8f55fd39697e15f3cde350c0373c4557f53dd908";
         const K2: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
