@@ -49,10 +49,27 @@ pub enum ErrorCode {
     DemoUnavailable,
     Timeout,
     Internal,
+    // Reserve operations (admin/reserve.rs).
+    UnknownChain,
+    InvalidAmount,
+    InvalidAddress,
+    RatioBelowOne,
+    DepositNotConfirmed,
+    ExceedsDeposit,
+    BurnNotConfirmed,
+    ReleaseExceedsBurn,
+    DailyLimitExceeded,
+    OperationConflict,
+    WrongState,
+    OperationNotFound,
+    InsufficientReserves,
+    ReleaseInvalid,
+    ReserveOpsDisabled,
+    ChainUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 49] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidParameter,
         ErrorCode::InvalidChain,
@@ -86,6 +103,22 @@ impl ErrorCode {
         ErrorCode::DemoUnavailable,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::UnknownChain,
+        ErrorCode::InvalidAmount,
+        ErrorCode::InvalidAddress,
+        ErrorCode::RatioBelowOne,
+        ErrorCode::DepositNotConfirmed,
+        ErrorCode::ExceedsDeposit,
+        ErrorCode::BurnNotConfirmed,
+        ErrorCode::ReleaseExceedsBurn,
+        ErrorCode::DailyLimitExceeded,
+        ErrorCode::OperationConflict,
+        ErrorCode::WrongState,
+        ErrorCode::OperationNotFound,
+        ErrorCode::InsufficientReserves,
+        ErrorCode::ReleaseInvalid,
+        ErrorCode::ReserveOpsDisabled,
+        ErrorCode::ChainUnavailable,
     ];
 
     /// The table: stable code string and HTTP status of each error.
@@ -125,6 +158,22 @@ impl ErrorCode {
             DemoUnavailable => ("demo_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Timeout => ("timeout", StatusCode::SERVICE_UNAVAILABLE),
             Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+            UnknownChain => ("unknown_chain", StatusCode::BAD_REQUEST),
+            InvalidAmount => ("invalid_amount", StatusCode::BAD_REQUEST),
+            InvalidAddress => ("invalid_address", StatusCode::BAD_REQUEST),
+            RatioBelowOne => ("ratio_below_one", StatusCode::UNPROCESSABLE_ENTITY),
+            DepositNotConfirmed => ("deposit_not_confirmed", StatusCode::CONFLICT),
+            ExceedsDeposit => ("exceeds_deposit", StatusCode::UNPROCESSABLE_ENTITY),
+            BurnNotConfirmed => ("burn_not_confirmed", StatusCode::CONFLICT),
+            ReleaseExceedsBurn => ("release_exceeds_burn", StatusCode::UNPROCESSABLE_ENTITY),
+            DailyLimitExceeded => ("daily_limit_exceeded", StatusCode::UNPROCESSABLE_ENTITY),
+            OperationConflict => ("conflict", StatusCode::CONFLICT),
+            WrongState => ("wrong_state", StatusCode::CONFLICT),
+            OperationNotFound => ("operation_not_found", StatusCode::NOT_FOUND),
+            InsufficientReserves => ("insufficient_reserves", StatusCode::UNPROCESSABLE_ENTITY),
+            ReleaseInvalid => ("release_invalid", StatusCode::UNPROCESSABLE_ENTITY),
+            ReserveOpsDisabled => ("reserve_ops_disabled", StatusCode::NOT_FOUND),
+            ChainUnavailable => ("chain_unavailable", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 

@@ -44,6 +44,9 @@ pub struct ApiState {
     /// Block-explorer link of reserve addresses on the dashboard (`{address}` is
     /// replaced, else the address is appended); `None`: no link.
     pub explorer_url: Option<String>,
+    /// Deposits, mints, burns and releases (`/v1/admin/{deposits,mints,burns,releases}`);
+    /// `None`: the requests answer `reserve_ops_disabled` (lists still read the store).
+    pub reserve_ops: Option<Arc<ubtc_pipeline::reserve_ops::ReserveOps>>,
 }
 
 impl ApiState {
@@ -61,7 +64,13 @@ impl ApiState {
             webhook_admin: None,
             admin: None,
             explorer_url: None,
+            reserve_ops: None,
         }
+    }
+
+    pub fn with_reserve_ops(mut self, ops: Arc<ubtc_pipeline::reserve_ops::ReserveOps>) -> Self {
+        self.reserve_ops = Some(ops);
+        self
     }
 
     pub fn with_admin(mut self, admin: crate::admin::AdminAuth) -> Self {

@@ -16,6 +16,7 @@
 pub mod auth;
 mod handlers;
 pub mod password;
+mod reserve;
 pub mod token;
 pub mod totp;
 
@@ -155,6 +156,15 @@ pub static ADMIN_ROUTES: &[AdminRoute] = &[
     admin_route!(DELETE "/v1/webhooks/{id}", [Operator], webhooks::deactivate),
     admin_route!(GET "/v1/webhooks/deliveries", [Operator, Auditor], webhooks::deliveries),
     admin_route!(POST "/v1/webhooks/deliveries/{event_id}/redeliver", [Operator], webhooks::redeliver),
+    // ----- reserve operations (operator; auditors read), docs/reserve-ops.md -----
+    admin_route!(POST "/v1/admin/deposits", [Operator], reserve::record_deposit),
+    admin_route!(GET "/v1/admin/deposits", [Operator, Auditor], reserve::list_deposits),
+    admin_route!(POST "/v1/admin/mints", [Operator], reserve::request_mint),
+    admin_route!(GET "/v1/admin/mints", [Operator, Auditor], reserve::list_mints),
+    admin_route!(POST "/v1/admin/burns", [Operator], reserve::request_burn),
+    admin_route!(GET "/v1/admin/burns", [Operator, Auditor], reserve::list_burns),
+    admin_route!(POST "/v1/admin/releases", [Operator], reserve::request_release),
+    admin_route!(GET "/v1/admin/releases", [Operator, Auditor], reserve::list_releases),
 ];
 
 /// The table entry of a matched route (HEAD is served by GET routes).
