@@ -16,6 +16,7 @@ use ubtc_api::{
 };
 use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::evm::{EvmAdapter, EvmConfig};
+use ubtc_chains::solana::{Commitment, SolanaAdapter, SolanaConfig};
 use ubtc_chains::{BitcoinBackend, ChainAdapter};
 use ubtc_core::bundle::BitcoinNetwork;
 use ubtc_core::payment::Payer;
@@ -277,6 +278,8 @@ pub struct Chains {
     pub dev: HashMap<ChainId, (DevChain, u128)>,
     /// EVM adapters, checked against their node when their monitor starts.
     pub evm: HashMap<ChainId, Arc<EvmAdapter>>,
+    /// Solana adapters (their supply source too, when a mint is configured).
+    pub solana: HashMap<ChainId, Arc<SolanaAdapter>>,
 }
 
 pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
@@ -284,6 +287,7 @@ pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
         adapters: Vec::new(),
         dev: HashMap::new(),
         evm: HashMap::new(),
+        solana: HashMap::new(),
     };
     for c in &config.chains {
         let min = config.min_payment(c)?;
@@ -305,6 +309,24 @@ pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
             let adapter =
                 Arc::new(EvmAdapter::new(evm).with_context(|| format!("chain {}", c.name))?);
             chains.evm.insert(c.name.clone(), adapter.clone());
+            chains.adapters.push((adapter, policy, c.clone()));
+            continue;
+        }
+        if c.kind == ChainKind::Solana {
+            let address = c
+                .payment_address
+                .as_deref()
+                .context("solana chain without payment_address")?;
+            let mut solana = SolanaConfig::new(c.name.clone(), c.rpc_url.expose(), address);
+            solana.token_mint = c.token_contract.clone();
+            solana.start_slot = c.start_block;
+            if let Some(commitment) = c.commitment.as_deref() {
+                solana.commitment =
+                    Commitment::parse(commitment).with_context(|| format!("chain {}", c.name))?;
+            }
+            let adapter =
+                Arc::new(SolanaAdapter::new(solana).with_context(|| format!("chain {}", c.name))?);
+            chains.solana.insert(c.name.clone(), adapter.clone());
             chains.adapters.push((adapter, policy, c.clone()));
             continue;
         }

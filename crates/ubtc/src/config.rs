@@ -223,11 +223,12 @@ pub struct ChainConfig {
     /// EVM: the `PaymentRouter` contract (contract payments).
     #[serde(default)]
     pub payment_contract: Option<String>,
-    /// EVM: the `WrappedBTC` token contract (supply for the reserve ratio).
+    /// EVM: the `WrappedBTC` token contract; Solana: the wrapped token's SPL mint
+    /// (supply for the reserve ratio).
     #[serde(default)]
     pub token_contract: Option<String>,
     /// EVM: first block scanned when the monitor has no cursor yet (the router's
-    /// deployment block).
+    /// deployment block); Solana: the first slot.
     #[serde(default)]
     pub start_block: u64,
     /// How long this chain's monitor sleeps when idle (0: `pipeline.poll_ms`).
@@ -237,6 +238,10 @@ pub struct ChainConfig {
     /// has no token contract; 0: none).
     #[serde(default)]
     pub dev_supply_sats: u64,
+    /// Solana: the commitment at which a payment counts, `finalized` (default) or
+    /// `confirmed`.
+    #[serde(default)]
+    pub commitment: Option<String>,
 }
 
 fn default_scan_max_blocks() -> u64 {
@@ -273,6 +278,7 @@ impl Default for Config {
                 start_block: 0,
                 poll_ms: 0,
                 dev_supply_sats: 200_000_000,
+                commitment: None,
             }],
         }
     }
@@ -746,10 +752,51 @@ impl Config {
                 }
             }
             if chain.kind == ChainKind::Solana {
+                self.validate_solana(chain)?;
+            } else if chain.commitment.is_some() {
                 return bad(format!(
-                    "chain {} has kind {}, which this build cannot monitor yet (dev, evm)",
-                    chain.name,
-                    chain.kind.as_str()
+                    "chains.{}.commitment applies to solana chains only",
+                    chain.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A solana chain needs an RPC URL and a payment address; addresses are base58
+    /// public keys; the commitment is `confirmed` or `finalized`.
+    fn validate_solana(&self, chain: &ChainConfig) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let name = &chain.name;
+        if chain.rpc_url.is_empty() {
+            return bad(format!("chains.{name}: a solana chain needs rpc_url"));
+        }
+        let Some(address) = chain.payment_address.as_deref() else {
+            return bad(format!(
+                "chains.{name}: a solana chain needs payment_address"
+            ));
+        };
+        for (what, value) in [
+            ("payment_address", Some(address)),
+            ("token_contract", chain.token_contract.as_deref()),
+        ] {
+            if let Some(v) = value {
+                if let Err(e) = ubtc_chains::solana::wire::decode_pubkey(v) {
+                    return bad(format!(
+                        "chains.{name}.{what} {v:?} is not a Solana address: {e}"
+                    ));
+                }
+            }
+        }
+        if chain.payment_contract.is_some() || chain.chain_id.is_some() {
+            return bad(format!(
+                "chains.{name}: payment_contract and chain_id apply to evm chains only"
+            ));
+        }
+        if let Some(c) = chain.commitment.as_deref() {
+            if ubtc_chains::solana::Commitment::parse(c).is_err() {
+                return bad(format!(
+                    "chains.{name}.commitment must be confirmed or finalized, not {c:?}"
                 ));
             }
         }
@@ -985,6 +1032,41 @@ mod tests {
                 Config::load(Some(&path), &env(&[])).unwrap_err(),
                 ConfigError::Invalid(_)
             ));
+        }
+    }
+
+    #[test]
+    fn solana_chains() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("solana.toml");
+        let chain = "[[chains]]\nname = \"solana\"\nkind = \"solana\"\nmin_payment = \"10000000\"\nconfirmations = 32\n";
+        let address = "payment_address = \"9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM\"\n";
+        let rpc = "rpc_url = \"https://solana.example/?api-key=key-abc\"\n";
+        let full = format!("{chain}{address}{rpc}token_contract = \"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr\"\ncommitment = \"confirmed\"\nstart_block = 5\n");
+        std::fs::write(&path, &full).unwrap();
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.chains[0].kind, ChainKind::Solana);
+        assert_eq!(c.chains[0].commitment.as_deref(), Some("confirmed"));
+        assert!(!format!("{c:?}").contains("key-abc"));
+        // Missing RPC URL or address, an address that is not base58 of 32 bytes, an
+        // unknown commitment, EVM-only keys, a commitment on another kind: invalid.
+        for bad in [
+            format!("{chain}{address}"),
+            format!("{chain}{rpc}"),
+            format!("{chain}{rpc}payment_address = \"0xdef0000000000000000000000000000000000001\"\n"),
+            format!("{chain}{rpc}{address}token_contract = \"abc\"\n"),
+            format!("{chain}{rpc}{address}commitment = \"processed\"\n"),
+            format!("{chain}{rpc}{address}chain_id = 1\n"),
+            "[[chains]]\nname = \"dev\"\nkind = \"dev\"\nmin_payment = \"1\"\nconfirmations = 1\npayment_address = \"0x1\"\ncommitment = \"finalized\"\n".to_owned(),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                matches!(
+                    Config::load(Some(&path), &env(&[])).unwrap_err(),
+                    ConfigError::Invalid(_)
+                ),
+                "{bad}"
+            );
         }
     }
 
