@@ -167,6 +167,14 @@ try {
   const item = page.locator('#feed li', { hasText: message });
   await item.waitFor({ timeout: 60000 });
   summary.feed_status_first_seen = await item.getAttribute('data-status');
+  // The feed follows the validation to `signed` without a reload…
+  await page.locator('#feed li[data-status=signed]', { hasText: message }).waitFor({ timeout: 90000 });
+  // …and the guardians that signed it show as answering (2-of-3 in the demo).
+  const answering = await until('two guardians answering', async () => {
+    const n = await page.locator('#guardians li', { hasText: 'answering' }).count();
+    return n >= 2 ? n : null;
+  }, 20000, 500);
+  summary.guardians_answering = answering;
   if (shots) {
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: path.join(shots, 'dashboard-desktop.png'), fullPage: true });

@@ -212,7 +212,15 @@
       // The chosen range, not the data's extent: one point must not fill the width.
       scales: { x: { time: true, range: function () { return range; } } },
       series: [{ label: 'time (UTC)', value: '{YYYY}-{MM}-{DD} {HH}:{mm}' }].concat(series),
-      axes: [{}, { size: 70 }],
+      // 24-hour UTC labels: times on the axis, dates once the range spans days.
+      axes: [{ values: function (u, splits) {
+        var span = range[1] - range[0];
+        return splits.map(function (ts) {
+          var d = new Date(ts * 1000);
+          return span > 2 * 86400 ? (d.getUTCMonth() + 1) + '-' + pad(d.getUTCDate())
+            : pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes());
+        });
+      } }, { size: 70 }],
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'); }
     };
     if (chartState[key]) chartState[key].destroy();
@@ -322,7 +330,7 @@
           el('strong', { text: x.name }),
           el('code', { title: x.public_key, text: x.fingerprint || short(x.public_key, 6) }),
           el('span', { cls: 'meta', text: 'last answer: ' + (x.last_seen ? utc(x.last_seen) : 'none') }),
-          el('span', { cls: 'meta', text: refusals.length + ' refusal' + (refusals.length === 1 ? '' : 's') + ' in the last ' + (x.recent || []).length + ' answers' +
+          el('span', { cls: 'meta', text: !(x.recent || []).length ? 'no answers yet' : refusals.length + ' refusal' + (refusals.length === 1 ? '' : 's') + ' in the last ' + x.recent.length + ' answers' +
             (refusals.length ? ' (latest: ' + (refusals[refusals.length - 1].reason_code || refusals[refusals.length - 1].decision) + ')' : '') })));
       });
     }, function (e) {
@@ -434,7 +442,7 @@
       loadGuardians();
       setInterval(loadReserves, REFRESH_MS);
       setInterval(loadFeed, FEED_MS);
-      setInterval(loadGuardians, REFRESH_MS * 2);
+      setInterval(loadGuardians, REFRESH_MS);
     });
   }
 

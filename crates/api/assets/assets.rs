@@ -4,7 +4,7 @@
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
-        etag: "\"cb75643893b84a8bec769edce4a85e4e\"",
+        etag: "\"a87fe1c21e38d3d8b95d3f6fcd99bfd7\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/index.html")),
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/index.html.gz")),
@@ -18,12 +18,12 @@
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html.gz")),
     },
     Asset {
-        name: "app.c20e652c1621.js",
+        name: "app.0877c204fef5.js",
         content_type: "text/javascript; charset=utf-8",
-        etag: "\"c20e652c1621ba0032e1b6f5d68c90b7\"",
+        etag: "\"0877c204fef5185c44d68e07f8c624c8\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.c20e652c1621.js")),
-        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.c20e652c1621.js.gz")),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.0877c204fef5.js")),
+        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.0877c204fef5.js.gz")),
     },
     Asset {
         name: "admin.a948f999b649.js",

@@ -38,6 +38,51 @@ impl Drop for Demo {
     }
 }
 
+/// A day of reserve history written before the demo starts (one snapshot every 30
+/// minutes, the reserve moving between 3 and 4.5 BTC against 2 BTC of supply), so
+/// the charts have many points to draw; the demo's own snapshots follow it, as the
+/// store expects history in insertion order.
+fn seed_history(data: &Path) {
+    use ubtc_core::bundle::SupplyEntry;
+    use ubtc_core::{ChainId, Sats, Timestamp, TokenAmount};
+    use ubtc_store::{ReserveSnapshot, Store};
+
+    std::fs::create_dir_all(data).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite:{}", data.join("ubtc.db").display());
+        let store = ubtc_store::SqliteStore::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let now = Timestamp::now().as_millis();
+        let supply_sats = 200_000_000u64;
+        for i in (1..=48i64).rev() {
+            let taken_at = Timestamp::from_millis(now - i * 30 * 60 * 1000);
+            let reserve_sats = 300_000_000 + (i as u64 % 7) * 25_000_000;
+            store
+                .record_reserve_snapshot(&ReserveSnapshot {
+                    taken_at,
+                    bitcoin_height: 850_000 - i as u32,
+                    bitcoin_block_hash: format!("{:064x}", 850_000 - i),
+                    reserve_sats: Sats(reserve_sats),
+                    supply_sats: Sats(supply_sats),
+                    ratio_ppm: Some(reserve_sats * 1_000_000 / supply_sats),
+                    healthy: true,
+                    stale: false,
+                    supply: vec![SupplyEntry {
+                        chain: ChainId::parse("dev").unwrap(),
+                        token: "dev".into(),
+                        block_number: 1,
+                        block_hash: format!("0x{:064x}", 1),
+                        supply: TokenAmount::new(u128::from(supply_sats), 8),
+                        as_of: taken_at,
+                    }],
+                })
+                .await
+                .unwrap();
+        }
+    });
+}
+
 /// Starts `ubtc demo --port 0` and returns it with its base URL, read from the line
 /// `  API  http://…` it prints once it listens.
 fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (Demo, String) {
@@ -95,7 +140,9 @@ fn dashboard_in_headless_chromium() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (demo, base) = start_demo(&dir.path().join("demo"), &[]);
+    let data = dir.path().join("demo");
+    seed_history(&data);
+    let (demo, base) = start_demo(&data, &[]);
     let bundle = dir.path().join("downloaded-proof.json");
     let out = Command::new("node")
         .arg(root.join("tests/e2e/dashboard.mjs"))
@@ -115,6 +162,9 @@ fn dashboard_in_headless_chromium() {
         "browser checks failed:\n{stdout}\n{stderr}"
     );
     println!("{stdout}");
+    // The seeded day of history is drawn, not just the demo's first snapshot.
+    let points_24h = summary_points(&stdout, "chart_24h");
+    assert!(points_24h >= 40, "24 h chart drew {points_24h} points");
 
     // The page weight the script measured is within the budget.
     let summary: serde_json::Value = serde_json::from_str(
@@ -254,4 +304,13 @@ fn admin_interface_in_headless_chromium() {
     );
     println!("{stdout}");
     drop(demo);
+}
+
+fn summary_points(stdout: &str, chart: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("E2E OK "))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v[chart]["points"].as_u64().unwrap()
 }
