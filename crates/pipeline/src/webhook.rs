@@ -241,7 +241,9 @@ fn refuse_target(url: &reqwest::Url, allow_private: bool) -> Option<String> {
 }
 
 /// Delivers due outbox rows. Several may run (each process, or a few per process):
-/// two that pick the same row both deliver it, which the event id makes harmless.
+/// each claims the rows it delivers, so two workers do not send the same row; only a
+/// worker stalled past its claim (see `claim_until`) can repeat one, and the event id
+/// makes that harmless.
 pub struct WebhookWorker {
     store: Arc<dyn Store>,
     http: reqwest::Client,
@@ -267,10 +269,23 @@ impl WebhookWorker {
         })
     }
 
+    /// End of a claim taken now on a batch: long enough for every row of the batch to
+    /// time out one after the other, plus one timeout of slack. A worker that dies
+    /// mid-batch leaves its rows to another worker after this.
+    fn claim_until(&self, now: Timestamp) -> Timestamp {
+        let timeout_ms = i64::try_from(self.config.timeout.as_millis()).unwrap_or(i64::MAX);
+        now.plus_millis(timeout_ms.saturating_mul(i64::from(BATCH) + 1))
+    }
+
     /// Attempts every due row once (up to a batch), recording each outcome.
     pub async fn tick(&self) -> Result<WebhookTick, PipelineError> {
         let now = Timestamp::now();
-        let due = self.store.due_outbox(now, BATCH).await?;
+        // Claimed, not only read: another worker does not get these rows while this
+        // one works through them (one after the other, each within the timeout).
+        let due = self
+            .store
+            .claim_due_outbox(now, self.claim_until(now), BATCH)
+            .await?;
         let mut out = WebhookTick::default();
         for event in due {
             let outcome = if event.attempts == 0 {
@@ -343,7 +358,7 @@ impl WebhookWorker {
     async fn deliver_to_consumers(&self, out: &mut WebhookTick) -> Result<(), PipelineError> {
         let due = self
             .store
-            .due_webhook_deliveries(Timestamp::now(), BATCH)
+            .claim_due_deliveries(Timestamp::now(), self.claim_until(Timestamp::now()), BATCH)
             .await?;
         for d in due {
             let outcome = self

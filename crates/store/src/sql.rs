@@ -235,7 +235,7 @@ pub(crate) const OUTBOX_FOR: &str = concat!(
 /// `$2` delivered_at, `$3` next attempt, `$4` dead_at, `$5` error; NULLs keep the column.
 pub(crate) const OUTBOX_ATTEMPT: &str = "UPDATE webhook_outbox SET attempts = attempts + 1, \
      delivered_at = $2, next_attempt_at = COALESCE($3, next_attempt_at), dead_at = $4, \
-     last_error = COALESCE($5, last_error) \
+     last_error = COALESCE($5, last_error), claim_until = NULL \
      WHERE event_id = $1 AND delivered_at IS NULL AND dead_at IS NULL";
 
 pub(crate) const LAST_AUDIT_HASH: &str = "SELECT hash FROM audit_logs ORDER BY id DESC LIMIT 1";

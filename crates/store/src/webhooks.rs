@@ -165,6 +165,25 @@ pub trait WebhookStore: Send + Sync + 'static {
         events: &[Option<NewOutboxEvent>],
         now: Timestamp,
     ) -> StoreResult<Vec<StoreResult<ValidationStatus>>>;
+    /// Claims up to `limit` outbox rows that are due (pending, next attempt passed, no
+    /// live claim) until `claim_until`, oldest first, and returns them. Two callers
+    /// never get the same row while its claim lives (PostgreSQL: `FOR UPDATE SKIP
+    /// LOCKED` and a guarded UPDATE; SQLite: one writer, the same guarded UPDATE).
+    /// Recording an attempt ends the claim; a claim not ended (the worker died) expires.
+    async fn claim_due_outbox(
+        &self,
+        now: Timestamp,
+        claim_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::OutboxEvent>>;
+    /// [`WebhookStore::claim_due_outbox`] for deliveries to active consumers.
+    async fn claim_due_deliveries(
+        &self,
+        now: Timestamp,
+        claim_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+
     /// The id and health of the latest stored reserve snapshot (latest by time, then
     /// id, as [`crate::Store::latest_reserve_snapshot`]).
     async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>>;
@@ -293,17 +312,101 @@ pub(crate) const LIST_DELIVERIES: &str = concat!(
 );
 pub(crate) const DELIVERY_ATTEMPT: &str = "UPDATE webhook_deliveries SET attempts = attempts + 1, \
      delivered_at = $3, next_attempt_at = COALESCE($4, next_attempt_at), dead_at = $5, \
-     last_error = COALESCE($6, last_error) \
+     last_error = COALESCE($6, last_error), claim_until = NULL \
      WHERE event_id = $1 AND consumer_id = $2 AND delivered_at IS NULL AND dead_at IS NULL";
 pub(crate) const REDELIVER_DELIVERIES: &str = "UPDATE webhook_deliveries SET attempts = 0, \
-     delivered_at = NULL, dead_at = NULL, next_attempt_at = $2 WHERE event_id = $1";
+     delivered_at = NULL, dead_at = NULL, next_attempt_at = $2, claim_until = NULL \
+     WHERE event_id = $1";
 pub(crate) const REDELIVER_OUTBOX: &str = "UPDATE webhook_outbox SET attempts = 0, \
-     delivered_at = NULL, dead_at = NULL, next_attempt_at = $2 \
+     delivered_at = NULL, dead_at = NULL, next_attempt_at = $2, claim_until = NULL \
      WHERE event_id = $1 AND target_url IS NOT NULL";
 pub(crate) const OUTBOX_BY_ID: &str = concat!(
     "SELECT ",
     crate::rows::outbox_columns!(),
     " FROM webhook_outbox WHERE event_id = $1"
+);
+
+/// Due and not claimed now: `$3` is now.
+macro_rules! claimable {
+    ($t:literal) => {
+        concat!(
+            $t,
+            ".delivered_at IS NULL AND ",
+            $t,
+            ".dead_at IS NULL AND ",
+            $t,
+            ".next_attempt_at <= $3 AND (",
+            $t,
+            ".claim_until IS NULL OR ",
+            $t,
+            ".claim_until <= $3)"
+        )
+    };
+}
+
+/// `$1` claim token, `$2` claim until, `$3` now, `$4` batch size. The outer WHERE
+/// repeats the predicate: a row claimed by a concurrent statement between the
+/// subquery and the update is re-checked (PostgreSQL re-evaluates it on the locked
+/// row) and left out.
+macro_rules! claim_outbox {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_outbox SET claim_token = $1, claim_until = $2 WHERE id IN \
+             (SELECT o.id FROM webhook_outbox o WHERE ",
+            claimable!("o"),
+            " ORDER BY o.next_attempt_at, o.id LIMIT $4",
+            $lock,
+            ") AND ",
+            claimable!("webhook_outbox")
+        )
+    };
+}
+
+macro_rules! claim_deliveries {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_deliveries SET claim_token = $1, claim_until = $2 WHERE id IN \
+             (SELECT d.id FROM webhook_deliveries d JOIN webhook_consumers c \
+             ON c.id = d.consumer_id AND c.deactivated_at IS NULL WHERE ",
+            claimable!("d"),
+            " ORDER BY d.next_attempt_at, d.id LIMIT $4",
+            $lock,
+            ") AND ",
+            claimable!("webhook_deliveries")
+        )
+    };
+}
+
+/// The claim statements of a dialect.
+pub(crate) trait ClaimSql: sqlx::Database {
+    const CLAIM_OUTBOX: &'static str;
+    const CLAIM_DELIVERIES: &'static str;
+}
+
+impl ClaimSql for sqlx::Postgres {
+    const CLAIM_OUTBOX: &'static str = claim_outbox!(" FOR UPDATE SKIP LOCKED");
+    const CLAIM_DELIVERIES: &'static str = claim_deliveries!(" FOR UPDATE OF d SKIP LOCKED");
+}
+
+impl ClaimSql for sqlx::Sqlite {
+    // One writer at a time (`BEGIN IMMEDIATE`): the guarded UPDATE is enough.
+    const CLAIM_OUTBOX: &'static str = claim_outbox!("");
+    const CLAIM_DELIVERIES: &'static str = claim_deliveries!("");
+}
+
+/// The claim statements for the dialect of `pool`.
+pub(crate) fn claim_sql<DB: ClaimSql>(_pool: &sqlx::Pool<DB>) -> (&'static str, &'static str) {
+    (DB::CLAIM_OUTBOX, DB::CLAIM_DELIVERIES)
+}
+
+pub(crate) const CLAIMED_OUTBOX: &str = concat!(
+    "SELECT ",
+    crate::rows::outbox_columns!(),
+    " FROM webhook_outbox WHERE claim_token = $1 ORDER BY next_attempt_at, id"
+);
+pub(crate) const CLAIMED_DELIVERIES: &str = concat!(
+    delivery_select!(),
+    "WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id"
 );
 
 pub(crate) const LATEST_RESERVE_HEALTH: &str =
@@ -538,6 +641,56 @@ macro_rules! impl_webhook_store {
                     });
                 }
                 Ok(out)
+            }
+
+            async fn claim_due_outbox(
+                &self,
+                now: Timestamp,
+                claim_until: Timestamp,
+                limit: u32,
+            ) -> StoreResult<Vec<OutboxEvent>> {
+                let token = uuid::Uuid::new_v4();
+                let (claim, _) = $crate::webhooks::claim_sql(self.writer());
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                sqlx::query(claim)
+                    .bind(token)
+                    .bind(claim_until.0)
+                    .bind(now.0)
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await?;
+                let rows: Vec<$crate::rows::OutboxRow> =
+                    sqlx::query_as($crate::webhooks::CLAIMED_OUTBOX)
+                        .bind(token)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                $crate::rows::outbox(rows)
+            }
+
+            async fn claim_due_deliveries(
+                &self,
+                now: Timestamp,
+                claim_until: Timestamp,
+                limit: u32,
+            ) -> StoreResult<Vec<$crate::webhooks::WebhookDelivery>> {
+                let token = uuid::Uuid::new_v4();
+                let (_, claim) = $crate::webhooks::claim_sql(self.writer());
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                sqlx::query(claim)
+                    .bind(token)
+                    .bind(claim_until.0)
+                    .bind(now.0)
+                    .bind(i64::from(limit))
+                    .execute(&mut *tx)
+                    .await?;
+                let rows: Vec<$crate::webhooks::DeliveryRow> =
+                    sqlx::query_as($crate::webhooks::CLAIMED_DELIVERIES)
+                        .bind(token)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                $crate::webhooks::deliveries(rows)
             }
 
             async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>> {
