@@ -53,7 +53,47 @@ pub struct Config {
     pub admin: AdminConfig,
     pub reserves: ReservesConfig,
     pub dashboard: DashboardConfig,
+    /// Deposits → mints and burns → releases under guardian approval
+    /// (docs/reserve-ops.md).
+    pub reserve_ops: ReserveOpsConfig,
     pub chains: Vec<ChainConfig>,
+}
+
+/// Reserve management (`[reserve_ops]`): off unless `enabled`. Needs `signer.kind =
+/// "guardians"` (the guardians approve and sign) and EVM chains with `token_contract`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReserveOpsConfig {
+    pub enabled: bool,
+    /// The minter key, encrypted like a guardian key (`ubtc keys` keystore format).
+    pub minter_keystore: PathBuf,
+    /// Variable holding the minter keystore's passphrase.
+    pub minter_passphrase_env: String,
+    /// Depth a deposit needs before a mint may use it.
+    pub deposit_confirmations: u32,
+    /// Depth of a mint or burn receipt on its chain.
+    pub token_confirmations: u64,
+    /// Per chain per UTC day, in sats.
+    pub mint_daily_limit_sats: u64,
+    pub release_daily_limit_sats: u64,
+    pub fee_rate_sat_vb: u64,
+    pub poll_ms: u64,
+}
+
+impl Default for ReserveOpsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            minter_keystore: PathBuf::new(),
+            minter_passphrase_env: "UBTC_MINTER_PASSPHRASE".into(),
+            deposit_confirmations: 6,
+            token_confirmations: 12,
+            mint_daily_limit_sats: 100_000_000,
+            release_daily_limit_sats: 100_000_000,
+            fee_rate_sat_vb: 10,
+            poll_ms: 5_000,
+        }
+    }
 }
 
 /// The public dashboard at `/` (docs/dashboard.md).
@@ -263,6 +303,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             reserves: ReservesConfig::default(),
             dashboard: DashboardConfig::default(),
+            reserve_ops: ReserveOpsConfig::default(),
             chains: vec![ChainConfig {
                 name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
                 kind: ChainKind::Dev,
@@ -559,6 +600,23 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
     ("UBTC_RESERVES_TOLERANCE_PPM", "reserves.tolerance_ppm"),
     ("UBTC_DASHBOARD_EXPLORER_URL", "dashboard.explorer_url"),
+    ("UBTC_RESERVE_OPS_ENABLED", "reserve_ops.enabled"),
+    ("UBTC_RESERVE_OPS_MINTER_KEYSTORE", "reserve_ops.minter_keystore"),
+    (
+        "UBTC_RESERVE_OPS_DEPOSIT_CONFIRMATIONS",
+        "reserve_ops.deposit_confirmations",
+    ),
+    ("UBTC_RESERVE_OPS_TOKEN_CONFIRMATIONS", "reserve_ops.token_confirmations"),
+    (
+        "UBTC_RESERVE_OPS_MINT_DAILY_LIMIT_SATS",
+        "reserve_ops.mint_daily_limit_sats",
+    ),
+    (
+        "UBTC_RESERVE_OPS_RELEASE_DAILY_LIMIT_SATS",
+        "reserve_ops.release_daily_limit_sats",
+    ),
+    ("UBTC_RESERVE_OPS_FEE_RATE_SAT_VB", "reserve_ops.fee_rate_sat_vb"),
+    ("UBTC_RESERVE_OPS_POLL_MS", "reserve_ops.poll_ms"),
     ("UBTC_LOG_FORMAT", "log.format"),
     ("UBTC_LOG_LEVEL", "log.level"),
 ];
@@ -655,6 +713,25 @@ impl Config {
         }
         if r.tolerance_ppm > 1_000_000 {
             return bad("reserves.tolerance_ppm must be at most 1000000".into());
+        }
+        let o = &self.reserve_ops;
+        if o.enabled {
+            if self.signer.kind != "guardians" {
+                return bad("reserve_ops.enabled needs signer.kind = \"guardians\"".into());
+            }
+            if o.minter_keystore.as_os_str().is_empty() {
+                return bad("reserve_ops.minter_keystore is required when reserve_ops.enabled".into());
+            }
+            if o.deposit_confirmations == 0
+                || o.token_confirmations == 0
+                || o.poll_ms == 0
+                || !(1..=ubtc_bitcoin::release::MAX_FEE_RATE_SAT_VB).contains(&o.fee_rate_sat_vb)
+            {
+                return bad(
+                    "reserve_ops.deposit_confirmations, token_confirmations and poll_ms must be at least 1, fee_rate_sat_vb 1 to 10000"
+                        .into(),
+                );
+            }
         }
         let explorer = &self.dashboard.explorer_url;
         // The link lands in every visitor's page: only plain http(s) URLs, so it

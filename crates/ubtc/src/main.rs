@@ -10,6 +10,7 @@ mod bench;
 mod config;
 mod demo;
 mod guardian_cmd;
+mod reserve_ops_cmd;
 mod reserves;
 
 use std::collections::BTreeMap;
@@ -213,8 +214,22 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let store = app::open_store(&config).await?;
-    let state =
-        app::api_state(store, &config)?.with_reserve_max_age_ms(reserves::max_age_ms(&config));
+    let mut state = app::api_state(store.clone(), &config)?
+        .with_reserve_max_age_ms(reserves::max_age_ms(&config));
+    // The admin reserve routes need a Bitcoin view of their own; the in-process dev
+    // backend lives in the worker, so `serve` offers them only with a real node.
+    if config.reserve_ops.enabled {
+        match reserves::bitcoin_backend(&config)? {
+            Some(bitcoin) => {
+                if let Some(ops) = reserve_ops_cmd::build(&config, store, bitcoin)? {
+                    state = state.with_reserve_ops(ops);
+                }
+            }
+            None => tracing::warn!(
+                "reserve_ops.enabled with bitcoin.backend = dev: the admin reserve routes answer reserve_ops_disabled in serve"
+            ),
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -283,6 +298,9 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         bitcoin.clone(),
         &chains,
     );
+    if let Some(ops) = reserve_ops_cmd::build(&config, store.clone(), bitcoin.clone())? {
+        reserve_ops_cmd::spawn(&mut tasks, &cancel, &config, ops);
+    }
     reserves::spawn_snapshotter(&mut tasks, &cancel, &config, store, bitcoin, &chains);
     tracing::info!(
         workers = config.pipeline.workers,
