@@ -418,6 +418,19 @@ impl SigningRequest {
         })
     }
 
+    /// [`SigningRequest::prepare`], taking the parsed descriptor from `cache` (a signer
+    /// sees the same reserve descriptor in every request; parsing it decompresses
+    /// every key). The PSBT is checked exactly as by `prepare`.
+    pub fn prepare_cached(self, cache: &DescriptorCache) -> Result<PreparedRequest, MultisigError> {
+        let plan = self.plan_with(cache.parse(&self.descriptor)?)?;
+        let sighashes = sighashes(&plan)?;
+        Ok(PreparedRequest {
+            request: self,
+            plan,
+            sighashes,
+        })
+    }
+
     /// The reserve address this request signs for.
     pub fn address(&self) -> Result<Address, MultisigError> {
         let (policy, wrapping) = SortedMulti::parse_descriptor(&self.descriptor)?;
@@ -480,7 +493,16 @@ impl SigningRequest {
         if self.psbt.len() > MAX_REQUEST_PSBT_CHARS {
             return Err(MultisigError::RequestMismatch("PSBT too large".into()));
         }
-        let (policy, wrapping) = SortedMulti::parse_descriptor(&self.descriptor)?;
+        self.plan_with(SortedMulti::parse_descriptor(&self.descriptor)?)
+    }
+
+    /// [`SigningRequest::plan`] with the descriptor already parsed (from
+    /// `self.descriptor`, by the caller).
+    fn plan_with(&self, parsed: (SortedMulti, Wrapping)) -> Result<Plan, MultisigError> {
+        if self.psbt.len() > MAX_REQUEST_PSBT_CHARS {
+            return Err(MultisigError::RequestMismatch("PSBT too large".into()));
+        }
+        let (policy, wrapping) = parsed;
         let (unsigned, prevouts) = self.rebuild_tx(&policy, wrapping)?;
         let witness_script = policy.witness_script();
         let mismatch = |why: &str| MultisigError::RequestMismatch(why.to_string());
@@ -548,6 +570,36 @@ fn sighashes(plan: &Plan) -> Result<Vec<Message>, MultisigError> {
                 .map_err(|e| MultisigError::Build(e.to_string()))
         })
         .collect()
+}
+
+/// Descriptors parsed once, by their exact text (checksum included), for
+/// [`SigningRequest::prepare_cached`]. Holds at most [`DescriptorCache::MAX`] entries;
+/// others are parsed every time.
+#[derive(Debug, Default)]
+pub struct DescriptorCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<String, (SortedMulti, Wrapping)>>,
+}
+
+impl DescriptorCache {
+    /// Reserve addresses a signer is expected to serve at once, with room to spare.
+    pub const MAX: usize = 64;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn parse(&self, descriptor: &str) -> Result<(SortedMulti, Wrapping), MultisigError> {
+        // A poisoned lock only means a panic elsewhere; the map holds plain data.
+        let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = parsed.get(descriptor) {
+            return Ok(p.clone());
+        }
+        let p = SortedMulti::parse_descriptor(descriptor)?;
+        if parsed.len() < Self::MAX {
+            parsed.insert(descriptor.to_owned(), p.clone());
+        }
+        Ok(p)
+    }
 }
 
 /// A [`SigningRequest`] checked once, with its BIP-322 plan and sighashes: what a

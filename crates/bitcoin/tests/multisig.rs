@@ -7,8 +7,8 @@ use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{CompressedPublicKey, Network};
 use ubtc_bitcoin::bip322::{self, Format};
 use ubtc_bitcoin::multisig::{
-    combine, sign_partial, verify_partial, Form, MultisigError, SigningRequest, SortedMulti,
-    Wrapping,
+    combine, sign_partial, verify_partial, DescriptorCache, Form, MultisigError, PreparedRequest,
+    SigningRequest, SortedMulti, Wrapping,
 };
 use ubtc_bitcoin::pof;
 use ubtc_core::bundle::Utxo;
@@ -306,4 +306,107 @@ fn single_key_proof_of_funds() {
     let mut wrong_amount = utxos.clone();
     wrong_amount[1].amount_sats -= 1;
     assert!(pof::verify_pof(&address, b"funds", &sig, &wrong_amount).is_err());
+}
+
+/// The prepared path (plan and sighashes computed once) gives the same partials and
+/// the same final signature as the one-call functions, refuses what they refuse, and
+/// never lets a partial verified for one request count for another.
+#[test]
+fn prepared_requests_match_the_one_call_functions() {
+    let (secrets, policy) = keys();
+    let secp = Secp256k1::new();
+    let message = b"Universal Bitcoin proof of reserves\nmessage: prepared\n";
+    let coordinator = PreparedRequest::new(
+        &policy,
+        Wrapping::Wsh,
+        Network::Bitcoin,
+        message,
+        Form::Simple,
+    )
+    .unwrap();
+    let request = coordinator.request().clone();
+    assert_eq!(
+        request,
+        SigningRequest::new(
+            &policy,
+            Wrapping::Wsh,
+            Network::Bitcoin,
+            message,
+            Form::Simple
+        )
+        .unwrap()
+    );
+    // Each guardian prepares the untrusted request itself (cached descriptor or not).
+    let cache = DescriptorCache::new();
+    let mut verified = Vec::new();
+    for (i, secret) in secrets.iter().enumerate() {
+        let guardian = if i == 0 {
+            request.clone().prepare().unwrap()
+        } else {
+            request.clone().prepare_cached(&cache).unwrap()
+        };
+        let pubkey = CompressedPublicKey(secret.public_key(&secp));
+        let partial = guardian.sign_partial_as(secret, pubkey).unwrap();
+        assert_eq!(partial, sign_partial(&request, secret).unwrap());
+        assert_eq!(partial, guardian.sign_partial(secret).unwrap());
+        verify_partial(&request, &partial).unwrap();
+        verified.push(coordinator.verify_partial(partial).unwrap());
+    }
+    let partials: Vec<_> = verified.iter().map(|v| v.partial().clone()).collect();
+    let sig = coordinator.combine(&verified[..2]).unwrap();
+    assert_eq!(sig, combine(&request, &partials[..2]).unwrap());
+    let address = policy.address(Network::Bitcoin, Wrapping::Wsh).to_string();
+    assert!(bip322_crate_accepts(
+        &address,
+        std::str::from_utf8(message).unwrap(),
+        &sig
+    ));
+    assert!(matches!(
+        coordinator.combine(&verified[..1]),
+        Err(MultisigError::NotEnoughSignatures {
+            valid: 1,
+            needed: 2
+        })
+    ));
+
+    // A tampered partial does not verify; a wrong public key named by the signer
+    // yields a partial that does not verify either.
+    let mut bad = partials[0].clone();
+    let n = bad.signatures[0].len();
+    bad.signatures[0][n - 10] ^= 1;
+    assert!(coordinator.verify_partial(bad).is_err());
+    let wrong_key = CompressedPublicKey(secrets[1].public_key(&secp));
+    let lying = request
+        .clone()
+        .prepare()
+        .unwrap()
+        .sign_partial_as(&secrets[0], wrong_key)
+        .unwrap();
+    assert!(coordinator.verify_partial(lying).is_err());
+
+    // Partials verified for another message are checked again by combine, and fail.
+    let other = PreparedRequest::new(
+        &policy,
+        Wrapping::Wsh,
+        Network::Bitcoin,
+        b"other",
+        Form::Simple,
+    )
+    .unwrap();
+    assert!(matches!(
+        other.combine(&verified[..2]),
+        Err(MultisigError::BadPartial { .. })
+    ));
+
+    // The cached path refuses a PSBT for another message, as `prepare` does.
+    let mut mixed = request.clone();
+    mixed.psbt = other.request().psbt.clone();
+    assert!(matches!(
+        mixed.clone().prepare_cached(&cache),
+        Err(MultisigError::RequestMismatch(_))
+    ));
+    assert!(matches!(
+        mixed.prepare(),
+        Err(MultisigError::RequestMismatch(_))
+    ));
 }

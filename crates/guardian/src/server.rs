@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use bitcoin::secp256k1::PublicKey;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use ubtc_bitcoin::multisig::PartialSignature;
+use ubtc_bitcoin::multisig::{DescriptorCache, PartialSignature};
 use ubtc_chains::{BitcoinBackend, PaymentDepth};
 use ubtc_core::{BlockStamp, ChainId, Payment, PaymentRef, Statement, Timestamp};
 use uuid::Uuid;
@@ -71,6 +71,8 @@ pub struct Guardian {
     /// One lock around check-record-answer: it makes "never two statements for one
     /// payment" hold under concurrent requests. Chain reads happen before it is taken.
     decisions: Mutex<Decisions>,
+    /// The reserve descriptors seen in requests, parsed once.
+    descriptors: DescriptorCache,
     exit_after_record: bool,
 }
 
@@ -110,6 +112,7 @@ impl Guardian {
                 recent: HashMap::new(),
                 batches: HashMap::new(),
             }),
+            descriptors: DescriptorCache::new(),
             exit_after_record: std::env::var(TEST_EXIT_AFTER_RECORD_ENV).as_deref() == Ok("1"),
         }
     }
@@ -480,12 +483,17 @@ impl Guardian {
             if out[i].is_some() {
                 continue;
             }
-            let signed = item.req.signing.clone().prepare().and_then(|prepared| {
-                prepared.sign_partial_as(
-                    self.key.secret(),
-                    bitcoin::CompressedPublicKey(self.key.public()),
-                )
-            });
+            let signed = item
+                .req
+                .signing
+                .clone()
+                .prepare_cached(&self.descriptors)
+                .and_then(|prepared| {
+                    prepared.sign_partial_as(
+                        self.key.secret(),
+                        bitcoin::CompressedPublicKey(self.key.public()),
+                    )
+                });
             match signed {
                 Ok(p) => partials[i] = Some(p),
                 Err(e) => out[i] = Some(refuse(RefusalCode::BadRequest, &e.to_string())),
