@@ -2,7 +2,7 @@
 //   node tests/e2e/admin.mjs BASE_URL [--screenshots DIR]
 // Accounts come from the environment (made by crates/ubtc/tests/dashboard_e2e.rs with
 // `ubtc admin create-user`): E2E_ADMIN_USER / _PASSWORD / _TOTP (base32 secret) and
-// E2E_AUDITOR_USER / _PASSWORD / _TOTP. Prints `E2E OK {json}` or `E2E FAIL …`.
+// E2E_AUDITOR_USER / _PASSWORD / _TOTP, E2E_OPERATOR_USER / _PASSWORD / _TOTP. Prints `E2E OK {json}` or `E2E FAIL …`.
 import { chromium } from 'playwright-core';
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -18,6 +18,7 @@ const env = (k) => {
 };
 const admin = { user: env('E2E_ADMIN_USER'), password: env('E2E_ADMIN_PASSWORD'), totp: env('E2E_ADMIN_TOTP') };
 const auditor = { user: env('E2E_AUDITOR_USER'), password: env('E2E_AUDITOR_PASSWORD'), totp: env('E2E_AUDITOR_TOTP') };
+const operator = { user: env('E2E_OPERATOR_USER'), password: env('E2E_OPERATOR_PASSWORD'), totp: env('E2E_OPERATOR_TOTP') };
 const summary = {};
 
 function check(cond, what) {
@@ -151,6 +152,26 @@ try {
   const after = JSON.parse((await pageCall(ap, 'GET', '/v1/admin/users', null, false)).body);
   check(!after.items.some((u) => u.username === 'eve'), 'the refused call created nothing');
   summary.auditor = { controls: seen, create_user: refused.status, register_webhook: refusedHook.status };
+
+  // ---- operator: the reserve-operation forms, and a clear refusal where the server
+  // does not run reserve operations (the demo has no real Bitcoin backend) ----
+  const octx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const op = await octx.newPage();
+  watch(op);
+  await op.goto(base + '/admin#reserves');
+  await op.waitForSelector('#login:not([hidden])');
+  await login(op, operator, true);
+  await op.waitForSelector('#tab-reserves:not([hidden])', { timeout: 10000 });
+  const forms = await op.locator('#tab-reserves form').count();
+  check(forms === 4, `operator sees ${forms} reserve forms`);
+  check(await op.locator('#user-form').count() === 0, 'an operator gets no user form');
+  await op.fill('#deposit-form [name=txid]', 'ab'.repeat(32));
+  await op.fill('#deposit-form [name=expected_sats]', '100000');
+  await op.click('#deposit-form button[type=submit]');
+  const refusal = (await op.locator('#error:not([hidden])').textContent({ timeout: 10000 })).trim();
+  check(/^[a-z_]+: /.test(refusal), `deposit answer shown with its code: ${refusal}`);
+  check(await op.locator('#ops tbody tr', { hasText: 'ab'.repeat(32) }).count() === 0, 'the refused deposit is not listed');
+  summary.operator = { reserve_forms: forms, deposit_answer: refusal.split(':')[0] };
 
   check(problems.length === 0, problems.join('; '));
   console.log('E2E OK ' + JSON.stringify(summary));

@@ -12,7 +12,7 @@
     Asset {
         name: "admin.html",
         content_type: "text/html; charset=utf-8",
-        etag: "\"207a9e30f99d006187cf921badffe9e9\"",
+        etag: "\"a6847dd1424d79d2717bc72aa69df250\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html")),
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html.gz")),
@@ -26,12 +26,12 @@
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.0877c204fef5.js.gz")),
     },
     Asset {
-        name: "admin.a948f999b649.js",
+        name: "admin.6e2624108564.js",
         content_type: "text/javascript; charset=utf-8",
-        etag: "\"a948f999b649e02a1cdf47b477d9fa1b\"",
+        etag: "\"6e26241085640d4285b7d6ea7458711a\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.a948f999b649.js")),
-        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.a948f999b649.js.gz")),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.6e2624108564.js")),
+        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.6e2624108564.js.gz")),
     },
     Asset {
         name: "app.009757838842.css",

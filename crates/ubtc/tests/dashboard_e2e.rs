@@ -258,7 +258,9 @@ fn create_user(data: &Path, username: &str, role: &str, password: &str) -> Strin
 /// The admin interface at /admin: login without TOTP fails and with it succeeds,
 /// the session cookie is HttpOnly and SameSite=Strict, a change without the CSRF
 /// token is refused, an auditor sees no control that changes anything and the API
-/// refuses such calls anyway; saves docs/screenshots/admin-home.png.
+/// refuses such calls anyway; an operator gets the reserve-operation forms and a
+/// clear error code where reserve operations are not run; saves
+/// docs/screenshots/admin-home.png.
 #[test]
 fn admin_interface_in_headless_chromium() {
     let root = repo_root();
@@ -280,6 +282,8 @@ fn admin_interface_in_headless_chromium() {
     let auditor_password = "e2e auditor password 0002";
     let admin_totp = create_user(&data, "alice", "admin", admin_password);
     let auditor_totp = create_user(&data, "bob", "auditor", auditor_password);
+    let operator_password = "e2e operator password 0003";
+    let operator_totp = create_user(&data, "olivia", "operator", operator_password);
 
     let out = Command::new("node")
         .arg(root.join("tests/e2e/admin.mjs"))
@@ -293,6 +297,9 @@ fn admin_interface_in_headless_chromium() {
         .env("E2E_AUDITOR_USER", "bob")
         .env("E2E_AUDITOR_PASSWORD", auditor_password)
         .env("E2E_AUDITOR_TOTP", &auditor_totp)
+        .env("E2E_OPERATOR_USER", "olivia")
+        .env("E2E_OPERATOR_PASSWORD", operator_password)
+        .env("E2E_OPERATOR_TOTP", &operator_totp)
         .stdin(Stdio::null())
         .output()
         .expect("node runs");

@@ -162,23 +162,33 @@
     return Promise.all([verify, list]);
   }
 
+  function opRow(kind, o) {
+    var sats = o.amount_sats !== undefined ? o.amount_sats : o.expected_sats;
+    var where = kind === 'deposit' ? o.reserve_address + (o.vout !== null && o.vout !== undefined ? ':' + o.vout : '')
+      : kind === 'mint' ? o.chain + ' → ' + o.to_address
+      : kind === 'burn' ? o.chain + ' → ' + o.redeemer_address
+      : 'burn ' + o.burn_id;
+    var tx = o.txid || o.tx_hash || null;
+    var state = String(o.state);
+    if (kind === 'deposit') state += ' (' + o.confirmations + '/' + o.confirmations_needed + ' conf.)';
+    return el('tr', null, td(kind), td(o.id, 'addr'), td(sats, 'num'), td(where, 'addr'),
+      el('td', null, badge(state, 'unknown'), o.last_error ? el('div', { cls: 'note', text: o.last_error }) : null),
+      td(tx, 'addr'), td(o.created_by), td(utc(o.updated_at)));
+  }
+
   function loadReserveOps() {
     var rows = [];
     var missing = 0;
     return Promise.all(RESERVE_KINDS.map(function (kind) {
-      return call('GET', '/v1/admin/' + kind).then(function (page) {
-        (page.items || []).forEach(function (o) {
-          var approvals = o.approvals ? o.approvals.length + (o.threshold ? ' of ' + o.threshold : '') : '—';
-          rows.push(el('tr', null, td(o.id, 'addr'), td(kind.replace(/s$/, '')),
-            td(o.amount_sats || o.amount_base_units || o.amount || null, 'num'),
-            el('td', null, badge(String(o.state || o.status || 'unknown'), 'unknown')), td(approvals), td(utc(o.created_at))));
-        });
+      return call('GET', '/v1/admin/' + kind + '?limit=50').then(function (page) {
+        (page.items || []).forEach(function (o) { rows.push({ at: o.updated_at, row: opRow(kind.replace(/s$/, ''), o) }); });
       }, function (e) { if (e.status === 404 || e.status === 405) missing++; else throw e; });
     })).then(function () {
       $('reserves-note').textContent = missing === RESERVE_KINDS.length
-        ? 'Reserve operations are not served by this server yet.'
-        : 'Deposits, mints, burns and releases with their guardian approvals.';
-      fill('ops', rows, 'No reserve operations.');
+        ? 'Reserve operations are not served by this server.'
+        : 'Deposit → mint and burn → release, newest first. Guardians approve each mint and release M-of-N before it is submitted (its state moves on once they have).';
+      rows.sort(function (a, b) { return a.at < b.at ? 1 : -1; });
+      fill('ops', rows.map(function (r) { return r.row; }), 'No reserve operations.');
     });
   }
 
@@ -257,6 +267,18 @@
         return 'API key (shown once): ' + r.key;
       });
     });
+    // Reserve operations: empty optional fields are left out, amounts stay strings.
+    var op = function (id, path, shape) {
+      on(id, function (f, d) {
+        var body = {};
+        Object.keys(shape(d)).forEach(function (k) { var v = shape(d)[k]; if (v !== '' && v !== undefined) body[k] = v; });
+        after(call('POST', path, body), function (r) { f.reset(); return 'Recorded: ' + r.id + ' (' + r.state + ').'; });
+      });
+    };
+    op('deposit-form', '/v1/admin/deposits', function (d) { return { txid: d.txid, vout: d.vout === '' ? undefined : Number(d.vout), expected_sats: d.expected_sats }; });
+    op('mint-form', '/v1/admin/mints', function (d) { return { deposit_id: d.deposit_id, chain: d.chain, to: d.to, amount: d.amount }; });
+    op('burn-form', '/v1/admin/burns', function (d) { return { chain: d.chain, amount: d.amount, redeemer: d.redeemer }; });
+    op('release-form', '/v1/admin/releases', function (d) { return { burn_id: d.burn_id, amount: d.amount }; });
     on('consumer-form', function (f, d) {
       after(call('POST', '/v1/webhooks', { url: d.url, secret: d.secret, events: d.events }), function () {
         f.reset();
