@@ -29,6 +29,9 @@ pub enum AdminCommand {
     /// Re-checks the hash chain of the audit log. Exit 0 when intact; 1 naming the
     /// first broken record.
     AuditVerify,
+    /// Reserve operations: deposit, mint, burn, release, ops (docs/reserve-ops.md).
+    #[command(flatten)]
+    Reserve(crate::reserve_ops_cmd::ReserveCommand),
 }
 
 #[derive(Args)]
@@ -141,6 +144,7 @@ async fn audit(
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let store = crate::app::open_store(config).await?;
     match command {
+        AdminCommand::Reserve(cmd) => crate::reserve_ops_cmd::run_cli(config, store, cmd).await,
         AdminCommand::CreateUser(args) => {
             let pw = read_password(&args)?;
             let (name, role) = (args.username.clone(), args.role);

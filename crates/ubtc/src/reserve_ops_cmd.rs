@@ -149,3 +149,185 @@ pub fn spawn(
         }
     });
 }
+
+/// `ubtc admin deposit|mint|burn|release|ops`: the admin routes' equivalents. Requests
+/// go through the same workflow as the API (checks, governor, audit with the actor
+/// `cli:<user>`); the worker's tick then moves them on.
+#[derive(clap::Subcommand)]
+pub enum ReserveCommand {
+    /// Records an expected BTC deposit to the reserve address.
+    Deposit {
+        #[arg(long)]
+        txid: String,
+        #[arg(long)]
+        vout: Option<u32>,
+        /// Expected amount in sats.
+        #[arg(long)]
+        sats: String,
+        /// Confirmations needed (never fewer than reserve_ops.deposit_confirmations).
+        #[arg(long)]
+        confirmations: Option<u32>,
+    },
+    /// Requests a mint backed by a confirmed deposit.
+    Mint {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        to: String,
+        /// Token base units (sats).
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        deposit: uuid::Uuid,
+    },
+    /// Requests a burn from the minter's balance, released in BTC to `redeemer`.
+    Burn {
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        redeemer: String,
+    },
+    /// Builds the release of a confirmed burn (default: the burn's amount, fee
+    /// included; with --amount: paid to the redeemer, fee on top).
+    Release {
+        #[arg(long)]
+        burn: uuid::Uuid,
+        #[arg(long)]
+        amount: Option<String>,
+    },
+    /// Lists reserve operations as JSON, newest first.
+    Ops {
+        /// deposits, mints, burns or releases.
+        #[arg(long, default_value = "mints")]
+        kind: String,
+        /// Only operations in this state.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Runs one `ubtc admin` reserve subcommand. A refusal exits non-zero with its code.
+pub async fn run_cli(
+    config: &Config,
+    store: Arc<dyn Store>,
+    command: ReserveCommand,
+) -> anyhow::Result<()> {
+    use ubtc_pipeline::reserve_ops::{Actor, DepositRequest};
+    use ubtc_store::reserve_ops::{BurnState, DepositState, MintState, ReleaseState};
+    if let ReserveCommand::Ops { kind, state, limit } = command {
+        let st = state.as_deref();
+        let bad = |s: &str| anyhow::anyhow!("unknown state {s:?} for {kind}");
+        return match kind.as_str() {
+            "deposits" => print_json(
+                &store
+                    .list_deposits(
+                        st.map(|s| DepositState::parse(s).map_err(|_| bad(s)))
+                            .transpose()?,
+                        limit,
+                    )
+                    .await?,
+            ),
+            "mints" => print_json(
+                &store
+                    .list_mints(
+                        st.map(|s| MintState::parse(s).map_err(|_| bad(s)))
+                            .transpose()?,
+                        limit,
+                    )
+                    .await?,
+            ),
+            "burns" => print_json(
+                &store
+                    .list_burns(
+                        st.map(|s| BurnState::parse(s).map_err(|_| bad(s)))
+                            .transpose()?,
+                        limit,
+                    )
+                    .await?,
+            ),
+            "releases" => print_json(
+                &store
+                    .list_releases(
+                        st.map(|s| ReleaseState::parse(s).map_err(|_| bad(s)))
+                            .transpose()?,
+                        limit,
+                    )
+                    .await?,
+            ),
+            other => anyhow::bail!("unknown kind {other:?} (deposits, mints, burns, releases)"),
+        };
+    }
+    anyhow::ensure!(
+        config.reserve_ops.enabled,
+        "reserve_ops.enabled is off: reserve operations are not configured"
+    );
+    let bitcoin = crate::reserves::bitcoin_backend(config)?.context(
+        "reserve operations from the command line need bitcoin.backend = esplora or core (the dev backend lives in the worker)",
+    )?;
+    let ops = build(config, store, bitcoin)?.context("reserve_ops.enabled is off")?;
+    let actor = Actor {
+        name: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        ip: None,
+        user_agent: Some(format!("ubtc/{}", env!("CARGO_PKG_VERSION"))),
+    };
+    let refused = |e: ubtc_pipeline::reserve_ops::OpsError| anyhow::anyhow!("{}: {e}", e.code());
+    let s = |v: String| serde_json::Value::String(v);
+    match command {
+        ReserveCommand::Deposit {
+            txid,
+            vout,
+            sats,
+            confirmations,
+        } => print_json(
+            &ops.record_deposit(
+                &actor,
+                &DepositRequest {
+                    txid,
+                    vout,
+                    expected_sats: s(sats),
+                    reserve_address: None,
+                    confirmations,
+                },
+            )
+            .await
+            .map_err(refused)?,
+        ),
+        ReserveCommand::Mint {
+            chain,
+            to,
+            amount,
+            deposit,
+        } => print_json(
+            &ops.request_mint(&actor, &chain, &to, &s(amount), deposit)
+                .await
+                .map_err(refused)?,
+        ),
+        ReserveCommand::Burn {
+            chain,
+            amount,
+            redeemer,
+        } => print_json(
+            &ops.request_burn(&actor, &chain, &s(amount), &redeemer)
+                .await
+                .map_err(refused)?,
+        ),
+        ReserveCommand::Release { burn, amount } => print_json(
+            &ops.request_release(&actor, burn, amount.map(s).as_ref())
+                .await
+                .map_err(refused)?,
+        ),
+        ReserveCommand::Ops { .. } => Ok(()),
+    }
+}
