@@ -32,6 +32,7 @@
 //! Plain JSON-RPC over the workspace's HTTP client: the official `solana-client`
 //! crates pull in several hundred crates for the handful of calls made here.
 
+pub mod minter;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};

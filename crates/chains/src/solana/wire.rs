@@ -17,7 +17,7 @@ pub const MEMO_V1_PROGRAM_ID: &str = "Memo1UhkJRfHyvLMcVucJwxXeuD728EqVDDwQDxFMN
 /// Memo program v2 (`spl-memo` 2.0 onwards).
 pub const MEMO_V2_PROGRAM_ID: &str = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr";
 /// SPL Token program (the wrapped token's mint).
-pub const TOKEN_PROGRAM_ID: &str = "TokenkegQfeZyiNwAJbNbGqPFXCQXhpzN28GH3XnVWZk5";
+pub const TOKEN_PROGRAM_ID: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
 
 /// One entry of `getSignaturesForAddress` (newest first).
 #[derive(Deserialize, Debug, Clone)]

@@ -1,0 +1,471 @@
+//! The Solana minter against a JSON-RPC **stand-in** node (no validator can be built
+//! here; see `tests/solana.rs`). The stand-in does what a node's `sendTransaction`
+//! front does before execution, with its own parser written from the wire format (not
+//! the minter's code): decodes the base64 transaction, parses the legacy message,
+//! verifies the fee payer's ed25519 signature over the message bytes, checks the
+//! blockhash is one it handed out and the size limit, and refuses otherwise with the
+//! node's error codes. It then decodes the SPL Token instruction so the test can check
+//! what would be minted or burned. Execution itself (balances, authority checks by the
+//! Token program) is not modelled.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use ubtc_chains::evm::RetryPolicy;
+use ubtc_chains::solana::minter::{MinterKey, SolanaMinter, Submitted, TokenOp, TxStatus};
+use ubtc_chains::solana::wire::{
+    base58_decode, base58_encode, MEMO_V2_PROGRAM_ID, TOKEN_PROGRAM_ID,
+};
+use ubtc_chains::solana::{Commitment, SolanaConfig};
+use ubtc_chains::ChainError;
+use ubtc_core::ChainId;
+
+fn key(seed: &str) -> String {
+    base58_encode(&Sha256::digest(seed.as_bytes()))
+}
+
+/// One instruction as the stand-in decoded it.
+#[derive(Debug, Clone, PartialEq)]
+struct Decoded {
+    program: String,
+    accounts: Vec<String>,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    signature: String,
+    signer: String,
+    readonly_unsigned: u8,
+    instructions: Vec<Decoded>,
+}
+
+#[derive(Default)]
+struct Node {
+    blockhashes: Vec<String>,
+    block_height: u64,
+    received: Vec<Received>,
+    /// Signature → `getSignatureStatuses` entry.
+    statuses: HashMap<String, Value>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn compact(&mut self) -> Result<usize, String> {
+        let mut n = 0usize;
+        for shift in [0, 7, 14] {
+            let b = self.take(1)?[0];
+            n |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err("compact-u16 too long".into())
+    }
+}
+
+/// A parsed legacy transaction: signatures, message bytes, header, account keys,
+/// blockhash, and instructions as (program index, account indexes, data).
+type Parsed = (
+    Vec<[u8; 64]>,
+    Vec<u8>,
+    [u8; 3],
+    Vec<[u8; 32]>,
+    [u8; 32],
+    Vec<(u8, Vec<u8>, Vec<u8>)>,
+);
+
+/// Parses a serialized legacy transaction: (signatures, message bytes, message parts).
+fn parse(tx: &[u8]) -> Result<Parsed, String> {
+    let mut r = Reader(tx);
+    let nsig = r.compact()?;
+    let mut sigs = Vec::new();
+    for _ in 0..nsig {
+        sigs.push(<[u8; 64]>::try_from(r.take(64)?).unwrap());
+    }
+    let message = r.0.to_vec();
+    let mut m = Reader(&message);
+    let first = m.take(1)?[0];
+    if first & 0x80 != 0 {
+        return Err("versioned message: the stand-in expects legacy".into());
+    }
+    let header = [first, m.take(1)?[0], m.take(1)?[0]];
+    let nkeys = m.compact()?;
+    let mut keys = Vec::new();
+    for _ in 0..nkeys {
+        keys.push(<[u8; 32]>::try_from(m.take(32)?).unwrap());
+    }
+    let blockhash = <[u8; 32]>::try_from(m.take(32)?).unwrap();
+    let nix = m.compact()?;
+    let mut ixs = Vec::new();
+    for _ in 0..nix {
+        let program = m.take(1)?[0];
+        let na = m.compact()?;
+        let accounts = m.take(na)?.to_vec();
+        let nd = m.compact()?;
+        let data = m.take(nd)?.to_vec();
+        ixs.push((program, accounts, data));
+    }
+    if !m.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    Ok((sigs, message, header, keys, blockhash, ixs))
+}
+
+impl Node {
+    fn send(&mut self, encoded: &str) -> Result<Value, (i64, String)> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| {
+                (
+                    -32602,
+                    format!("invalid transaction: failed to decode base64: {e}"),
+                )
+            })?;
+        if bytes.len() > 1232 {
+            return Err((
+                -32602,
+                "base64 encoded solana_sdk::transaction::Transaction too large".into(),
+            ));
+        }
+        let (sigs, message, header, keys, blockhash, ixs) = parse(&bytes)
+            .map_err(|e| (-32602, format!("failed to deserialize transaction: {e}")))?;
+        if sigs.len() != usize::from(header[0]) || sigs.is_empty() {
+            return Err((-32602, "signature count does not match the header".into()));
+        }
+        for (i, sig) in sigs.iter().enumerate() {
+            let vk = VerifyingKey::from_bytes(&keys[i]).map_err(|_| (-32003, "bad key".into()))?;
+            vk.verify_strict(&message, &Signature::from_bytes(sig))
+                .map_err(|_| (-32003, "Transaction signature verification failure".into()))?;
+        }
+        if !self.blockhashes.contains(&base58_encode(&blockhash)) {
+            return Err((
+                -32002,
+                "Transaction simulation failed: Blockhash not found".into(),
+            ));
+        }
+        let instructions = ixs
+            .into_iter()
+            .map(|(p, accounts, data)| Decoded {
+                program: base58_encode(&keys[usize::from(p)]),
+                accounts: accounts
+                    .iter()
+                    .map(|a| base58_encode(&keys[usize::from(*a)]))
+                    .collect(),
+                data,
+            })
+            .collect();
+        let signature = base58_encode(&sigs[0]);
+        self.received.push(Received {
+            signature: signature.clone(),
+            signer: base58_encode(&keys[0]),
+            readonly_unsigned: header[2],
+            instructions,
+        });
+        Ok(json!(signature))
+    }
+
+    fn answer(&mut self, method: &str, params: &Value) -> Result<Value, (i64, String)> {
+        match method {
+            "getLatestBlockhash" => {
+                let h = key(&format!("blockhash {}", self.blockhashes.len()));
+                self.blockhashes.push(h.clone());
+                Ok(json!({
+                    "context": {"apiVersion": "2.2.7", "slot": 372_161_900},
+                    "value": {"blockhash": h, "lastValidBlockHeight": self.block_height + 150},
+                }))
+            }
+            "sendTransaction" => {
+                if params[1]["encoding"] != "base64" {
+                    return Err((-32602, "the stand-in takes base64".into()));
+                }
+                self.send(params[0].as_str().unwrap_or_default())
+            }
+            "getSignatureStatuses" => {
+                let sig = params[0][0].as_str().unwrap_or_default();
+                Ok(json!({
+                    "context": {"apiVersion": "2.2.7", "slot": 372_161_950},
+                    "value": [self.statuses.get(sig).cloned().unwrap_or(Value::Null)],
+                }))
+            }
+            "getBlockHeight" => Ok(json!(self.block_height)),
+            other => Err((-32601, format!("Method not found: {other}"))),
+        }
+    }
+}
+
+async fn handle(State(node): State<Arc<Mutex<Node>>>, Json(body): Json<Value>) -> Json<Value> {
+    let method = body["method"].as_str().unwrap_or_default().to_owned();
+    let answer = node.lock().unwrap().answer(&method, &body["params"]);
+    Json(match answer {
+        Ok(result) => json!({"jsonrpc": "2.0", "result": result, "id": body["id"]}),
+        Err((code, message)) => {
+            json!({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": body["id"]})
+        }
+    })
+}
+
+async fn stand_in() -> (String, Arc<Mutex<Node>>) {
+    let node = Arc::new(Mutex::new(Node {
+        block_height: 350_376_000,
+        ..Node::default()
+    }));
+    let app = Router::new()
+        .route("/", post(handle))
+        .with_state(node.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, node)
+}
+
+fn config(url: &str) -> SolanaConfig {
+    let mut c = SolanaConfig::new(ChainId::parse("solana").unwrap(), url, &key("payment"));
+    c.token_mint = Some(key("mint"));
+    c.retry = RetryPolicy {
+        attempts: 2,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(5),
+    };
+    c
+}
+
+fn minter(url: &str) -> SolanaMinter {
+    SolanaMinter::new(&config(url), MinterKey::from_secret([42u8; 32])).unwrap()
+}
+
+#[tokio::test]
+async fn mint_and_burn_are_signed_legacy_transactions_the_node_verifies() {
+    let (url, node) = stand_in().await;
+    let m = minter(&url);
+    let holder = key("holder token account");
+    let reserve = key("reserve token account");
+
+    let mint = m
+        .submit(
+            &TokenOp::MintTo {
+                destination: holder.clone(),
+                amount: 150_000_000,
+            },
+            Some("ubtc mint 0190f3e4"),
+        )
+        .await
+        .unwrap();
+    let burn = m
+        .submit(
+            &TokenOp::Burn {
+                source: reserve.clone(),
+                amount: u64::MAX,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_ne!(mint.signature, burn.signature);
+    assert_eq!(mint.last_valid_block_height, 350_376_150);
+
+    let got = node.lock().unwrap().received.clone();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].signature, mint.signature);
+    assert_eq!(got[0].signer, m.address());
+    // Token program and memo program are the read-only unsigned accounts.
+    assert_eq!(got[0].readonly_unsigned, 2);
+    let mut data = vec![7u8];
+    data.extend_from_slice(&150_000_000u64.to_le_bytes());
+    assert_eq!(
+        got[0].instructions,
+        vec![
+            Decoded {
+                program: TOKEN_PROGRAM_ID.into(),
+                accounts: vec![key("mint"), holder.clone(), m.address()],
+                data,
+            },
+            Decoded {
+                program: MEMO_V2_PROGRAM_ID.into(),
+                accounts: vec![],
+                data: b"ubtc mint 0190f3e4".to_vec(),
+            },
+        ]
+    );
+    let mut data = vec![8u8];
+    data.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert_eq!(got[1].readonly_unsigned, 1);
+    assert_eq!(
+        got[1].instructions,
+        vec![Decoded {
+            program: TOKEN_PROGRAM_ID.into(),
+            accounts: vec![reserve, key("mint"), m.address()],
+            data,
+        }]
+    );
+}
+
+#[tokio::test]
+async fn the_stand_in_refuses_a_tampered_or_stale_transaction() {
+    let (url, node) = stand_in().await;
+    let m = minter(&url);
+    let op = TokenOp::MintTo {
+        destination: key("holder"),
+        amount: 1,
+    };
+    let fresh = {
+        let mut n = node.lock().unwrap();
+        let h = key("handed out");
+        n.blockhashes.push(h.clone());
+        h
+    };
+    let rpc = ubtc_chains::evm::RpcClient::new(&url, config(&url).retry).unwrap();
+    let send = |wire: Vec<u8>| {
+        let rpc = &rpc;
+        async move {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(wire);
+            rpc.call::<String>("sendTransaction", json!([b64, {"encoding": "base64"}]))
+                .await
+        }
+    };
+    // Signed correctly: accepted.
+    let ok = m.build(&op, None, &fresh).unwrap();
+    assert_eq!(send(ok.wire.clone()).await.unwrap(), ok.signature);
+    // One byte of the amount changed after signing: the signature no longer verifies.
+    let mut tampered = ok.wire.clone();
+    let at = tampered.len() - 1;
+    tampered[at] ^= 1;
+    let err = send(tampered).await.unwrap_err();
+    assert!(
+        matches!(&err, ChainError::BadResponse(m) if m.contains("verification failure")),
+        "{err}"
+    );
+    // Signed by another key but naming the minter: refused too.
+    let other = SolanaMinter::new(&config(&url), MinterKey::from_secret([7u8; 32])).unwrap();
+    let forged = other.build(&op, None, &fresh).unwrap();
+    let mut spliced = ok.wire.clone();
+    spliced[1..65].copy_from_slice(&forged.wire[1..65]);
+    assert!(send(spliced).await.is_err());
+    // A blockhash the node never handed out: simulation fails, not retried.
+    let stale = m.build(&op, None, &key("never handed out")).unwrap();
+    let err = send(stale.wire).await.unwrap_err();
+    assert!(matches!(err, ChainError::BadResponse(_)) && !err.is_transient());
+    assert_eq!(node.lock().unwrap().received.len(), 1);
+}
+
+#[tokio::test]
+async fn status_follows_commitment_failure_and_expiry() {
+    let (url, node) = stand_in().await;
+    let m = minter(&url);
+    let sub = m
+        .submit(
+            &TokenOp::Burn {
+                source: key("reserve"),
+                amount: 5,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    // Not seen yet, blockhash still valid.
+    assert_eq!(m.status(&sub).await.unwrap(), TxStatus::Pending);
+    let set = |v: Value| {
+        node.lock()
+            .unwrap()
+            .statuses
+            .insert(sub.signature.clone(), v);
+    };
+    set(
+        json!({"slot": 372_161_901, "confirmations": 3, "err": null, "status": {"Ok": null}, "confirmationStatus": "confirmed"}),
+    );
+    assert_eq!(m.status(&sub).await.unwrap(), TxStatus::Pending);
+    let mut c = config(&url);
+    c.commitment = Commitment::Confirmed;
+    let fast = SolanaMinter::new(&c, MinterKey::from_secret([42u8; 32])).unwrap();
+    assert_eq!(
+        fast.status(&sub).await.unwrap(),
+        TxStatus::Confirmed { slot: 372_161_901 }
+    );
+    set(
+        json!({"slot": 372_161_901, "confirmations": null, "err": null, "status": {"Ok": null}, "confirmationStatus": "finalized"}),
+    );
+    assert_eq!(
+        m.status(&sub).await.unwrap(),
+        TxStatus::Confirmed { slot: 372_161_901 }
+    );
+    set(
+        json!({"slot": 372_161_901, "confirmations": null, "err": {"InstructionError": [0, {"Custom": 1}]}, "status": {"Err": {"InstructionError": [0, {"Custom": 1}]}}, "confirmationStatus": "finalized"}),
+    );
+    assert!(
+        matches!(m.status(&sub).await.unwrap(), TxStatus::Failed { error } if error.contains("Custom"))
+    );
+
+    // Never landed: pending up to its last valid height, expired after it.
+    let lost = Submitted {
+        signature: base58_encode(&[3u8; 64]),
+        last_valid_block_height: 350_376_150,
+    };
+    node.lock().unwrap().block_height = 350_376_150;
+    assert_eq!(m.status(&lost).await.unwrap(), TxStatus::Pending);
+    node.lock().unwrap().block_height = 350_376_151;
+    assert_eq!(m.status(&lost).await.unwrap(), TxStatus::Expired);
+}
+
+#[tokio::test]
+async fn bad_operations_are_refused_before_signing() {
+    let (url, node) = stand_in().await;
+    let m = minter(&url);
+    let h = key("any");
+    for op in [
+        TokenOp::MintTo {
+            destination: key("holder"),
+            amount: 0,
+        },
+        TokenOp::MintTo {
+            destination: key("mint"),
+            amount: 1,
+        },
+        TokenOp::MintTo {
+            destination: m.address(),
+            amount: 1,
+        },
+        TokenOp::Burn {
+            source: "not base58!".into(),
+            amount: 1,
+        },
+    ] {
+        assert!(
+            matches!(m.build(&op, None, &h), Err(ChainError::Misconfigured(_))),
+            "{op:?}"
+        );
+    }
+    let long = "x".repeat(1_200);
+    let op = TokenOp::MintTo {
+        destination: key("holder"),
+        amount: 1,
+    };
+    assert!(
+        matches!(m.build(&op, Some(&long), &h), Err(ChainError::Misconfigured(m)) if m.contains("1232"))
+    );
+    let mut c = config(&url);
+    c.token_mint = None;
+    assert!(SolanaMinter::new(&c, MinterKey::from_secret([1u8; 32])).is_err());
+    assert!(format!("{m:?}").contains("[redacted]"));
+    assert!(node.lock().unwrap().received.is_empty());
+    // The base58 helpers agree with the stand-in's view of the token program.
+    assert_eq!(base58_decode(TOKEN_PROGRAM_ID).unwrap().len(), 32);
+}
