@@ -136,7 +136,9 @@ pub(crate) async fn metrics_handler(State(state): State<ApiState>) -> Result<Res
     };
     refresh_store_gauges(&state).await?;
     handle.run_upkeep();
-    let mut response = handle.render().into_response();
+    let mut text = handle.render();
+    render_processing_window(&state, &mut text).await?;
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -162,6 +164,10 @@ async fn refresh_store_gauges(state: &ApiState) -> Result<(), ApiError> {
         }
     }
     metrics::gauge!("ubtc_queue_depth").set(depth as f64);
+    let oldest = state.store.queue_oldest_due(now).await?;
+    // Zero when nothing waits, so an alert on age clears with the queue.
+    let age_ms = oldest.map_or(0, |t| (now.as_millis() - t.as_millis()).max(0));
+    metrics::gauge!("ubtc_queue_oldest_age_seconds").set(age_ms as f64 / 1000.0);
     for (quantile, value) in [
         ("0.5", stats.processing_ms_p50),
         ("0.9", stats.processing_ms_p90),
@@ -185,6 +191,41 @@ async fn refresh_store_gauges(state: &ApiState) -> Result<(), ApiError> {
                 .set(entry.supply.base_units as f64);
         }
     }
+    Ok(())
+}
+
+/// Most signing times read for the processing histogram at one scrape.
+const PROCESSING_SAMPLES_MAX: u32 = 100_000;
+
+/// Appends `ubtc_processing_window_seconds`: the detection-to-signature times of the
+/// validations signed in the last hour, as cumulative buckets (`le`), a sum and a
+/// count. Read from the database, so every `serve` process shows the same figures
+/// whichever worker signed. A sliding window is not a counter: the series are gauges
+/// (`histogram_quantile()` works on them as on any `le` series; `rate()` does not).
+async fn render_processing_window(state: &ApiState, out: &mut String) -> Result<(), ApiError> {
+    use std::fmt::Write as _;
+    let since = Timestamp::now().plus_millis(-PROCESSING_WINDOW_MS);
+    let times = state
+        .store
+        .processing_times_ms(since, PROCESSING_SAMPLES_MAX)
+        .await?;
+    let name = "ubtc_processing_window_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name}_bucket Detection to signature, validations signed in the last hour."
+    );
+    let _ = writeln!(out, "# TYPE {name}_bucket gauge");
+    for le in LATENCY_BUCKETS_SECS {
+        let le_ms = (le * 1000.0) as i64;
+        let n = times.iter().filter(|t| **t <= le_ms).count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", times.len());
+    let sum_secs = times.iter().map(|t| *t as f64).sum::<f64>() / 1000.0;
+    let _ = writeln!(out, "# TYPE {name}_sum gauge");
+    let _ = writeln!(out, "{name}_sum {sum_secs}");
+    let _ = writeln!(out, "# TYPE {name}_count gauge");
+    let _ = writeln!(out, "{name}_count {}", times.len());
     Ok(())
 }
 

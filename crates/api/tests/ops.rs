@@ -304,3 +304,88 @@ async fn a_new_snapshot_invalidates_reserve_answers_in_every_process() -> Result
     shutdown.cancel();
     Ok(())
 }
+
+/// Queue age and the processing-time histogram, read from the database at the scrape.
+#[tokio::test]
+async fn metrics_show_queue_age_and_processing_histogram() -> Result<()> {
+    use ubtc_core::payment::{ChainBlock, Payer, TxHash};
+    use ubtc_core::{ChainId, PaymentRef, ValidationId};
+    use ubtc_store::{NewValidation, SignedResult};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::connect(&format!("sqlite:{}", dir.path().join("m.db").display()), 2).await?,
+    );
+    store.migrate().await?;
+    let now = Timestamp::now();
+    let validation = |n: u32| NewValidation {
+        id: ValidationId::new(),
+        payment: PaymentRef {
+            chain: ChainId::parse("dev").unwrap(),
+            tx_hash: TxHash::parse(&format!("0x{:064x}", n)).unwrap(),
+            index: 0,
+        },
+        payer: Payer::parse("0xpayer").unwrap(),
+        amount_base_units: 1_000,
+        message: b"hello".to_vec(),
+        block: ChainBlock {
+            number: 1,
+            hash: "0xb1".into(),
+        },
+        callback_url: None,
+        rejection: None,
+    };
+    // One signed 1.5 s after detection, then one waiting in the queue for 5 s.
+    let signed = validation(1);
+    let t0 = now.plus_millis(-10_000);
+    store.record_detected(&signed, t0).await?;
+    store.confirm_and_enqueue(signed.id, 1, None, t0).await?;
+    let claim = store.claim_next("w", 30_000, t0).await?.unwrap();
+    let result = SignedResult {
+        statement_text: "statement".into(),
+        bundle_json: "{}".into(),
+        outbox: vec![],
+        processing_ms: 1_500,
+    };
+    store.complete_signed(&claim, &result, now).await?;
+    let waiting = validation(2);
+    let queued_at = now.plus_millis(-5_000);
+    store.record_detected(&waiting, queued_at).await?;
+    store
+        .confirm_and_enqueue(waiting.id, 1, None, queued_at)
+        .await?;
+
+    let state =
+        ApiState::new(store.clone(), vec![]).with_metrics(ubtc_api::metrics::install_recorder()?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, public_router(state), shutdown.clone()));
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    let age = value("ubtc_queue_oldest_age_seconds ");
+    assert!((5.0..30.0).contains(&age), "age {age}");
+    assert_eq!(
+        value("ubtc_processing_window_seconds_bucket{le=\"1\"} "),
+        0.0
+    );
+    assert_eq!(
+        value("ubtc_processing_window_seconds_bucket{le=\"2.5\"} "),
+        1.0
+    );
+    assert_eq!(
+        value("ubtc_processing_window_seconds_bucket{le=\"+Inf\"} "),
+        1.0
+    );
+    assert_eq!(value("ubtc_processing_window_seconds_sum "), 1.5);
+    assert_eq!(value("ubtc_processing_window_seconds_count "), 1.0);
+    shutdown.cancel();
+    Ok(())
+}

@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod leader;
 pub mod limiter;
+pub mod metered;
 pub mod monitor;
 pub mod reserve_ops;
 pub mod signer;

@@ -184,6 +184,16 @@ pub trait WebhookStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<WebhookDelivery>>;
 
+    // Operations figures read at each `/metrics` scrape (kept here, beside the other
+    // operations reads, rather than widening `Store`).
+
+    /// The earliest time a validation now waiting in the queue (queued, or delayed and
+    /// due) became due; `None` when none waits. `now - it` is the queue's age.
+    async fn queue_oldest_due(&self, now: Timestamp) -> StoreResult<Option<Timestamp>>;
+    /// Detection-to-signature times (ms) of the validations signed since `since`, at
+    /// most `limit` of the latest.
+    async fn processing_times_ms(&self, since: Timestamp, limit: u32) -> StoreResult<Vec<i64>>;
+
     /// The id and health of the latest stored reserve snapshot (latest by time, then
     /// id, as [`crate::Store::latest_reserve_snapshot`]).
     async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>>;
@@ -408,6 +418,12 @@ pub(crate) const CLAIMED_DELIVERIES: &str = concat!(
     delivery_select!(),
     "WHERE d.claim_token = $1 ORDER BY d.next_attempt_at, d.id"
 );
+
+pub(crate) const QUEUE_OLDEST_DUE: &str = "SELECT MIN(COALESCE(not_before, updated_at)) \
+     FROM validations WHERE status IN ('queued', 'delayed') \
+     AND COALESCE(not_before, updated_at) <= $1";
+pub(crate) const PROCESSING_TIMES: &str = "SELECT processing_ms FROM validation_metrics \
+     WHERE signed_at >= $1 ORDER BY signed_at DESC LIMIT $2";
 
 pub(crate) const LATEST_RESERVE_HEALTH: &str =
     "SELECT id, healthy FROM reserve_ratios ORDER BY taken_at DESC, id DESC LIMIT 1";
@@ -691,6 +707,27 @@ macro_rules! impl_webhook_store {
                         .await?;
                 tx.commit().await?;
                 $crate::webhooks::deliveries(rows)
+            }
+
+            async fn queue_oldest_due(&self, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+                let oldest: Option<i64> = sqlx::query_scalar($crate::webhooks::QUEUE_OLDEST_DUE)
+                    .bind(now.0)
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok(oldest.map(Timestamp))
+            }
+
+            async fn processing_times_ms(
+                &self,
+                since: Timestamp,
+                limit: u32,
+            ) -> StoreResult<Vec<i64>> {
+                let times: Vec<i64> = sqlx::query_scalar($crate::webhooks::PROCESSING_TIMES)
+                    .bind(since.0)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(times)
             }
 
             async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>> {

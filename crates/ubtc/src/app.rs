@@ -350,6 +350,9 @@ pub fn spawn_pipeline(
 ) {
     let poll = Duration::from_millis(config.pipeline.poll_ms);
     let max_backoff = Duration::from_secs(30);
+    // Round latency and failures by reason on `/metrics`, whichever signer this is.
+    let signer: Arc<dyn ReserveSigner> =
+        Arc::new(ubtc_pipeline::metered::MeteredSigner::new(signer));
     // Both are configuration errors caught by `Config::validate`; should one slip
     // through, the process stops with it instead of running unlimited.
     let payment_limits: Arc<dyn ubtc_pipeline::PaymentLimiter> = match limiter(config) {
