@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use ubtc_api::admin::auth::{random_secret, secret_hash, API_KEY_PREFIX};
 use ubtc_api::admin::{token::TokenKeys, totp, AdminAuth, IpAllowlist, Role};
 use ubtc_core::Timestamp;
-use ubtc_store::{LockoutPolicy, NewAuditEntry, Store};
+use ubtc_store::{LockoutPolicy, NewApiKey, NewAuditEntry, Store};
 
 use crate::config::Config;
 
@@ -26,6 +27,19 @@ pub enum AdminCommand {
     },
     /// Lists the accounts.
     ListUsers,
+    /// Creates an API key for a program and prints it (once; only its hash is stored).
+    CreateApiKey {
+        #[arg(long)]
+        name: String,
+        /// Role(s) of the key; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
+    },
+    /// Revokes an API key by id.
+    RevokeApiKey {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
     /// Re-checks the hash chain of the audit log. Exit 0 when intact; 1 naming the
     /// first broken record.
     AuditVerify,
@@ -212,6 +226,55 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                     }
                 );
             }
+            Ok(())
+        }
+        AdminCommand::CreateApiKey { name, mut roles } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 100 {
+                anyhow::bail!("--name must have 1 to 100 characters");
+            }
+            roles.sort();
+            roles.dedup();
+            let key = random_secret(API_KEY_PREFIX);
+            let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+            let stored = store
+                .create_api_key(
+                    &NewApiKey {
+                        name,
+                        key_hash: secret_hash(&key),
+                        roles,
+                        created_by: "cli".to_owned(),
+                    },
+                    Timestamp::now(),
+                )
+                .await?;
+            audit(
+                store.as_ref(),
+                "api_key.create",
+                format!("api_key:{}", stored.id),
+                None,
+                Some(serde_json::json!({ "name": stored.name, "roles": stored.roles }).to_string()),
+            )
+            .await?;
+            println!("id:    {}", stored.id);
+            println!("roles: {}", stored.roles.join(","));
+            println!("key:   {key}");
+            println!("(shown once: send it as x-api-key or authorization: Bearer)");
+            Ok(())
+        }
+        AdminCommand::RevokeApiKey { id } => {
+            if !store.revoke_api_key(id, Timestamp::now()).await? {
+                anyhow::bail!("no active API key with id {id}");
+            }
+            audit(
+                store.as_ref(),
+                "api_key.revoke",
+                format!("api_key:{id}"),
+                Some(r#"{"revoked":false}"#.to_owned()),
+                Some(r#"{"revoked":true}"#.to_owned()),
+            )
+            .await?;
+            println!("API key {id} revoked");
             Ok(())
         }
         AdminCommand::AuditVerify => {

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ubtc_store::{PgStore, Store};
+use ubtc_store::{AdminStore, PgStore, Store};
 
 fn admin_url() -> String {
     std::env::var("UBTC_TEST_DATABASE_URL")
@@ -127,9 +127,61 @@ async fn create_user_then_audit_verify_finds_a_direct_edit() {
     );
     assert_eq!(out.status.code(), Some(1));
 
+    // An API key for a program: printed once, stored as a hash with its roles.
+    let out = ubtc(
+        dir.path(),
+        &db.url,
+        &[
+            "admin",
+            "create-api-key",
+            "--name",
+            "ci",
+            "--role",
+            "auditor",
+            "--role",
+            "operator",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let probe = PgStore::connect(&db.url, 1).await.unwrap();
+    let stored = probe
+        .find_api_key(&ubtc_api::admin::auth::secret_hash(&key))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.roles, ["operator", "auditor"]);
+    let id = stored.id.to_string();
+    let out = ubtc(
+        dir.path(),
+        &db.url,
+        &["admin", "revoke-api-key", "--id", &id],
+        &[],
+    );
+    assert!(out.status.success());
+    let out = ubtc(
+        dir.path(),
+        &db.url,
+        &["admin", "revoke-api-key", "--id", &id],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    probe.pool().close().await;
+
     let out = ubtc(dir.path(), &db.url, &["admin", "audit-verify"], &[]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("intact: 3 records"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact: 5 records"));
 
     // Straight into the database, as only the table's owner could: the trigger that
     // refuses UPDATE is disabled for the edit (the test role is a superuser).
