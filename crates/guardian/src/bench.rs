@@ -40,8 +40,11 @@ pub struct GuardianBenchReport {
     /// Whole pipeline (monitor → SQLite queue → workers → bundle), validations/s.
     pub pipeline_local_per_sec: f64,
     pub pipeline_guardians_per_sec: f64,
-    /// pipeline_guardians / pipeline_local (the target: at least 0.5).
+    /// Median over the repetitions of pipeline_guardians / pipeline_local (the
+    /// issue's target: at least 0.5); the rates above are medians too.
     pub pipeline_ratio: f64,
+    /// The ratio of each repetition, in run order.
+    pub pipeline_ratios: Vec<f64>,
     pub concurrency: usize,
     pub local_per_sec: f64,
     pub guardians_per_sec: f64,
@@ -89,10 +92,17 @@ impl std::fmt::Display for GuardianBenchReport {
             "  2-of-3 guardian pipeline {:>10.1} /s",
             self.pipeline_guardians_per_sec
         )?;
+        let runs: Vec<String> = self
+            .pipeline_ratios
+            .iter()
+            .map(|r| format!("{:.1}", r * 100.0))
+            .collect();
         writeln!(
             f,
-            "  guardians / single key  {:>10.1} %",
-            self.pipeline_ratio * 100.0
+            "  guardians / single key  {:>10.1} %   (median of {} interleaved runs: {} %)",
+            self.pipeline_ratio * 100.0,
+            self.pipeline_ratios.len(),
+            runs.join(", ")
         )
     }
 }
@@ -103,6 +113,14 @@ const PIPELINE_BATCH: u32 = 64;
 
 /// Height of the dev Bitcoin tip of the workers and of every guardian.
 const BENCH_BITCOIN_HEIGHT: u32 = 900_000;
+
+/// Interleaved repetitions of the two pipeline sides.
+const PIPELINE_REPEATS: usize = 3;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -302,19 +320,30 @@ pub async fn bench_guardians(
         run_side(rig1.coordinator.clone(), &statements, concurrency).await?;
     drop(rig1);
 
-    let rig2 = rig().await?;
-    for i in 0..validations {
-        rig2.dev
-            .submit_payment(&payer, 1_000, format!("pipeline {i}").as_bytes());
+    // Interleaved repetitions, each on a fresh chain and fresh guardians (a guardian
+    // never signs a second statement for a payment): on a shared machine one run of a
+    // few hundred milliseconds per side is mostly noise; the median ratio is not.
+    let mut locals = Vec::new();
+    let mut guardians = Vec::new();
+    let mut ratios = Vec::new();
+    for _ in 0..PIPELINE_REPEATS {
+        let rig2 = rig().await?;
+        for i in 0..validations {
+            rig2.dev
+                .submit_payment(&payer, 1_000, format!("pipeline {i}").as_bytes());
+        }
+        rig2.dev.mine(3);
+        let l = pipeline_side(&rig2, local.clone(), validations, concurrency).await?;
+        let g = pipeline_side(&rig2, rig2.coordinator.clone(), validations, concurrency).await?;
+        locals.push(l);
+        guardians.push(g);
+        ratios.push(g / l);
     }
-    rig2.dev.mine(3);
-    let pipeline_local = pipeline_side(&rig2, local, validations, concurrency).await?;
-    let pipeline_guardians =
-        pipeline_side(&rig2, rig2.coordinator.clone(), validations, concurrency).await?;
     Ok(GuardianBenchReport {
-        pipeline_local_per_sec: pipeline_local,
-        pipeline_guardians_per_sec: pipeline_guardians,
-        pipeline_ratio: pipeline_guardians / pipeline_local,
+        pipeline_local_per_sec: median(&mut locals),
+        pipeline_guardians_per_sec: median(&mut guardians),
+        pipeline_ratio: median(&mut ratios.clone()),
+        pipeline_ratios: ratios,
         validations,
         concurrency,
         local_per_sec: local_rate,

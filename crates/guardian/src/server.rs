@@ -333,7 +333,7 @@ impl Guardian {
         let mut fresh = Vec::new();
         for (item, decided) in items.into_iter().zip(decided) {
             match decided {
-                Decided::Repeat(sealed) => answers.push(sealed),
+                Decided::Repeat(sealed) => answers.push(*sealed),
                 Decided::Answer(outcome) => {
                     // A replay refusal must not take the place of the answer to the
                     // request whose id it reused.
@@ -389,7 +389,7 @@ impl Guardian {
             for (i, item) in items.iter().enumerate() {
                 if let Some((seen_digest, _, answer)) = d.answered.get(&item.req.request_id) {
                     out[i] = Some(if *seen_digest == item.request_digest {
-                        Decided::Repeat(answer.clone())
+                        Decided::Repeat(Box::new(answer.clone()))
                     } else {
                         refuse(
                             RefusalCode::RequestReplayed,
@@ -790,7 +790,7 @@ fn check_batch_size(batch: &SignBatch) -> Result<(), ProtocolError> {
 enum Decided {
     Answer(Outcome),
     /// The exact answer already sent for this request.
-    Repeat(SignAnswer),
+    Repeat(Box<SignAnswer>),
 }
 
 fn refused(code: RefusalCode, detail: &str) -> Outcome {
