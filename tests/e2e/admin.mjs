@@ -82,13 +82,13 @@ try {
   check(/script-src 'self'/.test(res.headers()['content-security-policy'] || ''), 'CSP on /admin');
   await page.waitForSelector('#login:not([hidden])');
   await login(page, admin, false);
-  await page.locator('#error', { hasText: 'totp_required' }).waitFor({ timeout: 10000 });
+  await page.locator('#error', { hasText: 'totp_required' }).waitFor({ timeout: 30000 });
   check(await page.isHidden('#app'), 'no admin view without TOTP');
   check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access')), 'no session cookie without TOTP');
   summary.without_totp = 'totp_required';
 
   await login(page, admin, true);
-  await page.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+  await page.waitForSelector('#app:not([hidden])', { timeout: 30000 });
   check((await page.textContent('#who-name')).trim() === admin.user, 'logged in as the admin');
   const cookies = await ctx.cookies();
   const access = cookies.find((c) => c.name === 'ubtc_admin_access');
@@ -103,7 +103,7 @@ try {
   await page.selectOption('#user-form [name=role]', 'auditor');
   await page.fill('#user-form [name=password]', 'a long enough password 1');
   await page.click('#user-form button[type=submit]');
-  await page.locator('#notice', { hasText: 'TOTP secret' }).waitFor({ timeout: 10000 });
+  await page.locator('#notice', { hasText: 'TOTP secret' }).waitFor({ timeout: 30000 });
   await page.locator(`#users tr[data-user="${newUser}"]`).waitFor();
   if (shots) {
     mkdirSync(shots, { recursive: true });
@@ -117,7 +117,7 @@ try {
   check(!users.items.some((u) => u.username === 'mallory'), 'the forged call created nothing');
 
   await page.click('.tabs a[href="#audit"]');
-  await page.locator('#audit-status', { hasText: 'chain intact' }).waitFor({ timeout: 10000 });
+  await page.locator('#audit-status', { hasText: 'chain intact' }).waitFor({ timeout: 30000 });
   await page.locator('#audit tbody tr', { hasText: newUser }).first().waitFor();
   for (const tab of ['keys', 'webhooks', 'reserves']) {
     await page.click(`.tabs a[href="#${tab}"]`);
@@ -134,7 +134,7 @@ try {
   await ap.goto(base + '/admin');
   await ap.waitForSelector('#login:not([hidden])');
   await login(ap, auditor, true);
-  await ap.waitForSelector('#app:not([hidden])', { timeout: 10000 });
+  await ap.waitForSelector('#app:not([hidden])', { timeout: 30000 });
   const seen = {};
   for (const tab of ['users', 'keys', 'webhooks', 'audit', 'reserves']) {
     await ap.click(`.tabs a[href="#${tab}"]`);
@@ -161,14 +161,14 @@ try {
   await op.goto(base + '/admin#reserves');
   await op.waitForSelector('#login:not([hidden])');
   await login(op, operator, true);
-  await op.waitForSelector('#tab-reserves:not([hidden])', { timeout: 10000 });
+  await op.waitForSelector('#tab-reserves:not([hidden])', { timeout: 30000 });
   const forms = await op.locator('#tab-reserves form').count();
   check(forms === 4, `operator sees ${forms} reserve forms`);
   check(await op.locator('#user-form').count() === 0, 'an operator gets no user form');
   await op.fill('#deposit-form [name=txid]', 'ab'.repeat(32));
   await op.fill('#deposit-form [name=expected_sats]', '100000');
   await op.click('#deposit-form button[type=submit]');
-  const refusal = (await op.locator('#error:not([hidden])').textContent({ timeout: 10000 })).trim();
+  const refusal = (await op.locator('#error:not([hidden])').textContent({ timeout: 30000 })).trim();
   check(/^[a-z_]+: /.test(refusal), `deposit answer shown with its code: ${refusal}`);
   check(await op.locator('#ops tbody tr', { hasText: 'ab'.repeat(32) }).count() === 0, 'the refused deposit is not listed');
   summary.operator = { reserve_forms: forms, deposit_answer: refusal.split(':')[0] };

@@ -199,10 +199,10 @@ try {
   await page.fill('#lookup-tx', receipt.tx_hash);
   await page.press('#lookup-tx', 'Enter');
   await page.waitForURL(/\?tx=/);
-  await page.locator(`#lookup-result li[data-id="${id}"]`).waitFor({ timeout: 10000 });
+  await page.locator(`#lookup-result li[data-id="${id}"]`).waitFor({ timeout: 30000 });
   await page.fill('#lookup-tx', 'not-a-hash!');
   await page.press('#lookup-tx', 'Enter');
-  await page.locator('#lookup-result .error', { hasText: 'invalid_parameter' }).waitFor({ timeout: 10000 });
+  await page.locator('#lookup-result .error', { hasText: 'invalid_parameter' }).waitFor({ timeout: 30000 });
 
   // ---- phone ----
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
