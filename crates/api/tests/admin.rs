@@ -885,3 +885,112 @@ async fn ip_allowlist_and_unconfigured_admin() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_checks_the_old_one_and_ends_other_sessions() {
+    let app = app().await;
+    let here = Cred::Bearer(app.session(Role::Operator, 600).await.0);
+    let elsewhere = Cred::Bearer(app.session(Role::Operator, 600).await.0);
+    let path = "/v1/admin/me/password";
+    let new_pw = "a brand new passphrase";
+    let (s, v) = app
+        .call(
+            Method::POST,
+            path,
+            &here,
+            Some(json!({"current_password": "wrong one", "new_password": new_pw})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    let (s, v) = app
+        .call(
+            Method::POST,
+            path,
+            &here,
+            Some(json!({"current_password": PASSWORD, "new_password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "invalid_parameter")
+    );
+    // Nothing changed so far: both sessions live.
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &elsewhere, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (s, v) = app
+        .call(
+            Method::POST,
+            path,
+            &here,
+            Some(json!({"current_password": PASSWORD, "new_password": new_pw})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &here, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &elsewhere, None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The new password logs in, the old one no longer does.
+    let (_, name, secret) = app.user(Role::Operator).clone();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": name, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    let totp_code = totp::current_code(&secret, now_secs()).unwrap();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": name, "password": new_pw, "totp": totp_code})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Not for API keys; and audited without any value.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            path,
+            &Cred::Bearer(BOOTSTRAP_KEY.into()),
+            Some(json!({"current_password": "x", "new_password": new_pw})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    let entries = app.store.list_audit(None, 100).await.unwrap();
+    let rec = entries
+        .iter()
+        .find(|e| e.action == "user.password_change")
+        .unwrap();
+    assert_eq!(
+        (
+            rec.actor.as_str(),
+            rec.old_value.as_deref(),
+            rec.new_value.as_deref()
+        ),
+        (name.as_str(), None, None)
+    );
+    assert!(entries
+        .iter()
+        .any(|e| e.action == "user.password_change_failed"));
+}

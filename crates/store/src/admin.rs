@@ -133,6 +133,16 @@ pub trait AdminStore: Send + Sync + 'static {
     /// Disables a user and revokes all its sessions, in ONE transaction. False when
     /// unknown or already disabled.
     async fn disable_admin_user(&self, username: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Replaces a user's password hash and revokes every session of the user except
+    /// `keep` (the one that asked), in ONE transaction. False when the user is
+    /// unknown or disabled (nothing written).
+    async fn set_admin_password(
+        &self,
+        user_id: uuid::Uuid,
+        password_hash: &str,
+        keep: Option<uuid::Uuid>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Consumes TOTP step `step` for the user: true only if it is later than every
     /// step consumed before (one conditional UPDATE, so two concurrent logins with the
     /// same code cannot both succeed).
@@ -275,6 +285,10 @@ pub(crate) const DISABLE_USER: &str = "UPDATE admin_users SET disabled_at = $2 \
      WHERE username = $1 AND disabled_at IS NULL RETURNING id";
 pub(crate) const REVOKE_USER_SESSIONS: &str = "UPDATE admin_sessions SET revoked_at = $2, \
      revoke_reason = 'user disabled' WHERE user_id = $1 AND revoked_at IS NULL";
+pub(crate) const SET_PASSWORD: &str = "UPDATE admin_users SET password_hash = $2 \
+     WHERE id = $1 AND disabled_at IS NULL";
+pub(crate) const OPEN_SESSIONS: &str =
+    "SELECT id FROM admin_sessions WHERE user_id = $1 AND revoked_at IS NULL";
 pub(crate) const CONSUME_TOTP: &str = "UPDATE admin_users SET totp_last_step = $2 \
      WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)";
 
@@ -429,6 +443,38 @@ macro_rules! impl_admin_store {
                     .bind(now.0)
                     .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn set_admin_password(
+                &self,
+                user_id: uuid::Uuid,
+                password_hash: &str,
+                keep: Option<uuid::Uuid>,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let done = sqlx::query($crate::admin::SET_PASSWORD)
+                    .bind(user_id)
+                    .bind(password_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                let all: Vec<uuid::Uuid> = sqlx::query_scalar($crate::admin::OPEN_SESSIONS)
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for sid in all.into_iter().filter(|s| Some(*s) != keep) {
+                    sqlx::query($crate::admin::REVOKE_SESSION)
+                        .bind(sid)
+                        .bind(now.0)
+                        .bind("password changed")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(true)
             }

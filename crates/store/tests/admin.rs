@@ -134,6 +134,7 @@ conformance!(
     concurrent_rotation_has_one_winner,
     api_keys,
     audit_tampering_is_detected,
+    password_change_revokes_other_sessions,
 );
 
 fn new_user(name: &str, role: &str) -> NewAdminUser {
@@ -507,5 +508,53 @@ async fn audit_tampering_is_detected(h: &Harness) {
     assert_eq!(
         s.verify_audit_chain().await.unwrap().first_broken,
         Some(target)
+    );
+}
+
+async fn password_change_revokes_other_sessions(h: &Harness) {
+    let s = h.store.as_ref();
+    let u = s
+        .create_admin_user(&new_user("alice", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let here = session(s, u.id, "p1").await;
+    let elsewhere = session(s, u.id, "p2").await;
+    assert!(s
+        .set_admin_password(u.id, "$argon2id$new", Some(here), at(1))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_admin_user("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$new"
+    );
+    assert!(s.admin_session_active(here, at(2)).await.unwrap());
+    assert!(!s.admin_session_active(elsewhere, at(2)).await.unwrap());
+    // Without a session to keep, all end; a disabled or unknown user changes nothing.
+    assert!(s
+        .set_admin_password(u.id, "$argon2id$newer", None, at(3))
+        .await
+        .unwrap());
+    assert!(!s.admin_session_active(here, at(4)).await.unwrap());
+    assert!(!s
+        .set_admin_password(uuid::Uuid::new_v4(), "$x", None, at(5))
+        .await
+        .unwrap());
+    assert!(s.disable_admin_user("alice", at(6)).await.unwrap());
+    assert!(!s
+        .set_admin_password(u.id, "$argon2id$again", None, at(7))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_admin_user("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$newer"
     );
 }

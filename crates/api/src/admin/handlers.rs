@@ -348,6 +348,101 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's own password (a login session only). The current password is
+/// checked (a wrong one counts towards the lockout like a failed login); every other
+/// session of the account ends.
+pub async fn change_password(
+    State(state): State<ApiState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<PasswordBody>,
+) -> Result<StatusCode, ApiError> {
+    let auth = admin_auth(&state)?;
+    let Credential::Session {
+        user_id,
+        session_id,
+    } = principal.credential
+    else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "a password belongs to an account: log in to change it",
+        ));
+    };
+    let now = Timestamp::now();
+    let user = state
+        .store
+        .get_admin_user_by_id(user_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown account"))?;
+    let user_key = format!("user:{}", user.username);
+    if let Some(until) = state.store.login_locked_until(&user_key, now).await? {
+        return Err(ApiError::new(
+            ErrorCode::LoginLocked,
+            format!(
+                "too many failed attempts; retry after {} s",
+                (until.as_millis() - now.as_millis()) / 1000 + 1
+            ),
+        ));
+    }
+    password::check_strength(&body.new_password)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.to_string()))?;
+    let (current, phc, new) = (
+        body.current_password,
+        user.password_hash.clone(),
+        body.new_password,
+    );
+    let new_hash = tokio::task::spawn_blocking(move || {
+        if password::verify_password(&current, &phc) {
+            password::hash_password(&new).map(Some)
+        } else {
+            Ok(None)
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let Some(new_hash) = new_hash else {
+        state
+            .store
+            .record_login_failure(&user_key, &auth.user_lockout, now)
+            .await?;
+        principal
+            .audit(
+                &state,
+                "user.password_change_failed",
+                Some(user_key),
+                None,
+                None,
+            )
+            .await?;
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the current password is wrong",
+        ));
+    };
+    if !state
+        .store
+        .set_admin_password(user_id, &new_hash, Some(session_id), now)
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the account is disabled",
+        ));
+    }
+    // The values are not recorded: not even hashes of passwords go to the audit log.
+    principal
+        .audit(&state, "user.password_change", Some(user_key), None, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn me(principal: Principal) -> Json<Principal> {
     Json(principal)
 }

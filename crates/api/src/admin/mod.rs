@@ -139,6 +139,7 @@ pub static ADMIN_ROUTES: &[AdminRoute] = &[
     admin_route!(POST "/v1/admin/refresh", public, handlers::refresh),
     admin_route!(POST "/v1/admin/logout", [], handlers::logout),
     admin_route!(GET "/v1/admin/me", [], handlers::me),
+    admin_route!(POST "/v1/admin/me/password", [], handlers::change_password),
     admin_route!(GET "/v1/admin/config", [Admin, Auditor], handlers::config),
     // ----- accounts and keys (admin) -----
     admin_route!(GET "/v1/admin/users", [Admin, Auditor], handlers::list_users),
