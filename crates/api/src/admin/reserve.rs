@@ -60,21 +60,21 @@ fn api_error(e: OpsError) -> ApiError {
         }
         OpsError::Release(_) => ErrorCode::ReleaseInvalid,
         OpsError::Chain(c) => {
+            // The node's answer may name internal hosts: logged, not shown.
             tracing::warn!(error = %c, "reserve operation: chain unavailable");
-            ErrorCode::ChainUnavailable
+            return ApiError::new(
+                ErrorCode::ChainUnavailable,
+                "a chain node could not be read; try again later",
+            );
         }
         OpsError::Store(_) => {
-            let OpsError::Store(s) = e else {
-                return ApiError::internal("unreachable");
-            };
-            return s.into();
+            return match e {
+                OpsError::Store(s) => s.into(),
+                other => ApiError::internal(other),
+            }
         }
     };
-    let message = match &e {
-        OpsError::Chain(_) => "a chain node could not be read; try again later".to_owned(),
-        other => other.to_string(),
-    };
-    ApiError::new(code, message)
+    ApiError::new(code, e.to_string())
 }
 
 #[derive(Debug, Deserialize)]
