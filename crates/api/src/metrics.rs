@@ -53,13 +53,16 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
+/// (method, status, latency histogram, request counter) of one route.
+type RouteHandles = (Method, u16, Histogram, Counter);
+
 /// The latency histogram and request counter of one (route, method, status), made
 /// once: building a labelled handle allocates and hashes its labels, which would
 /// otherwise cost every request.
 #[derive(Default)]
 pub struct HttpMetrics {
     /// By route template, then a short list of (method, status) seen on it.
-    by_route: std::sync::RwLock<HashMap<String, Vec<(Method, u16, Histogram, Counter)>>>,
+    by_route: std::sync::RwLock<HashMap<String, Vec<RouteHandles>>>,
 }
 
 impl HttpMetrics {
