@@ -54,6 +54,9 @@ pub struct GuardianConfig {
     /// checked. Required: a guardian that cannot check the stamp would sign a
     /// statement stamped with any block.
     pub bitcoin: GuardianBitcoin,
+    /// Also serve reserve operations (`POST /v1/reserve-ops`, docs/reserve-ops.md).
+    #[serde(default)]
+    pub reserve_ops: Option<crate::reserve_ops::GuardianReserveOpsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -67,7 +67,33 @@ pub async fn run_guardian(
     println!("guardian key {}", guardian.public_key());
     println!("guardian listening on {addr}");
     tracing::info!(%addr, key = %guardian.public_key(), "guardian running");
-    server::serve(listener, server::router(guardian), cancel)
+    let router = match reserve_guardian(config)? {
+        Some(reserve) => {
+            tracing::info!(
+                "serving reserve operations at {}",
+                reserve_ops::RESERVE_OPS_PATH
+            );
+            server::router_with_reserve_ops(guardian, std::sync::Arc::new(reserve))
+        }
+        None => server::router(guardian),
+    };
+    server::serve(listener, router, cancel)
         .await
         .map_err(GuardianError::Serve)
+}
+
+/// The reserve-ops service when `guardian.toml` has `[reserve_ops]`. The keystore is
+/// read a second time (the signing guardian keeps its copy private).
+fn reserve_guardian(
+    config: &GuardianConfig,
+) -> Result<Option<reserve_ops::ReserveGuardian>, GuardianError> {
+    if config.reserve_ops.is_none() {
+        return Ok(None);
+    }
+    let pass = keystore::passphrase_from(
+        config.passphrase_file.as_deref(),
+        Some(&config.passphrase_env),
+    )?;
+    let key = keystore::load(&config.keystore, &pass)?;
+    Ok(reserve_ops::ReserveGuardian::from_config(config, key)?)
 }

@@ -755,3 +755,140 @@ pub fn store_minter_key(
         source,
     })
 }
+
+/// `[reserve_ops]` of `guardian.toml`: this guardian also approves mints and signs
+/// releases (docs/reserve-ops.md). Its Bitcoin view is the file's `[bitcoin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianReserveOpsConfig {
+    /// The reserve policy: M and every guardian's key (compressed hex); this
+    /// guardian's own key must be one of them.
+    pub threshold: usize,
+    pub keys: Vec<String>,
+    /// `bitcoin`, `testnet`, `signet` or `regtest`.
+    pub network: Network,
+    /// The durable record of reserve-op approvals (JSON lines, fsync'd).
+    pub approvals: PathBuf,
+    pub min_deposit_confirmations: u32,
+    pub min_burn_confirmations: u64,
+    pub max_release_fee_sats: u64,
+    /// This guardian's own endpoint for each token chain.
+    pub tokens: Vec<GuardianTokenConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianTokenConfig {
+    pub chain: String,
+    pub rpc_url: String,
+    /// The WrappedBTC contract.
+    pub token: String,
+}
+
+impl ReserveGuardian {
+    /// Builds the reserve-ops service of a guardian from its configuration; `None`
+    /// when the file has no `[reserve_ops]`.
+    pub fn from_config(
+        config: &crate::GuardianConfig,
+        key: GuardianKey,
+    ) -> Result<Option<Self>, crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let Some(r) = &config.reserve_ops else {
+            return Ok(None);
+        };
+        let invalid = |m: String| ConfigError::Invalid(format!("reserve_ops: {m}"));
+        let keys = r
+            .keys
+            .iter()
+            .map(|k| {
+                k.parse::<PublicKey>()
+                    .map(CompressedPublicKey)
+                    .map_err(|_| invalid(format!("{k:?} is not a compressed public key")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reserve = SortedMulti::new(r.threshold, keys).map_err(|e| invalid(e.to_string()))?;
+        if !reserve.keys().contains(&CompressedPublicKey(key.public())) {
+            return Err(invalid(
+                "this guardian's key is not one of the reserve keys".into(),
+            ));
+        }
+        let mut tokens: HashMap<String, Arc<dyn TokenView>> = HashMap::new();
+        for t in &r.tokens {
+            let view = EvmTokenView::new(&t.rpc_url, &t.token, RetryPolicy::default())
+                .map_err(|e| invalid(format!("{}: {e}", t.chain)))?;
+            tokens.insert(t.chain.clone(), Arc::new(view));
+        }
+        let coordinators = config.coordinator_keys()?;
+        let policy = ReservePolicy {
+            min_deposit_confirmations: r.min_deposit_confirmations.max(1),
+            min_burn_confirmations: r.min_burn_confirmations.max(1),
+            max_release_fee_sats: r.max_release_fee_sats,
+            max_request_ttl_ms: (config.max_request_ttl_secs as i64).saturating_mul(1000),
+        };
+        Self::new(
+            key,
+            coordinators,
+            config.bitcoin.backend()?,
+            reserve,
+            r.network,
+            tokens,
+            policy,
+            Some(&r.approvals),
+        )
+        .map(Some)
+        .map_err(|source| ConfigError::Read {
+            path: r.approvals.display().to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config_text(keys: &[String], approvals: &Path) -> String {
+        let coordinator = GuardianKey::generate().public_hex();
+        let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{coordinator}\"]\nchains = []\n\
+             [bitcoin]\nbackend = \"dev\"\ndev_height = 100\n\
+             [reserve_ops]\nthreshold = 2\nkeys = [{}]\nnetwork = \"regtest\"\n\
+             approvals = \"{}\"\nmin_deposit_confirmations = 6\nmin_burn_confirmations = 12\n\
+             max_release_fee_sats = 50000\n\
+             [[reserve_ops.tokens]]\nchain = \"ethereum\"\nrpc_url = \"http://127.0.0.1:1\"\n\
+             token = \"0x00000000000000000000000000000000000000aa\"\n",
+            keys.join(", "),
+            approvals.display()
+        )
+    }
+
+    #[test]
+    fn guardian_toml_reserve_ops_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+        let hex: Vec<String> = keys.iter().map(GuardianKey::public_hex).collect();
+        let path = dir.path().join("reserve.jsonl");
+        let config = crate::GuardianConfig::parse(&config_text(&hex, &path)).unwrap();
+        let r = config.reserve_ops.as_ref().unwrap();
+        assert_eq!((r.threshold, r.network), (2, Network::Regtest));
+        let g = ReserveGuardian::from_config(&config, keys[1].clone())
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.public_key(), keys[1].public());
+        assert_eq!(g.policy.min_burn_confirmations, 12);
+        assert!(g.tokens.contains_key("ethereum"));
+        // A key outside the reserve policy is refused.
+        let outsider = GuardianKey::generate();
+        assert!(ReserveGuardian::from_config(&config, outsider).is_err());
+        // Without the section: no reserve-ops service.
+        let text = config_text(&hex, &path);
+        let without = &text[..text.find("[reserve_ops]").unwrap()];
+        let c = crate::GuardianConfig::parse(without).unwrap();
+        assert!(ReserveGuardian::from_config(&c, keys[0].clone())
+            .unwrap()
+            .is_none());
+    }
+}
