@@ -132,6 +132,11 @@ impl Leases {
     }
 }
 
+/// Limits per client IP and per API key, refusing (never queueing). Units are leased
+/// from the shared limiter in batches that grow with use (1, 2, 4, … up to
+/// `lease_max_units`) and live `lease_ttl_ms`: per bucket and process, at most
+/// `lease_max_units - 1` units above the burst within a lease's lifetime, and up to as
+/// many refused early when a client is spread over processes near its limit.
 pub struct ClientLimits {
     limiter: Arc<dyn Limiter>,
     per_ip: Rate,

@@ -13,7 +13,12 @@
 //! [`PaymentLimits`] applies them to paid validations (per payer per chain and per
 //! chain overall), where a limited request is *delayed*, never refused;
 //! [`ClientLimits`] to API requests (per IP and per API key), which are refused with
-//! the time to wait.
+//! the time to wait, and which lease units in batches ([`Limiter::lease`]) so that a
+//! busy client costs one Redis round trip per batch, not per request (the bound this
+//! puts on the limit is on [`ClientLimits`]).
+//!
+//! [`ResponseCache`] is the API's response cache: Redis behind an in-process layer,
+//! invalidated by tag generation across processes.
 //!
 //! This crate decides how much may pass and when; it never decides what a request is
 //! for, and never logs keys' secrets (keys here are chain names, payer addresses and
