@@ -190,7 +190,16 @@ impl OpLog {
         };
         if let Some(p) = path {
             if p.exists() {
-                for line in std::fs::read_to_string(p)?.lines() {
+                let text = std::fs::read_to_string(p)?;
+                // A torn last line (crash mid-write) was never answered: cut it off, or
+                // the next line appended would be glued to it and lost on reload.
+                if !text.is_empty() && !text.ends_with('\n') {
+                    let keep = text.rfind('\n').map_or(0, |i| i + 1);
+                    let f = std::fs::OpenOptions::new().write(true).open(p)?;
+                    f.set_len(keep as u64)?;
+                    f.sync_data()?;
+                }
+                for line in text.lines() {
                     // A torn last line (crash mid-write) was never answered: skip it.
                     if let Ok(l) = serde_json::from_str::<LogLine>(line) {
                         log.used.insert(l.resource, l.op_key.clone());
@@ -863,6 +872,51 @@ mod tests {
             keys.join(", "),
             approvals.display()
         )
+    }
+
+    #[test]
+    fn approvals_survive_a_restart_and_a_torn_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reserve.jsonl");
+        let key = GuardianKey::generate();
+        let answer = protocol::seal(ANSWER_TAG, &serde_json::json!({"x": 1}), &key).unwrap();
+        let mut log = OpLog::open(Some(&path)).unwrap();
+        log.append(LogLine {
+            op_key: "mint:1".into(),
+            resource: "deposit:aa:0".into(),
+            op_digest: "d1".into(),
+            answer: answer.clone(),
+        })
+        .unwrap();
+        drop(log);
+        // A crash in the middle of the next write leaves half a line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"op_key":"mint:2","resou"#).unwrap();
+        drop(f);
+        let log = OpLog::open(Some(&path)).unwrap();
+        let (digest, env) = log.answered.get("mint:1").unwrap();
+        assert_eq!(digest, "d1");
+        assert_eq!(env.body, answer.body);
+        assert_eq!(env.signature, answer.signature);
+        assert_eq!(
+            log.used.get("deposit:aa:0").map(String::as_str),
+            Some("mint:1")
+        );
+        assert!(!log.answered.contains_key("mint:2"));
+        // The next approval after the restart is not glued to the torn fragment.
+        let mut log = log;
+        log.append(LogLine {
+            op_key: "mint:3".into(),
+            resource: "deposit:bb:0".into(),
+            op_digest: "d3".into(),
+            answer,
+        })
+        .unwrap();
+        let log = OpLog::open(Some(&path)).unwrap();
+        assert!(log.answered.contains_key("mint:1") && log.answered.contains_key("mint:3"));
     }
 
     #[test]

@@ -715,3 +715,69 @@ async fn admin_routes_over_http() {
         .any(|a| a.action == "reserve.mint.request" && a.actor == "bootstrap-operator"));
     cancel.cancel();
 }
+
+/// A worker that dies after storing a signed mint and before sending it: the next
+/// tick sends the very same transaction (same nonce, same hash), so the supply grows
+/// once. Ticking on changes nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_storing_and_sending_a_mint_mints_once() {
+    let w = world().await;
+    let ops = w.ops(10_000_000);
+    let op = Actor::default();
+    let reserve_address = ops.settings().reserve_address();
+    let reserve_spk = w.reserve.script_pubkey(Wrapping::Wsh).to_hex_string();
+    let utxo = w.bitcoin.fund(&reserve_address, &reserve_spk, 300_000);
+    w.bitcoin.advance(3);
+    let d = ops
+        .record_deposit(
+            &op,
+            &DepositRequest {
+                txid: utxo.txid,
+                vout: Some(0),
+                expected_sats: json!(300_000),
+                reserve_address: None,
+                confirmations: None,
+            },
+        )
+        .await
+        .unwrap();
+    tick(&ops).await;
+    let to = w.accounts[3].clone();
+    let m = ops
+        .request_mint(&op, CHAIN, &to, &json!(300_000), d.id)
+        .await
+        .unwrap();
+    // The approval round, then the first half of the send step only (as a worker
+    // killed right after its store write would leave it).
+    w.store
+        .approve_mint(m.id, ubtc_core::Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let signed = w.minter.sign_mint(&to, 300_000).await.unwrap();
+    w.store
+        .mint_submitted(m.id, &signed.hash, &signed.raw, ubtc_core::Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        w.minter.total_supply().await.unwrap(),
+        0,
+        "nothing sent yet"
+    );
+
+    let t = tick(&ops).await;
+    assert_eq!(t.mints_finished, 0, "{t:?}");
+    w.anvil.receipt(&signed.hash).await.unwrap();
+    let t = tick(&ops).await;
+    assert_eq!(t.mints_finished, 1, "{t:?}");
+    let done = w.store.get_mint(m.id).await.unwrap().unwrap();
+    assert_eq!(done.state, MintState::Confirmed);
+    assert_eq!(done.tx_hash.as_deref(), Some(signed.hash.as_str()));
+    assert_eq!(w.minter.total_supply().await.unwrap(), 300_000);
+    // Resending the stored bytes again is harmless, and no tick mints again.
+    w.minter.send(&signed).await.unwrap();
+    assert!(ubtc_pipeline::StepOutcome::is_idle(&tick(&ops).await));
+    assert_eq!(w.minter.total_supply().await.unwrap(), 300_000);
+    assert_eq!(w.balance(&to).await, 300_000);
+}
