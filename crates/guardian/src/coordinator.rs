@@ -351,14 +351,18 @@ impl Coordinator {
                 }
             }
         }
-        for chunk_start in (0..index.len()).step_by(MAX_BATCH_ITEMS) {
-            let end = (chunk_start + MAX_BATCH_ITEMS).min(index.len());
-            let chunk: Vec<&Statement> = index[chunk_start..end]
-                .iter()
-                .map(|&i| &statements[i])
-                .collect();
-            let signed = self.round(&chunk, &prepared[chunk_start..end]).await;
-            for (&i, r) in index[chunk_start..end].iter().zip(signed) {
+        // More than a batch holds: several rounds, concurrently.
+        let starts: Vec<usize> = (0..index.len()).step_by(MAX_BATCH_ITEMS).collect();
+        let rounds = futures::future::join_all(starts.iter().map(|&start| {
+            let end = (start + MAX_BATCH_ITEMS).min(index.len());
+            let chunk: Vec<&Statement> =
+                index[start..end].iter().map(|&i| &statements[i]).collect();
+            let prepared = &prepared[start..end];
+            async move { self.round(&chunk, prepared).await }
+        }))
+        .await;
+        for (&start, signed) in starts.iter().zip(rounds) {
+            for (&i, r) in index[start..].iter().zip(signed) {
                 results[i] = Some(r);
             }
         }

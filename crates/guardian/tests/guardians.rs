@@ -527,3 +527,31 @@ async fn concurrent_statements_share_rounds_and_each_verifies() {
         other => panic!("expected a retry, got {other:?}"),
     }
 }
+
+/// More statements than one batch holds are split into rounds; every one is signed.
+#[tokio::test]
+async fn more_than_a_batch_is_split_into_rounds() {
+    let h = Harness::new(three()).await;
+    let c = h.coordinator(2);
+    let n = ubtc_guardian::protocol::MAX_BATCH_ITEMS + 4;
+    let mut refs = Vec::new();
+    for i in 0..n {
+        refs.push(h.pay(&format!("many {i}"), 0));
+    }
+    h.dev.mine(3);
+    let mut statements = Vec::new();
+    for p in &refs {
+        statements.push(h.statement(p).await);
+    }
+    let results = c.sign_batch(&statements).await;
+    assert_eq!(results.len(), n);
+    for (s, r) in statements.iter().zip(results) {
+        let signed = r.unwrap();
+        assert_eq!(signed.approvals[0].statement_digest, s.digest_hex());
+    }
+    let b = bundle(
+        &statements[n - 1],
+        c.sign(&statements[n - 1]).await.unwrap(),
+    );
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&b).is_valid());
+}
