@@ -299,7 +299,7 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         &chains,
     );
     if let Some(ops) = reserve_ops_cmd::build(&config, store.clone(), bitcoin.clone())? {
-        reserve_ops_cmd::spawn(&mut tasks, &cancel, &config, ops);
+        reserve_ops_cmd::spawn(&mut tasks, &cancel, &config, store.clone(), ops);
     }
     reserves::spawn_snapshotter(&mut tasks, &cancel, &config, store, bitcoin, &chains);
     tracing::info!(

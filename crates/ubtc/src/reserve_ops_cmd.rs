@@ -108,42 +108,90 @@ pub fn build(
     ))))
 }
 
-/// Runs the reserve-ops step until `cancel` fires.
+/// Name of the lease under which one process at a time runs the reserve-ops step:
+/// two processes signing EVM transactions with the same minter key would pick the
+/// same nonce.
+pub const RESERVE_OPS_LEASE: &str = "reserve-ops";
+
+/// Runs the reserve-ops step until `cancel` fires, only while this process holds the
+/// lease [`RESERVE_OPS_LEASE`] (acquired or renewed before every step).
 pub fn spawn(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     cancel: &CancellationToken,
     config: &Config,
+    store: Arc<dyn Store>,
     ops: Arc<ReserveOps>,
 ) {
     let poll = Duration::from_millis(config.reserve_ops.poll_ms);
+    // Longer than a slow step (guardian rounds, RPC timeouts), so the holder keeps it.
+    let ttl = (poll * 3).max(Duration::from_secs(120));
+    let holder = format!(
+        "{}:{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     let cancel = cancel.clone();
     tasks.spawn(async move {
         // Like `ubtc_pipeline::run_loop`: again at once after work, after `poll` when
         // idle, with back-off while failing (logged once per streak).
         let mut backoff = Duration::ZERO;
+        let mut leading = false;
         loop {
-            let wait = match ops.tick().await {
-                Ok(t) => {
-                    if backoff > Duration::ZERO {
-                        tracing::info!("reserve ops recovered");
+            let held = store
+                .acquire_lease(
+                    RESERVE_OPS_LEASE,
+                    &holder,
+                    ttl.as_millis() as i64,
+                    ubtc_core::Timestamp::now(),
+                )
+                .await;
+            let wait = match held {
+                Ok(None) => {
+                    if leading {
+                        tracing::warn!("reserve ops: lease lost; another process runs the step");
+                        leading = false;
                     }
-                    backoff = Duration::ZERO;
-                    if ubtc_pipeline::StepOutcome::is_idle(&t) {
-                        poll
-                    } else {
-                        Duration::ZERO
-                    }
+                    poll
                 }
                 Err(e) => {
-                    if backoff == Duration::ZERO {
-                        tracing::warn!(error = %e, code = e.code(), "reserve ops step failed; backing off");
+                    tracing::warn!(error = %e, "reserve ops: cannot take the lease");
+                    poll
+                }
+                Ok(Some(_)) => {
+                    if !leading {
+                        tracing::info!(holder = %holder, "reserve ops: this process runs the step");
+                        leading = true;
                     }
-                    backoff = (backoff * 2).clamp(poll, Duration::from_secs(60));
-                    backoff
+                    match ops.tick().await {
+                        Ok(t) => {
+                            if backoff > Duration::ZERO {
+                                tracing::info!("reserve ops recovered");
+                            }
+                            backoff = Duration::ZERO;
+                            if ubtc_pipeline::StepOutcome::is_idle(&t) {
+                                poll
+                            } else {
+                                Duration::ZERO
+                            }
+                        }
+                        Err(e) => {
+                            if backoff == Duration::ZERO {
+                                tracing::warn!(error = %e, code = e.code(), "reserve ops step failed; backing off");
+                            }
+                            backoff = (backoff * 2).clamp(poll, Duration::from_secs(60));
+                            backoff
+                        }
+                    }
                 }
             };
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => {
+                    if leading {
+                        let _ = store.release_lease(RESERVE_OPS_LEASE, &holder).await;
+                    }
+                    return Ok(());
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
         }
