@@ -475,3 +475,40 @@ async fn two_processes_leasing_never_pass_more_than_the_shared_bucket() {
     // refuse the other up to a lease early.
     assert!((50 - 16..=50).contains(&passed), "passed {passed}");
 }
+
+/// Redis away: leased API limits come from the local limiter at once (no error, no
+/// wait per request), and still refuse past the burst.
+#[tokio::test]
+async fn leased_api_limits_fall_back_locally_when_redis_is_away() {
+    use ubtc_limits::{Client, ClientLimits};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let redis = RedisLimiter::new(
+        &format!("redis://127.0.0.1:{port}"),
+        prefix(),
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    let limits = ClientLimits::new(
+        Arc::new(FallbackLimiter::new(Arc::new(redis))),
+        Rate::per_minute(60, 10),
+        Rate::per_minute(60, 10),
+    );
+    let ip = Client::Ip([198, 51, 100, 9].into());
+    let started = std::time::Instant::now();
+    let now = Timestamp::now().as_millis();
+    let mut passed = 0;
+    for _ in 0..30 {
+        if limits.try_acquire(&[ip], now).await.is_ok() {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 10, "the burst, decided locally");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
