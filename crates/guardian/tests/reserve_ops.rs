@@ -76,7 +76,32 @@ struct World {
     store: Arc<dyn Store>,
     client: Arc<ReserveOpsClient>,
     guardian_cancel: Vec<CancellationToken>,
+    _pg: Option<PgSchema>,
     _dir: tempfile::TempDir,
+}
+
+/// Drops a test's PostgreSQL schema when the test ends, also when it panicked.
+struct PgSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(store) = ubtc_store::PgStore::connect(&url, 1).await {
+                    let _ = store.drop_schema(&schema).await;
+                }
+            })
+        })
+        .join();
+    }
 }
 
 impl World {
@@ -124,6 +149,12 @@ impl World {
 }
 
 async fn world() -> World {
+    world_on(false).await
+}
+
+/// `postgres`: a fresh schema on `UBTC_TEST_DATABASE_URL` (default
+/// `postgres://root@127.0.0.1:5432/test`), dropped when the world is; else SQLite.
+async fn world_on(postgres: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let anvil = Anvil::start().await.unwrap();
     let accounts = anvil.accounts().await.unwrap();
@@ -220,12 +251,28 @@ async fn world() -> World {
     let client = Arc::new(
         ReserveOpsClient::new(endpoints, coordinator, 2, Duration::from_secs(10)).unwrap(),
     );
-    let store = ubtc_store::connect(
-        &format!("sqlite:{}", dir.path().join("ubtc.db").display()),
-        4,
-    )
-    .await
-    .unwrap();
+    let mut pg = None;
+    let store: Arc<dyn Store> = if postgres {
+        let url = std::env::var("UBTC_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+        let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
+        pg = Some(PgSchema {
+            url: url.clone(),
+            schema: schema.clone(),
+        });
+        Arc::new(
+            ubtc_store::PgStore::connect_in_schema_with(&url, &schema, 8)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL is required at {url}: {e}")),
+        )
+    } else {
+        ubtc_store::connect(
+            &format!("sqlite:{}", dir.path().join("ubtc.db").display()),
+            4,
+        )
+        .await
+        .unwrap()
+    };
     store.migrate().await.unwrap();
     World {
         anvil,
@@ -237,6 +284,7 @@ async fn world() -> World {
         store,
         client,
         guardian_cancel,
+        _pg: pg,
         _dir: dir,
     }
 }
@@ -249,7 +297,15 @@ fn redeemer() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposit_mint_burn_release_end_to_end() {
-    let w = world().await;
+    end_to_end(world_on(false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposit_mint_burn_release_end_to_end_on_postgres() {
+    end_to_end(world_on(true).await).await;
+}
+
+async fn end_to_end(w: World) {
     let ops = w.ops(10_000_000);
     let op = Actor {
         name: "operator:alice".into(),
@@ -572,7 +628,7 @@ async fn deposit_mint_burn_release_end_to_end() {
     assert_eq!(check.entries as usize, audit.len());
 }
 
-/// The admin routes over HTTP, as an operator (the bootstrap operator key): the
+/// The admin routes over HTTP, as an operator (an API key with the operator role): the
 /// requests reach the same workflow, refusals carry their code and change nothing,
 /// lists read back what was stored. (Every route × role is walked by the admin API's
 /// matrix test.)
@@ -580,10 +636,28 @@ async fn deposit_mint_burn_release_end_to_end() {
 async fn admin_routes_over_http() {
     let w = world().await;
     let ops = Arc::new(w.ops(10_000_000));
-    let key = "operator-bootstrap-key-for-this-test-0123456789";
+    // The webhook bootstrap key only makes the admin API "configured"; the caller uses
+    // a stored operator API key.
+    let bootstrap = "webhooks-bootstrap-key-for-this-test-0123456789";
+    let key = ubtc_api::admin::auth::random_secret(ubtc_api::admin::auth::API_KEY_PREFIX);
+    w.store
+        .create_api_key(
+            &ubtc_store::NewApiKey {
+                name: "reserve test".into(),
+                key_hash: ubtc_api::admin::auth::secret_hash(&key),
+                roles: vec!["operator".into()],
+                created_by: "test".into(),
+                owner_id: None,
+                expires_at: None,
+            },
+            ubtc_core::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let key = key.as_str();
     let check: ubtc_api::webhooks::TargetCheck = Arc::new(|_: &str| Ok(()));
     let state = ubtc_api::ApiState::new(w.store.clone(), Vec::new())
-        .with_webhook_admin(ubtc_api::webhooks::WebhookAdmin::new(key, check).unwrap())
+        .with_webhook_admin(ubtc_api::webhooks::WebhookAdmin::new(bootstrap, check).unwrap())
         .with_reserve_ops(ops.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -712,7 +786,7 @@ async fn admin_routes_over_http() {
     let audit = w.store.list_audit(None, 100).await.unwrap();
     assert!(audit
         .iter()
-        .any(|a| a.action == "reserve.mint.request" && a.actor == "bootstrap-operator"));
+        .any(|a| a.action == "reserve.mint.request" && a.actor == "api-key:reserve test"));
     cancel.cancel();
 }
 
