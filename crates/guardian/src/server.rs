@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bitcoin::secp256k1::PublicKey;
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use ubtc_bitcoin::multisig::{DescriptorCache, PartialSignature};
@@ -321,9 +322,11 @@ impl Guardian {
         let items: Vec<Item<'_>> = requests
             .iter()
             .map(|req| {
+                let text = req.statement.text();
                 Ok(Item {
                     req,
-                    digest: req.statement.digest_hex(),
+                    digest: hex::encode(Sha256::digest(text.as_bytes())),
+                    text,
                     request_digest: protocol::request_digest(req)?,
                 })
             })
@@ -427,7 +430,7 @@ impl Guardian {
         }
         for (i, item) in items.iter().enumerate() {
             if out[i].is_none() {
-                out[i] = self.check_request(item.req).err();
+                out[i] = self.check_request(item).err();
             }
         }
 
@@ -446,7 +449,7 @@ impl Guardian {
             let refs: Vec<&PaymentRef> = indices.iter().map(|&i| &items[i].req.payment).collect();
             let read = watched.adapter.payments(&refs).await;
             for (&i, found) in indices.iter().zip(read) {
-                if let Err(refusal) = check_payment(items[i].req, found) {
+                if let Err(refusal) = check_payment(&items[i], found) {
                     out[i] = Some(refusal);
                 }
             }
@@ -605,7 +608,8 @@ impl Guardian {
     }
 
     /// The checks that need no I/O: statement version, message and payment.
-    fn check_request(&self, req: &SignRequest) -> Result<(), Decided> {
+    fn check_request(&self, item: &Item<'_>) -> Result<(), Decided> {
+        let req = item.req;
         if !self
             .policy
             .statement_versions
@@ -619,8 +623,7 @@ impl Guardian {
                 ),
             ));
         }
-        let text = req.statement.text();
-        if req.statement.payment != req.payment || req.signing.message != text.as_bytes() {
+        if req.statement.payment != req.payment || req.signing.message != item.text.as_bytes() {
             return Err(refuse(
                 RefusalCode::StatementMismatch,
                 "the BIP-322 message or payment is not the statement's",
@@ -716,9 +719,10 @@ impl Guardian {
 
 /// Judges the payment as this guardian's view has it, and rebuilds the statement.
 fn check_payment(
-    req: &SignRequest,
+    item: &Item<'_>,
     found: Result<Option<(Payment, PaymentDepth)>, ubtc_chains::ChainError>,
 ) -> Result<(), Decided> {
+    let req = item.req;
     let payment = match found {
         Ok(Some((payment, PaymentDepth::Confirmed { .. }))) => payment,
         Ok(Some((_, PaymentDepth::Pending { confirmations }))) => {
@@ -758,7 +762,7 @@ fn check_payment(
         req.statement.request_id,
     );
     rebuilt.version = req.statement.version;
-    if rebuilt.text() != req.statement.text() {
+    if rebuilt.text() != item.text {
         return Err(refuse(
             RefusalCode::StatementMismatch,
             "the statement differs from the one rebuilt from this guardian's view",
@@ -770,6 +774,8 @@ fn check_payment(
 /// One request with the digests computed once.
 struct Item<'a> {
     req: &'a SignRequest,
+    /// The statement text, built once (it is compared twice and digested).
+    text: String,
     /// SHA-256 of the statement text, hex.
     digest: String,
     /// [`protocol::request_digest`].

@@ -19,7 +19,8 @@ pub enum BenchCommand {
         ms: u64,
     },
     /// Signed validations per second with 2-of-3 guardians over loopback HTTP, beside
-    /// the single-key local signer in the same run, and p50/p99 of one signing round.
+    /// the single-key local signer in the same run, and p50/p99 of one signing round;
+    /// then the whole pipeline with each signer, three interleaved runs, median ratio.
     Guardians {
         #[arg(long)]
         json: bool,
