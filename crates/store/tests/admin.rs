@@ -6,127 +6,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use ubtc_core::Timestamp;
 use ubtc_store::*;
 
-const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+mod common;
+use common::{on_both_backends, Harness, Raw};
+
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-/// Removes the test database when the test ends, also when it panicked.
-enum Cleanup {
-    Sqlite(PathBuf),
-    Postgres { url: String, schema: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        match self {
-            Cleanup::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Postgres { url, schema } => {
-                // Drop runs outside any runtime we may block: use a thread with its own.
-                let (url, schema) = (url.clone(), schema.clone());
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        if let Ok(store) = PgStore::connect(&url, 1).await {
-                            let _ = store.drop_schema(&schema).await;
-                        }
-                    })
-                })
-                .join();
-            }
-        }
-    }
-}
-
-/// Direct access to the database, for the test that tampers with the audit log.
-enum Raw {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
-}
-
-struct Harness {
-    store: Arc<dyn Store>,
-    raw: Raw,
-    _cleanup: Cleanup,
-}
-
-fn pg_url() -> String {
-    std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned())
-}
-
-async fn sqlite_harness() -> Harness {
-    let path = std::env::temp_dir().join(format!(
-        "ubtc-store-test-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cleanup = Cleanup::Sqlite(path.clone());
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Harness {
-        raw: Raw::Sqlite(store.pool().clone()),
-        store: Arc::new(store),
-        _cleanup: cleanup,
-    }
-}
-
-async fn pg_harness() -> Harness {
-    let url = pg_url();
-    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
-    let store = match PgStore::connect_in_schema_with(&url, &schema, 10).await {
-        Ok(store) => store,
-        Err(e) => panic!(
-            "PostgreSQL is required for the PostgreSQL conformance tests and is not reachable at {url} \
-             (set UBTC_TEST_DATABASE_URL): {e}"
-        ),
-    };
-    let cleanup = Cleanup::Postgres { url, schema };
-    store.migrate().await.unwrap();
-    Harness {
-        raw: Raw::Postgres(store.pool().clone()),
-        store: Arc::new(store),
-        _cleanup: cleanup,
-    }
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::sqlite_harness().await;
-                    super::$name(&h).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::pg_harness().await;
-                    super::$name(&h).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_backends!(
     users_are_unique_and_disable_revokes_sessions,
     totp_steps_are_consumed_once,
     login_failures_lock_and_expire,

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ubtc_core::amount::{Sats, TokenAmount};
@@ -16,117 +15,13 @@ use ubtc_core::validation::{Reason, TransitionError};
 use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
 use ubtc_store::*;
 
-const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+mod common;
+use common::{on_both_backends, pg_store, pg_url, sqlite_store};
+
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 const LEASE_MS: i64 = 30_000;
 
-// ---------------------------------------------------------------- harness
-
-/// Removes the test database when the test ends, also when it panicked.
-enum Cleanup {
-    Sqlite(PathBuf),
-    Postgres { url: String, schema: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        match self {
-            Cleanup::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Postgres { url, schema } => {
-                // Drop runs outside any runtime we may block: use a thread with its own.
-                let (url, schema) = (url.clone(), schema.clone());
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        if let Ok(store) = PgStore::connect(&url, 1).await {
-                            let _ = store.drop_schema(&schema).await;
-                        }
-                    })
-                })
-                .join();
-            }
-        }
-    }
-}
-
-struct Harness {
-    store: Arc<dyn Store>,
-    _cleanup: Cleanup,
-}
-
-fn pg_url() -> String {
-    std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned())
-}
-
-async fn sqlite_harness() -> Harness {
-    let path = std::env::temp_dir().join(format!(
-        "ubtc-store-test-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cleanup = Cleanup::Sqlite(path.clone());
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Harness {
-        store: Arc::new(store),
-        _cleanup: cleanup,
-    }
-}
-
-async fn pg_harness() -> Harness {
-    let url = pg_url();
-    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
-    let store = match PgStore::connect_in_schema_with(&url, &schema, 10).await {
-        Ok(store) => store,
-        Err(e) => panic!(
-            "PostgreSQL is required for the PostgreSQL conformance tests and is not reachable at {url} \
-             (set UBTC_TEST_DATABASE_URL): {e}"
-        ),
-    };
-    let cleanup = Cleanup::Postgres { url, schema };
-    store.migrate().await.unwrap();
-    Harness {
-        store: Arc::new(store),
-        _cleanup: cleanup,
-    }
-}
-
-/// Each conformance test is an `async fn(Arc<dyn Store>)`; this writes one
-/// `#[tokio::test]` per backend for each.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::sqlite_harness().await;
-                    super::$name(h.store.clone()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let h = super::pg_harness().await;
-                    super::$name(h.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_backends!(
     migrate_is_idempotent,
     payment_is_unique,
     record_round_trips,
@@ -1532,16 +1427,7 @@ async fn connect_dispatches_on_url() {
 
 #[tokio::test]
 async fn postgres_audit_log_is_append_only() {
-    let url = pg_url();
-    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
-    let store = PgStore::connect_in_schema_with(&url, &schema, 2)
-        .await
-        .unwrap();
-    let _cleanup = Cleanup::Postgres {
-        url,
-        schema: schema.clone(),
-    };
-    store.migrate().await.unwrap();
+    let (store, _cleanup) = pg_store(2).await;
     let insert = "INSERT INTO audit_logs (at, actor, action, prev_hash, hash) VALUES (1, 'admin', 'x', '', 'h1')";
     sqlx::query(insert).execute(store.pool()).await.unwrap();
     for refused in [
@@ -1559,15 +1445,7 @@ async fn postgres_audit_log_is_append_only() {
 
 #[tokio::test]
 async fn tampering_is_detected_and_sqlite_audit_is_append_only() {
-    let path = std::env::temp_dir().join(format!(
-        "ubtc-store-test-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let _cleanup = Cleanup::Sqlite(path.clone());
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 1)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (store, _cleanup) = sqlite_store(1).await;
     let good = store
         .append_audit(&audit_entry("admin", 0), T0)
         .await

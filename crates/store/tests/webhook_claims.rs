@@ -9,98 +9,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ubtc_core::{Sats, Timestamp};
 use ubtc_store::*;
 
-const PG_URL_DEFAULT: &str = "postgres://root@127.0.0.1:5432/test";
+mod common;
+use common::on_both_backends;
+
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-enum Cleanup {
-    Sqlite(PathBuf),
-    Postgres { url: String, schema: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        match self {
-            Cleanup::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Postgres { url, schema } => {
-                let (url, schema) = (url.clone(), schema.clone());
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        if let Ok(store) = PgStore::connect(&url, 1).await {
-                            let _ = store.drop_schema(&schema).await;
-                        }
-                    })
-                })
-                .join();
-            }
-        }
-    }
-}
-
-async fn sqlite() -> (Arc<dyn Store>, Cleanup) {
-    let path = std::env::temp_dir().join(format!(
-        "ubtc-claims-test-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let cleanup = Cleanup::Sqlite(path.clone());
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (Arc::new(store), cleanup)
-}
-
-async fn postgres() -> (Arc<dyn Store>, Cleanup) {
-    let url = std::env::var("UBTC_TEST_DATABASE_URL").unwrap_or_else(|_| PG_URL_DEFAULT.to_owned());
-    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
-    let store = match PgStore::connect_in_schema_with(&url, &schema, 10).await {
-        Ok(store) => store,
-        Err(e) => panic!("PostgreSQL is required at {url} (set UBTC_TEST_DATABASE_URL): {e}"),
-    };
-    let cleanup = Cleanup::Postgres { url, schema };
-    store.migrate().await.unwrap();
-    (Arc::new(store), cleanup)
-}
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, _cleanup) = super::sqlite().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (store, _cleanup) = super::postgres().await;
-                    super::$name(store).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+on_both_backends!(
     a_claimed_row_is_not_claimed_again_until_recorded_or_expired,
     concurrent_claimers_split_the_rows,
     consumer_deliveries_are_claimed_once,
