@@ -655,89 +655,129 @@ impl ReserveOps {
         }
 
         for m in self.store.list_mints(Some(MintState::Approved), n).await? {
-            let minter = self.minter(&m.chain)?;
-            let signed = minter.sign_mint(&m.to_address, m.amount_sats).await?;
-            // Stored before sending: a crash after this line resends these same bytes.
-            let s = self
-                .store
-                .mint_submitted(m.id, &signed.hash, &signed.raw, Timestamp::now())
-                .await??;
-            minter.send(&signed).await?;
-            t.mints_submitted += 1;
-            self.audit(&sys, "reserve.mint.submitted", m.id, Some("approved"), &s)
-                .await?;
+            let r: Result<(), OpsError> = async {
+                let minter = self.minter(&m.chain)?;
+                let signed = minter.sign_mint(&m.to_address, m.amount_sats).await?;
+                // Stored before sending: a crash after this line resends these same bytes.
+                let s = self
+                    .store
+                    .mint_submitted(m.id, &signed.hash, &signed.raw, Timestamp::now())
+                    .await??;
+                minter.send(&signed).await?;
+                t.mints_submitted += 1;
+                self.audit(&sys, "reserve.mint.submitted", m.id, Some("approved"), &s)
+                    .await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                // One operation's trouble (a node down) does not hold up the others.
+                tracing::warn!(mint = %m.id, error = %e, code = e.code(), "reserve step failed; retried next tick");
+                t.waiting += 1;
+            }
         }
 
         for m in self.store.list_mints(Some(MintState::Submitted), n).await? {
-            let minter = self.minter(&m.chain)?;
-            let (Some(hash), Some(raw)) = (m.tx_hash.clone(), m.raw_tx.clone()) else {
-                continue;
-            };
-            match minter.receipt(&hash).await? {
-                None => {
-                    minter
-                        .send(&SignedEvmTx {
-                            hash,
-                            raw,
-                            nonce: 0,
-                        })
-                        .await?;
-                    t.waiting += 1;
+            let r: Result<(), OpsError> = async {
+                let minter = self.minter(&m.chain)?;
+                let (Some(hash), Some(raw)) = (m.tx_hash.clone(), m.raw_tx.clone()) else {
+                    return Ok(());
+                };
+                match minter.receipt(&hash).await? {
+                    None => {
+                        minter
+                            .send(&SignedEvmTx {
+                                hash,
+                                raw,
+                                nonce: 0,
+                            })
+                            .await?;
+                        t.waiting += 1;
+                    }
+                    Some(r) if r.confirmations < self.settings.token_confirmations => {
+                        t.waiting += 1
+                    }
+                    Some(r) => {
+                        let err = (!r.success).then_some("mint transaction reverted");
+                        let f = self
+                            .store
+                            .mint_finished(m.id, r.success, err, Timestamp::now())
+                            .await??;
+                        t.mints_finished += 1;
+                        self.audit(&sys, "reserve.mint.finished", m.id, Some("submitted"), &f)
+                            .await?;
+                    }
                 }
-                Some(r) if r.confirmations < self.settings.token_confirmations => t.waiting += 1,
-                Some(r) => {
-                    let err = (!r.success).then_some("mint transaction reverted");
-                    let f = self
-                        .store
-                        .mint_finished(m.id, r.success, err, Timestamp::now())
-                        .await??;
-                    t.mints_finished += 1;
-                    self.audit(&sys, "reserve.mint.finished", m.id, Some("submitted"), &f)
-                        .await?;
-                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                // One operation's trouble (a node down) does not hold up the others.
+                tracing::warn!(mint = %m.id, error = %e, code = e.code(), "reserve step failed; retried next tick");
+                t.waiting += 1;
             }
         }
 
         for b in self.store.list_burns(Some(BurnState::Requested), n).await? {
-            let minter = self.minter(&b.chain)?;
-            let signed = minter.sign_burn(b.amount_sats).await?;
-            let s = self
-                .store
-                .burn_submitted(b.id, &signed.hash, &signed.raw, Timestamp::now())
-                .await??;
-            minter.send(&signed).await?;
-            t.burns_submitted += 1;
-            self.audit(&sys, "reserve.burn.submitted", b.id, Some("requested"), &s)
-                .await?;
+            let r: Result<(), OpsError> = async {
+                let minter = self.minter(&b.chain)?;
+                let signed = minter.sign_burn(b.amount_sats).await?;
+                let s = self
+                    .store
+                    .burn_submitted(b.id, &signed.hash, &signed.raw, Timestamp::now())
+                    .await??;
+                minter.send(&signed).await?;
+                t.burns_submitted += 1;
+                self.audit(&sys, "reserve.burn.submitted", b.id, Some("requested"), &s)
+                    .await?;
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                // One operation's trouble (a node down) does not hold up the others.
+                tracing::warn!(burn = %b.id, error = %e, code = e.code(), "reserve step failed; retried next tick");
+                t.waiting += 1;
+            }
         }
 
         for b in self.store.list_burns(Some(BurnState::Submitted), n).await? {
-            let minter = self.minter(&b.chain)?;
-            let (Some(hash), Some(raw)) = (b.tx_hash.clone(), b.raw_tx.clone()) else {
-                continue;
-            };
-            match minter.receipt(&hash).await? {
-                None => {
-                    minter
-                        .send(&SignedEvmTx {
-                            hash,
-                            raw,
-                            nonce: 0,
-                        })
-                        .await?;
-                    t.waiting += 1;
+            let r: Result<(), OpsError> = async {
+                let minter = self.minter(&b.chain)?;
+                let (Some(hash), Some(raw)) = (b.tx_hash.clone(), b.raw_tx.clone()) else {
+                    return Ok(());
+                };
+                match minter.receipt(&hash).await? {
+                    None => {
+                        minter
+                            .send(&SignedEvmTx {
+                                hash,
+                                raw,
+                                nonce: 0,
+                            })
+                            .await?;
+                        t.waiting += 1;
+                    }
+                    Some(r) if r.confirmations < self.settings.token_confirmations => {
+                        t.waiting += 1
+                    }
+                    Some(r) => {
+                        let err = (!r.success).then_some("burn transaction reverted");
+                        let f = self
+                            .store
+                            .burn_finished(b.id, r.success, err, Timestamp::now())
+                            .await??;
+                        t.burns_finished += 1;
+                        self.audit(&sys, "reserve.burn.finished", b.id, Some("submitted"), &f)
+                            .await?;
+                    }
                 }
-                Some(r) if r.confirmations < self.settings.token_confirmations => t.waiting += 1,
-                Some(r) => {
-                    let err = (!r.success).then_some("burn transaction reverted");
-                    let f = self
-                        .store
-                        .burn_finished(b.id, r.success, err, Timestamp::now())
-                        .await??;
-                    t.burns_finished += 1;
-                    self.audit(&sys, "reserve.burn.finished", b.id, Some("submitted"), &f)
-                        .await?;
-                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                // One operation's trouble (a node down) does not hold up the others.
+                tracing::warn!(burn = %b.id, error = %e, code = e.code(), "reserve step failed; retried next tick");
+                t.waiting += 1;
             }
         }
 
@@ -773,17 +813,26 @@ impl ReserveOps {
             let Some(tx) = r.final_tx.as_deref() else {
                 continue;
             };
-            let txid = self.bitcoin.broadcast(tx).await?;
-            if r.txid.as_deref() != Some(txid.as_str()) {
-                tracing::error!(release = %r.id, sent = %txid, stored = ?r.txid, "backend reports another txid");
+            let res: Result<(), OpsError> = async {
+                let txid = self.bitcoin.broadcast(tx).await?;
+                if r.txid.as_deref() != Some(txid.as_str()) {
+                    tracing::error!(release = %r.id, sent = %txid, stored = ?r.txid, "backend reports another txid");
+                }
+                let s = self
+                    .store
+                    .release_broadcast(r.id, Timestamp::now())
+                    .await??;
+                t.releases_broadcast += 1;
+                self.audit(&sys, "reserve.release.broadcast", r.id, Some("signed"), &s)
+                    .await?;
+                Ok(())
             }
-            let s = self
-                .store
-                .release_broadcast(r.id, Timestamp::now())
-                .await??;
-            t.releases_broadcast += 1;
-            self.audit(&sys, "reserve.release.broadcast", r.id, Some("signed"), &s)
-                .await?;
+            .await;
+            if let Err(e) = res {
+                // The signed transaction stays stored; sending it again is harmless.
+                tracing::warn!(release = %r.id, error = %e, code = e.code(), "broadcast failed; retried next tick");
+                t.waiting += 1;
+            }
         }
         Ok(t)
     }
