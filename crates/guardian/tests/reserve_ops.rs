@@ -558,6 +558,41 @@ async fn end_to_end(w: World) {
         Some(0)
     );
 
+    // ---- guardians refuse reuse: the same burn for another release, and an approved
+    // operation id with other contents.
+    let utxos = w.bitcoin.address_utxos(&reserve_address).await.unwrap();
+    let (second, _) = release::build_release(
+        &w.reserve,
+        Network::Regtest,
+        &utxos,
+        &redeemer,
+        Payout::FeeIncluded(100_000),
+        5,
+    )
+    .unwrap();
+    let votes = w
+        .client
+        .ask_release(&ReleaseCheck {
+            op_id: uuid::Uuid::now_v7(),
+            chain: CHAIN.into(),
+            burn_tx: burn.tx_hash.clone().unwrap(),
+            burn_sats: 400_000,
+            redeemer_address: redeemer.clone(),
+            release: second,
+        })
+        .await;
+    assert_eq!(votes.len(), 2);
+    for v in &votes {
+        assert_eq!(v.decision.as_ref().unwrap_err().0, "already_used");
+    }
+    let mut other = check.clone();
+    other.amount_sats -= 1;
+    let votes = w.client.ask_mint(&other).await;
+    assert_eq!(votes.len(), 2);
+    for v in &votes {
+        assert_eq!(v.decision.as_ref().unwrap_err().0, "already_decided_other");
+    }
+
     // ---- a mint that would push the ratio below 1 is refused by the pipeline AND by
     // the guardians. A rogue mint outside the workflow makes the supply exceed reserves.
     let rogue = w.minter.sign_mint(&w.accounts[2], 200_000).await.unwrap();
