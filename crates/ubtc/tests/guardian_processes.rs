@@ -113,7 +113,6 @@ impl Net {
 
     /// One guardian per entry, each with its own dev Bitcoin view at that tip.
     async fn with_bitcoin_tips(tips: &[u32], hook_on: Option<usize>) -> Self {
-        let n = tips.len();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chain = ChainId::parse("dev").unwrap();
         let dev = DevChain::new(chain.clone(), "0xc0ffee", 2);
@@ -128,7 +127,7 @@ impl Net {
         let tmp = tempfile::tempdir().unwrap();
         let coordinator_key = GuardianKey::generate();
         let mut procs = Vec::new();
-        for i in 0..n {
+        for (i, &tip) in tips.iter().enumerate() {
             let dir = tmp.path().join(format!("g{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             let ks = dir.join("keystore.json");
@@ -140,7 +139,7 @@ impl Net {
             assert!(text.contains(&key.public_hex()));
             assert!(!text.contains("secret"));
             let config = dir.join("guardian.toml");
-            write_config(&config, &dir, 0, &coordinator_key, &chain_url, tips[i]);
+            write_config(&config, &dir, 0, &coordinator_key, &chain_url, tip);
             let env: Vec<(&str, &str)> = if hook_on == Some(i) {
                 vec![(ubtc_guardian::server::TEST_EXIT_AFTER_RECORD_ENV, "1")]
             } else {
@@ -150,7 +149,7 @@ impl Net {
             assert_eq!(k, key.public());
             // Pin the port so a restart comes back where the coordinator looks.
             let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-            write_config(&config, &dir, port, &coordinator_key, &chain_url, tips[i]);
+            write_config(&config, &dir, port, &coordinator_key, &chain_url, tip);
             procs.push(Proc {
                 child,
                 config,
