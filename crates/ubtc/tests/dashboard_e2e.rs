@@ -10,32 +10,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+mod common;
+use common::{stdout_line_after, StopOnDrop};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Kills the demo (and with it its guardian processes) when the test ends, passed
-/// or not.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A day of reserve history written before the demo starts (one snapshot every 30
@@ -85,7 +68,7 @@ fn seed_history(data: &Path) {
 
 /// Starts `ubtc demo --port 0` and returns it with its base URL, read from the line
 /// `  API  http://…` it prints once it listens.
-fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (Demo, String) {
+fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (StopOnDrop, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
     cmd.args(["demo", "--port", "0", "--payments", "3", "--data-dir"])
         .arg(data)
@@ -103,37 +86,26 @@ fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (Demo, String) {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("ubtc binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let demo = Demo(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if !sent {
-                if let Some(url) = line.trim().strip_prefix("API") {
-                    let _ = tx.send(url.trim().to_owned());
-                    sent = true;
-                }
-            }
-            // Keep draining so the demo never blocks on a full pipe.
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the demo printed its API address");
+    // Stopped when the test ends, passed or not (and with it its guardian processes).
+    let mut demo = StopOnDrop(cmd.spawn().expect("ubtc binary runs"));
+    let base = stdout_line_after(&mut demo.0, "API", Duration::from_secs(120));
     (demo, base)
 }
 
-#[test]
-fn dashboard_in_headless_chromium() {
-    let root = repo_root();
+/// The headless Chromium the browser tests drive: `/usr/bin/chromium` or `CHROMIUM`.
+fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
         "{chromium} is missing: apt-get install -y chromium (test.sh does), or set CHROMIUM"
     );
+    chromium
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    let root = repo_root();
+    let chromium = chromium();
     assert!(
         root.join("tests/e2e/node_modules/playwright-core").exists(),
         "playwright-core is missing: npm ci --prefix tests/e2e (test.sh does)"
@@ -264,11 +236,7 @@ fn create_user(data: &Path, username: &str, role: &str, password: &str) -> Strin
 #[test]
 fn admin_interface_in_headless_chromium() {
     let root = repo_root();
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install -y chromium (test.sh does), or set CHROMIUM"
-    );
+    let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let (demo, base) = start_demo(

@@ -16,71 +16,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ubtc_core::Timestamp;
 use ubtc_store::{LeaseState, PgStore, Store};
 
+mod common;
+use common::{pid_of, TestDb};
+
 const LEASE_SECS: u64 = 3;
 
-fn admin_url() -> String {
-    std::env::var("UBTC_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
-}
-
-/// Creates a fresh database on the test server; returns its name and URL.
-async fn create_db() -> (String, String) {
-    let name = format!("ubtc_lease_{}", uuid::Uuid::new_v4().simple());
-    let admin = PgStore::connect(&admin_url(), 1).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is required at {} (set UBTC_TEST_DATABASE_URL): {e}",
-            admin_url()
-        )
-    });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = match admin_url().rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("database URL without a database name"),
-    };
-    (name, url)
-}
-
-async fn drop_db(name: &str) {
-    let admin = PgStore::connect(&admin_url(), 1).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(admin.pool())
-        .await;
-}
-
 fn ubtc(dir: &Path, db_url: &str, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ubtc"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("UBTC_DATA_DIR", dir)
-        .env("UBTC_DATABASE_URL", db_url)
-        .env("UBTC_LOG_LEVEL", "warn")
-        .env("UBTC_PIPELINE_WORKERS", "1")
-        .env("UBTC_PIPELINE_MONITOR_LEASE_SECS", LEASE_SECS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ubtc binary runs")
-}
-
-/// The pid in a lease holder name (`host:pid:random`).
-fn pid_of(holder: &str) -> u32 {
-    let mut parts = holder.rsplit(':');
-    parts.next();
-    parts
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("lease holder {holder:?} does not name a pid"))
+    let lease_secs = LEASE_SECS.to_string();
+    common::spawn_ubtc(
+        dir,
+        db_url,
+        args,
+        &[
+            ("UBTC_PIPELINE_WORKERS", "1"),
+            ("UBTC_PIPELINE_MONITOR_LEASE_SECS", &lease_secs),
+        ],
+    )
 }
 
 /// The live holder of `monitor:dev`, if any.
@@ -94,17 +51,18 @@ async fn live_lease(store: &dyn Store) -> Option<LeaseState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_leader_sigkilled_another_takes_over_the_monitor() {
-    let (db_name, db_url) = create_db().await;
+    let db = TestDb::create("ubtc_lease").await;
+    let db_url = &db.url;
     let dir = tempfile::tempdir().unwrap();
-    let status = ubtc(dir.path(), &db_url, &["keys", "local-init"])
+    let status = ubtc(dir.path(), db_url, &["keys", "local-init"])
         .wait()
         .unwrap();
     assert!(status.success());
-    let store = PgStore::connect(&db_url, 2).await.unwrap();
+    let store = PgStore::connect(db_url, 2).await.unwrap();
     store.migrate().await.unwrap();
 
     let mut workers: Vec<Child> = (0..3)
-        .map(|_| ubtc(dir.path(), &db_url, &["worker"]))
+        .map(|_| ubtc(dir.path(), db_url, &["worker"]))
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
 
@@ -183,5 +141,4 @@ async fn three_workers_leader_sigkilled_another_takes_over_the_monitor() {
             w.wait().unwrap();
         }
     }
-    drop_db(&db_name).await;
 }

@@ -15,77 +15,37 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 #[path = "../../chains/tests/common/mod.rs"]
+mod anvil;
 mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ubtc_core::{ProofBundle, Timestamp, ValidationStatus};
 use ubtc_store::{PgStore, Store, ValidationFilter};
 
+use common::{pid_of, TestDb};
+
 const LEASE_SECS: u64 = 3;
 const PAYMENTS: usize = 30;
 
-fn admin_url() -> String {
-    std::env::var("UBTC_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
-}
-
-async fn create_db() -> (String, String) {
-    let name = format!("ubtc_lease_evm_{}", uuid::Uuid::new_v4().simple());
-    let admin = PgStore::connect(&admin_url(), 1).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is required at {} (set UBTC_TEST_DATABASE_URL): {e}",
-            admin_url()
-        )
-    });
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = match admin_url().rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("database URL without a database name"),
-    };
-    (name, url)
-}
-
-async fn drop_db(name: &str) {
-    let admin = PgStore::connect(&admin_url(), 1).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(admin.pool())
-        .await;
-}
-
 fn ubtc(dir: &Path, db_url: &str, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ubtc"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("UBTC_CONFIG", dir.join("ubtc.toml"))
-        .env("UBTC_DATA_DIR", dir)
-        .env("UBTC_DATABASE_URL", db_url)
-        .env("UBTC_LOG_LEVEL", "warn")
-        .env("UBTC_PIPELINE_WORKERS", "2")
-        // Signing jobs the killed worker held come back after this.
-        .env("UBTC_PIPELINE_LEASE_SECS", "5")
-        .env("UBTC_PIPELINE_MONITOR_LEASE_SECS", LEASE_SECS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ubtc binary runs")
-}
-
-fn pid_of(holder: &str) -> u32 {
-    let mut parts = holder.rsplit(':');
-    parts.next();
-    parts
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("lease holder {holder:?} does not name a pid"))
+    let config = dir.join("ubtc.toml");
+    let lease_secs = LEASE_SECS.to_string();
+    common::spawn_ubtc(
+        dir,
+        db_url,
+        args,
+        &[
+            ("UBTC_CONFIG", config.to_str().unwrap()),
+            ("UBTC_PIPELINE_WORKERS", "2"),
+            // Signing jobs the killed worker held come back after this.
+            ("UBTC_PIPELINE_LEASE_SECS", "5"),
+            ("UBTC_PIPELINE_MONITOR_LEASE_SECS", &lease_secs),
+        ],
+    )
 }
 
 async fn validations(store: &dyn Store) -> Vec<ubtc_store::ValidationRecord> {
@@ -100,8 +60,9 @@ async fn validations(store: &dyn Store) -> Vec<ubtc_store::ValidationRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_one_anvil_leader_killed_no_payment_missed_or_twice() {
-    let chain = common::Deployed::start().await.unwrap();
-    let (db_name, db_url) = create_db().await;
+    let chain = anvil::Deployed::start().await.unwrap();
+    let db = TestDb::create("ubtc_lease_evm").await;
+    let db_url = &db.url;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("ubtc.toml"),
@@ -110,22 +71,22 @@ async fn three_workers_one_anvil_leader_killed_no_payment_missed_or_twice() {
              payment_contract = \"{}\"\npayment_address = \"{}\"\nmin_payment = \"1000\"\n\
              confirmations = 2\nstart_block = {}\npoll_ms = 100\n",
             chain.anvil.url,
-            common::ANVIL_CHAIN_ID,
+            anvil::ANVIL_CHAIN_ID,
             chain.router,
             chain.payment_address,
             chain.deployed_at
         ),
     )
     .unwrap();
-    let status = ubtc(dir.path(), &db_url, &["keys", "local-init"])
+    let status = ubtc(dir.path(), db_url, &["keys", "local-init"])
         .wait()
         .unwrap();
     assert!(status.success());
-    let store = PgStore::connect(&db_url, 2).await.unwrap();
+    let store = PgStore::connect(db_url, 2).await.unwrap();
     store.migrate().await.unwrap();
 
     let mut workers: Vec<Child> = (0..3)
-        .map(|_| ubtc(dir.path(), &db_url, &["worker"]))
+        .map(|_| ubtc(dir.path(), db_url, &["worker"]))
         .collect();
     let pids: Vec<u32> = workers.iter().map(Child::id).collect();
 
@@ -239,5 +200,4 @@ async fn three_workers_one_anvil_leader_killed_no_payment_missed_or_twice() {
             w.wait().unwrap();
         }
     }
-    drop_db(&db_name).await;
 }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,71 +17,11 @@ use ubtc_core::payment::{ChainBlock, Payer, TxHash};
 use ubtc_core::{ChainId, PaymentRef, ProofBundle, Timestamp, ValidationId, ValidationStatus};
 use ubtc_store::{NewValidation, PgStore, Store};
 
-fn admin_url() -> String {
-    std::env::var("UBTC_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
-}
-
-/// A fresh database on the test server, dropped on drop.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let name = format!("ubtc_proc_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgStore::connect(&admin_url(), 1).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is required at {} (set UBTC_TEST_DATABASE_URL): {e}",
-                admin_url()
-            )
-        });
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-        let url = match admin_url().rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("database URL without a database name"),
-        };
-        Self { name, url }
-    }
-
-    fn url_via(&self, addr: SocketAddr) -> String {
-        self.url.replace("127.0.0.1:5432", &addr.to_string())
-    }
-
-    async fn drop_db(&self) {
-        let admin = PgStore::connect(&admin_url(), 1).await.unwrap();
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(admin.pool())
-        .await;
-    }
-}
-
-fn ubtc(dir: &Path, db_url: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ubtc"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("UBTC_DATA_DIR", dir)
-        .env("UBTC_DATABASE_URL", db_url)
-        .env("UBTC_LOG_LEVEL", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("ubtc binary runs")
-}
+mod common;
+use common::{http_status, spawn_ubtc, wait_for_status, TestDb};
 
 fn init_key(dir: &Path, db_url: &str) {
-    let status = ubtc(dir, db_url, &["keys", "local-init"], &[])
+    let status = spawn_ubtc(dir, db_url, &["keys", "local-init"], &[])
         .wait()
         .unwrap();
     assert!(status.success());
@@ -185,7 +125,7 @@ async fn assert_signed_exactly_once(store: &dyn Store, ids: &[ValidationId]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_loses_nothing_and_signs_nothing_twice() {
-    let db = TestDb::create().await;
+    let db = TestDb::create("ubtc_proc").await;
     let dir = tempfile::tempdir().unwrap();
     init_key(dir.path(), &db.url);
     let store = PgStore::connect(&db.url, 4).await.unwrap();
@@ -202,7 +142,7 @@ async fn sigkilled_worker_loses_nothing_and_signs_nothing_twice() {
     // then let a fresh one finish the queue.
     for _round in 0..5 {
         let (signed_before, _) = signed_and_signing(store.as_ref()).await;
-        let mut worker = ubtc(dir.path(), &db.url, &["worker"], &env);
+        let mut worker = spawn_ubtc(dir.path(), &db.url, &["worker"], &env);
         let deadline = Instant::now() + Duration::from_secs(60);
         while signed_and_signing(store.as_ref()).await.0 < signed_before + 50 {
             assert!(Instant::now() < deadline, "worker made no progress");
@@ -217,12 +157,11 @@ async fn sigkilled_worker_loses_nothing_and_signs_nothing_twice() {
     }
     assert!(in_flight_seen > 0, "the kill never caught a job in flight");
 
-    let mut worker = ubtc(dir.path(), &db.url, &["worker"], &env);
+    let mut worker = spawn_ubtc(dir.path(), &db.url, &["worker"], &env);
     wait_until_signed(store.as_ref(), &ids, Duration::from_secs(120)).await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     assert_signed_exactly_once(store.as_ref(), &ids).await;
-    db.drop_db().await;
 }
 
 /// A TCP proxy to PostgreSQL that the test can cut (closing every connection and the
@@ -286,41 +225,9 @@ impl Proxy {
     }
 }
 
-async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
-async fn wait_for_status(addr: SocketAddr, path: &str, want: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = http_status(addr, path).await;
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} answered {got:?}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_away_fails_readiness_and_work_resumes() {
-    let db = TestDb::create().await;
+    let db = TestDb::create("ubtc_proc").await;
     let dir = tempfile::tempdir().unwrap();
     init_key(dir.path(), &db.url);
     let store = PgStore::connect(&db.url, 4).await.unwrap();
@@ -334,13 +241,13 @@ async fn database_away_fails_readiness_and_work_resumes() {
         .local_addr()
         .unwrap();
     let listen = api_port.to_string();
-    let mut serve = ubtc(
+    let mut serve = spawn_ubtc(
         dir.path(),
         &via_proxy,
         &["serve"],
         &[("UBTC_SERVER_LISTEN", &listen)],
     );
-    let mut worker = ubtc(
+    let mut worker = spawn_ubtc(
         dir.path(),
         &via_proxy,
         &["worker"],
@@ -378,11 +285,10 @@ async fn database_away_fails_readiness_and_work_resumes() {
 
     for child in [&mut serve, &mut worker] {
         // SIGTERM: a clean shutdown exits 0.
-        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        common::sigterm(child);
         let status = child.wait().unwrap();
         assert!(status.success(), "clean shutdown on SIGTERM, got {status}");
     }
-    db.drop_db().await;
 }
 
 /// `ubtc demo` on its embedded defaults: the start-up payments end signed (or, for the
