@@ -161,7 +161,10 @@ pub fn public_router(state: ApiState) -> Router {
         .fallback(handlers::fallback)
         // Cookie sessions of the admin page; inside the layers below, so the admin
         // guard sees the bearer token it adds (dashboard/session.rs).
-        .layer(axum::middleware::from_fn(dashboard::session::cookie_session))
+        .layer(axum::middleware::from_fn_with_state(
+            state.admin.clone(),
+            dashboard::session::cookie_session,
+        ))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         // Inside the rate limiter: a cached answer still costs the client a unit.
         // Each layer gets only what it uses: cloning the whole state per request and

@@ -60,8 +60,13 @@ struct App {
 
 fn auth_settings() -> AdminAuth {
     let mut auth = AdminAuth::new(TokenKeys::new(JWT_SECRET, "ubtc", "ubtc-admin").unwrap());
-    auth.user_lockout = LockoutPolicy {
+    auth.user_ip_lockout = LockoutPolicy {
         max_failures: 3,
+        window_ms: 60_000,
+        lockout_ms: 60_000,
+    };
+    auth.user_lockout = LockoutPolicy {
+        max_failures: 6,
         window_ms: 60_000,
         lockout_ms: 60_000,
     };
@@ -250,6 +255,7 @@ async fn every_route_every_role_every_credential() {
     )
     .unwrap();
     let mut checked = 0;
+    let mut bootstrap_refused = 0;
     for route in ADMIN_ROUTES.iter().filter(|r| r.authenticated) {
         let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
         let body = (method == Method::POST).then(|| json!({}));
@@ -373,7 +379,8 @@ async fn every_route_every_role_every_credential() {
             }
             checked += 1;
         }
-        // The bootstrap key is an operator.
+        // The bootstrap key has the narrow `webhooks` role: the webhook routes, and
+        // nothing else an operator may do (no reserve operations).
         let (s, v) = app
             .call(
                 method.clone(),
@@ -382,7 +389,15 @@ async fn every_route_every_role_every_credential() {
                 body.clone(),
             )
             .await;
-        if route.accepts(&[Role::Operator]) {
+        // (Routes open to any caller — me, logout — have no roles to check.)
+        if !route.roles.is_empty() {
+            assert_eq!(
+                route.accepts(&[Role::Webhooks]),
+                route.path.starts_with("/v1/webhooks"),
+                "{what}: only webhook routes accept the bootstrap key's role"
+            );
+        }
+        if route.accepts(&[Role::Webhooks]) {
             assert!(
                 s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
                 "{what}: {v}"
@@ -393,9 +408,21 @@ async fn every_route_every_role_every_credential() {
                 StatusCode::FORBIDDEN,
                 "{what} with the bootstrap key: {v}"
             );
+            bootstrap_refused += 1;
         }
     }
     assert!(checked > 200, "{checked}");
+    // Every reserve-operation route is among those the bootstrap key was refused.
+    assert!(
+        ADMIN_ROUTES
+            .iter()
+            .filter(|r| ["deposits", "mints", "burns", "releases"]
+                .iter()
+                .any(|k| r.path.ends_with(k)))
+            .all(|r| !r.accepts(&[Role::Webhooks])),
+        "a reserve route accepts the bootstrap key"
+    );
+    assert!(bootstrap_refused >= 8, "{bootstrap_refused}");
     // And a real login per role (password + TOTP) gives a token the guard accepts.
     for role in Role::ALL {
         let tokens = app.login(role).await;
@@ -993,4 +1020,291 @@ async fn password_change_checks_the_old_one_and_ends_other_sessions() {
     assert!(entries
         .iter()
         .any(|e| e.action == "user.password_change_failed"));
+}
+
+impl App {
+    /// A login from `xff` (an `X-Forwarded-For` value; the test server trusts
+    /// loopback as a proxy when the test says so).
+    async fn login_from(&self, xff: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/admin/login", self.base))
+            .header("x-forwarded-for", xff)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Finding 10: the attempt is reserved before Argon2 runs, so 20 concurrent wrong
+/// guesses get at most `max_failures` (3 here) evaluated; the rest are refused
+/// unevaluated, and the account is then locked even for the right password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_wrong_logins_cannot_exceed_the_limit() {
+    let app = app().await;
+    let (_, name, secret) = app.user(Role::Operator).clone();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (client, base, name) = (app.client.clone(), app.base.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(format!("{base}/v1/admin/login"))
+                .json(&json!({"username": name, "password": format!("wrong guess {i}")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let (mut evaluated, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::UNAUTHORIZED => evaluated += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(evaluated <= 3, "{evaluated} guesses were evaluated");
+    assert_eq!(evaluated + refused, 20);
+    let failed = app
+        .store
+        .list_audit(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "admin.login_failed")
+        .count();
+    assert_eq!(failed, evaluated, "only evaluated attempts are audited");
+    let good = totp::current_code(&secret, now_secs()).unwrap();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": name, "password": PASSWORD, "totp": good})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "login_locked")
+    );
+}
+
+/// Findings 11 and 14: behind a trusted proxy the client is the right-most
+/// untrusted X-Forwarded-For entry; a guesser locks only itself (username +
+/// address), the owner logs in from elsewhere; failures from many addresses reach
+/// the higher per-user threshold; IPv6 addresses count per /64; X-Forwarded-For from
+/// an untrusted peer is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_per_user_and_address_behind_a_trusted_proxy() {
+    let mut auth = auth_settings();
+    auth.trusted_proxies = IpAllowlist::parse(&["127.0.0.0/8"]).unwrap();
+    let app = app_with(Some(auth), true).await;
+    let (_, op, _) = app.user(Role::Operator).clone();
+    let wrong = |name: &str| json!({"username": name, "password": "not the password"});
+    // A right password without a code answers totp_required: proof it was checked.
+    let right = |name: &str| json!({"username": name, "password": PASSWORD});
+    for _ in 0..3 {
+        let (s, _) = app.login_from("203.0.113.5", wrong(&op)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    // A forged left part does not help the guesser: the proxy's entry counts.
+    let (s, v) = app
+        .login_from("198.51.100.99, 203.0.113.5", right(&op))
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "login_locked")
+    );
+    // The owner, elsewhere, is not locked out.
+    let (s, v) = app.login_from("198.51.100.7", right(&op)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "totp_required"),
+        "{v}"
+    );
+    // Three more from a second address reach the per-user threshold (6): now the
+    // account is locked from everywhere.
+    for _ in 0..3 {
+        let (s, _) = app.login_from("203.0.113.6", wrong(&op)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, v) = app.login_from("198.51.100.8", right(&op)).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::TOO_MANY_REQUESTS, "login_locked")
+    );
+    // The audit record names the client, not the proxy.
+    let last = app.store.list_audit(None, 1).await.unwrap();
+    assert_eq!(last[0].action, "admin.login_failed");
+    assert_eq!(last[0].ip.as_deref(), Some("203.0.113.6"));
+
+    // IPv6: another address of the same /64 shares the lockout, another /64 not.
+    let (_, au, _) = app.user(Role::Auditor).clone();
+    for _ in 0..3 {
+        let (s, _) = app.login_from("2001:db8:1:2::1", wrong(&au)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, _) = app.login_from("2001:db8:1:2:ffff::9", right(&au)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, v) = app.login_from("2001:db8:1:3::1", right(&au)).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "totp_required"));
+
+    // Without trusted proxies the header is ignored: every request is 127.0.0.1.
+    let plain = app_with(Some(auth_settings()), true).await;
+    let (_, ad, _) = plain.user(Role::Admin).clone();
+    for i in 0..3 {
+        let (s, _) = plain
+            .login_from(&format!("203.0.113.{i}"), wrong(&ad))
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, _) = plain.login_from("198.51.100.7", right(&ad)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Finding 17: a failed login for a name that is no account leaves neither the
+/// typed text in the audit log (it may be a password typed into the wrong field)
+/// nor a lockout that tells it apart from a real account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_usernames_are_not_recorded_in_clear() {
+    let app = app().await;
+    let typed = "MySecretPasswordInTheWrongField";
+    for _ in 0..3 {
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/admin/login",
+                &Cred::None,
+                Some(json!({"username": typed, "password": "x"})),
+            )
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::UNAUTHORIZED, "invalid_credentials")
+        );
+    }
+    // Locked like a real account would be (no way to tell the two apart).
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": typed, "password": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let records = app.store.list_audit(None, 100).await.unwrap();
+    let failed: Vec<_> = records
+        .iter()
+        .filter(|e| e.action == "admin.login_failed")
+        .collect();
+    assert_eq!(failed.len(), 3);
+    for e in failed {
+        let text = serde_json::to_string(e).unwrap();
+        assert!(
+            !text.to_lowercase().contains(&typed.to_lowercase()),
+            "{text}"
+        );
+        assert!(e.target.as_deref().unwrap().starts_with("user:#"), "{text}");
+    }
+    // The same typed name always maps to the same counter key (one target).
+    let targets: std::collections::BTreeSet<_> = records
+        .iter()
+        .filter(|e| e.action == "admin.login_failed")
+        .map(|e| e.target.clone())
+        .collect();
+    assert_eq!(targets.len(), 1);
+    // A real account's records keep its name.
+    let (_, op, _) = app.user(Role::Operator).clone();
+    app.call(
+        Method::POST,
+        "/v1/admin/login",
+        &Cred::None,
+        Some(json!({"username": op, "password": "wrong"})),
+    )
+    .await;
+    let last = app.store.list_audit(None, 1).await.unwrap();
+    assert_eq!(
+        last[0].target.as_deref(),
+        Some(format!("user:{op}").as_str())
+    );
+}
+
+/// Finding 16: a key belongs to the account that created it (disabling the account
+/// revokes it), and may expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_die_with_their_owner_and_expire() {
+    let app = app().await;
+    let admin_token = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    let create = |body: Value| {
+        let admin_token = admin_token.clone();
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/v1/admin/api-keys", &admin_token, Some(body))
+                .await
+        }
+    };
+    let (s, owned) = create(json!({"name": "owned", "roles": ["admin"]})).await;
+    assert_eq!(s, StatusCode::CREATED, "{owned}");
+    let admin_id = app
+        .store
+        .get_admin_user(&app.user(Role::Admin).1)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    assert_eq!(owned["owner_id"], json!(admin_id.to_string()));
+    let owned_key = Cred::ApiKey(owned["key"].as_str().unwrap().into());
+    // A key made by that key belongs to the same account.
+    let (s, child) = app
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            &owned_key,
+            Some(json!({"name": "child", "roles": ["auditor"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{child}");
+    assert_eq!(child["owner_id"], owned["owner_id"]);
+    let child_key = Cred::ApiKey(child["key"].as_str().unwrap().into());
+    let (s, short) =
+        create(json!({"name": "short", "roles": ["auditor"], "expires_in_secs": 1})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(!short["expires_at"].is_null(), "{short}");
+    let short_key = Cred::ApiKey(short["key"].as_str().unwrap().into());
+    for k in [&owned_key, &child_key, &short_key] {
+        assert_eq!(
+            app.call(Method::GET, "/v1/admin/me", k, None).await.0,
+            StatusCode::OK
+        );
+    }
+    // Bad lifetimes are refused.
+    for bad in [json!(0), json!(-5), json!(400_000_000)] {
+        let (s, v) =
+            create(json!({"name": "bad", "roles": ["auditor"], "expires_in_secs": bad})).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            "{bad}"
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, v) = app
+        .call(Method::GET, "/v1/admin/me", &short_key, None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    // Disabling the owner revokes its keys at once.
+    assert!(app
+        .store
+        .disable_admin_user(&app.user(Role::Admin).1, Timestamp::now())
+        .await
+        .unwrap());
+    for k in [&owned_key, &child_key] {
+        let (s, v) = app.call(Method::GET, "/v1/admin/me", k, None).await;
+        assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    }
 }

@@ -29,6 +29,11 @@ struct App {
 }
 
 async fn app() -> App {
+    // As `admin.cookie_secure = "auto"` sets it for a server on loopback.
+    app_with(false).await
+}
+
+async fn app_with(cookie_secure: bool) -> App {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("d.db").display());
@@ -42,7 +47,7 @@ async fn app() -> App {
         .await
         .unwrap()
         .unwrap();
-    let auth = AdminAuth::new(
+    let mut auth = AdminAuth::new(
         TokenKeys::new(
             b"dashboard-test-jwt-secret-32-bytes-long",
             "ubtc",
@@ -50,6 +55,7 @@ async fn app() -> App {
         )
         .unwrap(),
     );
+    auth.cookie_secure = cookie_secure;
     let state = ApiState::new(store, Vec::new())
         .with_admin(auth)
         .with_explorer_url("https://explorer.example/address/{address}".into());
@@ -211,8 +217,8 @@ async fn admin_cookie_session_with_csrf() {
     assert_eq!(login.status(), StatusCode::OK);
     let set = set_cookies(login.headers());
     let body: Value = login.json().await.unwrap();
-    // The tokens left the body for HttpOnly, SameSite=Strict cookies (no Secure on a
-    // loopback host); the CSRF cookie is readable by the page.
+    // The tokens left the body for HttpOnly, SameSite=Strict cookies (no Secure: the
+    // setting is off here); the CSRF cookie is readable by the page.
     assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none());
     assert_eq!(body["username"], "alice");
     let access = set
@@ -335,5 +341,37 @@ async fn admin_cookie_session_with_csrf() {
                 .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0")),
             "{name} cleared: {cleared:?}"
         );
+    }
+}
+
+/// The `Secure` flag follows `admin.cookie_secure`, never the client's `Host` header:
+/// on, a request naming a loopback host still gets Secure cookies; off, a request
+/// naming a public host does not.
+#[tokio::test]
+async fn cookie_secure_flag_comes_from_configuration() {
+    for (secure, host) in [(true, "localhost"), (false, "admin.example.org")] {
+        let app = app_with(secure).await;
+        let code =
+            totp::current_code(&app.totp_secret, Timestamp::now().as_millis() / 1000).unwrap();
+        let login = app
+            .client
+            .post(format!("{}/v1/admin/login", app.base))
+            .header("x-ubtc-session", "cookie")
+            .header("host", host)
+            .json(&json!({"username": "alice", "password": PASSWORD, "totp": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::OK);
+        let raw: Vec<String> = login
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(raw.len(), 3, "{raw:?}");
+        for c in &raw {
+            assert_eq!(c.contains("; Secure"), secure, "{host}: {c}");
+        }
     }
 }

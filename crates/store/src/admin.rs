@@ -74,6 +74,11 @@ pub struct NewApiKey {
     pub roles: Vec<String>,
     /// Actor that created it (audit).
     pub created_by: String,
+    /// The account the key belongs to: disabling it revokes the key. `None` for keys
+    /// of the system (`ubtc admin create-api-key`).
+    pub owner_id: Option<uuid::Uuid>,
+    /// After this the key is refused; `None`: no expiry.
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +90,15 @@ pub struct ApiKey {
     pub created_by: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub owner_id: Option<uuid::Uuid>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    /// Neither revoked nor expired at `now`.
+    pub fn usable(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e.0 > now.0)
+    }
 }
 
 /// What presenting a refresh token did.
@@ -109,6 +123,17 @@ pub struct LoginFailures {
     pub locked_until: Option<Timestamp>,
 }
 
+/// The outcome of [`AdminStore::reserve_login_attempt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginAttempt {
+    /// The attempt may be evaluated (the counter was within the policy).
+    pub admitted: bool,
+    /// Attempts counted in the current window (this one included).
+    pub failures: u32,
+    /// The lockout running after this attempt, if any.
+    pub locked_until: Option<Timestamp>,
+}
+
 /// How failures turn into a lockout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockoutPolicy {
@@ -130,8 +155,8 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn get_admin_user_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<AdminUser>>;
     /// Every user, oldest first.
     async fn list_admin_users(&self) -> StoreResult<Vec<AdminUser>>;
-    /// Disables a user and revokes all its sessions, in ONE transaction. False when
-    /// unknown or already disabled.
+    /// Disables a user and revokes all its sessions and the API keys it owns, in ONE
+    /// transaction. False when unknown or already disabled.
     async fn disable_admin_user(&self, username: &str, now: Timestamp) -> StoreResult<bool>;
     /// Replaces a user's password hash and revokes every session of the user except
     /// `keep` (the one that asked), in ONE transaction. False when the user is
@@ -158,6 +183,29 @@ pub trait AdminStore: Send + Sync + 'static {
         policy: &LockoutPolicy,
         now: Timestamp,
     ) -> StoreResult<LoginFailures>;
+    /// Reserves one login attempt against `key` BEFORE the password is checked, in
+    /// one upsert, so concurrent attempts are serialised by the row: the attempt is
+    /// counted as a failure at once, and `admitted` only while the count stays within
+    /// `policy.max_failures` (the attempt that reaches it sets the lockout). While a
+    /// lockout runs, attempts are counted but refused and do not extend it; once it
+    /// has ended (or the window passed) the count restarts. A successful login
+    /// clears the key, or gives the attempt back with [`Self::release_login_attempt`].
+    async fn reserve_login_attempt(
+        &self,
+        key: &str,
+        policy: &LockoutPolicy,
+        now: Timestamp,
+    ) -> StoreResult<LoginAttempt>;
+    /// Gives back one reserved attempt (it turned out not to be a failure); lifts the
+    /// lockout when the count falls below `policy.max_failures`.
+    async fn release_login_attempt(&self, key: &str, policy: &LockoutPolicy) -> StoreResult<()>;
+    /// Deletes counters whose window started before `window_start_before` and that
+    /// hold no lockout running at `now`. Returns how many rows went.
+    async fn prune_login_failures(
+        &self,
+        window_start_before: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
     /// The lockout of `key`, if one runs at `now`.
     async fn login_locked_until(&self, key: &str, now: Timestamp)
         -> StoreResult<Option<Timestamp>>;
@@ -238,7 +286,17 @@ pub(crate) fn user(r: UserRow) -> AdminUser {
     }
 }
 
-pub(crate) type KeyRow = (uuid::Uuid, String, String, String, String, i64, Option<i64>);
+pub(crate) type KeyRow = (
+    uuid::Uuid,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<uuid::Uuid>,
+    Option<i64>,
+);
 
 pub(crate) fn api_key(r: KeyRow) -> ApiKey {
     ApiKey {
@@ -249,6 +307,8 @@ pub(crate) fn api_key(r: KeyRow) -> ApiKey {
         created_by: r.4,
         created_at: Timestamp(r.5),
         revoked_at: r.6.map(Timestamp),
+        owner_id: r.7,
+        expires_at: r.8.map(Timestamp),
     }
 }
 
@@ -259,7 +319,7 @@ macro_rules! user_columns {
 }
 macro_rules! key_columns {
     () => {
-        "id, name, key_hash, roles, created_by, created_at, revoked_at"
+        "id, name, key_hash, roles, created_by, created_at, revoked_at, owner_id, expires_at"
     };
 }
 
@@ -283,6 +343,8 @@ pub(crate) const LIST_USERS: &str = concat!(
 );
 pub(crate) const DISABLE_USER: &str = "UPDATE admin_users SET disabled_at = $2 \
      WHERE username = $1 AND disabled_at IS NULL RETURNING id";
+pub(crate) const REVOKE_USER_KEYS: &str = "UPDATE admin_api_keys SET revoked_at = $2 \
+     WHERE owner_id = $1 AND revoked_at IS NULL";
 pub(crate) const REVOKE_USER_SESSIONS: &str = "UPDATE admin_sessions SET revoked_at = $2, \
      revoke_reason = 'user disabled' WHERE user_id = $1 AND revoked_at IS NULL";
 pub(crate) const SET_PASSWORD: &str = "UPDATE admin_users SET password_hash = $2 \
@@ -304,6 +366,37 @@ pub(crate) const RECORD_FAILURE: &str = "INSERT INTO admin_login_failures (key, 
          ELSE admin_login_failures.failures + 1 END) >= $4 THEN $5 \
          ELSE admin_login_failures.locked_until END \
      RETURNING failures, locked_until";
+// $1 key, $2 now, $3 window start (now - window), $4 max failures, $5 lock until.
+// Three cases for an existing row: a lockout runs (count, keep window and lockout);
+// the window passed or an earlier lockout ended (restart at 1); else count on.
+pub(crate) const RESERVE_ATTEMPT: &str = "INSERT INTO admin_login_failures (key, failures, \
+     window_start, locked_until) VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $5 ELSE NULL END) \
+     ON CONFLICT (key) DO UPDATE SET \
+     failures = CASE WHEN admin_login_failures.locked_until > $2 \
+             THEN admin_login_failures.failures + 1 \
+         WHEN admin_login_failures.window_start < $3 \
+             OR admin_login_failures.locked_until IS NOT NULL THEN 1 \
+         ELSE admin_login_failures.failures + 1 END, \
+     window_start = CASE WHEN admin_login_failures.locked_until > $2 \
+             THEN admin_login_failures.window_start \
+         WHEN admin_login_failures.window_start < $3 \
+             OR admin_login_failures.locked_until IS NOT NULL THEN $2 \
+         ELSE admin_login_failures.window_start END, \
+     locked_until = CASE WHEN admin_login_failures.locked_until > $2 \
+             THEN admin_login_failures.locked_until \
+         WHEN admin_login_failures.window_start < $3 \
+             OR admin_login_failures.locked_until IS NOT NULL \
+             THEN CASE WHEN 1 >= $4 THEN $5 ELSE NULL END \
+         WHEN admin_login_failures.failures + 1 >= $4 THEN $5 \
+         ELSE NULL END \
+     RETURNING failures, locked_until";
+// $1 key, $2 max failures. Right-hand sides see the old row on both backends.
+pub(crate) const RELEASE_ATTEMPT: &str = "UPDATE admin_login_failures SET \
+     failures = failures - 1, \
+     locked_until = CASE WHEN failures - 1 < $2 THEN NULL ELSE locked_until END \
+     WHERE key = $1 AND failures > 0";
+pub(crate) const PRUNE_FAILURES: &str = "DELETE FROM admin_login_failures \
+     WHERE window_start < $1 AND (locked_until IS NULL OR locked_until <= $2)";
 pub(crate) const LOCKED_UNTIL: &str =
     "SELECT locked_until FROM admin_login_failures WHERE key = $1 AND locked_until > $2";
 pub(crate) const CLEAR_FAILURES: &str = "DELETE FROM admin_login_failures WHERE key = $1";
@@ -327,7 +420,7 @@ pub(crate) const REVOKE_SESSION: &str = "UPDATE admin_sessions SET revoked_at = 
      revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL";
 
 pub(crate) const INSERT_KEY: &str = "INSERT INTO admin_api_keys (id, name, key_hash, roles, \
-     created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+     created_by, created_at, owner_id, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(crate) const KEY_BY_HASH: &str = concat!(
     "SELECT ",
     key_columns!(),
@@ -443,6 +536,11 @@ macro_rules! impl_admin_store {
                     .bind(now.0)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query($crate::admin::REVOKE_USER_KEYS)
+                    .bind(id)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -507,6 +605,54 @@ macro_rules! impl_admin_store {
                     failures: u32::try_from(failures).unwrap_or(u32::MAX),
                     locked_until: locked.map(Timestamp),
                 })
+            }
+
+            async fn reserve_login_attempt(
+                &self,
+                key: &str,
+                policy: &$crate::admin::LockoutPolicy,
+                now: Timestamp,
+            ) -> StoreResult<$crate::admin::LoginAttempt> {
+                let (failures, locked): (i64, Option<i64>) =
+                    sqlx::query_as($crate::admin::RESERVE_ATTEMPT)
+                        .bind(key)
+                        .bind(now.0)
+                        .bind(now.0.saturating_sub(policy.window_ms))
+                        .bind(i64::from(policy.max_failures))
+                        .bind(now.0.saturating_add(policy.lockout_ms))
+                        .fetch_one(self.writer())
+                        .await?;
+                Ok($crate::admin::LoginAttempt {
+                    admitted: failures <= i64::from(policy.max_failures),
+                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                    locked_until: locked.map(Timestamp),
+                })
+            }
+
+            async fn release_login_attempt(
+                &self,
+                key: &str,
+                policy: &$crate::admin::LockoutPolicy,
+            ) -> StoreResult<()> {
+                sqlx::query($crate::admin::RELEASE_ATTEMPT)
+                    .bind(key)
+                    .bind(i64::from(policy.max_failures))
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn prune_login_failures(
+                &self,
+                window_start_before: Timestamp,
+                now: Timestamp,
+            ) -> StoreResult<u64> {
+                let done = sqlx::query($crate::admin::PRUNE_FAILURES)
+                    .bind(window_start_before.0)
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn login_locked_until(
@@ -662,6 +808,8 @@ macro_rules! impl_admin_store {
                     .bind($crate::admin::roles_column(&new.roles))
                     .bind(new.created_by.as_str())
                     .bind(now.0)
+                    .bind(new.owner_id)
+                    .bind(new.expires_at.map(|t| t.0))
                     .execute(self.writer())
                     .await?;
                 Ok($crate::admin::ApiKey {
@@ -672,6 +820,8 @@ macro_rules! impl_admin_store {
                     created_by: new.created_by.clone(),
                     created_at: now,
                     revoked_at: None,
+                    owner_id: new.owner_id,
+                    expires_at: new.expires_at,
                 })
             }
 

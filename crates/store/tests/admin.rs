@@ -21,6 +21,8 @@ on_both_backends!(
     refresh_tokens_rotate_and_reuse_revokes,
     concurrent_rotation_has_one_winner,
     api_keys,
+    disabling_the_owner_revokes_its_keys,
+    login_attempts_are_reserved_atomically,
     audit_tampering_is_detected,
     password_change_revokes_other_sessions,
 );
@@ -287,6 +289,8 @@ async fn api_keys(h: &Harness) {
                 key_hash: "abc".into(),
                 roles: vec!["operator".into(), "auditor".into()],
                 created_by: "alice".into(),
+                owner_id: None,
+                expires_at: Some(at(10)),
             },
             T0,
         )
@@ -302,6 +306,128 @@ async fn api_keys(h: &Harness) {
     assert_eq!(
         s.find_api_key("abc").await.unwrap().unwrap().revoked_at,
         Some(at(1))
+    );
+    assert_eq!(k.expires_at, Some(at(10)));
+    assert!(k.usable(at(9)) && !k.usable(at(10)));
+}
+
+/// A key belongs to the account that created it: disabling the account revokes the
+/// key in the same transaction; a key of the system (no owner) stays.
+async fn disabling_the_owner_revokes_its_keys(h: &Harness) {
+    let s = h.store.as_ref();
+    let u = s
+        .create_admin_user(&new_user("alice", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = |hash: &str, owner: Option<uuid::Uuid>| NewApiKey {
+        name: hash.into(),
+        key_hash: hash.into(),
+        roles: vec!["admin".into()],
+        created_by: "alice".into(),
+        owner_id: owner,
+        expires_at: None,
+    };
+    let owned = s
+        .create_api_key(&key("owned", Some(u.id)), T0)
+        .await
+        .unwrap();
+    let system = s.create_api_key(&key("system", None), T0).await.unwrap();
+    assert_eq!(owned.owner_id, Some(u.id));
+    assert!(s.disable_admin_user("alice", at(5)).await.unwrap());
+    let owned = s.find_api_key("owned").await.unwrap().unwrap();
+    assert_eq!(owned.revoked_at, Some(at(5)));
+    assert!(!owned.usable(at(6)));
+    let system = s.find_api_key(&system.key_hash).await.unwrap().unwrap();
+    assert!(system.usable(at(6)));
+}
+
+/// Attempts are reserved before the password check: of 20 concurrent reservations
+/// with a limit of 5 exactly 5 are admitted; during the lockout attempts are refused
+/// without extending it; a released attempt lifts the lockout it set; old rows are
+/// pruned.
+async fn login_attempts_are_reserved_atomically(h: &Harness) {
+    let s = h.store.clone();
+    let policy = LockoutPolicy {
+        max_failures: 5,
+        window_ms: 60_000,
+        lockout_ms: 120_000,
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.reserve_login_attempt("user:alice", &policy, at(1000))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        if t.await.unwrap().admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(
+        s.login_locked_until("user:alice", at(2000)).await.unwrap(),
+        Some(at(121_000))
+    );
+    // Refused during the lockout, and the lockout is not renewed.
+    let a = s
+        .reserve_login_attempt("user:alice", &policy, at(100_000))
+        .await
+        .unwrap();
+    assert!(!a.admitted);
+    assert_eq!(a.locked_until, Some(at(121_000)));
+    // After it the count restarts.
+    let a = s
+        .reserve_login_attempt("user:alice", &policy, at(121_000))
+        .await
+        .unwrap();
+    assert_eq!((a.admitted, a.failures, a.locked_until), (true, 1, None));
+
+    // Releasing the attempt that set a lockout lifts it.
+    for i in 0..5 {
+        let a = s
+            .reserve_login_attempt("user:bob", &policy, at(i))
+            .await
+            .unwrap();
+        assert!(a.admitted);
+    }
+    assert!(s
+        .login_locked_until("user:bob", at(10))
+        .await
+        .unwrap()
+        .is_some());
+    s.release_login_attempt("user:bob", &policy).await.unwrap();
+    assert_eq!(
+        s.login_locked_until("user:bob", at(10)).await.unwrap(),
+        None
+    );
+    let a = s
+        .reserve_login_attempt("user:bob", &policy, at(11))
+        .await
+        .unwrap();
+    assert_eq!((a.admitted, a.failures), (true, 5));
+
+    // Pruning: rows whose window passed and that hold no running lockout.
+    s.reserve_login_attempt("user:old", &policy, at(0))
+        .await
+        .unwrap();
+    let pruned = s
+        .prune_login_failures(at(500_000 - 60_000), at(500_000))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3, "alice, bob and old are all past their window");
+    s.reserve_login_attempt("user:new", &policy, at(500_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.prune_login_failures(at(500_000 - 60_000), at(500_000))
+            .await
+            .unwrap(),
+        0
     );
 }
 

@@ -34,6 +34,10 @@ pub enum AdminCommand {
         /// Role(s) of the key; repeat for several.
         #[arg(long = "role", required = true)]
         roles: Vec<Role>,
+        /// The key is refused this many days after its creation (1 to 3660);
+        /// without it the key does not expire.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
     },
     /// Revokes an API key by id.
     RevokeApiKey {
@@ -93,16 +97,48 @@ pub fn admin_auth(config: &Config) -> Result<Option<AdminAuth>, String> {
     if a.max_login_failures == 0 {
         return Err("admin.max_login_failures must be at least 1".into());
     }
+    if a.max_login_failures_per_user < a.max_login_failures {
+        return Err(
+            "admin.max_login_failures_per_user must be at least admin.max_login_failures".into(),
+        );
+    }
+    let trusted_proxies = IpAllowlist::parse_setting(
+        "admin.trusted_proxies",
+        &a.trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>(),
+    )?;
+    let cookie_secure = match a.cookie_secure.trim() {
+        "true" => true,
+        "false" => false,
+        // Plain http on one machine (`ubtc demo`, a laptop): browsers may refuse to
+        // send a Secure cookie there. Anything reachable from elsewhere gets it.
+        "auto" | "" => !config.server.listen.ip().is_loopback(),
+        other => {
+            return Err(format!(
+                "admin.cookie_secure: {other:?} (one of true, false, auto)"
+            ))
+        }
+    };
     let mut auth = AdminAuth::new(tokens);
     auth.access_ttl_secs = secs("access_ttl_secs", a.access_ttl_secs)?;
     auth.refresh_ttl_secs = secs("refresh_ttl_secs", a.refresh_ttl_secs)?;
     auth.session_max_secs = secs("session_max_secs", a.session_max_secs)?;
     auth.allowed_ips = allowed_ips;
-    auth.user_lockout = LockoutPolicy {
+    auth.user_ip_lockout = LockoutPolicy {
         max_failures: a.max_login_failures,
         window_ms: lockout_ms,
         lockout_ms,
     };
+    auth.user_lockout = LockoutPolicy {
+        max_failures: a.max_login_failures_per_user,
+        window_ms: lockout_ms,
+        lockout_ms,
+    };
+    auth.trusted_proxies = trusted_proxies;
+    auth.cookie_secure = cookie_secure;
     auth.ip_lockout = LockoutPolicy {
         max_failures: a.max_login_failures.saturating_mul(4),
         window_ms: lockout_ms,
@@ -228,11 +264,22 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AdminCommand::CreateApiKey { name, mut roles } => {
+        AdminCommand::CreateApiKey {
+            name,
+            mut roles,
+            expires_in_days,
+        } => {
             let name = name.trim().to_owned();
             if name.is_empty() || name.len() > 100 {
                 anyhow::bail!("--name must have 1 to 100 characters");
             }
+            let expires_at = match expires_in_days {
+                None => None,
+                Some(d) if (1..=3660).contains(&d) => Some(Timestamp(
+                    Timestamp::now().as_millis() + i64::from(d) * 86_400_000,
+                )),
+                Some(_) => anyhow::bail!("--expires-in-days must be 1 to 3660"),
+            };
             roles.sort();
             roles.dedup();
             let key = random_secret(API_KEY_PREFIX);
@@ -244,6 +291,10 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                         key_hash: secret_hash(&key),
                         roles,
                         created_by: "cli".to_owned(),
+                        // A key of the system: no account owns it, so disabling an
+                        // account does not revoke it.
+                        owner_id: None,
+                        expires_at,
                     },
                     Timestamp::now(),
                 )
@@ -253,11 +304,21 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 "api_key.create",
                 format!("api_key:{}", stored.id),
                 None,
-                Some(serde_json::json!({ "name": stored.name, "roles": stored.roles }).to_string()),
+                Some(
+                    serde_json::json!({
+                        "name": stored.name,
+                        "roles": stored.roles,
+                        "expires_at": stored.expires_at,
+                    })
+                    .to_string(),
+                ),
             )
             .await?;
             println!("id:    {}", stored.id);
             println!("roles: {}", stored.roles.join(","));
+            if let Some(e) = stored.expires_at {
+                println!("expires_at: {} (ms since the epoch)", e.as_millis());
+            }
             println!("key:   {key}");
             println!("(shown once: send it as x-api-key or authorization: Bearer)");
             Ok(())

@@ -491,10 +491,20 @@ pub struct AdminConfig {
     /// Addresses and CIDR blocks allowed to reach admin routes, comma-separated
     /// (`10.0.0.0/8, 192.0.2.7`). Empty: any address.
     pub allowed_ips: String,
-    /// Failed logins per username within `lockout_secs` that lock it for
-    /// `lockout_secs` (per client address: four times as many).
+    /// Failed logins per username AND client address within `lockout_secs` that lock
+    /// that pair for `lockout_secs` (per client address over all usernames: four
+    /// times as many).
     pub max_login_failures: u32,
+    /// Failed logins per username from all addresses together that lock the account
+    /// for everyone (a guesser spread over many addresses).
+    pub max_login_failures_per_user: u32,
     pub lockout_secs: u64,
+    /// Reverse proxies (addresses and CIDR blocks, comma-separated) whose
+    /// `X-Forwarded-For` names the client. Empty: the TCP peer is the client.
+    pub trusted_proxies: String,
+    /// `Secure` flag of the admin page's cookies: `true`, `false`, or `auto` (on
+    /// unless `server.listen` is a loopback address).
+    pub cookie_secure: String,
 }
 
 impl Default for AdminConfig {
@@ -508,7 +518,10 @@ impl Default for AdminConfig {
             session_max_secs: 7 * 24 * 3_600,
             allowed_ips: String::new(),
             max_login_failures: 5,
+            max_login_failures_per_user: 50,
             lockout_secs: 900,
+            trusted_proxies: String::new(),
+            cookie_secure: "auto".to_owned(),
         }
     }
 }
@@ -595,6 +608,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_ADMIN_ALLOWED_IPS", "admin.allowed_ips"),
     ("UBTC_ADMIN_MAX_LOGIN_FAILURES", "admin.max_login_failures"),
     ("UBTC_ADMIN_LOCKOUT_SECS", "admin.lockout_secs"),
+    (
+        "UBTC_ADMIN_MAX_LOGIN_FAILURES_PER_USER",
+        "admin.max_login_failures_per_user",
+    ),
+    ("UBTC_ADMIN_TRUSTED_PROXIES", "admin.trusted_proxies"),
+    ("UBTC_ADMIN_COOKIE_SECURE", "admin.cookie_secure"),
     ("UBTC_RESERVES_INTERVAL_SECS", "reserves.interval_secs"),
     ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),

@@ -1,5 +1,5 @@
 //! Who is calling: access tokens of login sessions, stored API keys, and the bootstrap
-//! operator key (`webhooks.admin_api_key`), plus the admin settings and the IP
+//! webhooks key (`webhooks.admin_api_key`), plus the admin settings and the IP
 //! allowlist.
 
 use std::net::IpAddr;
@@ -22,9 +22,17 @@ pub const ACCESS_TTL_SECS_DEFAULT: i64 = 15 * 60;
 pub const REFRESH_TTL_SECS_DEFAULT: i64 = 12 * 3600;
 /// A session ends after this long however often it is refreshed.
 pub const SESSION_MAX_SECS_DEFAULT: i64 = 7 * 24 * 3600;
-/// Per username: 5 failures within 15 minutes lock it for 15 minutes.
-pub const USER_LOCKOUT_DEFAULT: LockoutPolicy = LockoutPolicy {
+/// Per username AND client address: 5 failures within 15 minutes lock that pair for
+/// 15 minutes. Someone guessing from elsewhere does not lock the account's owner out.
+pub const USER_IP_LOCKOUT_DEFAULT: LockoutPolicy = LockoutPolicy {
     max_failures: 5,
+    window_ms: 15 * 60 * 1000,
+    lockout_ms: 15 * 60 * 1000,
+};
+/// Per username from all addresses together: ten times as many (a guesser spread
+/// over many addresses), then the account is locked for everyone.
+pub const USER_LOCKOUT_DEFAULT: LockoutPolicy = LockoutPolicy {
+    max_failures: 50,
     window_ms: 15 * 60 * 1000,
     lockout_ms: 15 * 60 * 1000,
 };
@@ -47,8 +55,19 @@ pub struct AdminAuth {
     pub refresh_ttl_secs: i64,
     pub session_max_secs: i64,
     pub allowed_ips: IpAllowlist,
+    /// Failures per username and client address (`user:<name>@<address>`).
+    pub user_ip_lockout: LockoutPolicy,
+    /// Failures per username from every address (`user:<name>`).
     pub user_lockout: LockoutPolicy,
+    /// Failures per client address over all usernames (`ip:<address>`).
     pub ip_lockout: LockoutPolicy,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`admin.trusted_proxies`);
+    /// empty: the TCP peer is the client.
+    pub trusted_proxies: IpAllowlist,
+    /// `Secure` flag of the admin page's cookies (`admin.cookie_secure`).
+    pub cookie_secure: bool,
+    /// When failure counters were last pruned (ms; shared by clones).
+    pub last_prune_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Issuer shown by authenticator apps.
     pub totp_issuer: String,
 }
@@ -61,8 +80,12 @@ impl AdminAuth {
             refresh_ttl_secs: REFRESH_TTL_SECS_DEFAULT,
             session_max_secs: SESSION_MAX_SECS_DEFAULT,
             allowed_ips: IpAllowlist::default(),
+            user_ip_lockout: USER_IP_LOCKOUT_DEFAULT,
             user_lockout: USER_LOCKOUT_DEFAULT,
             ip_lockout: IP_LOCKOUT_DEFAULT,
+            trusted_proxies: IpAllowlist::default(),
+            cookie_secure: true,
+            last_prune_ms: Default::default(),
             totp_issuer: "Universal Bitcoin".to_owned(),
         }
     }
@@ -75,6 +98,11 @@ pub struct IpAllowlist(Vec<(IpAddr, u8)>);
 impl IpAllowlist {
     /// Parses `192.0.2.7`, `10.0.0.0/8`, `::1`, `2001:db8::/32`.
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        Self::parse_setting("admin.allowed_ips", entries)
+    }
+
+    /// As [`Self::parse`], naming `setting` in errors.
+    pub fn parse_setting<S: AsRef<str>>(setting: &str, entries: &[S]) -> Result<Self, String> {
         let mut out = Vec::new();
         for e in entries {
             let e = e.as_ref().trim();
@@ -84,7 +112,7 @@ impl IpAllowlist {
             };
             let ip: IpAddr = addr
                 .parse()
-                .map_err(|_| format!("admin.allowed_ips: {e:?} is not an address or CIDR block"))?;
+                .map_err(|_| format!("{setting}: {e:?} is not an address or CIDR block"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let prefix = match prefix {
                 None => max,
@@ -92,7 +120,7 @@ impl IpAllowlist {
                     .parse::<u8>()
                     .ok()
                     .filter(|p| *p <= max)
-                    .ok_or_else(|| format!("admin.allowed_ips: bad prefix length in {e:?}"))?,
+                    .ok_or_else(|| format!("{setting}: bad prefix length in {e:?}"))?,
             };
             out.push((ip, prefix));
         }
@@ -109,9 +137,11 @@ impl IpAllowlist {
     }
 
     pub fn permits(&self, ip: Option<IpAddr>) -> bool {
-        if self.0.is_empty() {
-            return true;
-        }
+        self.0.is_empty() || self.contains(ip)
+    }
+
+    /// True when `ip` is in one of the entries (false for an empty list).
+    pub fn contains(&self, ip: Option<IpAddr>) -> bool {
         let Some(ip) = ip.map(|ip| ip.to_canonical()) else {
             return false;
         };
@@ -127,6 +157,50 @@ impl IpAllowlist {
             _ => false,
         })
     }
+}
+
+/// The client address as a lockout counts it: IPv4 as is, IPv6 by its /64 (one
+/// customer usually holds a whole /64, so per-/128 counters would be free to evade).
+pub fn lockout_addr(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => {
+            let net = std::net::Ipv6Addr::from(u128::from(a) & (u128::MAX << 64));
+            format!("{net}/64")
+        }
+    }
+}
+
+/// The client of a request: the TCP peer, or, when the peer is one of
+/// `trusted_proxies`, the right-most address of `X-Forwarded-For` that is not a
+/// trusted proxy (what the nearest proxy saw; entries further left are written by
+/// the client and could be anything). An unparsable entry stops the walk at the last
+/// trusted hop.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: &[&str],
+    trusted_proxies: &IpAllowlist,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if trusted_proxies.is_empty() || !trusted_proxies.contains(Some(peer)) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for entry in forwarded_for
+        .iter()
+        .rev()
+        .flat_map(|h| h.rsplit(','))
+        .map(str::trim)
+    {
+        let Ok(ip) = entry.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !trusted_proxies.contains(Some(ip)) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 /// Hex SHA-256: how API keys and refresh tokens are stored (they are random and long,
@@ -213,8 +287,10 @@ pub(crate) async fn authenticate(
     if let Some(webhook_admin) = state.webhook_admin.as_ref() {
         if webhook_admin.matches_key(presented) {
             return Ok(principal(
-                "bootstrap-operator".to_owned(),
-                vec![Role::Operator],
+                // Narrow on purpose: the key reaches only the webhook routes
+                // (finding 12), never reserve operations or accounts.
+                "bootstrap-webhooks".to_owned(),
+                vec![Role::Webhooks],
                 Credential::BootstrapKey,
             ));
         }
@@ -223,8 +299,8 @@ pub(crate) async fn authenticate(
         .store
         .find_api_key(&secret_hash(presented))
         .await?
-        .filter(|k| k.revoked_at.is_none())
-        .ok_or_else(|| unauthorized("invalid or revoked API key"))?;
+        .filter(|k| k.usable(Timestamp::now()))
+        .ok_or_else(|| unauthorized("invalid, expired or revoked API key"))?;
     let roles = key
         .roles
         .iter()
@@ -233,7 +309,10 @@ pub(crate) async fn authenticate(
     Ok(principal(
         format!("api-key:{}", key.name),
         roles,
-        Credential::ApiKey { key_id: key.id },
+        Credential::ApiKey {
+            key_id: key.id,
+            owner_id: key.owner_id,
+        },
     ))
 }
 
@@ -270,5 +349,50 @@ mod tests {
         assert!(IpAllowlist::parse(&["nope"]).is_err());
         let all = IpAllowlist::parse(&["0.0.0.0/0"]).unwrap();
         assert!(all.permits(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let proxies = IpAllowlist::parse(&["10.0.0.0/8"]).unwrap();
+        // No trusted proxies: the header is ignored.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &["203.0.113.9"], &IpAllowlist::default()),
+            ip("10.0.0.1")
+        );
+        // A peer that is not a trusted proxy: ignored too.
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &["203.0.113.9"], &proxies),
+            ip("198.51.100.1")
+        );
+        // Right-most untrusted entry; a forged left part does not matter.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.1"),
+                &["1.2.3.4, 203.0.113.9", "10.0.0.2"],
+                &proxies
+            ),
+            ip("203.0.113.9")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &["203.0.113.9, nonsense"], &proxies),
+            ip("10.0.0.1")
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &[], &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_lockouts_count_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(lockout_addr(a), lockout_addr(b));
+        assert_ne!(lockout_addr(a), lockout_addr(c));
+        assert_eq!(lockout_addr(a), "2001:db8:1:2::/64");
+        assert_eq!(
+            lockout_addr("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1"
+        );
     }
 }

@@ -8,9 +8,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ubtc_core::Timestamp;
-use ubtc_store::{AdminUser, ApiKey, AuditEntry, NewAdminUser, NewApiKey, RefreshOutcome};
+use ubtc_store::{
+    AdminUser, ApiKey, AuditEntry, LockoutPolicy, NewAdminUser, NewApiKey, RefreshOutcome,
+};
 
-use super::auth::{random_secret, secret_hash, API_KEY_PREFIX, REFRESH_PREFIX};
+use super::auth::{lockout_addr, random_secret, secret_hash, API_KEY_PREFIX, REFRESH_PREFIX};
 use super::token::Claims;
 use super::{password, totp, AdminAuth, ClientInfo, Credential, Principal, Role};
 use crate::error::{ApiError, ErrorCode};
@@ -88,6 +90,106 @@ fn locked(until: Timestamp, now: Timestamp) -> Response {
     r
 }
 
+/// How often at most failure counters are pruned (per process).
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// The counters one login attempt is reserved against (docs/admin.md, Lockout): the
+/// client address over all usernames, the username from this address (the low
+/// threshold), and the username from everywhere (a higher one). `name_key` is the
+/// account's username, or a keyed hash of what was typed when no such account exists
+/// (it may be a password typed into the wrong field).
+fn lockout_keys(
+    auth: &AdminAuth,
+    name_key: &str,
+    client: &ClientInfo,
+) -> Vec<(String, LockoutPolicy)> {
+    let addr = client.ip.map(lockout_addr);
+    let mut keys = Vec::with_capacity(3);
+    if let Some(a) = &addr {
+        keys.push((format!("ip:{a}"), auth.ip_lockout));
+    }
+    keys.push((
+        format!("user:{name_key}@{}", addr.as_deref().unwrap_or("unknown")),
+        auth.user_ip_lockout,
+    ));
+    keys.push((format!("user:{name_key}"), auth.user_lockout));
+    keys
+}
+
+/// What identifies a tried username in counters and audit records: the name of an
+/// existing account, else `#` and a keyed hash of the typed text (never the text).
+fn name_key(auth: &AdminAuth, typed: &str, user: Option<&AdminUser>) -> String {
+    match user {
+        Some(u) => u.username.clone(),
+        None => format!(
+            "#{}",
+            hex::encode(&auth.tokens.keyed_hash("admin-username", typed.as_bytes())[..12])
+        ),
+    }
+}
+
+/// Reserves one attempt on every key BEFORE the password is checked (so parallel
+/// guesses cannot exceed the limits). `Err(until)` when one key refuses: the
+/// reservations already made are given back, and the refused attempt counts only on
+/// the key that refused it (without extending its lockout). `Ok` holds the reserved
+/// keys and the lockout this attempt set, if any.
+async fn reserve_attempts(
+    state: &ApiState,
+    keys: &[(String, LockoutPolicy)],
+    now: Timestamp,
+) -> Result<Result<Option<Timestamp>, Timestamp>, ApiError> {
+    let mut set_lock = None;
+    for (i, (key, policy)) in keys.iter().enumerate() {
+        let a = state.store.reserve_login_attempt(key, policy, now).await?;
+        if !a.admitted {
+            release_attempts(state, &keys[..i]).await?;
+            return Ok(Err(a.locked_until.unwrap_or(now)));
+        }
+        if a.locked_until.is_some() {
+            set_lock = set_lock.max(a.locked_until);
+        }
+    }
+    Ok(Ok(set_lock))
+}
+
+async fn release_attempts(
+    state: &ApiState,
+    keys: &[(String, LockoutPolicy)],
+) -> Result<(), ApiError> {
+    for (key, policy) in keys {
+        state.store.release_login_attempt(key, policy).await?;
+    }
+    Ok(())
+}
+
+/// Deletes failure counters whose window has passed, at most once a minute per
+/// process (rows of made-up usernames would otherwise stay for ever).
+async fn prune_failures(state: &ApiState, auth: &AdminAuth, now: Timestamp) {
+    use std::sync::atomic::Ordering;
+    let last = auth.last_prune_ms.load(Ordering::Relaxed);
+    if now.as_millis() - last < PRUNE_EVERY_MS
+        || auth
+            .last_prune_ms
+            .compare_exchange(last, now.as_millis(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let window = auth
+        .user_ip_lockout
+        .window_ms
+        .max(auth.user_lockout.window_ms)
+        .max(auth.ip_lockout.window_ms);
+    if let Err(e) = state
+        .store
+        .prune_login_failures(Timestamp(now.as_millis() - window), now)
+        .await
+    {
+        // Housekeeping only: the login answer does not depend on it.
+        tracing::warn!(error = %e, "pruning admin login failure counters failed");
+    }
+}
+
 fn issue_access(
     auth: &AdminAuth,
     user: &AdminUser,
@@ -123,14 +225,16 @@ pub async fn login(
         ));
     }
     let now = Timestamp::now();
-    let user_key = format!("user:{}", body.username);
-    let ip_key = client.ip.map(|ip| format!("ip:{ip}"));
-    for key in std::iter::once(&user_key).chain(ip_key.as_ref()) {
-        if let Some(until) = state.store.login_locked_until(key, now).await? {
-            return Ok(locked(until, now));
-        }
-    }
     let user = state.store.get_admin_user(&body.username).await?;
+    let name_key = name_key(auth, &body.username, user.as_ref());
+    let user_key = format!("user:{name_key}");
+    let keys = lockout_keys(auth, &name_key, &client);
+    // The attempt is counted (as a failure) before the password is checked, so N
+    // parallel guesses get at most the limit evaluated; a success gives it back.
+    let set_lock = match reserve_attempts(&state, &keys, now).await? {
+        Ok(set_lock) => set_lock,
+        Err(until) => return Ok(locked(until, now)),
+    };
     let phc = user.as_ref().map_or_else(
         || password::dummy_hash().to_owned(),
         |u| u.password_hash.clone(),
@@ -184,30 +288,30 @@ pub async fn login(
         ),
     };
     if let Some(reason) = failure {
-        // A missing TOTP code after a right password is a normal first step of a
-        // two-step form, not an attack: it is not counted.
-        if code != ErrorCode::TotpRequired {
-            let mut lock = None;
-            let f = state
-                .store
-                .record_login_failure(&user_key, &auth.user_lockout, now)
-                .await?;
-            lock = lock.or(f.locked_until);
-            if let Some(k) = &ip_key {
-                let f = state
-                    .store
-                    .record_login_failure(k, &auth.ip_lockout, now)
-                    .await?;
-                lock = lock.or(f.locked_until);
+        if code == ErrorCode::TotpRequired {
+            // A missing TOTP code after a right password is a normal first step of a
+            // two-step form, not an attack: the reserved attempt is given back.
+            release_attempts(&state, &keys).await?;
+        } else {
+            if let Some(until) = set_lock {
+                // An alert for operators: guessing or a forgotten password.
+                tracing::warn!(
+                    target: "ubtc::admin",
+                    user = %user_key,
+                    ip = ?client.ip,
+                    locked_until = until.as_millis(),
+                    "admin login locked after repeated failures"
+                );
             }
             audit_anonymous(
                 &state,
                 &client,
                 "admin.login_failed",
                 &user_key,
-                json!({ "reason": reason, "locked_until": lock }),
+                json!({ "reason": reason, "locked_until": set_lock }),
             )
             .await?;
+            prune_failures(&state, auth, now).await;
         }
         return Err(ApiError::new(code, message));
     }
@@ -217,9 +321,17 @@ pub async fn login(
             "wrong username or password",
         ));
     };
-    // Only the username's counter: clearing the address's too would let someone with
-    // one valid account reset it between guesses at others.
-    state.store.clear_login_failures(&user_key).await?;
+    // The username-from-this-address counter is cleared; the others only get this
+    // attempt back: clearing the address's would let someone with one valid account
+    // reset it between guesses at others, and clearing the username's global one
+    // would erase a guesser's progress from elsewhere.
+    for (key, policy) in &keys {
+        if key.contains('@') {
+            state.store.clear_login_failures(key).await?;
+        } else {
+            state.store.release_login_attempt(key, policy).await?;
+        }
+    }
     let refresh = random_secret(REFRESH_PREFIX);
     let sid = state
         .store
@@ -381,7 +493,16 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown account"))?;
     let user_key = format!("user:{}", user.username);
-    if let Some(until) = state.store.login_locked_until(&user_key, now).await? {
+    password::check_strength(&body.new_password)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.to_string()))?;
+    // Reserved before the check, as at login: a stolen session cannot run parallel
+    // guesses at the current password either.
+    let client = ClientInfo {
+        ip: principal.ip,
+        user_agent: None,
+    };
+    let keys = lockout_keys(auth, &user.username, &client);
+    if let Err(until) = reserve_attempts(&state, &keys, now).await? {
         return Err(ApiError::new(
             ErrorCode::LoginLocked,
             format!(
@@ -390,8 +511,6 @@ pub async fn change_password(
             ),
         ));
     }
-    password::check_strength(&body.new_password)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.to_string()))?;
     let (current, phc, new) = (
         body.current_password,
         user.password_hash.clone(),
@@ -408,10 +527,6 @@ pub async fn change_password(
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
     let Some(new_hash) = new_hash else {
-        state
-            .store
-            .record_login_failure(&user_key, &auth.user_lockout, now)
-            .await?;
         principal
             .audit(
                 &state,
@@ -426,6 +541,7 @@ pub async fn change_password(
             "the current password is wrong",
         ));
     };
+    release_attempts(&state, &keys).await?;
     if !state
         .store
         .set_admin_password(user_id, &new_hash, Some(session_id), now)
@@ -468,7 +584,10 @@ pub async fn config(State(state): State<ApiState>) -> Json<serde_json::Value> {
             "refresh_ttl_secs": a.refresh_ttl_secs,
             "session_max_secs": a.session_max_secs,
             "allowed_ips": a.allowed_ips.to_strings(),
+            "user_ip_lockout": lockout(&a.user_ip_lockout),
             "user_lockout": lockout(&a.user_lockout),
+            "trusted_proxies": a.trusted_proxies.to_strings(),
+            "cookie_secure": a.cookie_secure,
             "ip_lockout": lockout(&a.ip_lockout),
         }),
     })
@@ -658,6 +777,9 @@ pub struct KeyView {
     created_by: String,
     created_at: Timestamp,
     revoked_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    /// The account whose disabling revokes the key; `null`: a key of the system.
+    owner_id: Option<uuid::Uuid>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -669,6 +791,8 @@ impl From<ApiKey> for KeyView {
             created_by: k.created_by,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
+            expires_at: k.expires_at,
+            owner_id: k.owner_id,
         }
     }
 }
@@ -678,7 +802,13 @@ impl From<ApiKey> for KeyView {
 pub struct CreateKeyBody {
     name: String,
     roles: Vec<String>,
+    /// Lifetime in seconds; absent: the key does not expire.
+    #[serde(default)]
+    expires_in_secs: Option<i64>,
 }
+
+/// Longest API key lifetime that can be asked for: ten years.
+pub const API_KEY_TTL_MAX_SECS: i64 = 3660 * 24 * 3600;
 
 #[derive(Serialize)]
 pub struct CreatedKey {
@@ -716,6 +846,26 @@ pub async fn create_api_key(
         }
     }
     roles.sort();
+    let now = Timestamp::now();
+    let expires_at = match body.expires_in_secs {
+        None => None,
+        Some(s) if (1..=API_KEY_TTL_MAX_SECS).contains(&s) => {
+            Some(Timestamp(now.as_millis() + s * 1000))
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("expires_in_secs must be 1 to {API_KEY_TTL_MAX_SECS}"),
+            ))
+        }
+    };
+    // The key belongs to the account behind the caller: disabling that account
+    // revokes it (a key made by a key belongs to that key's account).
+    let owner_id = match &principal.credential {
+        Credential::Session { user_id, .. } => Some(*user_id),
+        Credential::ApiKey { owner_id, .. } => *owner_id,
+        Credential::BootstrapKey | Credential::Anonymous => None,
+    };
     let key = random_secret(API_KEY_PREFIX);
     let stored = state
         .store
@@ -725,8 +875,10 @@ pub async fn create_api_key(
                 key_hash: secret_hash(&key),
                 roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
                 created_by: principal.subject.clone(),
+                owner_id,
+                expires_at,
             },
-            Timestamp::now(),
+            now,
         )
         .await?;
     principal
@@ -735,7 +887,14 @@ pub async fn create_api_key(
             "api_key.create",
             Some(format!("api_key:{}", stored.id)),
             None,
-            Some(json!({ "name": stored.name, "roles": stored.roles }).to_string()),
+            Some(
+                json!({
+                    "name": stored.name,
+                    "roles": stored.roles,
+                    "expires_at": stored.expires_at,
+                })
+                .to_string(),
+            ),
         )
         .await?;
     Ok((

@@ -48,9 +48,15 @@ pub enum Role {
     Operator,
     /// Reads everything, the audit log included; changes nothing.
     Auditor,
+    /// Only the webhook-consumer routes: the role of the bootstrap key
+    /// `webhooks.admin_api_key`, which lives in a configuration file without TOTP,
+    /// expiry or revocation and so must not reach reserve operations. Not an account
+    /// or API-key role (not in [`Role::ALL`], not parsed).
+    Webhooks,
 }
 
 impl Role {
+    /// The roles an account or a stored API key can have.
     pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Auditor];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Webhooks => "webhooks",
         }
     }
 
@@ -151,12 +158,13 @@ pub static ADMIN_ROUTES: &[AdminRoute] = &[
     // ----- audit log (auditor, admin) -----
     admin_route!(GET "/v1/admin/audit", [Auditor, Admin], handlers::list_audit),
     admin_route!(GET "/v1/admin/audit/verify", [Auditor, Admin], handlers::verify_audit),
-    // ----- webhook consumers (operator; kept at their original paths) -----
-    admin_route!(POST "/v1/webhooks", [Operator], webhooks::register),
-    admin_route!(GET "/v1/webhooks", [Operator, Auditor], webhooks::list),
-    admin_route!(DELETE "/v1/webhooks/{id}", [Operator], webhooks::deactivate),
-    admin_route!(GET "/v1/webhooks/deliveries", [Operator, Auditor], webhooks::deliveries),
-    admin_route!(POST "/v1/webhooks/deliveries/{event_id}/redeliver", [Operator], webhooks::redeliver),
+    // ----- webhook consumers (operator, and the bootstrap key's `webhooks` role; kept at
+    // their original paths) -----
+    admin_route!(POST "/v1/webhooks", [Operator, Webhooks], webhooks::register),
+    admin_route!(GET "/v1/webhooks", [Operator, Auditor, Webhooks], webhooks::list),
+    admin_route!(DELETE "/v1/webhooks/{id}", [Operator, Webhooks], webhooks::deactivate),
+    admin_route!(GET "/v1/webhooks/deliveries", [Operator, Auditor, Webhooks], webhooks::deliveries),
+    admin_route!(POST "/v1/webhooks/deliveries/{event_id}/redeliver", [Operator, Webhooks], webhooks::redeliver),
     // ----- reserve operations (operator; auditors read), docs/reserve-ops.md -----
     admin_route!(POST "/v1/admin/deposits", [Operator], reserve::record_deposit),
     admin_route!(GET "/v1/admin/deposits", [Operator, Auditor], reserve::list_deposits),
@@ -189,9 +197,13 @@ pub enum Credential {
         user_id: uuid::Uuid,
         session_id: uuid::Uuid,
     },
-    /// A stored API key.
-    ApiKey { key_id: uuid::Uuid },
-    /// `webhooks.admin_api_key`: the operator key from the configuration.
+    /// A stored API key, and the account that owns it (keys it creates belong to that
+    /// account too; `None`: a key of the system).
+    ApiKey {
+        key_id: uuid::Uuid,
+        owner_id: Option<uuid::Uuid>,
+    },
+    /// `webhooks.admin_api_key`: the key from the configuration (role `webhooks`).
     BootstrapKey,
     /// Nobody authenticated: the actor of records the server writes about an
     /// unauthenticated request (a failed login). Never set by the guard.
@@ -201,7 +213,7 @@ pub enum Credential {
 /// The authenticated caller of an admin route, set by [`guard`].
 #[derive(Clone, Debug, Serialize)]
 pub struct Principal {
-    /// Username, `api-key:<name>`, or `bootstrap-operator`: the audit log's `actor`.
+    /// Username, `api-key:<name>`, or `bootstrap-webhooks`: the audit log's `actor`.
     pub subject: String,
     pub roles: Vec<Role>,
     pub credential: Credential,
@@ -260,7 +272,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 }
 
 /// Where a request comes from and what it runs, for the allowlist, lockouts and the
-/// audit log. The TCP peer: X-Forwarded-For is not trusted (see ratelimit.rs).
+/// audit log. The TCP peer, or behind a proxy listed in `admin.trusted_proxies` the
+/// address that proxy saw ([`auth::client_ip`]).
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
     pub ip: Option<IpAddr>,
@@ -268,12 +281,25 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    fn of(req: &Request) -> Self {
+    fn of(req: &Request, trusted_proxies: Option<&IpAllowlist>) -> Self {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip = match trusted_proxies {
+            Some(proxies) if !proxies.is_empty() => {
+                let forwarded: Vec<&str> = req
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                auth::client_ip(peer, &forwarded, proxies)
+            }
+            _ => peer,
+        };
         Self {
-            ip: req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            ip,
             user_agent: req
                 .headers()
                 .get(header::USER_AGENT)
@@ -296,7 +322,7 @@ pub(crate) async fn guard(State(state): State<ApiState>, mut req: Request, next:
     let Some(route) = find_route(req.method(), &path) else {
         return next.run(req).await;
     };
-    let client = ClientInfo::of(&req);
+    let client = ClientInfo::of(&req, state.admin.as_ref().map(|a| &a.trusted_proxies));
     if state.admin.is_none() && !state.webhook_admin.as_ref().is_some_and(|w| w.has_key()) {
         return ApiError::new(
             ErrorCode::Forbidden,

@@ -101,6 +101,20 @@ impl TokenKeys {
         HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
     }
 
+    /// A keyed hash (HMAC-SHA256 under the token secret) of `data` for `purpose`,
+    /// for values that must be recognisable again but not readable or guessable
+    /// offline from the database (the usernames of failed logins for accounts that do
+    /// not exist). The leading NUL keeps these inputs apart from JWT signing inputs,
+    /// which are base64url text.
+    pub fn keyed_hash(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac();
+        mac.update(b"\0ubtc-keyed-hash\0");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn sign(&self, claims: &Claims) -> String {
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         // Serialising a struct of strings and integers cannot fail.

@@ -8,7 +8,9 @@
 //! - `POST /v1/admin/login` and `/v1/admin/refresh` answers have their tokens moved
 //!   into cookies: the access token (`Path=/v1`) and the refresh token
 //!   (`Path=/v1/admin`) are `HttpOnly` (the page's script never sees them),
-//!   `SameSite=Strict`, and `Secure` unless the page was reached on a loopback host;
+//!   `SameSite=Strict`, and `Secure` as `admin.cookie_secure` says (by default on,
+//!   except when the server listens on loopback only). The client's `Host` header
+//!   has no say: anyone can send `Host: localhost` through a proxy;
 //! - a fresh CSRF token goes into a cookie the script can read, and every request
 //!   that changes something must repeat it in `x-csrf-token` (double submit);
 //! - other requests get `authorization: Bearer <access cookie>` added, and the admin
@@ -16,7 +18,7 @@
 //! - logout clears the cookies whatever the API answered.
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -42,23 +44,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
-}
-
-/// The page was reached on a loopback host (plain http on one machine, as in
-/// `ubtc demo`): there a `Secure` cookie may not be stored by every browser.
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn set_cookie(
@@ -115,7 +100,11 @@ fn csrf_failed(message: &str) -> Response {
 }
 
 /// The layer (see the module documentation).
-pub async fn cookie_session(mut req: Request, next: Next) -> Response {
+pub async fn cookie_session(
+    State(admin): State<Option<std::sync::Arc<crate::admin::AdminAuth>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let opted_in = req
         .headers()
         .get(SESSION_HEADER)
@@ -124,7 +113,8 @@ pub async fn cookie_session(mut req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let path = req.uri().path().to_owned();
-    let secure = !loopback_host(req.headers());
+    // Without accounts there is no login to put into cookies; keep the safe default.
+    let secure = admin.as_ref().is_none_or(|a| a.cookie_secure);
     let login = path == "/v1/admin/login";
     let refresh = path == "/v1/admin/refresh";
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -269,17 +259,6 @@ mod tests {
             cookie(&h(&[(header::COOKIE, "ubtc_admin_csrf=")]), CSRF_COOKIE),
             None
         );
-    }
-
-    #[test]
-    fn secure_unless_loopback() {
-        for host in ["127.0.0.1:8080", "localhost", "[::1]:9000", "LOCALHOST:1"] {
-            assert!(loopback_host(&h(&[(header::HOST, host)])), "{host}");
-        }
-        for host in ["example.org", "10.0.0.1:8080", "localhost.example.org"] {
-            assert!(!loopback_host(&h(&[(header::HOST, host)])), "{host}");
-        }
-        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]
