@@ -5,89 +5,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use ubtc_core::payment::{ChainBlock, Payer, TxHash};
 use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
-use ubtc_pipeline::webhook::{verify, WebhookConfig, WebhookWorker};
-use ubtc_store::{NewOutboxEvent, NewValidation, SignedResult, SqliteStore, Store};
+use ubtc_pipeline::webhook::{WebhookConfig, WebhookWorker};
+use ubtc_store::{NewOutboxEvent, NewValidation, SignedResult, Store};
+
+mod common;
+use common::{sqlite_store, start_receiver, Receiver, SharedReceiver};
 
 const SECRET: &[u8] = b"test-webhook-secret";
 
-#[derive(Default)]
-struct Receiver {
-    /// Requests still to answer with 500.
-    fail_next: usize,
-    /// Requests seen (any answer).
-    requests: usize,
-    /// Event id → how many times it was accepted (answered 2xx).
-    accepted: HashMap<String, usize>,
-    bad_signatures: usize,
-}
-
-async fn hook(
-    State(rx): State<Arc<Mutex<Receiver>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut rx = rx.lock().unwrap();
-    rx.requests += 1;
-    if rx.fail_next > 0 {
-        rx.fail_next -= 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let ts: i64 = h("ubtc-timestamp").parse().unwrap_or(0);
-    if !verify(SECRET, ts, &body, &h("ubtc-signature"))
-        || h("idempotency-key") != h("ubtc-event-id")
-    {
-        rx.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    *rx.accepted.entry(h("ubtc-event-id")).or_default() += 1;
-    StatusCode::OK
-}
-
-async fn never(State(rx): State<Arc<Mutex<Receiver>>>) -> StatusCode {
-    rx.lock().unwrap().requests += 1;
-    StatusCode::SERVICE_UNAVAILABLE
-}
-
-async fn receiver(fail_next: usize) -> (String, Arc<Mutex<Receiver>>) {
-    let state = Arc::new(Mutex::new(Receiver {
+async fn receiver(fail_next: usize) -> (String, SharedReceiver) {
+    start_receiver(Receiver {
         fail_next,
+        secrets: [(String::new(), SECRET.to_vec())].into(),
         ..Default::default()
-    }));
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .route("/never", post(never))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, state)
-}
-
-async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::connect(&format!("sqlite:{}", dir.path().join("w.db").display()), 2)
-        .await
-        .unwrap();
-    s.migrate().await.unwrap();
-    (Arc::new(s), dir)
+    })
+    .await
 }
 
 /// A signed validation whose `validation.signed` event goes to `target`.
@@ -168,7 +104,7 @@ async fn run_until_settled(worker: &WebhookWorker, store: &dyn Store, ids: &[Val
 #[tokio::test]
 async fn failing_then_recovering_receiver_gets_each_event_once_signed() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (store, _dir) = store().await;
+    let (store, _dir) = sqlite_store(2).await;
     let (base, rx) = receiver(5).await;
     let mut ids = Vec::new();
     let mut events = Vec::new();
@@ -188,15 +124,10 @@ async fn failing_then_recovering_receiver_gets_each_event_once_signed() {
             "the failures were retried: {}",
             rx.requests
         );
-        let mut accepted: Vec<_> = rx.accepted.iter().collect();
-        accepted.sort();
+        let accepted = rx.counts();
         assert_eq!(accepted.len(), 3, "{accepted:?}");
         for e in &events {
-            assert_eq!(
-                rx.accepted.get(e),
-                Some(&1),
-                "event {e} accepted exactly once"
-            );
+            assert_eq!(rx.times("", e), 1, "event {e} accepted exactly once");
         }
     }
     for id in &ids {
@@ -212,7 +143,7 @@ async fn failing_then_recovering_receiver_gets_each_event_once_signed() {
 #[tokio::test]
 async fn receiver_that_never_recovers_leaves_dead_letters() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (store, _dir) = store().await;
+    let (store, _dir) = sqlite_store(2).await;
     let (base, rx) = receiver(0).await;
     let (id, _) = signed_validation(store.as_ref(), &format!("{base}/never")).await;
     let worker = WebhookWorker::new(store.clone(), fast_config(3, true)).unwrap();
@@ -232,7 +163,7 @@ async fn receiver_that_never_recovers_leaves_dead_letters() {
 #[tokio::test]
 async fn private_targets_are_refused_unless_configured() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (store, _dir) = store().await;
+    let (store, _dir) = sqlite_store(2).await;
     let (base, rx) = receiver(0).await;
     let (id, _) = signed_validation(store.as_ref(), &format!("{base}/hook")).await;
     let worker = WebhookWorker::new(store.clone(), fast_config(3, false)).unwrap();

@@ -7,105 +7,37 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use ubtc_chains::dev::DevChain;
 use ubtc_core::payment::{ChainBlock, Payer, TxHash};
 use ubtc_core::{ChainId, PaymentRef, Timestamp, ValidationId, ValidationStatus};
-use ubtc_pipeline::webhook::{verify, WebhookConfig, WebhookWorker};
+use ubtc_pipeline::webhook::{WebhookConfig, WebhookWorker};
 use ubtc_pipeline::{ChainPolicy, Monitor, PaymentLimiter};
 use ubtc_store::{
-    DeliveryFilter, NewOutboxEvent, NewValidation, NewWebhookConsumer, SignedResult, SqliteStore,
-    Store,
+    DeliveryFilter, NewOutboxEvent, NewValidation, NewWebhookConsumer, SignedResult, Store,
 };
+
+mod common;
+use common::{sqlite_store, start_receiver, Receiver, SharedReceiver};
 
 /// The callback (outbox) secret; consumers have their own.
 const SECRET: &[u8] = b"callback-secret";
 
-#[derive(Default)]
-struct Receiver {
-    /// Requests still to answer with 500, per path.
-    fail_next: usize,
-    requests: usize,
-    /// (path, event id) → times accepted.
-    accepted: HashMap<(String, String), usize>,
-    /// (path, event type) seen, in order.
-    kinds: Vec<(String, String, serde_json::Value)>,
-    bad_signatures: usize,
-    /// path → secret expected.
-    secrets: HashMap<String, Vec<u8>>,
-}
-
-async fn hook(
-    State(rx): State<Arc<Mutex<Receiver>>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let mut rx = rx.lock().unwrap();
-    rx.requests += 1;
-    if rx.fail_next > 0 {
-        rx.fail_next -= 1;
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let ts: i64 = h("ubtc-timestamp").parse().unwrap_or(0);
-    let secret = rx.secrets.get(&name).cloned().unwrap_or_default();
-    if !verify(&secret, ts, &body, &h("ubtc-signature"))
-        || h("idempotency-key") != h("ubtc-event-id")
-    {
-        rx.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    *rx.accepted
-        .entry((name.clone(), h("ubtc-event-id")))
-        .or_default() += 1;
-    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    rx.kinds.push((name, h("ubtc-event-type"), payload));
-    StatusCode::OK
-}
-
-async fn receiver(fail_next: usize) -> (String, Arc<Mutex<Receiver>>) {
-    let state = Arc::new(Mutex::new(Receiver {
+async fn receiver(fail_next: usize) -> (String, SharedReceiver) {
+    start_receiver(Receiver {
         fail_next,
         ..Default::default()
-    }));
-    let app = Router::new()
-        .route("/hook/{name}", post(hook))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (base, state)
-}
-
-async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::connect(&format!("sqlite:{}", dir.path().join("w.db").display()), 2)
-        .await
-        .unwrap();
-    s.migrate().await.unwrap();
-    (Arc::new(s), dir)
+    })
+    .await
 }
 
 async fn consumer(
     store: &dyn Store,
-    rx: &Arc<Mutex<Receiver>>,
+    rx: &SharedReceiver,
     base: &str,
     name: &str,
     events: &[&str],
@@ -218,7 +150,7 @@ async fn settle(worker: &WebhookWorker, store: &dyn Store, ids: &[ValidationId])
 
 #[tokio::test]
 async fn consumer_gets_each_signed_event_once_then_again_on_redelivery() {
-    let (store, _dir) = store().await;
+    let (store, _dir) = sqlite_store(2).await;
     consumer_once_then_redelivery(store).await;
 }
 
@@ -264,9 +196,9 @@ async fn consumer_once_then_redelivery(store: Arc<dyn Store>) {
         let r = rx.lock().unwrap();
         assert_eq!(r.bad_signatures, 0);
         assert!(r.requests >= 3 + 4, "failures were retried: {}", r.requests);
-        assert_eq!(r.accepted.len(), 3, "{:?}", r.accepted);
+        assert_eq!(r.counts().len(), 3, "{:?}", r.counts());
         for e in &events {
-            assert_eq!(r.accepted.get(&("a".into(), e.to_string())), Some(&1));
+            assert_eq!(r.times("a", &e.to_string()), 1);
         }
     }
     for (id, event) in ids.iter().zip(&events) {
@@ -292,14 +224,8 @@ async fn consumer_once_then_redelivery(store: Arc<dyn Store>) {
     );
     settle(&worker, store.as_ref(), &ids).await;
     let r = rx.lock().unwrap();
-    assert_eq!(
-        r.accepted.get(&("a".into(), events[0].to_string())),
-        Some(&2)
-    );
-    assert_eq!(
-        r.accepted.get(&("a".into(), events[1].to_string())),
-        Some(&1)
-    );
+    assert_eq!(r.times("a", &events[0].to_string()), 2);
+    assert_eq!(r.times("a", &events[1].to_string()), 1);
     assert_eq!(r.bad_signatures, 0);
 }
 
@@ -316,7 +242,7 @@ impl PaymentLimiter for FirstThenDelay {
 #[tokio::test]
 async fn rate_limited_payment_sends_validation_delayed_and_rejection_sends_rejected() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (store, _dir) = store().await;
+    let (store, _dir) = sqlite_store(2).await;
     let (base, rx) = receiver(0).await;
     consumer(
         store.as_ref(),
@@ -365,15 +291,15 @@ async fn rate_limited_payment_sends_validation_delayed_and_rejection_sends_rejec
     let (kinds, delayed_payload, accepted) = {
         let r = rx.lock().unwrap();
         assert_eq!(r.bad_signatures, 0);
-        let mut kinds: Vec<String> = r.kinds.iter().map(|(_, k, _)| k.clone()).collect();
+        let mut kinds: Vec<String> = r.accepted.iter().map(|d| d.event_type.clone()).collect();
         kinds.sort();
         let delayed_payload = r
-            .kinds
+            .accepted
             .iter()
-            .find(|(_, k, _)| k == "validation.delayed")
-            .map(|(_, _, p)| p.clone())
+            .find(|d| d.event_type == "validation.delayed")
+            .map(|d| d.payload.clone())
             .unwrap();
-        (kinds, delayed_payload, r.accepted.clone())
+        (kinds, delayed_payload, r.counts())
     };
     assert_eq!(kinds, vec!["validation.delayed", "validation.rejected"]);
     let not_before = delayed_payload["not_before"].as_str().unwrap();

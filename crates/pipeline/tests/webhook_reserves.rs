@@ -10,55 +10,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use ubtc_chains::dev::{DevBitcoin, DevChain, DevSupply};
 use ubtc_core::{ChainId, Timestamp};
 use ubtc_pipeline::snapshot::{
     transition_event, ReserveCacheInvalidator, ReserveSnapshotter, SnapshotConfig,
 };
-use ubtc_pipeline::webhook::{verify, WebhookConfig, WebhookWorker};
-use ubtc_store::{NewReserveAddress, NewWebhookConsumer, SqliteStore, Store};
+use ubtc_pipeline::webhook::{WebhookConfig, WebhookWorker};
+use ubtc_store::{NewReserveAddress, NewWebhookConsumer};
+
+mod common;
+use common::{sqlite_store, start_receiver, Receiver};
 
 const CONSUMER_SECRET: &str = "reserves-consumer-secret";
 const RESERVE: &str = "bcrt1qreserve";
-
-#[derive(Default)]
-struct Received {
-    /// (event id, event type, payload), in arrival order, signature checked.
-    events: Vec<(String, String, serde_json::Value)>,
-    bad_signatures: usize,
-}
-
-async fn hook(
-    State(rx): State<Arc<Mutex<Received>>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let mut rx = rx.lock().unwrap();
-    let ts: i64 = h("ubtc-timestamp").parse().unwrap_or(0);
-    if !verify(CONSUMER_SECRET.as_bytes(), ts, &body, &h("ubtc-signature")) {
-        rx.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    let payload = serde_json::from_slice(&body).unwrap();
-    rx.events
-        .push((h("ubtc-event-id"), h("ubtc-event-type"), payload));
-    StatusCode::OK
-}
 
 /// Counts invalidations (the real Redis-backed one is tested in the API's ops tests;
 /// this crate cannot depend on `ubtc-limits`, which depends on it).
@@ -75,20 +42,14 @@ impl ReserveCacheInvalidator for CountingCache {
 #[tokio::test]
 async fn health_transitions_are_told_once_each() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rx = Arc::new(Mutex::new(Received::default()));
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base, rx) = start_receiver(Receiver {
+        secrets: [(String::new(), CONSUMER_SECRET.as_bytes().to_vec())].into(),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{base}/hook");
 
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::connect(&format!("sqlite:{}", dir.path().join("r.db").display()), 2)
-        .await
-        .unwrap();
-    s.migrate().await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(s);
+    let (store, _dir) = sqlite_store(2).await;
     store
         .add_webhook_consumer(
             &NewWebhookConsumer {
@@ -198,7 +159,7 @@ async fn health_transitions_are_told_once_each() {
     }
     let rx = rx.lock().unwrap();
     assert_eq!(rx.bad_signatures, 0);
-    let kinds: Vec<&str> = rx.events.iter().map(|(_, k, _)| k.as_str()).collect();
+    let kinds: Vec<&str> = rx.accepted.iter().map(|d| d.event_type.as_str()).collect();
     assert_eq!(
         kinds,
         [
@@ -208,14 +169,14 @@ async fn health_transitions_are_told_once_each() {
             "reserves.healthy"
         ]
     );
-    let mut ids: Vec<&str> = rx.events.iter().map(|(id, _, _)| id.as_str()).collect();
+    let mut ids: Vec<&str> = rx.accepted.iter().map(|d| d.event_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 4, "distinct event ids");
-    let (_, _, stale) = &rx.events[2];
+    let stale = &rx.accepted[2].payload;
     assert_eq!(stale["stale"], true);
     assert_eq!(stale["ratio_ppm"], 1_000_000);
-    let (_, _, first) = &rx.events[0];
+    let first = &rx.accepted[0].payload;
     assert_eq!(first["healthy"], false);
     assert_eq!(first["reserve_sats"], 0);
     assert_eq!(first["supply_sats"], 1_000);

@@ -5,76 +5,34 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use ubtc_core::{Sats, Timestamp};
-use ubtc_pipeline::webhook::{verify, WebhookConfig, WebhookWorker};
-use ubtc_store::{NewOutboxEvent, NewWebhookConsumer, ReserveSnapshot, SqliteStore, Store};
+use ubtc_pipeline::webhook::{WebhookConfig, WebhookWorker};
+use ubtc_store::{NewOutboxEvent, NewWebhookConsumer, ReserveSnapshot};
+
+mod common;
+use common::{sqlite_store, start_receiver, Receiver};
 
 const CALLBACK_SECRET: &[u8] = b"callback-secret";
 const CONSUMER_SECRET: &str = "consumer-secret";
 
-#[derive(Default)]
-struct Received {
-    /// (path, event id) → times received.
-    times: HashMap<(String, String), usize>,
-    bad_signatures: usize,
-}
-
-async fn hook(
-    State(rx): State<Arc<Mutex<Received>>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    // Slow enough that a second worker ticks while the first is mid-batch.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let secret = if name == "callback" {
-        CALLBACK_SECRET
-    } else {
-        CONSUMER_SECRET.as_bytes()
-    };
-    let ts: i64 = h("ubtc-timestamp").parse().unwrap_or(0);
-    let mut rx = rx.lock().unwrap();
-    if !verify(secret, ts, &body, &h("ubtc-signature")) {
-        rx.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    *rx.times.entry((name, h("ubtc-event-id"))).or_default() += 1;
-    StatusCode::OK
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_workers_send_every_delivery_once() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rx = Arc::new(Mutex::new(Received::default()));
-    let app = Router::new()
-        .route("/hook/{name}", post(hook))
-        .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base, rx) = start_receiver(Receiver {
+        // Slow enough that a second worker ticks while the first is mid-batch.
+        delay: Duration::from_millis(5),
+        secrets: [
+            ("callback".to_owned(), CALLBACK_SECRET.to_vec()),
+            ("consumer".to_owned(), CONSUMER_SECRET.as_bytes().to_vec()),
+        ]
+        .into(),
+        ..Default::default()
+    })
+    .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::connect(&format!("sqlite:{}", dir.path().join("w.db").display()), 4)
-        .await
-        .unwrap();
-    s.migrate().await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(s);
+    let (store, _dir) = sqlite_store(4).await;
     store
         .add_webhook_consumer(
             &NewWebhookConsumer {
@@ -136,12 +94,8 @@ async fn three_workers_send_every_delivery_once() {
     assert_eq!(rx.bad_signatures, 0);
     for id in &ids {
         for path in ["callback", "consumer"] {
-            assert_eq!(
-                rx.times.get(&(path.to_owned(), id.clone())),
-                Some(&1),
-                "{path} {id}"
-            );
+            assert_eq!(rx.times(path, id), 1, "{path} {id}");
         }
     }
-    assert_eq!(rx.times.len(), 80);
+    assert_eq!(rx.counts().len(), 80);
 }
