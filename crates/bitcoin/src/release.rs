@@ -14,6 +14,16 @@
 //!   it counts, and runs the script interpreter on every input of the final
 //!   transaction ([`finalize_release`]): a transaction it returns is valid by the same
 //!   rules as the proof verifier of issue #2.
+//!
+//! What this module does NOT know: whether the listed UTXOs exist with the stated
+//! amounts. BIP-143 commits each input's signature to that input's amount only, so a
+//! signer must compare every listed UTXO with its OWN Bitcoin view before signing (the
+//! guardian does, `ubtc_guardian::reserve_ops`), and [`verify_release_tx`] trusts the
+//! prevouts its caller gives it.
+//!
+//! Every release has version 2, lock time 0 and sequence `0xfffffffd` (RBF, no lock
+//! time) on every input; [`ReleaseRequest::plan`] refuses anything else, so a signed
+//! release can never be held back by a far-future lock time.
 
 use std::collections::BTreeMap;
 
@@ -39,9 +49,16 @@ use crate::SECP;
 
 /// Most inputs a release may spend (bounds the work a request can cause a guardian).
 pub const MAX_RELEASE_INPUTS: usize = 200;
-/// Outputs below this are not relayed (P2WSH dust at the default dust relay fee); a
-/// smaller change goes to the fee instead.
+/// P2WSH dust at the default dust relay fee (the reserve's change). Other scripts have
+/// their own limit ([`dust_limit`]): P2PKH 546, P2SH 540, P2WPKH 294.
 pub const DUST_SATS: u64 = 330;
+/// The one sequence every release input carries (RBF signalled, no relative lock time).
+pub const RELEASE_SEQUENCE: Sequence = Sequence::ENABLE_RBF_NO_LOCKTIME;
+
+/// Smallest output to `script_pubkey` that is not dust at the default relay fee.
+pub fn dust_limit(script_pubkey: &ScriptBuf) -> u64 {
+    script_pubkey.minimal_non_dust().to_sat()
+}
 /// Highest fee rate accepted when building, in sat/vB (a typo guard).
 pub const MAX_FEE_RATE_SAT_VB: u64 = 10_000;
 
@@ -60,6 +77,8 @@ pub enum ReleaseError {
     Address(Network),
     #[error("the amount left after the fee is dust")]
     Dust,
+    #[error("the reserve UTXOs cannot pay exactly this amount: {0} sats would be left over, too few for a change output")]
+    DustLeftover(u64),
     #[error("the reserve descriptor must be wsh(sortedmulti(...)): {0}")]
     Descriptor(String),
     #[error("bad UTXO: {0}")]
@@ -214,9 +233,11 @@ pub fn build_release(
     let change_w = output_weight(&reserve_spk);
     let available: u64 = spendable.iter().map(|u| u.txout.value.to_sat()).sum();
 
+    let change_dust = dust_limit(&reserve_spk);
     let mut chosen = Vec::new();
     let mut total = 0u64;
     let mut plan = None;
+    let mut leftover_blocked = None;
     for u in &spendable {
         chosen.push(u.clone());
         total = total.saturating_add(u.txout.value.to_sat());
@@ -239,14 +260,26 @@ pub fn build_release(
             Payout::FeeIncluded(v) => (v.saturating_sub(fee_change), v),
         };
         let change = total.saturating_sub(spend_c);
-        plan = Some(if total >= spend_c && change >= DUST_SATS {
-            (pay_c, Some(change))
-        } else {
-            (pay, None)
-        });
+        if total >= spend_c && change >= change_dust {
+            plan = Some((pay_c, Some(change)));
+            break;
+        }
+        // No change output: what is left over goes to the fee. With the fee included
+        // that would take more than the amount out of the reserve (paid + fee > the
+        // burn, which every guardian refuses), so another input must make room for a
+        // real change output instead.
+        let leftover = total - spend_no_change;
+        if matches!(payout, Payout::FeeIncluded(_)) && leftover > 0 {
+            leftover_blocked = Some(leftover);
+            continue;
+        }
+        plan = Some((pay, None));
         break;
     }
     let Some((pay, change)) = plan else {
+        if let Some(leftover) = leftover_blocked {
+            return Err(ReleaseError::DustLeftover(leftover));
+        }
         let needed = match payout {
             Payout::Exact(v) => v.saturating_add(fee_for(base_w + in_w, fee_rate_sat_vb)),
             Payout::FeeIncluded(v) => v,
@@ -256,7 +289,7 @@ pub fn build_release(
             needed_sats: needed,
         });
     };
-    if pay < DUST_SATS {
+    if pay < dust_limit(&to_spk) {
         return Err(ReleaseError::Dust);
     }
     let mut output = vec![TxOut {
@@ -277,7 +310,7 @@ pub fn build_release(
             .map(|u| TxIn {
                 previous_output: u.outpoint,
                 script_sig: ScriptBuf::new(),
-                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                sequence: RELEASE_SEQUENCE,
                 witness: Witness::new(),
             })
             .collect(),
@@ -326,6 +359,18 @@ impl ReleaseRequest {
         }
         if tx.input.len() > MAX_RELEASE_INPUTS {
             return Err(ReleaseError::TooManyInputs(tx.input.len()));
+        }
+        // One shape for every release: a far-future lock time (absolute or relative)
+        // would let a signed release sit unconfirmable while its burn is used up.
+        if tx.version != Version::TWO || tx.lock_time != LockTime::ZERO {
+            return Err(ReleaseError::Mismatch(
+                "a release has version 2 and lock time 0".into(),
+            ));
+        }
+        if let Some(i) = tx.input.iter().position(|t| t.sequence != RELEASE_SEQUENCE) {
+            return Err(ReleaseError::Mismatch(format!(
+                "input {i} has sequence other than 0xfffffffd"
+            )));
         }
         let utxos =
             SpendableUtxo::parse_all(&self.utxos).map_err(|e| ReleaseError::Utxo(e.to_string()))?;
@@ -551,13 +596,25 @@ pub fn finalize_release(
     Ok(tx)
 }
 
-/// Runs the strict interpreter (the verifier of issue #2) on every input of `tx`,
-/// whose spent outputs are `prevouts` in input order.
+/// Checks that `tx` pays out no more than it spends, then runs the strict interpreter
+/// (the verifier of issue #2) on every input. `prevouts` (the spent outputs, in input
+/// order) are TRUSTED: this function cannot know whether they exist with these
+/// amounts; the caller takes them from a view it trusts (a guardian from its own node).
 pub fn verify_release_tx(tx: &Transaction, prevouts: &[TxOut]) -> Result<(), ReleaseError> {
     if prevouts.len() != tx.input.len() {
         return Err(ReleaseError::Mismatch(
             "one prevout per input is needed".into(),
         ));
+    }
+    fn sum(values: impl Iterator<Item = Amount>) -> Option<u64> {
+        values.map(Amount::to_sat).try_fold(0u64, u64::checked_add)
+    }
+    let input_sats = sum(prevouts.iter().map(|o| o.value)).ok_or(ReleaseError::Amount)?;
+    let output_sats = sum(tx.output.iter().map(|o| o.value)).ok_or(ReleaseError::Amount)?;
+    if output_sats > input_sats || output_sats > MAX_MONEY_SATS {
+        return Err(ReleaseError::Mismatch(format!(
+            "outputs {output_sats} sats exceed inputs {input_sats} sats"
+        )));
     }
     let mut cache = SighashCache::new(tx);
     for i in 0..tx.input.len() {
@@ -765,6 +822,123 @@ mod tests {
         assert!(matches!(
             sign_release(&req, &outsider),
             Err(ReleaseError::KeyNotInPolicy(_))
+        ));
+    }
+
+    fn tamper_tx(req: &ReleaseRequest, f: impl Fn(&mut Transaction)) -> ReleaseRequest {
+        let mut psbt = Psbt::deserialize(&BASE64.decode(&req.psbt).unwrap()).unwrap();
+        f(&mut psbt.unsigned_tx);
+        ReleaseRequest {
+            psbt: BASE64.encode(psbt.serialize()),
+            ..req.clone()
+        }
+    }
+
+    #[test]
+    fn signer_refuses_lock_times_and_other_shapes() {
+        let (policy, sk, utxos, to) = setup();
+        let (req, _) = build_release(
+            &policy,
+            Network::Regtest,
+            &utxos,
+            &to,
+            Payout::Exact(10_000),
+            3,
+        )
+        .unwrap();
+        sign_release(&req, &sk[0]).unwrap();
+        let far = tamper_tx(&req, |tx| {
+            tx.lock_time = LockTime::from_height(5_000_000).unwrap()
+        });
+        let relative = tamper_tx(&req, |tx| tx.input[0].sequence = Sequence::from_height(100));
+        let final_seq = tamper_tx(&req, |tx| tx.input[0].sequence = Sequence::MAX);
+        let v1 = tamper_tx(&req, |tx| tx.version = Version::ONE);
+        for bad in [far, relative, final_seq, v1] {
+            assert!(
+                matches!(sign_release(&bad, &sk[0]), Err(ReleaseError::Mismatch(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dust_depends_on_the_script_type() {
+        let (policy, _, utxos, _) = setup();
+        let pk = CompressedPublicKey(keys(6)[5].public_key(&SECP));
+        let p2pkh = Address::p2pkh(pk, Network::Regtest).to_string();
+        // 400 sats clear P2WSH/P2WPKH dust but not P2PKH's 546.
+        assert!(matches!(
+            build_release(
+                &policy,
+                Network::Regtest,
+                &utxos,
+                &p2pkh,
+                Payout::Exact(400),
+                1
+            ),
+            Err(ReleaseError::Dust)
+        ));
+        build_release(
+            &policy,
+            Network::Regtest,
+            &utxos,
+            &p2pkh,
+            Payout::Exact(546),
+            1,
+        )
+        .unwrap();
+        assert_eq!(dust_limit(&policy.script_pubkey(Wrapping::Wsh)), DUST_SATS);
+    }
+
+    #[test]
+    fn fee_included_never_takes_more_than_the_amount() {
+        let (policy, _, utxos, to) = setup();
+        // The largest UTXO (120,000) exceeds 119,900 by less than a change output's
+        // dust: the leftover may not go to the fee (paid + fee would be 120,000).
+        let (_, summary) = build_release(
+            &policy,
+            Network::Regtest,
+            &utxos,
+            &to,
+            Payout::FeeIncluded(119_900),
+            2,
+        )
+        .unwrap();
+        assert_eq!(summary.input_sats - summary.change_sats, 119_900);
+        assert!(summary.change_sats >= DUST_SATS);
+        // With only that UTXO there is no way to pay exactly 119,900.
+        assert!(matches!(
+            build_release(
+                &policy,
+                Network::Regtest,
+                &utxos[1..2],
+                &to,
+                Payout::FeeIncluded(119_900),
+                2
+            ),
+            Err(ReleaseError::DustLeftover(100))
+        ));
+    }
+
+    #[test]
+    fn verify_checks_values_before_scripts() {
+        let (policy, sk, utxos, to) = setup();
+        let (req, _) = build_release(
+            &policy,
+            Network::Regtest,
+            &utxos,
+            &to,
+            Payout::Exact(100_000),
+            5,
+        )
+        .unwrap();
+        let partials: Vec<_> = sk.iter().map(|k| sign_release(&req, k).unwrap()).collect();
+        let tx = finalize_release(&req, &partials).unwrap();
+        let mut prevouts = req.plan().unwrap().prevouts;
+        prevouts[0].value = Amount::from_sat(1_000);
+        assert!(matches!(
+            verify_release_tx(&tx, &prevouts),
+            Err(ReleaseError::Mismatch(m)) if m.contains("exceed inputs")
         ));
     }
 }
