@@ -1308,3 +1308,44 @@ async fn api_keys_die_with_their_owner_and_expire() {
         assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     }
 }
+
+/// Finding 13: TOTP secrets are stored sealed (AES-256-GCM under a server key): the
+/// row holds neither the secret nor anything that computes codes without the key,
+/// and login with the secret shown once still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_secrets_are_encrypted_at_rest() {
+    let app = app().await;
+    let admin_token = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin_token,
+            Some(json!({"username": "dora", "role": "operator", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let secret = v["totp_secret"].as_str().unwrap().to_owned();
+    let row = app.store.get_admin_user("dora").await.unwrap().unwrap();
+    let stored = row.totp_secret.clone().unwrap();
+    assert!(stored.starts_with(totp::SEALED_PREFIX), "{stored}");
+    assert!(!stored.contains(&secret));
+    // The server's cipher opens it; another key does not.
+    assert_eq!(
+        auth_settings().totp_cipher.open("dora", &stored).unwrap(),
+        secret
+    );
+    assert!(totp::TotpCipher::new([0u8; 32])
+        .open("dora", &stored)
+        .is_err());
+    let code = totp::current_code(&secret, now_secs()).unwrap();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/admin/login",
+            &Cred::None,
+            Some(json!({"username": "dora", "password": PASSWORD, "totp": code})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

@@ -138,6 +138,13 @@ pub fn admin_auth(config: &Config) -> Result<Option<AdminAuth>, String> {
         lockout_ms,
     };
     auth.trusted_proxies = trusted_proxies;
+    let totp_key = a.totp_key.expose();
+    if !totp_key.is_empty() {
+        // The same derivation as the default, under this key instead of jwt_secret.
+        let keys = TokenKeys::new(totp_key.as_bytes(), "", "")
+            .map_err(|_| "admin.totp_key must have at least 32 bytes".to_owned())?;
+        auth.totp_cipher = totp::TotpCipher::new(keys.keyed_hash("totp-secret-key", b""));
+    }
     auth.cookie_secure = cookie_secure;
     auth.ip_lockout = LockoutPolicy {
         max_failures: a.max_login_failures.saturating_mul(4),
@@ -202,7 +209,22 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || ubtc_api::admin::new_account(&name, role, &pw))
                     .await?
                     .map_err(anyhow::Error::msg)?;
+            let mut new = new;
             let secret = new.totp_secret.clone().unwrap_or_default();
+            // Sealed under the server's key (as the API stores it); without
+            // admin.jwt_secret there is no key yet, and the secret is stored plain.
+            match admin_auth(config).map_err(anyhow::Error::msg)? {
+                Some(auth) => {
+                    new.totp_secret = Some(
+                        auth.totp_cipher
+                            .seal(&new.username, &secret)
+                            .map_err(anyhow::Error::msg)?,
+                    );
+                }
+                None => eprintln!(
+                    "note: admin.jwt_secret is not set, so the TOTP secret is stored unencrypted"
+                ),
+            }
             let user = store
                 .create_admin_user(&new, Timestamp::now())
                 .await?

@@ -505,6 +505,10 @@ pub struct AdminConfig {
     /// `Secure` flag of the admin page's cookies: `true`, `false`, or `auto` (on
     /// unless `server.listen` is a loopback address).
     pub cookie_secure: String,
+    /// Key (at least 32 bytes) that encrypts TOTP secrets at rest. Empty: a key
+    /// derived from `jwt_secret` (then changing `jwt_secret` makes the stored
+    /// secrets unreadable; set this to rotate them independently).
+    pub totp_key: Secret,
 }
 
 impl Default for AdminConfig {
@@ -522,6 +526,7 @@ impl Default for AdminConfig {
             lockout_secs: 900,
             trusted_proxies: String::new(),
             cookie_secure: "auto".to_owned(),
+            totp_key: Secret::default(),
         }
     }
 }
@@ -614,18 +619,25 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("UBTC_ADMIN_TRUSTED_PROXIES", "admin.trusted_proxies"),
     ("UBTC_ADMIN_COOKIE_SECURE", "admin.cookie_secure"),
+    ("UBTC_ADMIN_TOTP_KEY", "admin.totp_key"),
     ("UBTC_RESERVES_INTERVAL_SECS", "reserves.interval_secs"),
     ("UBTC_RESERVES_POLL_MS", "reserves.poll_ms"),
     ("UBTC_RESERVES_MAX_AGE_SECS", "reserves.max_age_secs"),
     ("UBTC_RESERVES_TOLERANCE_PPM", "reserves.tolerance_ppm"),
     ("UBTC_DASHBOARD_EXPLORER_URL", "dashboard.explorer_url"),
     ("UBTC_RESERVE_OPS_ENABLED", "reserve_ops.enabled"),
-    ("UBTC_RESERVE_OPS_MINTER_KEYSTORE", "reserve_ops.minter_keystore"),
+    (
+        "UBTC_RESERVE_OPS_MINTER_KEYSTORE",
+        "reserve_ops.minter_keystore",
+    ),
     (
         "UBTC_RESERVE_OPS_DEPOSIT_CONFIRMATIONS",
         "reserve_ops.deposit_confirmations",
     ),
-    ("UBTC_RESERVE_OPS_TOKEN_CONFIRMATIONS", "reserve_ops.token_confirmations"),
+    (
+        "UBTC_RESERVE_OPS_TOKEN_CONFIRMATIONS",
+        "reserve_ops.token_confirmations",
+    ),
     (
         "UBTC_RESERVE_OPS_MINT_DAILY_LIMIT_SATS",
         "reserve_ops.mint_daily_limit_sats",
@@ -634,7 +646,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "UBTC_RESERVE_OPS_RELEASE_DAILY_LIMIT_SATS",
         "reserve_ops.release_daily_limit_sats",
     ),
-    ("UBTC_RESERVE_OPS_FEE_RATE_SAT_VB", "reserve_ops.fee_rate_sat_vb"),
+    (
+        "UBTC_RESERVE_OPS_FEE_RATE_SAT_VB",
+        "reserve_ops.fee_rate_sat_vb",
+    ),
     ("UBTC_RESERVE_OPS_POLL_MS", "reserve_ops.poll_ms"),
     ("UBTC_LOG_FORMAT", "log.format"),
     ("UBTC_LOG_LEVEL", "log.level"),
@@ -739,7 +754,9 @@ impl Config {
                 return bad("reserve_ops.enabled needs signer.kind = \"guardians\"".into());
             }
             if o.minter_keystore.as_os_str().is_empty() {
-                return bad("reserve_ops.minter_keystore is required when reserve_ops.enabled".into());
+                return bad(
+                    "reserve_ops.minter_keystore is required when reserve_ops.enabled".into(),
+                );
             }
             if o.deposit_confirmations == 0
                 || o.token_confirmations == 0

@@ -66,6 +66,9 @@ pub struct AdminAuth {
     pub trusted_proxies: IpAllowlist,
     /// `Secure` flag of the admin page's cookies (`admin.cookie_secure`).
     pub cookie_secure: bool,
+    /// Encrypts TOTP secrets at rest; by default under a key derived from the token
+    /// secret, or from `admin.totp_key` when set.
+    pub totp_cipher: super::totp::TotpCipher,
     /// When failure counters were last pruned (ms; shared by clones).
     pub last_prune_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Issuer shown by authenticator apps.
@@ -74,7 +77,9 @@ pub struct AdminAuth {
 
 impl AdminAuth {
     pub fn new(tokens: TokenKeys) -> Self {
+        let totp_cipher = super::totp::TotpCipher::new(tokens.keyed_hash("totp-secret-key", b""));
         Self {
+            totp_cipher,
             tokens,
             access_ttl_secs: ACCESS_TTL_SECS_DEFAULT,
             refresh_ttl_secs: REFRESH_TTL_SECS_DEFAULT,

@@ -259,8 +259,12 @@ pub async fn login(
                     ErrorCode::TotpRequired,
                     "a TOTP code is required (field totp)",
                 ),
-                (Some(secret), Some(code)) => {
-                    match totp::verify(secret, code, now.as_millis() / 1000) {
+                (Some(stored), Some(code)) => {
+                    let secret = auth.totp_cipher.open(&u.username, stored).map_err(|e| {
+                        tracing::error!(user = %u.username, error = %e, "TOTP secret unreadable");
+                        ApiError::internal(e)
+                    })?;
+                    match totp::verify(&secret, code, now.as_millis() / 1000) {
                         None => (
                             Some("totp wrong"),
                             ErrorCode::InvalidTotp,
@@ -701,7 +705,14 @@ pub async fn create_user(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
+    let mut new = new;
     let secret = new.totp_secret.clone().unwrap_or_default();
+    // Stored sealed; the clear secret is only in this answer.
+    new.totp_secret = Some(
+        auth.totp_cipher
+            .seal(&new.username, &secret)
+            .map_err(ApiError::internal)?,
+    );
     let user = state
         .store
         .create_admin_user(&new, Timestamp::now())

@@ -121,6 +121,94 @@ pub fn current_code(secret_b32: &str, unix_secs: i64) -> Option<String> {
     Some(format!("{:06}", code_at_step(&secret, step_of(unix_secs))))
 }
 
+/// Prefix of a TOTP secret sealed by [`TotpCipher`] in `admin_users.totp_secret`.
+pub const SEALED_PREFIX: &str = "enc:v1:";
+
+/// Encrypts TOTP secrets at rest: AES-256-GCM, a random 96-bit nonce per secret, the
+/// username as associated data (a sealed secret copied to another account's row does
+/// not open). Whoever reads the database alone cannot compute codes. Values without
+/// [`SEALED_PREFIX`] (accounts created before, or by `ubtc admin create-user` without
+/// `admin.jwt_secret`) are read as plain base32.
+#[derive(Clone)]
+pub struct TotpCipher {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for TotpCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpCipher([redacted])")
+    }
+}
+
+impl TotpCipher {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn aead(&self) -> aes_gcm::Aes256Gcm {
+        use aes_gcm::KeyInit;
+        aes_gcm::Aes256Gcm::new(&self.key.into())
+    }
+
+    /// `enc:v1:` + base64(nonce ‖ ciphertext ‖ tag).
+    pub fn seal(&self, username: &str, secret: &str) -> Result<String, String> {
+        use aes_gcm::aead::{Aead, Payload};
+        use base64::Engine;
+        use rand::RngCore;
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .aead()
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: username.as_bytes(),
+                },
+            )
+            .map_err(|_| "cannot encrypt the TOTP secret".to_owned())?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(format!(
+            "{SEALED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(out)
+        ))
+    }
+
+    /// The base32 secret of a stored value (sealed or, for older rows, plain).
+    pub fn open(&self, username: &str, stored: &str) -> Result<String, String> {
+        use aes_gcm::aead::{Aead, Payload};
+        use base64::Engine;
+        let Some(b64) = stored.strip_prefix(SEALED_PREFIX) else {
+            return Ok(stored.to_owned());
+        };
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(b64)
+            .map_err(|_| "sealed TOTP secret is not base64".to_owned())?;
+        if raw.len() < 12 + 16 {
+            return Err("sealed TOTP secret too short".into());
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let nonce: [u8; 12] = nonce
+            .try_into()
+            .map_err(|_| "sealed TOTP secret too short".to_owned())?;
+        let pt = self
+            .aead()
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: ct,
+                    aad: username.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                "the TOTP secret does not open with this key (admin.totp_key or admin.jwt_secret changed?)"
+                    .to_owned()
+            })?;
+        String::from_utf8(pt).map_err(|_| "sealed TOTP secret is not text".to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -157,5 +245,26 @@ mod tests {
         assert_eq!(verify(&s, "12345", t), None);
         assert!(otpauth_uri("Universal Bitcoin", "alice", &s)
             .starts_with("otpauth://totp/Universal%20Bitcoin:alice?secret="));
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_key_and_username() {
+        let c = TotpCipher::new([7u8; 32]);
+        let secret = generate_secret();
+        let sealed = c.seal("alice", &secret).unwrap();
+        assert!(sealed.starts_with(SEALED_PREFIX));
+        assert!(!sealed.contains(&secret));
+        assert_ne!(sealed, c.seal("alice", &secret).unwrap(), "fresh nonce");
+        assert_eq!(c.open("alice", &sealed).unwrap(), secret);
+        assert!(c.open("bob", &sealed).is_err());
+        assert!(TotpCipher::new([8u8; 32]).open("alice", &sealed).is_err());
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(c
+            .open("alice", &String::from_utf8(tampered).unwrap())
+            .is_err());
+        // Rows from before: plain base32 reads as is.
+        assert_eq!(c.open("alice", &secret).unwrap(), secret);
     }
 }
