@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Needs PostgreSQL on 127.0.0.1:5432 (database `test`,
-# trust auth; override with UBTC_TEST_DATABASE_URL) and Node.js with npm; installs
+# trust auth; override with UBTC_TEST_DATABASE_URL), Redis on 127.0.0.1:6379 and
+# Node.js with npm; installs
 # the Node packages the tests use (independent verifiers, anvil, playwright-core) and
 # Debian's chromium on first run.
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")"
 # The dashboard's browser tests drive Debian's Chromium (crates/ubtc/tests/dashboard_e2e.rs).
 if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
   echo "==> apt-get install -y chromium"
-  apt-get install -y --no-install-recommends chromium >/dev/null ||
+  { apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; } ||
     echo "could not install chromium (not root?): the dashboard browser test will fail" >&2
 fi
 
