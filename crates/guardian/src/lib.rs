@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod record;
 pub mod reserve_ops;
 pub mod server;
+pub mod solana_view;
 
 pub use config::GuardianConfig;
 pub use coordinator::{Coordinator, CoordinatorSettings, GuardianEndpoint};

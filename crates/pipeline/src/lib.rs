@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod reserve_ops;
 pub mod signer;
 pub mod snapshot;
+pub mod solana_minter;
 pub mod webhook;
 pub mod worker;
 

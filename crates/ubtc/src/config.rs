@@ -69,6 +69,9 @@ pub struct ReserveOpsConfig {
     pub minter_keystore: PathBuf,
     /// Variable holding the minter keystore's passphrase.
     pub minter_passphrase_env: String,
+    /// Solana chains: the minter's ed25519 seed, encrypted in the same keystore format
+    /// (its own file, same passphrase variable). Empty: no Solana minter.
+    pub solana_minter_keystore: PathBuf,
     /// Depth a deposit needs before a mint may use it.
     pub deposit_confirmations: u32,
     /// Depth of a mint or burn receipt on its chain.
@@ -86,6 +89,7 @@ impl Default for ReserveOpsConfig {
             enabled: false,
             minter_keystore: PathBuf::new(),
             minter_passphrase_env: "UBTC_MINTER_PASSPHRASE".into(),
+            solana_minter_keystore: PathBuf::new(),
             deposit_confirmations: 6,
             token_confirmations: 12,
             mint_daily_limit_sats: 100_000_000,

@@ -1,7 +1,8 @@
 //! Wiring of reserve management (`[reserve_ops]`, docs/reserve-ops.md): the
 //! pipeline's `ReserveOps` over the configured guardians (approvals and release
-//! signatures), the minter on every EVM chain with a token contract, and the Bitcoin
-//! backend. `ubtc worker` runs its tick; `ubtc serve` uses it for the admin routes.
+//! signatures), the minter on every EVM chain with a token contract and every Solana
+//! chain with a token mint (when `reserve_ops.solana_minter_keystore` is set), and the
+//! Bitcoin backend. `ubtc worker` runs its tick; `ubtc serve` uses it for the admin routes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use ubtc_bitcoin::multisig::SortedMulti;
 use ubtc_chains::evm::minter::EvmMinter;
 use ubtc_chains::evm::rpc::RetryPolicy;
+use ubtc_chains::solana::minter::{MinterKey, SolanaMinter};
+use ubtc_chains::solana::{Commitment, SolanaConfig};
 use ubtc_chains::BitcoinBackend;
 use ubtc_core::ChainKind;
 use ubtc_guardian::keystore::{self, Passphrase};
 use ubtc_guardian::reserve_ops::{load_minter_key, ReserveEndpoint, ReserveOpsClient};
 use ubtc_pipeline::reserve_ops::{ReserveOps, ReserveOpsSettings, TokenMinter};
+use ubtc_pipeline::solana_minter::SolanaTokenMinter;
 use ubtc_store::Store;
 
 use crate::config::Config;
@@ -89,6 +93,19 @@ pub fn build(
         tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
         minters.insert(c.name.to_string(), Arc::new(minter));
     }
+    for c in config.chains.iter().filter(|c| c.kind == ChainKind::Solana) {
+        let Some(mint) = c.token_contract.as_deref() else {
+            continue;
+        };
+        if o.solana_minter_keystore.as_os_str().is_empty() {
+            tracing::warn!(chain = %c.name, "reserve ops: no Solana minter (reserve_ops.solana_minter_keystore is not set); mints and burns on this chain are refused as unknown_chain");
+            continue;
+        }
+        let minter = solana_minter(c, mint, &o.solana_minter_keystore, &minter_pass)
+            .with_context(|| format!("minter on {}", c.name))?;
+        tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
+        minters.insert(c.name.to_string(), Arc::new(minter));
+    }
     let settings = ReserveOpsSettings {
         network: crate::app::network(config.bitcoin.network),
         reserve,
@@ -106,6 +123,33 @@ pub fn build(
         Arc::new(approvers),
         settings,
     ))))
+}
+
+/// The Solana minter of one `[[chains]]` entry: its seed is held encrypted in the
+/// guardian keystore format like the EVM minter key (32 random bytes, created with
+/// `ubtc keys guardian-init --keystore FILE`), used as an ed25519 seed.
+fn solana_minter(
+    c: &crate::config::ChainConfig,
+    mint: &str,
+    keystore_path: &std::path::Path,
+    pass: &Passphrase,
+) -> anyhow::Result<SolanaTokenMinter> {
+    let address = c
+        .payment_address
+        .as_deref()
+        .context("solana chain without payment_address")?;
+    let mut solana = SolanaConfig::new(c.name.clone(), c.rpc_url.expose(), address);
+    solana.token_mint = Some(mint.to_owned());
+    if let Some(commitment) = c.commitment.as_deref() {
+        solana.commitment = Commitment::parse(commitment)?;
+    }
+    let seed = load_minter_key(keystore_path, pass)
+        .with_context(|| format!("Solana minter keystore {}", keystore_path.display()))?;
+    let key = MinterKey::from_secret(seed.secret_bytes());
+    Ok(SolanaTokenMinter::new(
+        SolanaMinter::new(&solana, key)?,
+        mint,
+    ))
 }
 
 /// Name of the lease under which one process at a time runs the reserve-ops step:

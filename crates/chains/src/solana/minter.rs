@@ -266,13 +266,9 @@ impl SolanaMinter {
         })
     }
 
-    /// Fetches a recent blockhash, builds, signs and sends `op`. The node simulates it
-    /// first (preflight): a transaction that would fail is refused as `BadResponse`.
-    ///
-    /// Sending the same signed transaction twice is harmless (the cluster deduplicates
-    /// by signature), so the client's retries on timeouts cannot mint twice; a *new*
-    /// transaction for the same operation must wait until [`TxStatus::Expired`].
-    pub async fn submit(&self, op: &TokenOp, memo: Option<&str>) -> Result<Submitted, ChainError> {
+    /// Fetches a recent blockhash and builds and signs `op` with it. Nothing is sent:
+    /// the caller may store the transaction first (see [`SolanaMinter::send_wire`]).
+    pub async fn sign(&self, op: &TokenOp, memo: Option<&str>) -> Result<Signed, ChainError> {
         let latest: WithContext<LatestBlockhash> = self
             .rpc
             .call(
@@ -281,7 +277,17 @@ impl SolanaMinter {
             )
             .await?;
         let tx = self.build(op, memo, &latest.value.blockhash)?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&tx.wire);
+        Ok(Signed {
+            tx,
+            last_valid_block_height: latest.value.last_valid_block_height,
+        })
+    }
+
+    /// Sends a signed transaction (`sendTransaction`, base64, with preflight): a
+    /// transaction that would fail is refused as `BadResponse`. Sending the same bytes
+    /// again is harmless: the cluster deduplicates by signature.
+    pub async fn send_wire(&self, wire: &[u8], signature: &str) -> Result<(), ChainError> {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(wire);
         let answered: String = self
             .rpc
             .call(
@@ -293,57 +299,309 @@ impl SolanaMinter {
                 }]),
             )
             .await?;
-        if answered != tx.signature {
+        if answered != signature {
             return Err(ChainError::BadResponse(format!(
-                "sendTransaction answered signature {answered}, the transaction's is {}",
-                tx.signature
+                "sendTransaction answered signature {answered}, the transaction's is {signature}"
             )));
         }
+        Ok(())
+    }
+
+    /// Fetches a recent blockhash, builds, signs and sends `op` (see
+    /// [`SolanaMinter::send_wire`]).
+    ///
+    /// The client's retries on timeouts cannot mint twice (same signature); a *new*
+    /// transaction for the same operation must wait until [`TxStatus::Expired`].
+    pub async fn submit(&self, op: &TokenOp, memo: Option<&str>) -> Result<Submitted, ChainError> {
+        let signed = self.sign(op, memo).await?;
+        self.send_wire(&signed.tx.wire, &signed.tx.signature)
+            .await?;
         Ok(Submitted {
-            signature: tx.signature,
-            last_valid_block_height: latest.value.last_valid_block_height,
+            signature: signed.tx.signature,
+            last_valid_block_height: signed.last_valid_block_height,
         })
     }
 
-    /// Where `submitted` stands. `Expired` only once the finalized block height is past
-    /// its last valid height: from then on no fork can include it.
-    pub async fn status(&self, submitted: &Submitted) -> Result<TxStatus, ChainError> {
+    /// What the cluster knows of `signature`: `None` when no node status has it (not
+    /// landed yet, or never will).
+    pub async fn landed(&self, signature: &str) -> Result<Option<Landed>, ChainError> {
         let statuses: WithContext<Vec<Option<SignatureStatus>>> = self
             .rpc
             .call(
                 "getSignatureStatuses",
-                json!([[submitted.signature], {"searchTransactionHistory": true}]),
+                json!([[signature], {"searchTransactionHistory": true}]),
             )
             .await?;
         let status = statuses.value.into_iter().next().ok_or_else(|| {
             ChainError::BadResponse("getSignatureStatuses answered no entry".into())
         })?;
-        if let Some(s) = status {
-            if let Some(err) = s.err {
-                return Ok(TxStatus::Failed {
-                    error: err.to_string(),
-                });
-            }
-            let reached = matches!(
+        Ok(status.map(|s| Landed {
+            slot: s.slot,
+            error: s.err.map(|e| e.to_string()),
+            final_: matches!(
                 (self.commitment, s.confirmation_status.as_deref()),
                 (_, Some("finalized")) | (Commitment::Confirmed, Some("confirmed"))
-            );
-            return Ok(if reached {
-                TxStatus::Confirmed { slot: s.slot }
-            } else {
-                TxStatus::Pending
-            });
-        }
+            ),
+        }))
+    }
+
+    /// True once the finalized block height is past `last_valid_block_height`: a
+    /// transaction with that blockhash that has not landed never will, on any fork.
+    pub async fn expired(&self, last_valid_block_height: u64) -> Result<bool, ChainError> {
         let height: u64 = self
             .rpc
             .call("getBlockHeight", json!([{"commitment": "finalized"}]))
             .await?;
-        Ok(if height > submitted.last_valid_block_height {
+        Ok(height > last_valid_block_height)
+    }
+
+    /// Where `submitted` stands. `Expired` only once the finalized block height is past
+    /// its last valid height: from then on no fork can include it.
+    pub async fn status(&self, submitted: &Submitted) -> Result<TxStatus, ChainError> {
+        if let Some(l) = self.landed(&submitted.signature).await? {
+            return Ok(match l.error {
+                Some(error) => TxStatus::Failed { error },
+                None if l.final_ => TxStatus::Confirmed { slot: l.slot },
+                None => TxStatus::Pending,
+            });
+        }
+        Ok(if self.expired(submitted.last_valid_block_height).await? {
             TxStatus::Expired
         } else {
             TxStatus::Pending
         })
     }
+
+    /// The mint's supply in base units and its decimals, at the configured commitment.
+    pub async fn supply(&self) -> Result<(u64, u8), ChainError> {
+        let supply: WithContext<wire::TokenSupply> = self
+            .rpc
+            .call(
+                "getTokenSupply",
+                json!([wire::base58_encode(&self.mint), {"commitment": self.commitment.as_str()}]),
+            )
+            .await?;
+        let amount: u64 = supply.value.amount.parse().map_err(|e| {
+            ChainError::BadResponse(format!(
+                "getTokenSupply amount {:?}: {e}",
+                supply.value.amount
+            ))
+        })?;
+        Ok((amount, supply.value.decimals))
+    }
+
+    /// The token account of this mint that `to` names: `to` itself when it is one (an
+    /// SPL token account of this mint), else the token account of this mint owned by
+    /// `to` (a wallet). Several such accounts: the lowest address, so the choice is the
+    /// same on every call. None: refused — the holder must create one first (minting
+    /// to a wallet address directly would fail on chain).
+    pub async fn token_account_for(&self, to: &str) -> Result<String, ChainError> {
+        let to_key = wire::decode_pubkey(to)
+            .map_err(|e| ChainError::Misconfigured(format!("recipient {to:?}: {e}")))?;
+        let mint = wire::base58_encode(&self.mint);
+        let info: WithContext<Option<AccountInfo>> = self
+            .rpc
+            .call(
+                "getAccountInfo",
+                json!([to, {"encoding": "jsonParsed", "commitment": self.commitment.as_str()}]),
+            )
+            .await?;
+        if let Some(a) = info.value {
+            if a.owner == TOKEN_PROGRAM_ID {
+                let of_mint = a.data["parsed"]["type"] == "account"
+                    && a.data["parsed"]["info"]["mint"] == mint.as_str();
+                return if of_mint {
+                    Ok(wire::base58_encode(&to_key))
+                } else {
+                    Err(ChainError::Misconfigured(format!(
+                        "{to} is a token program account but not a token account of mint {mint}"
+                    )))
+                };
+            }
+        }
+        let owned: WithContext<Vec<KeyedAccount>> = self
+            .rpc
+            .call(
+                "getTokenAccountsByOwner",
+                json!([to, {"mint": mint}, {"encoding": "jsonParsed", "commitment": self.commitment.as_str()}]),
+            )
+            .await?;
+        owned
+            .value
+            .into_iter()
+            .map(|k| k.pubkey)
+            .min()
+            .ok_or_else(|| {
+                ChainError::Misconfigured(format!(
+                    "{to} has no token account of mint {mint}: create one (e.g. its associated token account) first"
+                ))
+            })
+    }
+}
+
+/// A burn of the wrapped token read back from the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SolanaBurn {
+    /// The owner (or delegate) that signed the burn.
+    pub authority: String,
+    /// Base units burned by the transaction's top-level burns of the mint.
+    pub amount: u64,
+    pub slot: u64,
+}
+
+/// Read-only view of the wrapped token's SPL mint (a guardian's own node): supply and
+/// burns, at the configured commitment. No key.
+pub struct SolanaTokenReader {
+    rpc: RpcClient,
+    mint: String,
+    commitment: Commitment,
+}
+
+impl std::fmt::Debug for SolanaTokenReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SolanaTokenReader")
+            .field("mint", &self.mint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SolanaTokenReader {
+    pub fn new(config: &SolanaConfig) -> Result<Self, ChainError> {
+        let mint = config
+            .token_mint
+            .clone()
+            .ok_or_else(|| misconfigured(format!("{}: no token mint configured", config.chain)))?;
+        pubkey(&mint, "token mint")?;
+        Ok(Self {
+            rpc: RpcClient::new(&config.rpc_url, config.retry.clone())?,
+            mint,
+            commitment: config.commitment,
+        })
+    }
+
+    /// The mint's supply in base units and its decimals.
+    pub async fn supply(&self) -> Result<(u64, u8), ChainError> {
+        let supply: WithContext<wire::TokenSupply> = self
+            .rpc
+            .call(
+                "getTokenSupply",
+                json!([self.mint, {"commitment": self.commitment.as_str()}]),
+            )
+            .await?;
+        let amount: u64 = supply.value.amount.parse().map_err(|e| {
+            ChainError::BadResponse(format!(
+                "getTokenSupply amount {:?}: {e}",
+                supply.value.amount
+            ))
+        })?;
+        Ok((amount, supply.value.decimals))
+    }
+
+    /// The burns of this mint in transaction `signature` (top-level `burn` and
+    /// `burnChecked` instructions, summed), once the transaction is at the configured
+    /// commitment and succeeded. `None`: not found at that commitment, failed, or no
+    /// burn of this mint in it. Several burn authorities in one transaction: refused.
+    pub async fn burn(&self, signature: &str) -> Result<Option<SolanaBurn>, ChainError> {
+        let tx: Option<wire::Transaction> = self
+            .rpc
+            .call(
+                "getTransaction",
+                json!([signature, {
+                    "commitment": self.commitment.as_str(),
+                    "encoding": "jsonParsed",
+                    "maxSupportedTransactionVersion": 0,
+                }]),
+            )
+            .await?;
+        let Some(tx) = tx else { return Ok(None) };
+        if tx.transaction.signatures.first().map(String::as_str) != Some(signature) {
+            return Err(ChainError::BadResponse(format!(
+                "getTransaction({signature}) answered another transaction"
+            )));
+        }
+        match &tx.meta {
+            Some(m) if m.err.is_none() => {}
+            _ => return Ok(None),
+        }
+        let mut found: Option<SolanaBurn> = None;
+        for ix in &tx.transaction.message.instructions {
+            let Some(p) = ix
+                .parsed
+                .as_ref()
+                .filter(|_| ix.program_id == TOKEN_PROGRAM_ID)
+            else {
+                continue;
+            };
+            if !matches!(p["type"].as_str(), Some("burn" | "burnChecked"))
+                || p["info"]["mint"] != self.mint.as_str()
+            {
+                continue;
+            }
+            let info = &p["info"];
+            let text = info["amount"]
+                .as_str()
+                .or_else(|| info["tokenAmount"]["amount"].as_str())
+                .unwrap_or_default();
+            let amount: u64 = text
+                .parse()
+                .map_err(|_| ChainError::BadResponse(format!("burn amount {text:?}")))?;
+            let authority = info["authority"]
+                .as_str()
+                .or_else(|| info["multisigAuthority"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            match &mut found {
+                None => {
+                    found = Some(SolanaBurn {
+                        authority,
+                        amount,
+                        slot: tx.slot,
+                    })
+                }
+                Some(b) if b.authority == authority => {
+                    b.amount = b
+                        .amount
+                        .checked_add(amount)
+                        .ok_or_else(|| ChainError::BadResponse("burn amounts overflow".into()))?
+                }
+                Some(_) => {
+                    return Err(ChainError::BadResponse(format!(
+                        "{signature}: burns by several authorities in one transaction"
+                    )))
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A signed transaction and the block height after which it can no longer land.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    pub tx: SignedTx,
+    pub last_valid_block_height: u64,
+}
+
+/// A transaction the cluster has a status for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Landed {
+    pub slot: u64,
+    /// The execution error: nothing was minted or burned.
+    pub error: Option<String>,
+    /// At the configured commitment (or deeper).
+    pub final_: bool,
+}
+
+#[derive(Deserialize)]
+struct AccountInfo {
+    owner: String,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct KeyedAccount {
+    pubkey: String,
 }
 
 #[cfg(test)]
