@@ -13,7 +13,14 @@
 //! - a **release** is signed only if the burn transaction burned, on its chain view and
 //!   at the guardian's depth, at least what the release takes from the reserve (paid
 //!   to the redeemer plus the fee), the fee is within policy, every other output goes
-//!   back to the reserve, and no other release used that burn.
+//!   back to the reserve, and no other release used that burn. Every input must be an
+//!   unspent, confirmed output of the reserve in the guardian's OWN Bitcoin view with
+//!   exactly the stated amount and script (BIP-143 signs each input's amount alone: a
+//!   coordinator stating other amounts in two requests over one transaction could
+//!   otherwise combine their signatures into a transaction with a huge fee), and no
+//!   input may have been signed for another release. The redeemer address is taken
+//!   from the coordinator (docs/reserve-ops.md, trust assumptions): the guardian only
+//!   checks that it is an address of its network and not the reserve's.
 //!
 //! Approvals are appended to a file and fsynced before the answer leaves, so the same
 //! operation always gets the same answer (also after a restart), and an operation id
@@ -72,7 +79,9 @@ impl ReserveOp {
             Self::Release(_) => "release",
         }
     }
-    /// What one operation may use once: a deposit outpoint or a burn transaction.
+    /// What one operation may use once, before the chain reads: the burn transaction
+    /// of a release, the stated deposit of a mint. A mint's outpoints actually counted
+    /// and a release's inputs are added after the reads (`check_*`).
     fn resource(&self) -> String {
         match self {
             Self::Mint(m) => format!(
@@ -83,6 +92,13 @@ impl ReserveOp {
             Self::Release(r) => format!("burn:{}:{}", r.chain, r.burn_tx.to_ascii_lowercase()),
         }
     }
+}
+
+/// The resource of one reserve outpoint: `deposit:` when a mint counted it (it backs
+/// one mint), `spend:` when a release spends it (one release may spend it). A deposit
+/// output is later spent by a release: the two kinds do not collide.
+fn outpoint_resource(kind: &str, txid: &str, vout: u32) -> String {
+    format!("{kind}:{}:{vout}", txid.to_ascii_lowercase())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,6 +185,10 @@ pub struct ReservePolicy {
 struct LogLine {
     op_key: String,
     resource: String,
+    /// Further resources the operation used (counted deposit outpoints, release inputs);
+    /// absent in lines written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    uses: Vec<String>,
     op_digest: String,
     answer: Envelope,
 }
@@ -202,8 +222,7 @@ impl OpLog {
                 for line in text.lines() {
                     // A torn last line (crash mid-write) was never answered: skip it.
                     if let Ok(l) = serde_json::from_str::<LogLine>(line) {
-                        log.used.insert(l.resource, l.op_key.clone());
-                        log.answered.insert(l.op_key, (l.op_digest, l.answer));
+                        log.remember(l);
                     }
                 }
             }
@@ -222,10 +241,17 @@ impl OpLog {
             f.write_all(text.as_bytes())?;
             f.sync_data()?;
         }
+        self.remember(line);
+        Ok(())
+    }
+
+    fn remember(&mut self, line: LogLine) {
+        for r in line.uses {
+            self.used.insert(r, line.op_key.clone());
+        }
         self.used.insert(line.resource, line.op_key.clone());
         self.answered
             .insert(line.op_key, (line.op_digest, line.answer));
-        Ok(())
     }
 }
 
@@ -361,13 +387,26 @@ impl ReserveGuardian {
                     },
                 );
             }
+            // A burn or deposit another operation used: no chain read can change that.
+            let resource = request.op.resource();
+            if let Some(other) = log.used.get(&resource) {
+                return self.seal(
+                    request.request_id,
+                    &request.op,
+                    op_digest,
+                    OpOutcome::Refused {
+                        code: "already_used".into(),
+                        detail: format!("{resource} is used by {other}"),
+                    },
+                );
+            }
         }
         // Chain reads happen outside the lock; the decision is re-checked under it.
         let decided = match &request.op {
-            ReserveOp::Mint(m) => self.check_mint(m).await.map(|()| None),
-            ReserveOp::Release(r) => self.check_release(r).await.map(Some),
+            ReserveOp::Mint(m) => self.check_mint(m).await.map(|uses| (None, uses)),
+            ReserveOp::Release(r) => self.check_release(r).await.map(|(p, uses)| (Some(p), uses)),
         };
-        let partial = match decided {
+        let (partial, uses) = match decided {
             Ok(p) => p,
             Err(Refusal(code, detail)) => {
                 return self.seal(
@@ -386,10 +425,25 @@ impl ReserveGuardian {
             if *digest == op_digest {
                 return Ok(answer.clone());
             }
+            // Another request for this operation id, with other contents, was approved
+            // while this one read the chains: one approval per operation id.
+            return self.seal(
+                request.request_id,
+                &request.op,
+                op_digest,
+                OpOutcome::Refused {
+                    code: "already_decided_other".into(),
+                    detail: format!("{op_key} was approved with other contents"),
+                },
+            );
         }
         let resource = request.op.resource();
-        if let Some(other) = log.used.get(&resource) {
+        for r in std::iter::once(&resource).chain(&uses) {
+            let Some(other) = log.used.get(r) else {
+                continue;
+            };
             if *other != op_key {
+                let resource = r;
                 return self.seal(
                     request.request_id,
                     &request.op,
@@ -413,6 +467,7 @@ impl ReserveGuardian {
         if let Err(e) = log.append(LogLine {
             op_key,
             resource,
+            uses,
             op_digest: op_digest.clone(),
             answer: answer.clone(),
         }) {
@@ -439,7 +494,8 @@ impl ReserveGuardian {
             .fold(0u64, |a, u| a.saturating_add(u.amount_sats)))
     }
 
-    async fn check_mint(&self, m: &MintCheck) -> Result<(), Refusal> {
+    /// `Ok`: the deposit outpoints the mint counted (each backs one mint only).
+    async fn check_mint(&self, m: &MintCheck) -> Result<Vec<String>, Refusal> {
         if !self.tokens.contains_key(&m.chain) {
             return refuse(
                 "unknown_chain",
@@ -475,10 +531,19 @@ impl ReserveGuardian {
             );
         }
         let utxos = self.bitcoin.address_utxos(&m.deposit_address).await?;
-        let paid: u64 = utxos
+        let counted: Vec<_> = utxos
             .iter()
             .filter(|u| u.txid == m.deposit_txid && m.deposit_vout.is_none_or(|v| v == u.vout))
+            .collect();
+        let paid: u64 = counted
+            .iter()
             .fold(0, |a, u| a.saturating_add(u.amount_sats));
+        // Keyed by each outpoint counted, so "any output of the tx" (no vout) and "output
+        // 0" of one deposit cannot back two mints.
+        let uses = counted
+            .iter()
+            .map(|u| outpoint_resource("deposit", &u.txid, u.vout))
+            .collect();
         if paid < m.deposit_sats || paid < m.amount_sats {
             return refuse(
                 "deposit_mismatch",
@@ -497,10 +562,14 @@ impl ReserveGuardian {
                 format!("supply after the mint {after} sats > reserves {reserves} sats"),
             );
         }
-        Ok(())
+        Ok(uses)
     }
 
-    async fn check_release(&self, r: &ReleaseCheck) -> Result<PartialSignature, Refusal> {
+    /// `Ok`: this guardian's signatures and the outpoints they spend.
+    async fn check_release(
+        &self,
+        r: &ReleaseCheck,
+    ) -> Result<(PartialSignature, Vec<String>), Refusal> {
         let Some(view) = self.tokens.get(&r.chain) else {
             return refuse(
                 "unknown_chain",
@@ -544,6 +613,9 @@ impl ReserveGuardian {
             return refuse("bad_request", "the redeemer address is not valid here");
         };
         let reserve = self.reserve.script_pubkey(Wrapping::Wsh).to_hex_string();
+        if redeemer == reserve {
+            return refuse("bad_request", "the redeemer address is the reserve's");
+        }
         if let Some((spk, _)) = summary
             .outputs
             .iter()
@@ -578,8 +650,60 @@ impl ReserveGuardian {
                 ),
             );
         }
-        release::sign_release(&r.release, self.key.secret())
-            .map_err(|e| Refusal("bad_request", e.to_string()))
+        let uses = self.check_inputs(&r.release).await?;
+        let partial = release::sign_release(&r.release, self.key.secret())
+            .map_err(|e| Refusal("bad_request", e.to_string()))?;
+        Ok((partial, uses))
+    }
+
+    /// Every input against this guardian's own view: an unspent output of the reserve
+    /// address, in a confirmed transaction, with exactly the stated amount and script.
+    async fn check_inputs(
+        &self,
+        release: &release::ReleaseRequest,
+    ) -> Result<Vec<String>, Refusal> {
+        let own = self.bitcoin.address_utxos(&self.reserve_address()).await?;
+        let mut uses = Vec::with_capacity(release.utxos.len());
+        let mut confirmed: HashMap<&str, bool> = HashMap::new();
+        for u in &release.utxos {
+            let Some(seen) = own
+                .iter()
+                .find(|o| o.txid.eq_ignore_ascii_case(&u.txid) && o.vout == u.vout)
+            else {
+                return refuse(
+                    "utxo_mismatch",
+                    format!(
+                        "{}:{} is not an unspent reserve output here",
+                        u.txid, u.vout
+                    ),
+                );
+            };
+            if seen.amount_sats != u.amount_sats
+                || !seen
+                    .script_pubkey_hex
+                    .eq_ignore_ascii_case(&u.script_pubkey_hex)
+            {
+                return refuse(
+                    "utxo_mismatch",
+                    format!(
+                        "{}:{} holds {} sats here, the request says {}",
+                        u.txid, u.vout, seen.amount_sats, u.amount_sats
+                    ),
+                );
+            }
+            if !confirmed.contains_key(u.txid.as_str()) {
+                let depth = self.bitcoin.tx_confirmations(&u.txid).await?;
+                confirmed.insert(&u.txid, depth.is_some_and(|d| d >= 1));
+            }
+            if confirmed.get(u.txid.as_str()) != Some(&true) {
+                return refuse(
+                    "utxo_mismatch",
+                    format!("{}:{} is not confirmed here", u.txid, u.vout),
+                );
+            }
+            uses.push(outpoint_resource("spend", &u.txid, u.vout));
+        }
+        Ok(uses)
     }
 }
 
@@ -884,6 +1008,7 @@ mod tests {
         log.append(LogLine {
             op_key: "mint:1".into(),
             resource: "deposit:aa:0".into(),
+            uses: vec!["deposit:aa:1".into()],
             op_digest: "d1".into(),
             answer: answer.clone(),
         })
@@ -905,12 +1030,17 @@ mod tests {
             log.used.get("deposit:aa:0").map(String::as_str),
             Some("mint:1")
         );
+        assert_eq!(
+            log.used.get("deposit:aa:1").map(String::as_str),
+            Some("mint:1")
+        );
         assert!(!log.answered.contains_key("mint:2"));
         // The next approval after the restart is not glued to the torn fragment.
         let mut log = log;
         log.append(LogLine {
             op_key: "mint:3".into(),
             resource: "deposit:bb:0".into(),
+            uses: Vec::new(),
             op_digest: "d3".into(),
             answer,
         })

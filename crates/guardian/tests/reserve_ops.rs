@@ -890,3 +890,277 @@ async fn crash_between_storing_and_sending_a_mint_mints_once() {
     assert_eq!(w.minter.total_supply().await.unwrap(), 300_000);
     assert_eq!(w.balance(&to).await, 300_000);
 }
+
+// ----- one guardian's release and mint checks, called directly (no anvil) -----
+
+/// Stand-in token view, said plainly: the burns and the supply are what the test says
+/// (the end-to-end tests above read real burns on anvil). `delay` holds every burn read
+/// so that concurrent requests overlap inside the guardian.
+struct StubToken {
+    burns: HashMap<String, u128>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl TokenView for StubToken {
+    async fn supply_sats(&self) -> Result<u64, ubtc_chains::ChainError> {
+        Ok(0)
+    }
+    async fn burn(
+        &self,
+        tx_hash: &str,
+    ) -> Result<Option<ubtc_chains::evm::minter::BurnSeen>, ubtc_chains::ChainError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(self
+            .burns
+            .get(tx_hash)
+            .map(|a| ubtc_chains::evm::minter::BurnSeen {
+                from: "0x00000000000000000000000000000000000000bb".into(),
+                amount: *a,
+                block: 1,
+                confirmations: 10,
+            }))
+    }
+}
+
+struct Lone {
+    guardian: Arc<ReserveGuardian>,
+    coordinator: GuardianKey,
+    bitcoin: DevBitcoin,
+    reserve: SortedMulti,
+    address: String,
+    spk: String,
+}
+
+const BURN1: &str = "0x01";
+const BURN2: &str = "0x02";
+
+fn lone(delay: Duration) -> Lone {
+    let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+    let reserve = SortedMulti::new(
+        2,
+        keys.iter()
+            .map(|k| CompressedPublicKey(k.public()))
+            .collect(),
+    )
+    .unwrap();
+    let coordinator = GuardianKey::generate();
+    let bitcoin = DevBitcoin::new(100);
+    let mut tokens: HashMap<String, Arc<dyn TokenView>> = HashMap::new();
+    let burns = [(BURN1.to_owned(), 1_000_000), (BURN2.to_owned(), 1_000_000)];
+    tokens.insert(
+        CHAIN.into(),
+        Arc::new(StubToken {
+            burns: burns.into_iter().collect(),
+            delay,
+        }),
+    );
+    let guardian = Arc::new(
+        ReserveGuardian::new(
+            keys[0].clone(),
+            vec![coordinator.public()],
+            Arc::new(bitcoin.clone()),
+            reserve.clone(),
+            Network::Regtest,
+            tokens,
+            ReservePolicy {
+                min_deposit_confirmations: 1,
+                min_burn_confirmations: 1,
+                max_release_fee_sats: 50_000,
+                max_request_ttl_ms: 120_000,
+            },
+            None, // in memory: each test is one guardian lifetime
+        )
+        .unwrap(),
+    );
+    let address = reserve.address(Network::Regtest, Wrapping::Wsh).to_string();
+    let spk = reserve.script_pubkey(Wrapping::Wsh).to_hex_string();
+    Lone {
+        guardian,
+        coordinator,
+        bitcoin,
+        reserve,
+        address,
+        spk,
+    }
+}
+
+impl Lone {
+    /// The guardian's decision: `Ok(())` approved, `Err(code)` refused.
+    async fn ask(&self, op: ubtc_guardian::reserve_ops::ReserveOp) -> Result<(), String> {
+        use ubtc_guardian::protocol;
+        use ubtc_guardian::reserve_ops::{OpOutcome, ReserveOpAnswer, ReserveOpRequest};
+        let now = ubtc_core::Timestamp::now();
+        let request = ReserveOpRequest {
+            request_id: uuid::Uuid::now_v7(),
+            issued_at: now,
+            expires_at: now.plus_millis(60_000),
+            op,
+        };
+        let env = protocol::seal(protocol::REQUEST_TAG, &request, &self.coordinator).unwrap();
+        let answer = self.guardian.handle(&env).await.unwrap();
+        let (body, _) = protocol::open::<ReserveOpAnswer>(
+            protocol::ANSWER_TAG,
+            &answer,
+            &[self.guardian.public_key()],
+        )
+        .unwrap();
+        match body.outcome {
+            OpOutcome::Approved { .. } => Ok(()),
+            OpOutcome::Refused { code, .. } => Err(code),
+        }
+    }
+
+    fn release(
+        &self,
+        op_id: uuid::Uuid,
+        burn: &str,
+        utxos: &[ubtc_core::bundle::Utxo],
+        to: &str,
+        payout: Payout,
+    ) -> ubtc_guardian::reserve_ops::ReserveOp {
+        let (request, _) =
+            release::build_release(&self.reserve, Network::Regtest, utxos, to, payout, 1).unwrap();
+        ubtc_guardian::reserve_ops::ReserveOp::Release(ReleaseCheck {
+            op_id,
+            chain: CHAIN.into(),
+            burn_tx: burn.into(),
+            burn_sats: 1_000_000,
+            redeemer_address: to.into(),
+            release: request,
+        })
+    }
+}
+
+/// Review finding 1: BIP-143 signs each input's amount alone, so the guardian takes
+/// amounts from its own view, and never signs one outpoint for two releases.
+#[tokio::test]
+async fn guardian_checks_input_amounts_and_signs_an_outpoint_once() {
+    let l = lone(Duration::ZERO);
+    let a = l.bitcoin.fund(&l.address, &l.spk, 200_000);
+    let b = l.bitcoin.fund(&l.address, &l.spk, 150_000);
+    // B stated as 1,000 sats: a consistent PSBT, but not what the chain holds.
+    let mut understated = b.clone();
+    understated.amount_sats = 1_000;
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN1,
+        &[a.clone(), understated],
+        &redeemer(),
+        Payout::Exact(200_500),
+    );
+    assert_eq!(l.ask(op).await.unwrap_err(), "utxo_mismatch");
+    // An outpoint that is not an unspent reserve output here at all.
+    let mut unknown = a.clone();
+    unknown.txid = "ab".repeat(32);
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN1,
+        &[unknown],
+        &redeemer(),
+        Payout::Exact(10_000),
+    );
+    assert_eq!(l.ask(op).await.unwrap_err(), "utxo_mismatch");
+
+    // The honest release of burn 1 spends A; a release of burn 2 spending A again is
+    // refused, also after a restart of the decision (the record holds the outpoint).
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN1,
+        &[a.clone(), b.clone()],
+        &redeemer(),
+        Payout::Exact(100_000),
+    );
+    l.ask(op).await.unwrap();
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN2,
+        std::slice::from_ref(&a),
+        &redeemer(),
+        Payout::Exact(90_000),
+    );
+    assert_eq!(l.ask(op).await.unwrap_err(), "already_used");
+    // B was not spent by the first release (A alone covered it): burn 2 may use it.
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN2,
+        &[b],
+        &redeemer(),
+        Payout::Exact(90_000),
+    );
+    l.ask(op).await.unwrap();
+}
+
+/// Review finding 2: concurrent requests for one operation id with different PSBTs get
+/// one approval, not one each (the decision is re-checked after the chain reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_release_get_one_approval() {
+    let l = lone(Duration::from_millis(300));
+    let utxo = l.bitcoin.fund(&l.address, &l.spk, 500_000);
+    let op_id = uuid::Uuid::now_v7();
+    let asks = (0..5u64).map(|i| {
+        let op = l.release(
+            op_id,
+            BURN1,
+            std::slice::from_ref(&utxo),
+            &redeemer(),
+            Payout::Exact(100_000 + i),
+        );
+        l.ask(op)
+    });
+    let results = futures::future::join_all(asks).await;
+    let approved = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(approved, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r, "already_decided_other");
+    }
+}
+
+/// Review finding 3: a deposit stated without its vout and the same deposit with vout 0
+/// are one outpoint: it backs one mint.
+#[tokio::test]
+async fn one_deposit_output_backs_one_mint_however_it_is_named() {
+    let l = lone(Duration::ZERO);
+    let d = l.bitcoin.fund(&l.address, &l.spk, 100_000);
+    let mint = |vout: Option<u32>| {
+        ubtc_guardian::reserve_ops::ReserveOp::Mint(MintCheck {
+            op_id: uuid::Uuid::now_v7(),
+            chain: CHAIN.into(),
+            to_address: "0x00000000000000000000000000000000000000cc".into(),
+            amount_sats: 100_000,
+            deposit_address: l.address.clone(),
+            deposit_txid: d.txid.clone(),
+            deposit_vout: vout,
+            deposit_sats: 100_000,
+        })
+    };
+    l.ask(mint(None)).await.unwrap();
+    assert_eq!(l.ask(mint(Some(0))).await.unwrap_err(), "already_used");
+    assert_eq!(l.ask(mint(None)).await.unwrap_err(), "already_used");
+    // A deposit output that backs a mint may still be spent by a release.
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN1,
+        std::slice::from_ref(&d),
+        &redeemer(),
+        Payout::Exact(50_000),
+    );
+    l.ask(op).await.unwrap();
+}
+
+/// Review finding 6: the redeemer comes from the coordinator (docs/reserve-ops.md, trust
+/// assumptions); the guardian at least refuses the reserve's own address, where
+/// "paid to the redeemer" and "change" cannot be told apart.
+#[tokio::test]
+async fn a_release_to_the_reserve_itself_is_refused() {
+    let l = lone(Duration::ZERO);
+    let utxo = l.bitcoin.fund(&l.address, &l.spk, 500_000);
+    let op = l.release(
+        uuid::Uuid::now_v7(),
+        BURN1,
+        std::slice::from_ref(&utxo),
+        &l.address.clone(),
+        Payout::Exact(100_000),
+    );
+    assert_eq!(l.ask(op).await.unwrap_err(), "bad_request");
+}
