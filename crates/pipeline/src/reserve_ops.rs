@@ -446,7 +446,12 @@ impl ReserveOps {
         let minter = self.minter(chain)?;
         let amount_sats = amount_from_json(amount)?;
         minter.check_address(to).map_err(OpsError::InvalidAddress)?;
-        let to = to.to_ascii_lowercase();
+        // EVM addresses compare lowercase; base58 (Solana) is case-sensitive.
+        let to = if to.starts_with("0x") {
+            to.to_ascii_lowercase()
+        } else {
+            to.to_owned()
+        };
         // A repeat of a stored request is answered from the store, not re-judged.
         if let Some(existing) = self
             .store
