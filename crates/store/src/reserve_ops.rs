@@ -68,6 +68,9 @@ state_enum!(ReleaseState {
     Built => "built",
     Signed => "signed",
     Broadcast => "broadcast",
+    // Terminal: the release can never be signed or confirmed (guardians refused it for
+    // good, or its inputs were spent by another transaction); `last_error` says why.
+    Failed => "failed",
 });
 state_enum!(OpKind { Mint => "mint", Release => "release" });
 
@@ -358,6 +361,9 @@ pub trait ReserveOpsStore: Send + Sync + 'static {
     ) -> OpResult<Release>;
     /// `signed` → `broadcast`.
     async fn release_broadcast(&self, id: Uuid, now: Timestamp) -> OpResult<Release>;
+    /// `built` or `signed` → `failed` (terminal) with the reason in `last_error`. The
+    /// day's volume stays counted; the burn keeps its one release.
+    async fn release_failed(&self, id: Uuid, reason: &str, now: Timestamp) -> OpResult<Release>;
 
     /// Records one guardian's approval. True when new, false when that guardian's
     /// approval of this operation was already recorded (the first one is kept).
@@ -1239,6 +1245,34 @@ macro_rules! impl_reserve_ops_store {
                     .ro_move("reserve_releases", "signed", "broadcast", "", id, &[], now)
                     .await?;
                 self.ro_release_after(id, moved, ReleaseState::Broadcast, "signed")
+                    .await
+            }
+
+            async fn release_failed(
+                &self,
+                id: uuid::Uuid,
+                reason: &str,
+                now: Timestamp,
+            ) -> $crate::reserve_ops::OpResult<$crate::reserve_ops::Release> {
+                use $crate::reserve_ops::*;
+                let mut moved = false;
+                for from in ["built", "signed"] {
+                    moved = self
+                        .ro_move(
+                            "reserve_releases",
+                            from,
+                            "failed",
+                            "last_error = $4,",
+                            id,
+                            &[Some(reason)],
+                            now,
+                        )
+                        .await?;
+                    if moved {
+                        break;
+                    }
+                }
+                self.ro_release_after(id, moved, ReleaseState::Failed, "built or signed")
                     .await
             }
 

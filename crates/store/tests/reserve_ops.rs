@@ -100,6 +100,7 @@ both!(
     burn_and_release_lifecycle_and_refusals,
     approvals_recorded_once,
     governor_holds_under_concurrency,
+    a_release_that_cannot_be_signed_fails_for_good,
 );
 
 fn deposit(txid: &str, sats: u64) -> NewDeposit {
@@ -445,4 +446,78 @@ async fn governor_holds_under_concurrency(s: Arc<dyn Store>) {
         60
     );
     assert_eq!(s.list_mints(None, 10).await.unwrap().len(), 1);
+}
+
+/// Review finding 5: a release the guardians refuse for good gets a terminal `failed`
+/// with its reason instead of sitting `built` forever; a broadcast one cannot fail.
+async fn a_release_that_cannot_be_signed_fails_for_good(s: Arc<dyn Store>) {
+    let mut rels = Vec::new();
+    for _ in 0..2 {
+        let b = s
+            .request_burn(
+                &NewBurn {
+                    chain: "ethereum".into(),
+                    amount_sats: 10_000,
+                    redeemer_address: "bcrt1qredeemer".into(),
+                    created_by: "op".into(),
+                },
+                T0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        s.burn_submitted(b.id, "0xb", "0xraw", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        s.burn_finished(b.id, true, None, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        let new = NewRelease {
+            burn_id: b.id,
+            amount_sats: 9_000,
+            fee_sats: 500,
+            psbt: "{}".into(),
+            created_by: "op".into(),
+        };
+        rels.push(s.request_release(&new, 100_000, T0).await.unwrap().unwrap());
+    }
+    let failed = s
+        .release_failed(rels[0].id, "fee_too_high at 2 of 3 guardians", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.state, ReleaseState::Failed);
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("fee_too_high at 2 of 3 guardians")
+    );
+    assert_eq!(
+        s.list_releases(Some(ReleaseState::Failed), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Terminal: it cannot be signed any more; failing it again returns the row.
+    let r = s.release_signed(rels[0].id, "02", "ab", T0).await.unwrap();
+    assert_eq!(r.unwrap_err().code(), "wrong_state");
+    let again = s
+        .release_failed(rels[0].id, "x", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.last_error.as_deref(),
+        Some("fee_too_high at 2 of 3 guardians")
+    );
+    // A signed release may fail (its inputs were spent elsewhere); a broadcast one not.
+    s.release_signed(rels[1].id, "02", "ab", T0)
+        .await
+        .unwrap()
+        .unwrap();
+    s.release_broadcast(rels[1].id, T0).await.unwrap().unwrap();
+    let r = s.release_failed(rels[1].id, "x", T0).await.unwrap();
+    assert_eq!(r.unwrap_err().code(), "wrong_state");
 }
