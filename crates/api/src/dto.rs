@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use ubtc_core::{ChainId, Timestamp, ValidationStatus};
-use ubtc_store::{ReserveAddress, ReserveHistoryPoint, ReserveSnapshot, Stats, ValidationRecord};
+use ubtc_store::{
+    ReserveAddress, ReserveAddressBalance, ReserveHistoryPoint, ReserveSnapshot, Stats,
+    ValidationRecord,
+};
 
 use crate::state::ChainInfo;
 
@@ -167,6 +170,12 @@ pub struct ReserveAddressView {
     pub descriptor: String,
     pub label: Option<String>,
     pub since: Timestamp,
+    /// Balance in satoshis (decimal string) at the latest snapshot's Bitcoin block;
+    /// `null` when that snapshot did not count this address (none yet, or the address
+    /// was added after it).
+    pub balance_sats: Option<String>,
+    /// Unspent outputs making up `balance_sats`; `null` with it.
+    pub utxos: Option<u64>,
 }
 
 impl From<&ReserveAddress> for ReserveAddressView {
@@ -177,6 +186,39 @@ impl From<&ReserveAddress> for ReserveAddressView {
             descriptor: a.descriptor.clone(),
             label: a.label.clone(),
             since: a.created_at,
+            balance_sats: None,
+            utxos: None,
+        }
+    }
+}
+
+impl ReserveAddressView {
+    /// This address's balance among `balances` (those of the latest snapshot).
+    pub fn with_balance(mut self, balances: &[ReserveAddressBalance]) -> Self {
+        if let Some(b) = balances.iter().find(|b| b.address == self.address) {
+            self.balance_sats = Some(b.balance_sats.0.to_string());
+            self.utxos = Some(b.utxos);
+        }
+        self
+    }
+}
+
+/// One reserve address's balance as counted in a snapshot.
+#[derive(Serialize)]
+pub struct AddressBalanceView {
+    pub address: String,
+    pub descriptor: Option<String>,
+    pub balance_sats: String,
+    pub utxos: u64,
+}
+
+impl From<&ReserveAddressBalance> for AddressBalanceView {
+    fn from(b: &ReserveAddressBalance) -> Self {
+        Self {
+            address: b.address.clone(),
+            descriptor: b.descriptor.clone(),
+            balance_sats: b.balance_sats.0.to_string(),
+            utxos: b.utxos,
         }
     }
 }
@@ -196,6 +238,9 @@ pub struct SnapshotView {
     pub healthy: bool,
     pub stale: bool,
     pub supply: Vec<SupplyView>,
+    /// Each reserve address's balance at `bitcoin_height`, as counted in
+    /// `reserve_sats` (their sum); empty for snapshots taken before balances were kept.
+    pub addresses: Vec<AddressBalanceView>,
 }
 
 #[derive(Serialize)]
@@ -239,7 +284,14 @@ impl SnapshotView {
                     as_of: e.as_of,
                 })
                 .collect(),
+            addresses: Vec::new(),
         }
+    }
+
+    /// With the per-address balances recorded at this snapshot's block.
+    pub fn with_balances(mut self, balances: &[ReserveAddressBalance]) -> Self {
+        self.addresses = balances.iter().map(AddressBalanceView::from).collect();
+        self
     }
 }
 

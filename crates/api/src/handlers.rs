@@ -202,12 +202,24 @@ pub async fn list_chains(State(state): State<ApiState>) -> Response {
 pub async fn reserves(State(state): State<ApiState>) -> Result<Json<ReservesView>, ApiError> {
     let addresses = state.store.list_reserve_addresses().await?;
     let snapshot = state.store.latest_reserve_snapshot().await?;
+    let balances = match &snapshot {
+        Some(s) => {
+            state
+                .store
+                .reserve_address_balances(&s.bitcoin_block_hash)
+                .await?
+        }
+        None => Vec::new(),
+    };
     let now = Timestamp::now();
     Ok(Json(ReservesView {
-        addresses: addresses.iter().map(ReserveAddressView::from).collect(),
+        addresses: addresses
+            .iter()
+            .map(|a| ReserveAddressView::from(a).with_balance(&balances))
+            .collect(),
         snapshot: snapshot
             .as_ref()
-            .map(|s| SnapshotView::new(s, now, state.reserve_max_age_ms)),
+            .map(|s| SnapshotView::new(s, now, state.reserve_max_age_ms).with_balances(&balances)),
     }))
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use ubtc_chains::{BitcoinBackend, ChainError, SupplySource};
 use ubtc_core::bundle::{ReserveFigures, SupplyEntry};
 use ubtc_core::{BlockStamp, Sats, Timestamp};
-use ubtc_store::{NewOutboxEvent, ReserveSnapshot, Store};
+use ubtc_store::{NewOutboxEvent, ReserveAddressBalance, ReserveSnapshot, Store};
 
 use crate::{PipelineError, StepOutcome};
 
@@ -220,12 +220,24 @@ impl ReserveSnapshotter {
         now: Timestamp,
     ) -> Result<ReserveSnapshot, PipelineError> {
         let mut reserve: u64 = 0;
+        let mut balances = Vec::new();
         for address in self.store.list_reserve_addresses().await? {
-            for utxo in self.bitcoin.address_utxos(&address.address).await? {
-                reserve = reserve
+            let utxos = self.bitcoin.address_utxos(&address.address).await?;
+            let mut balance: u64 = 0;
+            for utxo in &utxos {
+                balance = balance
                     .checked_add(utxo.amount_sats)
-                    .ok_or_else(|| ChainError::BadResponse("reserve total overflows".into()))?;
+                    .ok_or_else(|| ChainError::BadResponse("address balance overflows".into()))?;
             }
+            reserve = reserve
+                .checked_add(balance)
+                .ok_or_else(|| ChainError::BadResponse("reserve total overflows".into()))?;
+            balances.push(ReserveAddressBalance {
+                descriptor: (!address.descriptor.is_empty()).then(|| address.descriptor.clone()),
+                address: address.address,
+                balance_sats: Sats(balance),
+                utxos: utxos.len() as u64,
+            });
         }
         let mut supply = Vec::with_capacity(self.supplies.len());
         for source in &self.supplies {
@@ -258,6 +270,16 @@ impl ReserveSnapshotter {
         // A change of health (ratio crossing 1 within the tolerance, or figures going
         // stale) is told once, through the outbox, in the snapshot's transaction. No
         // previous snapshot counts as healthy: a first unhealthy one is told.
+        // Per-address balances first: whoever reads the newest snapshot then finds
+        // its balances (they sum to `reserve_sats`).
+        self.store
+            .record_reserve_address_balances(
+                snapshot.bitcoin_height,
+                &snapshot.bitcoin_block_hash,
+                &balances,
+                now,
+            )
+            .await?;
         let previous = self.store.latest_reserve_health().await?;
         let was_healthy = previous.is_none_or(|(_, healthy)| healthy);
         let event = (was_healthy != snapshot.healthy)

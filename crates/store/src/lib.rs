@@ -307,6 +307,21 @@ pub trait Store: WebhookStore + admin::AdminStore + reserve_ops::ReserveOpsStore
 
     async fn record_reserve_snapshot(&self, snapshot: &ReserveSnapshot) -> StoreResult<i64>;
     async fn latest_reserve_snapshot(&self) -> StoreResult<Option<ReserveSnapshot>>;
+    /// Records each reserve address's balance at the Bitcoin block `block_hash`
+    /// (replacing what an earlier snapshot at the same block wrote), in one
+    /// transaction. The snapshotter writes them before the snapshot itself.
+    async fn record_reserve_address_balances(
+        &self,
+        height: u32,
+        block_hash: &str,
+        balances: &[ReserveAddressBalance],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// The reserve address balances recorded at `block_hash`, by address.
+    async fn reserve_address_balances(
+        &self,
+        block_hash: &str,
+    ) -> StoreResult<Vec<ReserveAddressBalance>>;
     /// Snapshots taken in `[from, to)`, one point per `bucket` (oldest first, at most
     /// `limit`): the bucket's last snapshot (by insertion order, which is time order
     /// for this append-only series) and its lowest and highest ratio. One query.

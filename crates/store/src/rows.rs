@@ -246,6 +246,26 @@ pub(crate) struct ReserveSnapshotRow {
     supply_json: String,
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct AddressBalanceRow {
+    address: String,
+    descriptor: Option<String>,
+    balance_sats: i64,
+    utxos: i64,
+}
+
+impl TryFrom<AddressBalanceRow> for ReserveAddressBalance {
+    type Error = StoreError;
+    fn try_from(r: AddressBalanceRow) -> StoreResult<Self> {
+        Ok(ReserveAddressBalance {
+            address: r.address,
+            descriptor: r.descriptor,
+            balance_sats: Sats(from_i64(r.balance_sats, "balance_sats")?),
+            utxos: from_i64(r.utxos, "utxos")?,
+        })
+    }
+}
+
 impl TryFrom<ReserveSnapshotRow> for ReserveSnapshot {
     type Error = StoreError;
     fn try_from(r: ReserveSnapshotRow) -> StoreResult<Self> {

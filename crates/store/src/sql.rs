@@ -204,6 +204,14 @@ pub(crate) const LATEST_SNAPSHOT: &str = "SELECT taken_at, bitcoin_height, bitco
      reserve_sats, supply_sats, ratio_ppm, healthy, stale, supply_json FROM reserve_ratios \
      ORDER BY taken_at DESC, id DESC LIMIT 1";
 
+pub(crate) const UPSERT_ADDRESS_BALANCE: &str = "INSERT INTO reserve_address_balances \
+     (bitcoin_block_hash, bitcoin_height, address, descriptor, balance_sats, utxos, recorded_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bitcoin_block_hash, address) DO UPDATE SET \
+     descriptor = excluded.descriptor, balance_sats = excluded.balance_sats, \
+     utxos = excluded.utxos, recorded_at = excluded.recorded_at";
+pub(crate) const ADDRESS_BALANCES: &str = "SELECT address, descriptor, balance_sats, utxos \
+     FROM reserve_address_balances WHERE bitcoin_block_hash = $1 ORDER BY address";
+
 /// Portable across both dialects: integer division buckets `taken_at`, and the
 /// bucket's last row is the one with the highest id.
 pub(crate) const RESERVE_HISTORY: &str = "SELECT r.taken_at, r.bitcoin_height, \
@@ -978,6 +986,42 @@ macro_rules! impl_store {
                     .fetch_optional(self.reader())
                     .await?;
                 row.map(ReserveSnapshot::try_from).transpose()
+            }
+
+            async fn record_reserve_address_balances(
+                &self,
+                height: u32,
+                block_hash: &str,
+                balances: &[ReserveAddressBalance],
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                // One transaction: a reader sees all of a block's balances or none.
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                for b in balances {
+                    sqlx::query(sql::UPSERT_ADDRESS_BALANCE)
+                        .bind(block_hash)
+                        .bind(i64::from(height))
+                        .bind(b.address.as_str())
+                        .bind(b.descriptor.as_deref())
+                        .bind(rows::to_i64(b.balance_sats.0, "balance_sats")?)
+                        .bind(rows::to_i64(b.utxos, "utxos")?)
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn reserve_address_balances(
+                &self,
+                block_hash: &str,
+            ) -> StoreResult<Vec<ReserveAddressBalance>> {
+                let rows: Vec<rows::AddressBalanceRow> = sqlx::query_as(sql::ADDRESS_BALANCES)
+                    .bind(block_hash)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(ReserveAddressBalance::try_from).collect()
             }
 
             async fn reserve_history(

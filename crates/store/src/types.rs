@@ -204,6 +204,17 @@ pub struct ReserveSnapshot {
     pub supply: Vec<ubtc_core::bundle::SupplyEntry>,
 }
 
+/// One reserve address's balance at a Bitcoin block (recorded with each snapshot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveAddressBalance {
+    pub address: String,
+    /// The address's output descriptor, when it has one.
+    pub descriptor: Option<String>,
+    pub balance_sats: Sats,
+    /// How many unspent outputs make up the balance.
+    pub utxos: u64,
+}
+
 /// Width of one point of downsampled reserve history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
