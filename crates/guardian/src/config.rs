@@ -152,10 +152,22 @@ impl GuardianBitcoin {
 #[serde(deny_unknown_fields)]
 pub struct GuardianChain {
     pub name: ChainId,
-    /// `dev_http`: the demo's read-only dev-chain endpoint. Real chains come with #5.
+    /// `dev_http`: the demo's read-only dev-chain endpoint; `solana`: a Solana
+    /// JSON-RPC node.
     pub kind: ChainViewKind,
-    /// Base URL of this guardian's own endpoint for the chain.
+    /// Base URL of this guardian's own endpoint for the chain (`solana`: its own
+    /// JSON-RPC node, never the coordinator's).
     pub url: String,
+    /// `solana`: the address payments are sent to (base58).
+    #[serde(default)]
+    pub payment_address: Option<String>,
+    /// `solana`: the wrapped token's SPL mint (base58); optional for payments.
+    #[serde(default)]
+    pub token_mint: Option<String>,
+    /// `solana`: `finalized` (default) or `confirmed` — the depth at which this
+    /// guardian counts a payment as confirmed.
+    #[serde(default)]
+    pub commitment: Option<String>,
     /// Most approvals per minute on this chain (policy; 0 = none allowed).
     #[serde(default = "default_rate")]
     pub max_signatures_per_minute: u32,
@@ -165,6 +177,60 @@ pub struct GuardianChain {
 #[serde(rename_all = "snake_case")]
 pub enum ChainViewKind {
     DevHttp,
+    Solana,
+}
+
+impl GuardianChain {
+    /// `kind = "solana"`: the adapter's settings (this guardian's own node). Refused
+    /// when a field the kind needs is missing or malformed, or one it does not use is
+    /// set (a `dev_http` chain with Solana fields is a mistake worth reporting).
+    pub fn solana_config(&self) -> Result<ubtc_chains::solana::SolanaConfig, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(format!("chain {}: {m}", self.name));
+        if self.kind != ChainViewKind::Solana {
+            return Err(invalid("not a solana chain".into()));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(invalid("kind \"solana\" needs an http(s) url".into()));
+        }
+        let address = self
+            .payment_address
+            .as_deref()
+            .ok_or_else(|| invalid("kind \"solana\" needs payment_address".into()))?;
+        let key = |what: &str, v: &str| {
+            ubtc_chains::solana::wire::decode_pubkey(v)
+                .map(|_| ())
+                .map_err(|e| invalid(format!("{what} {v:?}: {e}")))
+        };
+        key("payment_address", address)?;
+        let mut c = ubtc_chains::solana::SolanaConfig::new(self.name.clone(), &self.url, address);
+        if let Some(mint) = &self.token_mint {
+            key("token_mint", mint)?;
+            c.token_mint = Some(mint.clone());
+        }
+        if let Some(level) = &self.commitment {
+            c.commitment = ubtc_chains::solana::Commitment::parse(level)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match self.kind {
+            ChainViewKind::Solana => self.solana_config().map(|_| ()),
+            ChainViewKind::DevHttp => {
+                if self.payment_address.is_some()
+                    || self.token_mint.is_some()
+                    || self.commitment.is_some()
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "chain {}: payment_address, token_mint and commitment are for kind \"solana\"",
+                        self.name
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 fn default_passphrase_env() -> String {
@@ -210,6 +276,9 @@ impl GuardianConfig {
             ));
         }
         config.bitcoin.check()?;
+        for chain in &config.chains {
+            chain.check()?;
+        }
         if config.max_request_ttl_secs == 0 {
             return Err(ConfigError::Invalid(
                 "max_request_ttl_secs must be positive".into(),
@@ -268,6 +337,63 @@ mod tests {
         ));
         assert!(matches!(
             GuardianConfig::parse(&format!("{ok}passphrase = \"on the command line\"\n")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn solana_chains_build_the_solana_adapter_and_bad_ones_are_refused() {
+        let mint = "So11111111111111111111111111111111111111112";
+        let pay = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM";
+        let base = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n"
+        );
+        let chain = format!(
+            "[[chains]]\nname = \"solana\"\nkind = \"solana\"\nurl = \"https://rpc.example\"\n\
+             payment_address = \"{pay}\"\ntoken_mint = \"{mint}\"\ncommitment = \"confirmed\"\n"
+        );
+        let c = GuardianConfig::parse(&format!("{base}{chain}")).expect("valid solana chain");
+        let s = c.chains[0].solana_config().unwrap();
+        assert_eq!(s.rpc_url, "https://rpc.example");
+        assert_eq!(s.payment_address, pay);
+        assert_eq!(s.token_mint.as_deref(), Some(mint));
+        assert_eq!(s.commitment, ubtc_chains::solana::Commitment::Confirmed);
+        assert!(ubtc_chains::solana::SolanaAdapter::new(s).is_ok());
+        // Defaults: finalized, no mint.
+        let minimal = chain
+            .replace(&format!("token_mint = \"{mint}\"\n"), "")
+            .replace("commitment = \"confirmed\"\n", "");
+        let c = GuardianConfig::parse(&format!("{base}{minimal}")).unwrap();
+        let s = c.chains[0].solana_config().unwrap();
+        assert_eq!(s.commitment, ubtc_chains::solana::Commitment::Finalized);
+        assert_eq!(s.token_mint, None);
+
+        for (bad, why) in [
+            (
+                chain.replace(&format!("payment_address = \"{pay}\"\n"), ""),
+                "payment_address",
+            ),
+            (chain.replace(pay, "0xnot-base58"), "payment_address"),
+            (chain.replace(mint, "short"), "token_mint"),
+            (chain.replace("\"confirmed\"", "\"processed\""), "processed"),
+            (chain.replace("https://rpc.example", "rpc.example"), "http"),
+        ] {
+            match GuardianConfig::parse(&format!("{base}{bad}")) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{why}: {m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // Solana fields on a dev chain, or unknown fields: refused.
+        let dev = format!(
+            "[[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\ntoken_mint = \"{mint}\"\n"
+        );
+        assert!(matches!(
+            GuardianConfig::parse(&format!("{base}{dev}")),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            GuardianConfig::parse(&format!("{base}{chain}start_slot = 5\n")),
             Err(ConfigError::Parse { .. })
         ));
     }

@@ -133,6 +133,9 @@ impl Guardian {
                 ChainViewKind::DevHttp => {
                     Arc::new(DevChainHttpAdapter::new(c.name.clone(), &c.url)?)
                 }
+                ChainViewKind::Solana => Arc::new(crate::devchain::EachPayment(Arc::new(
+                    ubtc_chains::solana::SolanaAdapter::new(c.solana_config()?)?,
+                ))),
             };
             chains.insert(
                 c.name.clone(),
