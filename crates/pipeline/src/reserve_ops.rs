@@ -12,6 +12,8 @@
 //!          confirmed | failed
 //! release  built ──(M partial signatures, final tx verified by the script
 //!          interpreter)──► signed ──(broadcast)──► broadcast
+//!          built | signed ──(refused for good by enough guardians, or an input spent
+//!          by another transaction)──► failed
 //! ```
 //!
 //! Each move is one guarded store transaction, so a worker that dies anywhere resumes
@@ -250,6 +252,7 @@ pub struct ReserveOpsTick {
     pub burns_finished: u32,
     pub releases_signed: u32,
     pub releases_broadcast: u32,
+    pub releases_failed: u32,
     /// Operations that could not move yet (not enough approvals, not deep enough).
     pub waiting: u32,
 }
@@ -264,6 +267,7 @@ impl crate::StepOutcome for ReserveOpsTick {
             + self.burns_finished
             + self.releases_signed
             + self.releases_broadcast
+            + self.releases_failed
             == 0
     }
 }
@@ -564,10 +568,15 @@ impl ReserveOps {
             }
             None => Payout::FeeIncluded(burn.amount_sats),
         };
-        let utxos = self
+        let mut utxos = self
             .bitcoin
             .address_utxos(&self.settings.reserve_address())
             .await?;
+        // Outputs another release already spends (built, signed, or broadcast and not
+        // yet gone from the view) are not picked again: two releases spending one
+        // output would leave one of them unconfirmable.
+        let taken = self.inputs_of_live_releases().await?;
+        utxos.retain(|u| !taken.contains(&(u.txid.to_ascii_lowercase(), u.vout)));
         let (request, summary) = release::build_release(
             &self.settings.reserve,
             self.settings.network,
@@ -596,6 +605,80 @@ impl ReserveOps {
         self.audit(actor, "reserve.release.request", r.id, None, &r)
             .await?;
         Ok(r)
+    }
+
+    /// Outpoints (txid lowercase, vout) spent by releases that have not failed.
+    async fn inputs_of_live_releases(
+        &self,
+    ) -> Result<std::collections::HashSet<(String, u32)>, OpsError> {
+        let mut taken = std::collections::HashSet::new();
+        for r in self.store.list_releases(None, 100_000).await? {
+            if r.state == ReleaseState::Failed {
+                continue;
+            }
+            if let Ok(req) = serde_json::from_str::<ReleaseRequest>(&r.psbt) {
+                taken.extend(
+                    req.utxos
+                        .into_iter()
+                        .map(|u| (u.txid.to_ascii_lowercase(), u.vout)),
+                );
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The first input of `r` that is no longer an unspent reserve output, while `r`'s
+    /// own transaction is unknown to the backend: another transaction spent it, so `r`
+    /// can never confirm.
+    async fn input_spent_elsewhere(&self, r: &Release) -> Result<Option<String>, OpsError> {
+        let Ok(req) = serde_json::from_str::<ReleaseRequest>(&r.psbt) else {
+            return Ok(None);
+        };
+        if let Some(txid) = &r.txid {
+            if self.bitcoin.tx_confirmations(txid).await?.is_some() {
+                return Ok(None);
+            }
+        }
+        let unspent = self
+            .bitcoin
+            .address_utxos(&self.settings.reserve_address())
+            .await?;
+        Ok(req
+            .utxos
+            .iter()
+            .find(|u| {
+                !unspent
+                    .iter()
+                    .any(|x| x.txid.eq_ignore_ascii_case(&u.txid) && x.vout == u.vout)
+            })
+            .map(|u| {
+                format!(
+                    "input {}:{} was spent by another transaction",
+                    u.txid, u.vout
+                )
+            }))
+    }
+
+    async fn fail_release(
+        &self,
+        t: &mut ReserveOpsTick,
+        r: &Release,
+        reason: &str,
+    ) -> Result<(), OpsError> {
+        let f = self
+            .store
+            .release_failed(r.id, reason, Timestamp::now())
+            .await??;
+        t.releases_failed += 1;
+        tracing::error!(release = %r.id, reason, "release failed for good");
+        self.audit(
+            &Actor::system(),
+            "reserve.release.failed",
+            r.id,
+            Some(r.state.as_str()),
+            &f,
+        )
+        .await
     }
 
     /// One step over every state (see the module docs). Errors of one operation are
@@ -792,7 +875,12 @@ impl ReserveOps {
             .await?
         {
             match self.sign_release(&r).await {
-                Ok(Some(tx)) => {
+                Ok(SignRound::Refused(reason)) => {
+                    if let Err(e) = self.fail_release(&mut t, &r, &reason).await {
+                        tracing::warn!(release = %r.id, error = %e, "could not mark a release failed");
+                    }
+                }
+                Ok(SignRound::Signed(tx)) => {
                     let txid = tx.compute_txid().to_string();
                     let s = self
                         .store
@@ -802,7 +890,7 @@ impl ReserveOps {
                     self.audit(&sys, "reserve.release.signed", r.id, Some("built"), &s)
                         .await?;
                 }
-                Ok(None) => t.waiting += 1,
+                Ok(SignRound::Waiting) => t.waiting += 1,
                 Err(e) => {
                     tracing::warn!(release = %r.id, error = %e, "release signing round failed");
                     t.waiting += 1;
@@ -834,9 +922,20 @@ impl ReserveOps {
             }
             .await;
             if let Err(e) = res {
-                // The signed transaction stays stored; sending it again is harmless.
-                tracing::warn!(release = %r.id, error = %e, code = e.code(), "broadcast failed; retried next tick");
-                t.waiting += 1;
+                // The signed transaction stays stored; sending it again is harmless —
+                // unless another transaction spent one of its inputs: then it never
+                // will confirm and is failed, so it stops being retried.
+                match self.input_spent_elsewhere(&r).await {
+                    Ok(Some(reason)) => {
+                        if let Err(e) = self.fail_release(&mut t, &r, &reason).await {
+                            tracing::warn!(release = %r.id, error = %e, "could not mark a release failed");
+                        }
+                    }
+                    _ => {
+                        tracing::warn!(release = %r.id, error = %e, code = e.code(), "broadcast failed; retried next tick");
+                        t.waiting += 1;
+                    }
+                }
             }
         }
         Ok(t)
@@ -909,8 +1008,13 @@ impl ReserveOps {
     }
 
     /// Collects partial signatures; at M, finalises (every input checked by the strict
-    /// interpreter). `None` while fewer than M guardians signed.
-    async fn sign_release(&self, r: &Release) -> Result<Option<bitcoin::Transaction>, OpsError> {
+    /// interpreter). `Waiting` while fewer than M guardians signed; `Refused` when M can
+    /// no longer be reached (enough guardians refused for good) or an input was spent
+    /// by another transaction.
+    async fn sign_release(&self, r: &Release) -> Result<SignRound, OpsError> {
+        if let Some(reason) = self.input_spent_elsewhere(r).await? {
+            return Ok(SignRound::Refused(reason));
+        }
         let burn = self
             .store
             .get_burn(r.burn_id)
@@ -927,6 +1031,7 @@ impl ReserveOps {
             release: request.clone(),
         };
         let mut partials = Vec::new();
+        let mut final_refusals: Vec<String> = Vec::new();
         for vote in self.approvers.ask_release(&check).await {
             match vote.decision {
                 Ok(Some(p)) => {
@@ -944,14 +1049,51 @@ impl ReserveOps {
                 Ok(None) => {}
                 Err((code, detail)) => {
                     tracing::info!(release = %r.id, guardian = %vote.guardian_key, code, detail, "guardian refused a release");
+                    if refusal_is_final(&code) {
+                        final_refusals.push(format!("{code}: {detail}"));
+                    }
                 }
             }
         }
-        if partials.len() < self.settings.reserve.threshold() {
-            return Ok(None);
+        let n = self.settings.reserve.keys().len();
+        let m = self.settings.reserve.threshold();
+        if partials.len() < m && n.saturating_sub(final_refusals.len()) < m {
+            return Ok(SignRound::Refused(format!(
+                "{} of {n} guardians refused for good ({})",
+                final_refusals.len(),
+                final_refusals.join("; ")
+            )));
         }
-        Ok(Some(release::finalize_release(&request, &partials)?))
+        if partials.len() < m {
+            return Ok(SignRound::Waiting);
+        }
+        Ok(SignRound::Signed(release::finalize_release(
+            &request, &partials,
+        )?))
     }
+}
+
+/// What one signing round of a release came to.
+enum SignRound {
+    Signed(bitcoin::Transaction),
+    Waiting,
+    /// Can never be signed: the reason.
+    Refused(String),
+}
+
+/// Guardian refusals that asking again cannot change (the request's contents are
+/// wrong for that guardian). Node trouble, depth, lag, expiry are asked again.
+fn refusal_is_final(code: &str) -> bool {
+    matches!(
+        code,
+        "fee_too_high"
+            | "release_exceeds_burn"
+            | "already_used"
+            | "already_decided_other"
+            | "not_reserve"
+            | "unknown_chain"
+            | "bad_request"
+    )
 }
 
 fn not_found_burn(id: Uuid) -> OpRefusal {
@@ -1004,5 +1146,252 @@ mod tests {
         assert!(amount_from_json(&serde_json::json!(1e30)).is_err());
         assert_eq!(amount_from_json(&serde_json::json!("42")).unwrap(), 42);
         assert!(amount_from_json(&serde_json::json!(null)).is_err());
+    }
+
+    // ----- releases against a SQLite store and the dev Bitcoin backend -----
+
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use bitcoin::CompressedPublicKey;
+    use ubtc_chains::dev::DevBitcoin;
+
+    /// Stand-in for the guardians, said plainly: the real ones live in the guardian
+    /// crate, which depends on this one (its end-to-end test runs them over HTTP). Every
+    /// guardian answers with `refusal`.
+    struct Refusing(&'static str);
+
+    #[async_trait]
+    impl ReserveApprovers for Refusing {
+        fn threshold(&self) -> usize {
+            2
+        }
+        async fn ask_mint(&self, _: &MintCheck) -> Vec<GuardianVote> {
+            Vec::new()
+        }
+        async fn ask_release(&self, _: &ReleaseCheck) -> Vec<GuardianVote> {
+            (0..3)
+                .map(|i| GuardianVote {
+                    guardian_key: format!("g{i}"),
+                    answer_json: "{}".into(),
+                    decision: Err((self.0.into(), "test".into())),
+                })
+                .collect()
+        }
+    }
+
+    struct Rig {
+        ops: ReserveOps,
+        store: Arc<dyn Store>,
+        bitcoin: DevBitcoin,
+        address: String,
+        spk: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig(refusal: &'static str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ubtc_store::connect(
+            &format!("sqlite:{}", dir.path().join("ops.db").display()),
+            2,
+        )
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let secp = Secp256k1::new();
+        let keys = (1..=3u8)
+            .map(|i| {
+                CompressedPublicKey(SecretKey::from_slice(&[i; 32]).unwrap().public_key(&secp))
+            })
+            .collect();
+        let reserve = SortedMulti::new(2, keys).unwrap();
+        let bitcoin = DevBitcoin::new(100);
+        let settings = ReserveOpsSettings {
+            network: Network::Regtest,
+            reserve,
+            deposit_confirmations: 1,
+            token_confirmations: 1,
+            mint_daily_limit_sats: 10_000_000,
+            release_daily_limit_sats: 10_000_000,
+            fee_rate_sat_vb: 2,
+            batch: 16,
+        };
+        let address = settings.reserve_address();
+        let spk = settings
+            .reserve
+            .script_pubkey(Wrapping::Wsh)
+            .to_hex_string();
+        let ops = ReserveOps::new(
+            store.clone(),
+            Arc::new(bitcoin.clone()),
+            HashMap::new(),
+            Arc::new(Refusing(refusal)),
+            settings,
+        );
+        Rig {
+            ops,
+            store,
+            bitcoin,
+            address,
+            spk,
+            _dir: dir,
+        }
+    }
+
+    fn redeemer() -> String {
+        let secp = Secp256k1::new();
+        let pk = CompressedPublicKey(SecretKey::from_slice(&[9; 32]).unwrap().public_key(&secp));
+        bitcoin::Address::p2wpkh(&pk, Network::Regtest).to_string()
+    }
+
+    async fn confirmed_burn(s: &Arc<dyn Store>, sats: u64) -> Uuid {
+        let b = s
+            .request_burn(
+                &NewBurn {
+                    chain: "ethereum".into(),
+                    amount_sats: sats,
+                    redeemer_address: redeemer(),
+                    created_by: "op".into(),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        s.burn_submitted(b.id, "0xb", "0xraw", Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        s.burn_finished(b.id, true, None, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
+        b.id
+    }
+
+    fn inputs(r: &Release) -> Vec<String> {
+        let req: ReleaseRequest = serde_json::from_str(&r.psbt).unwrap();
+        req.utxos.iter().map(|u| u.txid.clone()).collect()
+    }
+
+    /// Spends `txid:0` outside the workflow (the dev backend does not run scripts).
+    async fn spend_elsewhere(bitcoin: &DevBitcoin, txid: &str) {
+        use bitcoin::hashes::Hash;
+        let tx = bitcoin::Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint::new(txid.parse().unwrap(), 0),
+                ..Default::default()
+            }],
+            output: vec![bitcoin::TxOut {
+                value: bitcoin::Amount::from_sat(1_000),
+                script_pubkey: bitcoin::ScriptBuf::new_p2wsh(
+                    &bitcoin::WScriptHash::from_byte_array([7; 32]),
+                ),
+            }],
+        };
+        bitcoin.broadcast(&release::tx_hex(&tx)).await.unwrap();
+    }
+
+    /// Review finding 4: a UTXO spent by a release that is not final is not picked
+    /// for the next one.
+    #[tokio::test]
+    async fn releases_do_not_share_inputs() {
+        let r = rig("burn_unconfirmed").await;
+        let big = r.bitcoin.fund(&r.address, &r.spk, 500_000);
+        let small = r.bitcoin.fund(&r.address, &r.spk, 300_000);
+        let actor = Actor::system();
+        let b1 = confirmed_burn(&r.store, 100_000).await;
+        let b2 = confirmed_burn(&r.store, 100_000).await;
+        let r1 = r.ops.request_release(&actor, b1, None).await.unwrap();
+        let r2 = r.ops.request_release(&actor, b2, None).await.unwrap();
+        assert_eq!(inputs(&r1), vec![big.txid]);
+        assert_eq!(inputs(&r2), vec![small.txid]);
+        // Both reserve outputs are taken: a third release has nothing left to spend.
+        let b3 = confirmed_burn(&r.store, 100_000).await;
+        let e = r.ops.request_release(&actor, b3, None).await.unwrap_err();
+        assert_eq!(e.code(), "insufficient_reserves");
+    }
+
+    /// Review finding 5: a release the guardians refuse for good fails with the reason
+    /// instead of staying `built`; a refusal that may pass later leaves it waiting.
+    #[tokio::test]
+    async fn a_release_refused_for_good_fails() {
+        let r = rig("burn_unconfirmed").await;
+        r.bitcoin.fund(&r.address, &r.spk, 500_000);
+        let b = confirmed_burn(&r.store, 100_000).await;
+        let rel = r
+            .ops
+            .request_release(&Actor::system(), b, None)
+            .await
+            .unwrap();
+        let t = r.ops.tick().await.unwrap();
+        assert_eq!((t.releases_failed, t.waiting), (0, 1), "{t:?}");
+        let r = Rig {
+            ops: ReserveOps::new(
+                r.store.clone(),
+                Arc::new(r.bitcoin.clone()),
+                HashMap::new(),
+                Arc::new(Refusing("fee_too_high")),
+                r.ops.settings.clone(),
+            ),
+            ..r
+        };
+        let t = r.ops.tick().await.unwrap();
+        assert_eq!(t.releases_failed, 1, "{t:?}");
+        let failed = r.store.get_release(rel.id).await.unwrap().unwrap();
+        assert_eq!(failed.state, ReleaseState::Failed);
+        assert!(failed.last_error.unwrap().contains("fee_too_high"));
+        let audit = r.store.list_audit(None, 100).await.unwrap();
+        assert!(audit.iter().any(|a| a.action == "reserve.release.failed"));
+    }
+
+    /// Review finding 4: a release whose input another transaction spent fails (built:
+    /// before asking the guardians; signed: when its broadcast is refused) instead of
+    /// being retried on every tick.
+    #[tokio::test]
+    async fn a_release_whose_input_was_spent_elsewhere_fails() {
+        let r = rig("burn_unconfirmed").await;
+        let u1 = r.bitcoin.fund(&r.address, &r.spk, 500_000);
+        let u2 = r.bitcoin.fund(&r.address, &r.spk, 400_000);
+        let actor = Actor::system();
+        let built = r
+            .ops
+            .request_release(&actor, confirmed_burn(&r.store, 100_000).await, None)
+            .await
+            .unwrap();
+        let signed = r
+            .ops
+            .request_release(&actor, confirmed_burn(&r.store, 100_000).await, None)
+            .await
+            .unwrap();
+        assert_eq!(inputs(&signed), vec![u2.txid.clone()]);
+        // Stored as signed (the transaction's witness does not matter to the dev node).
+        let req: ReleaseRequest = serde_json::from_str(&signed.psbt).unwrap();
+        let tx = req.plan().unwrap().unsigned;
+        r.store
+            .release_signed(
+                signed.id,
+                &release::tx_hex(&tx),
+                &tx.compute_txid().to_string(),
+                Timestamp::now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        spend_elsewhere(&r.bitcoin, &u1.txid).await;
+        spend_elsewhere(&r.bitcoin, &u2.txid).await;
+        let t = r.ops.tick().await.unwrap();
+        assert_eq!(t.releases_failed, 2, "{t:?}");
+        for id in [built.id, signed.id] {
+            let f = r.store.get_release(id).await.unwrap().unwrap();
+            assert_eq!(f.state, ReleaseState::Failed);
+            assert!(f
+                .last_error
+                .unwrap()
+                .contains("spent by another transaction"));
+        }
+        // Failed: nothing left to retry.
+        let t = r.ops.tick().await.unwrap();
+        assert_eq!((t.releases_failed, t.waiting), (0, 0), "{t:?}");
     }
 }
