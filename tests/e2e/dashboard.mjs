@@ -120,6 +120,24 @@ try {
     check(cell === formatUnits(e.supply_base_units, e.decimals), `supply on ${e.chain}: page ${cell} vs API ${e.supply_base_units}`);
   }
   check((await page.textContent('#btc-block')).includes(String(s.bitcoin_height)), 'Bitcoin block shown');
+  // Each reserve address's balance on the page is the one /v1/reserves gives for the
+  // same snapshot, with its explorer link; together they make the reserve total.
+  check(reserves.addresses.length >= 2, `the test registers a second reserve address (${reserves.addresses.length})`);
+  let addrSum = 0n;
+  for (const a of reserves.addresses) {
+    check(a.balance_sats !== null && a.utxos !== null, `${a.address} counted in the snapshot`);
+    const row = `#addresses tr[data-address="${a.address}"]`;
+    const cell = (await page.textContent(`${row} [data-testid=balance]`)).trim();
+    check(cell === formatUnits(a.balance_sats, 8), `balance of ${a.address}: page ${cell} vs API ${a.balance_sats}`);
+    check((await page.getAttribute(`${row} [data-testid=balance]`, 'data-sats')) === a.balance_sats, `exact sats of ${a.address}`);
+    const href = await page.getAttribute(`${row} td.addr a`, 'href');
+    check(href === `https://mempool.space/testnet4/address/${encodeURIComponent(a.address)}`, `explorer link of ${a.address}: ${href}`);
+    addrSum += BigInt(a.balance_sats);
+  }
+  const snapSum = s.addresses.reduce((t, b) => t + BigInt(b.balance_sats), 0n);
+  check(addrSum === BigInt(s.reserve_sats) && snapSum === addrSum, `address balances add up to the reserve (${addrSum} vs ${s.reserve_sats})`);
+  check(BigInt(s.reserve_sats) > 0n, 'the demo reserve holds bitcoin');
+  summary.addresses = reserves.addresses.map((a) => `${a.address}=${a.balance_sats}`);
   summary.ratio = s.ratio;
   summary.status = word;
 

@@ -171,9 +171,27 @@
     var tx = o.txid || o.tx_hash || null;
     var state = String(o.state);
     if (kind === 'deposit') state += ' (' + o.confirmations + '/' + o.confirmations_needed + ' conf.)';
-    return el('tr', null, td(kind), td(o.id, 'addr'), td(sats, 'num'), td(where, 'addr'),
+    return el('tr', { 'data-op': o.id }, td(kind), td(o.id, 'addr'), td(sats, 'num'), td(where, 'addr'),
       el('td', null, badge(state, 'unknown'), o.last_error ? el('div', { cls: 'note', text: o.last_error }) : null),
+      approvalsCell(o.approvals),
       td(tx, 'addr'), td(o.created_by), td(utc(o.updated_at)));
+  }
+
+  // Each guardian's answer to a mint or release: its key's fingerprint (full key on
+  // hover), the decision in words, the refusal code if any, and when it answered.
+  // Deposits and burns need no guardian approval.
+  function approvalsCell(approvals) {
+    if (!approvals) return td('—');
+    if (!approvals.length) return td('none yet');
+    var list = el('ul', { cls: 'approvals' });
+    approvals.forEach(function (a) {
+      var word = a.decision + (a.reason_code ? ' (' + a.reason_code + ')' : '');
+      list.appendChild(el('li', { 'data-guardian': a.guardian_key },
+        el('code', { title: a.guardian_key, text: a.fingerprint || a.guardian_key.slice(0, 16) }), ' ',
+        badge(word, a.decision === 'approved' ? 'healthy' : 'unhealthy'), ' ',
+        el('span', { cls: 'note', text: utc(a.answered_at || a.recorded_at) })));
+    });
+    return el('td', null, list);
   }
 
   function loadReserveOps() {

@@ -159,17 +159,26 @@
     });
 
     var abody = clear($('addresses').tBodies[0]);
-    if (!r.addresses.length) abody.appendChild(el('tr', null, el('td', { colspan: '5', text: 'No reserve address registered.' })));
-    r.addresses.forEach(function (a) {
-      // The API publishes the reserve total only; with a single address that total
-      // is that address's balance, with several it is not split.
-      var amount = !s ? '—' : r.addresses.length === 1 ? btc(s.reserve_sats) : 'in total above';
-      abody.appendChild(el('tr', null,
+    // Balances are those counted in the snapshot, at its Bitcoin block; an address
+    // counted there but retired since is still listed, so the rows add up to the total.
+    var rows = r.addresses.slice();
+    (s && s.addresses || []).forEach(function (b) {
+      if (!rows.some(function (a) { return a.address === b.address; })) {
+        rows.push({ address: b.address, balance_sats: b.balance_sats, utxos: b.utxos, kind: '—', label: 'no longer registered', since: null });
+      }
+    });
+    if (!rows.length) abody.appendChild(el('tr', null, el('td', { colspan: '6', text: 'No reserve address registered.' })));
+    rows.forEach(function (a) {
+      var counted = s && a.balance_sats !== null && a.balance_sats !== undefined;
+      abody.appendChild(el('tr', { 'data-address': a.address },
         el('td', { cls: 'addr' }, explorerLink(a.address)),
-        el('td', { cls: 'num', text: amount }),
+        el('td', { cls: 'num', 'data-testid': 'balance', 'data-sats': counted ? a.balance_sats : '',
+          title: counted ? 'at block ' + s.bitcoin_height : 'not counted in the latest snapshot',
+          text: counted ? btc(a.balance_sats) : (s ? 'not yet counted' : '—') }),
+        el('td', { cls: 'num', text: counted ? String(a.utxos) : '—' }),
         el('td', { text: a.kind }),
         el('td', { text: a.label || '—' }),
-        el('td', null, el('time', { datetime: a.since, text: utc(a.since) }))));
+        el('td', null, a.since ? el('time', { datetime: a.since, text: utc(a.since) }) : el('span', { text: '—' }))));
     });
 
     labelCells($('chains'));

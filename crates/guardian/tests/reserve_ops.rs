@@ -799,6 +799,43 @@ async fn admin_routes_over_http() {
     let (s, list) = call(Method::GET, "/v1/admin/mints?state=requested", None, true).await;
     assert_eq!(s, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["approvals"], json!([]), "not asked yet");
+    // Once the guardians answered, the list shows each approval: the guardian's key
+    // and fingerprint, the decision, when it answered and when it was recorded.
+    tick(&ops).await;
+    let mint_id: uuid::Uuid = m["id"].as_str().unwrap().parse().unwrap();
+    let stored = w
+        .store
+        .list_op_approvals(OpKind::Mint, mint_id)
+        .await
+        .unwrap();
+    assert!(stored.len() >= 2, "{stored:?}");
+    let (s, list) = call(Method::GET, "/v1/admin/mints", None, true).await;
+    assert_eq!(s, 200);
+    let listed = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == m["id"])
+        .unwrap()["approvals"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(listed.len(), stored.len(), "{list}");
+    for (a, st) in listed.iter().zip(&stored) {
+        assert_eq!(a["guardian_key"], st.guardian_key.as_str());
+        let key: bitcoin::secp256k1::PublicKey = st.guardian_key.parse().unwrap();
+        assert_eq!(
+            a["fingerprint"],
+            ubtc_guardian::keystore::fingerprint(&key),
+            "{a}"
+        );
+        assert_eq!(a["decision"], "approved", "{a}");
+        assert!(
+            a["reason_code"].is_null() && a["answered_at"].is_string(),
+            "{a}"
+        );
+    }
     let (s, v) = call(Method::GET, "/v1/admin/mints?state=bogus", None, true).await;
     assert_eq!((s, code(&v).as_str()), (400, "invalid_status"));
     for path in [

@@ -36,6 +36,20 @@ fn seed_history(data: &Path) {
         let url = format!("sqlite:{}", data.join("ubtc.db").display());
         let store = ubtc_store::SqliteStore::connect(&url, 1).await.unwrap();
         store.migrate().await.unwrap();
+        // A second reserve address next to the demo's own (empty: the dev Bitcoin
+        // backend holds nothing for it), so the page must show each balance apart.
+        store
+            .add_reserve_address(
+                &ubtc_store::NewReserveAddress {
+                    address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+                    descriptor: String::new(),
+                    kind: "p2wpkh".into(),
+                    label: Some("cold storage".into()),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
         let now = Timestamp::now().as_millis();
         let supply_sats = 200_000_000u64;
         for i in (1..=48i64).rev() {

@@ -8,9 +8,11 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use ubtc_bitcoin::release::ReleaseError;
+use ubtc_core::Timestamp;
 use ubtc_pipeline::reserve_ops::{Actor, DepositRequest, OpsError, ReserveOps};
 use ubtc_store::reserve_ops::{
-    Burn, BurnState, Deposit, DepositState, Mint, MintState, OpRefusal, Release, ReleaseState,
+    Burn, BurnState, Deposit, DepositState, Mint, MintState, OpApproval, OpKind, OpRefusal,
+    Release, ReleaseState,
 };
 
 use super::Principal;
@@ -105,6 +107,84 @@ pub struct List<T> {
     items: Vec<T>,
 }
 
+// ----- guardian approvals -----
+
+/// One guardian's recorded answer to a mint or release, as the admin lists show it.
+/// The store keeps the answers that approved (a refusal is logged, not stored), so
+/// `decision` is `approved` unless the stored answer says otherwise.
+#[derive(Debug, Serialize)]
+pub struct ApprovalView {
+    /// The guardian's compressed public key, hex.
+    pub guardian_key: String,
+    /// First 8 bytes of SHA-256 of that key, hex (as `ubtc keys` prints it).
+    pub fingerprint: Option<String>,
+    /// `approved` or `refused`, read from the guardian's signed answer.
+    pub decision: String,
+    /// The guardian's refusal code, when it refused.
+    pub reason_code: Option<String>,
+    /// When the guardian answered (its own clock, from the signed answer).
+    pub answered_at: Option<Timestamp>,
+    /// When the coordinator recorded the answer.
+    pub recorded_at: Timestamp,
+}
+
+impl From<&OpApproval> for ApprovalView {
+    fn from(a: &OpApproval) -> Self {
+        use sha2::Digest;
+        let fingerprint = hex::decode(&a.guardian_key)
+            .ok()
+            .map(|k| hex::encode(&sha2::Sha256::digest(k)[..8]));
+        // The stored answer is the signed envelope `{body, signer, signature}` whose
+        // body is the answer's JSON text; it was verified before it was recorded.
+        let body: Option<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&a.answer)
+            .ok()
+            .and_then(|env| {
+                env.get("body")
+                    .and_then(|b| b.as_str())
+                    .and_then(|b| serde_json::from_str(b).ok())
+            });
+        let outcome = body.as_ref().and_then(|b| b.get("outcome"));
+        let text = |v: Option<&serde_json::Value>, k: &str| {
+            v.and_then(|v| v.get(k))
+                .and_then(|x| x.as_str())
+                .map(str::to_owned)
+        };
+        Self {
+            guardian_key: a.guardian_key.clone(),
+            fingerprint,
+            decision: text(outcome, "decision").unwrap_or_else(|| "approved".into()),
+            reason_code: text(outcome, "code"),
+            answered_at: body
+                .as_ref()
+                .and_then(|b| b.get("at"))
+                .and_then(|t| serde_json::from_value(t.clone()).ok()),
+            recorded_at: a.created_at,
+        }
+    }
+}
+
+/// A mint or release with its guardians' answers.
+#[derive(Serialize)]
+pub struct WithApprovals<T> {
+    #[serde(flatten)]
+    op: T,
+    approvals: Vec<ApprovalView>,
+}
+
+async fn approvals(
+    state: &ApiState,
+    kind: OpKind,
+    id: uuid::Uuid,
+) -> Result<Vec<ApprovalView>, ApiError> {
+    Ok(state
+        .store
+        .list_op_approvals(kind, id)
+        .await?
+        .iter()
+        .map(ApprovalView::from)
+        .collect())
+}
+
 // ----- deposits -----
 
 pub async fn record_deposit(
@@ -167,13 +247,19 @@ pub async fn list_mints(
     State(state): State<ApiState>,
     _principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<List<Mint>>, ApiError> {
+) -> Result<Json<List<WithApprovals<Mint>>>, ApiError> {
     let s = q
         .state
         .as_deref()
         .map(|s| MintState::parse(s).map_err(|_| bad_state(s)))
         .transpose()?;
-    let items = state.store.list_mints(s, q.limit()?).await?;
+    let mints = state.store.list_mints(s, q.limit()?).await?;
+    // One read per listed mint: lists are bounded by `limit` and read by people.
+    let mut items = Vec::with_capacity(mints.len());
+    for m in mints {
+        let approvals = approvals(&state, OpKind::Mint, m.id).await?;
+        items.push(WithApprovals { op: m, approvals });
+    }
     Ok(Json(List { items }))
 }
 
@@ -246,12 +332,17 @@ pub async fn list_releases(
     State(state): State<ApiState>,
     _principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<List<Release>>, ApiError> {
+) -> Result<Json<List<WithApprovals<Release>>>, ApiError> {
     let s = q
         .state
         .as_deref()
         .map(|s| ReleaseState::parse(s).map_err(|_| bad_state(s)))
         .transpose()?;
-    let items = state.store.list_releases(s, q.limit()?).await?;
+    let releases = state.store.list_releases(s, q.limit()?).await?;
+    let mut items = Vec::with_capacity(releases.len());
+    for r in releases {
+        let approvals = approvals(&state, OpKind::Release, r.id).await?;
+        items.push(WithApprovals { op: r, approvals });
+    }
     Ok(Json(List { items }))
 }
