@@ -17,7 +17,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use solana_stand_in::{key, stand_in, Decoded};
 use ubtc_chains::evm::RetryPolicy;
-use ubtc_chains::solana::minter::{MinterKey, SolanaMinter, Submitted, TokenOp, TxStatus};
+use ubtc_chains::solana::minter::{
+    MinterKey, SolanaBurn, SolanaMinter, SolanaTokenReader, Submitted, TokenOp, TxStatus,
+};
 use ubtc_chains::solana::wire::{
     base58_decode, base58_encode, MEMO_V2_PROGRAM_ID, TOKEN_PROGRAM_ID,
 };
@@ -256,4 +258,105 @@ async fn bad_operations_are_refused_before_signing() {
     assert!(node.lock().unwrap().received.is_empty());
     // The base58 helpers agree with the stand-in's view of the token program.
     assert_eq!(base58_decode(TOKEN_PROGRAM_ID).unwrap().len(), 32);
+}
+
+/// A `getTransaction` (`jsonParsed`) answer holding the given top-level instructions.
+fn parsed_tx(signature: &str, err: Value, instructions: Value) -> Value {
+    json!({
+        "slot": 372_161_901,
+        "blockTime": 1_760_000_000,
+        "meta": {"err": err, "fee": 5000},
+        "transaction": {
+            "signatures": [signature],
+            "message": {"recentBlockhash": key("bh"), "instructions": instructions},
+        },
+    })
+}
+
+fn burn_ix(kind: &str, mint: &str, authority: &str, amount: u64) -> Value {
+    let info = if kind == "burn" {
+        json!({"account": key("ta"), "mint": mint, "authority": authority, "amount": amount.to_string()})
+    } else {
+        json!({"account": key("ta"), "mint": mint, "authority": authority,
+               "tokenAmount": {"amount": amount.to_string(), "decimals": 8}})
+    };
+    json!({"programId": TOKEN_PROGRAM_ID, "program": "spl-token", "stackHeight": null,
+           "parsed": {"type": kind, "info": info}})
+}
+
+#[tokio::test]
+async fn burns_are_read_back_from_their_transaction() {
+    let (url, node) = stand_in().await;
+    let reader = SolanaTokenReader::new(&config(&url)).unwrap();
+    let (mint, owner) = (key("mint"), key("minter"));
+    let memo = json!({"programId": MEMO_V2_PROGRAM_ID, "parsed": "ubtc burn"});
+    let set = |sig: &str, tx: Value| {
+        node.lock().unwrap().transactions.insert(sig.to_owned(), tx);
+    };
+    // burn + burnChecked of the mint by one authority: summed.
+    set(
+        "ok",
+        parsed_tx(
+            "ok",
+            Value::Null,
+            json!([
+                burn_ix("burn", &mint, &owner, 600),
+                memo,
+                burn_ix("burnChecked", &mint, &owner, 400)
+            ]),
+        ),
+    );
+    assert_eq!(
+        reader.burn("ok").await.unwrap(),
+        Some(SolanaBurn {
+            authority: owner.clone(),
+            amount: 1000,
+            slot: 372_161_901
+        })
+    );
+    // Failed on chain, another mint's burn, unknown signature: no burn.
+    set(
+        "failed",
+        parsed_tx(
+            "failed",
+            json!({"InstructionError": [0, {"Custom": 1}]}),
+            json!([burn_ix("burn", &mint, &owner, 5)]),
+        ),
+    );
+    set(
+        "other",
+        parsed_tx(
+            "other",
+            Value::Null,
+            json!([burn_ix("burn", &key("other mint"), &owner, 5)]),
+        ),
+    );
+    for sig in ["failed", "other", "unknown"] {
+        assert_eq!(reader.burn(sig).await.unwrap(), None, "{sig}");
+    }
+    // Several authorities in one transaction, or an answer for another transaction:
+    // refused, not guessed.
+    set(
+        "two",
+        parsed_tx(
+            "two",
+            Value::Null,
+            json!([
+                burn_ix("burn", &mint, &owner, 1),
+                burn_ix("burn", &mint, &key("someone"), 1)
+            ]),
+        ),
+    );
+    assert!(matches!(
+        reader.burn("two").await,
+        Err(ChainError::BadResponse(_))
+    ));
+    set("swapped", parsed_tx("ok", Value::Null, json!([])));
+    assert!(matches!(
+        reader.burn("swapped").await,
+        Err(ChainError::BadResponse(_))
+    ));
+    // Supply and decimals as the node reports them.
+    node.lock().unwrap().supply = (123_456, 8);
+    assert_eq!(reader.supply().await.unwrap(), (123_456, 8));
 }

@@ -54,6 +54,8 @@ pub struct Node {
     pub token_accounts: HashMap<String, String>,
     /// Owner → its token accounts (`getTokenAccountsByOwner`, of any mint asked).
     pub owned: HashMap<String, Vec<String>>,
+    /// Signature → `getTransaction` answer (`jsonParsed`); absent: `null`.
+    pub transactions: HashMap<String, Value>,
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -205,6 +207,10 @@ impl Node {
                 }))
             }
             "getBlockHeight" => Ok(json!(self.block_height)),
+            "getTransaction" => {
+                let sig = params[0].as_str().unwrap_or_default();
+                Ok(self.transactions.get(sig).cloned().unwrap_or(Value::Null))
+            }
             "getTokenSupply" => Ok(json!({
                 "context": {"apiVersion": "2.2.7", "slot": 372_161_950},
                 "value": {"amount": self.supply.0.to_string(), "decimals": self.supply.1,
