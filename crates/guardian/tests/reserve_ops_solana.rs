@@ -271,6 +271,51 @@ async fn a_solana_mint_goes_through_reserve_ops_signed_for_the_approved_amount()
     // Nothing was sent once the node had a status for it: still the three sends.
     assert_eq!(node.lock().unwrap().received.len(), 3);
 
+    // ---- a burn from the minter's own token account, signed for the requested amount
+    let minter_account = key("minter ta");
+    {
+        let mut n = node.lock().unwrap();
+        n.supply = (600_000, 8);
+        n.owned
+            .insert(minter_address.clone(), vec![minter_account.clone()]);
+    }
+    let redeemer = {
+        let k = SecretKey::from_slice(&[0x5a; 32]).unwrap();
+        let pk = CompressedPublicKey(k.public_key(&bitcoin::secp256k1::Secp256k1::new()));
+        bitcoin::Address::p2wpkh(&pk, Network::Regtest).to_string()
+    };
+    let burn = ops
+        .request_burn(&op, CHAIN, &json!("200000"), &redeemer)
+        .await
+        .unwrap();
+    let t = ops.tick().await.unwrap();
+    assert_eq!(t.burns_submitted, 1, "{t:?}");
+    let b = store.get_burn(burn.id).await.unwrap().unwrap();
+    assert_eq!(b.state, BurnState::Submitted);
+    let burn_sig = b.tx_hash.clone().unwrap();
+    let got = node.lock().unwrap().received.clone();
+    let sent = got.iter().find(|r| r.signature == burn_sig).unwrap();
+    assert_eq!(sent.signer, minter_address);
+    let mut data = vec![8u8];
+    data.extend_from_slice(&200_000u64.to_le_bytes());
+    assert_eq!(
+        sent.instructions,
+        vec![Decoded {
+            program: TOKEN_PROGRAM_ID.into(),
+            accounts: vec![minter_account.clone(), mint.clone(), minter_address.clone()],
+            data,
+        }]
+    );
+    node.lock().unwrap().statuses.insert(
+        burn_sig.clone(),
+        json!({"slot": 372_162_000, "confirmations": null, "err": null, "status": {"Ok": null}, "confirmationStatus": "finalized"}),
+    );
+    assert_eq!(ops.tick().await.unwrap().burns_finished, 1);
+    assert_eq!(
+        store.get_burn(burn.id).await.unwrap().unwrap().state,
+        BurnState::Confirmed
+    );
+
     // ---- the supply is read through the same minter (8 decimals required)
     node.lock().unwrap().supply = (600_000, 8);
     assert_eq!(token_minter.total_supply_sats().await.unwrap(), 600_000);
