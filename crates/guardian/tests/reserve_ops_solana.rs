@@ -150,24 +150,28 @@ async fn a_solana_mint_goes_through_reserve_ops_signed_for_the_approved_amount()
     .await
     .unwrap();
     store.migrate().await.unwrap();
-    let mut minters: HashMap<String, Arc<dyn TokenMinter>> = HashMap::new();
-    minters.insert(CHAIN.into(), token_minter.clone());
-    let ops = ReserveOps::new(
-        store.clone(),
-        Arc::new(bitcoin.clone()),
-        minters,
-        client,
-        ReserveOpsSettings {
-            network: Network::Regtest,
-            reserve: reserve.clone(),
-            deposit_confirmations: 3,
-            token_confirmations: 12,
-            mint_daily_limit_sats: 10_000_000,
-            release_daily_limit_sats: 10_000_000,
-            fee_rate_sat_vb: 5,
-            batch: 16,
-        },
-    );
+    // One ReserveOps per "process": a restart gets a fresh minter (nothing in memory).
+    let make_ops = |m: Arc<SolanaTokenMinter>| {
+        let mut minters: HashMap<String, Arc<dyn TokenMinter>> = HashMap::new();
+        minters.insert(CHAIN.into(), m);
+        ReserveOps::new(
+            store.clone(),
+            Arc::new(bitcoin.clone()),
+            minters,
+            client.clone(),
+            ReserveOpsSettings {
+                network: Network::Regtest,
+                reserve: reserve.clone(),
+                deposit_confirmations: 3,
+                token_confirmations: 12,
+                mint_daily_limit_sats: 10_000_000,
+                release_daily_limit_sats: 10_000_000,
+                fee_rate_sat_vb: 5,
+                batch: 16,
+            },
+        )
+    };
+    let ops = make_ops(token_minter.clone());
     let op = Actor {
         name: "operator:alice".into(),
         ip: None,
@@ -315,6 +319,49 @@ async fn a_solana_mint_goes_through_reserve_ops_signed_for_the_approved_amount()
         store.get_burn(burn.id).await.unwrap().unwrap().state,
         BurnState::Confirmed
     );
+
+    // ---- a burn that never lands: after a restart (fresh minter, nothing in memory) it
+    // is resent, then finishes as failed once the finalized block height is past its
+    // last valid height — it can no longer land, so nothing was burned.
+    let lost = ops
+        .request_burn(&op, CHAIN, &json!("1000"), &redeemer)
+        .await
+        .unwrap();
+    assert_eq!(ops.tick().await.unwrap().burns_submitted, 1);
+    let lost_sig = store
+        .get_burn(lost.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .tx_hash
+        .unwrap();
+    let restarted = make_ops(Arc::new(SolanaTokenMinter::new(
+        SolanaMinter::new(
+            &solana_config(&url),
+            MinterKey::from_secret(seed.secret_bytes()),
+        )
+        .unwrap(),
+        &mint,
+    )));
+    let t = restarted.tick().await.unwrap();
+    assert_eq!(t.burns_finished, 0, "still valid: resent, waiting");
+    let sends = |sig: &str| {
+        node.lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| r.signature == sig)
+            .count()
+    };
+    let resent = sends(&lost_sig);
+    assert!(resent >= 2, "{resent}");
+    node.lock().unwrap().block_height += 151;
+    assert_eq!(restarted.tick().await.unwrap().burns_finished, 1);
+    assert_eq!(
+        store.get_burn(lost.id).await.unwrap().unwrap().state,
+        BurnState::Failed
+    );
+    assert_eq!(sends(&lost_sig), resent, "not sent again once expired");
 
     // ---- the supply is read through the same minter (8 decimals required)
     node.lock().unwrap().supply = (600_000, 8);

@@ -2,7 +2,8 @@
 //! the workflow's EVM-shaped records.
 //!
 //! The stored "transaction" of a mint or burn is the base58 signature (its `hash`,
-//! the transaction id) and the base64 wire bytes (its `raw`), so a worker that died
+//! the transaction id) and `LAST_VALID_BLOCK_HEIGHT:BASE64` of the wire bytes (its
+//! `raw`; the height tells when an unlanded transaction has expired), so a worker that died
 //! between storing and sending sends the same bytes again: the cluster deduplicates by
 //! signature, never a second mint. A "receipt" is the signature's status: reached
 //! at the chain's commitment (`finalized` by default) it reports `u64::MAX`
@@ -76,7 +77,11 @@ impl SolanaTokenMinter {
         }
         Ok(SignedEvmTx {
             hash: signed.tx.signature,
-            raw: base64::engine::general_purpose::STANDARD.encode(&signed.tx.wire),
+            raw: format!(
+                "{}:{}",
+                signed.last_valid_block_height,
+                base64::engine::general_purpose::STANDARD.encode(&signed.tx.wire)
+            ),
             // Not a nonce on Solana: the height after which it can no longer land.
             nonce: signed.last_valid_block_height,
         })
@@ -119,10 +124,22 @@ impl TokenMinter for SolanaTokenMinter {
         .await
     }
 
+    /// `tx.raw` is `LAST_VALID_BLOCK_HEIGHT:BASE64`. The height is remembered before
+    /// sending, so a process that did not sign it (a restart) still learns when the
+    /// transaction can no longer land, even if the node refuses the resend.
     async fn send(&self, tx: &SignedEvmTx) -> Result<(), ChainError> {
+        let bad = |m: String| ChainError::Misconfigured(format!("stored Solana transaction: {m}"));
+        let (height, b64) = tx
+            .raw
+            .split_once(':')
+            .ok_or_else(|| bad("not LAST_VALID_BLOCK_HEIGHT:BASE64".into()))?;
+        let height: u64 = height.parse().map_err(|e| bad(format!("height: {e}")))?;
         let wire = base64::engine::general_purpose::STANDARD
-            .decode(&tx.raw)
-            .map_err(|e| ChainError::Misconfigured(format!("stored Solana transaction: {e}")))?;
+            .decode(b64)
+            .map_err(|e| bad(e.to_string()))?;
+        if let Ok(mut m) = self.valid_until.lock() {
+            m.insert(tx.hash.clone(), height);
+        }
         self.minter.send_wire(&wire, &tx.hash).await
     }
 
