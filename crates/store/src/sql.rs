@@ -1021,7 +1021,9 @@ macro_rules! impl_store {
                     .bind(block_hash)
                     .fetch_all(self.reader())
                     .await?;
-                rows.into_iter().map(ReserveAddressBalance::try_from).collect()
+                rows.into_iter()
+                    .map(ReserveAddressBalance::try_from)
+                    .collect()
             }
 
             async fn reserve_history(
