@@ -913,9 +913,23 @@ pub struct GuardianReserveOpsConfig {
 #[serde(deny_unknown_fields)]
 pub struct GuardianTokenConfig {
     pub chain: String,
+    /// `evm` (default) or `solana`.
+    #[serde(default)]
+    pub kind: TokenChainKind,
     pub rpc_url: String,
-    /// The WrappedBTC contract.
+    /// The WrappedBTC contract (`evm`) or the wrapped token's SPL mint (`solana`).
     pub token: String,
+    /// `solana`: `finalized` (default) or `confirmed`.
+    #[serde(default)]
+    pub commitment: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenChainKind {
+    #[default]
+    Evm,
+    Solana,
 }
 
 impl ReserveGuardian {
@@ -947,9 +961,31 @@ impl ReserveGuardian {
         }
         let mut tokens: HashMap<String, Arc<dyn TokenView>> = HashMap::new();
         for t in &r.tokens {
-            let view = EvmTokenView::new(&t.rpc_url, &t.token, RetryPolicy::default())
-                .map_err(|e| invalid(format!("{}: {e}", t.chain)))?;
-            tokens.insert(t.chain.clone(), Arc::new(view));
+            let err = |e: ChainError| invalid(format!("{}: {e}", t.chain));
+            let view: Arc<dyn TokenView> = match t.kind {
+                TokenChainKind::Evm => Arc::new(
+                    EvmTokenView::new(&t.rpc_url, &t.token, RetryPolicy::default()).map_err(err)?,
+                ),
+                TokenChainKind::Solana => {
+                    let chain = ubtc_core::ChainId::parse(&t.chain)
+                        .map_err(|e| invalid(format!("{}: {e}", t.chain)))?;
+                    // The payment address is not used by the token view.
+                    let mut c = ubtc_chains::solana::SolanaConfig::new(chain, &t.rpc_url, &t.token);
+                    c.token_mint = Some(t.token.clone());
+                    if let Some(level) = &t.commitment {
+                        c.commitment =
+                            ubtc_chains::solana::Commitment::parse(level).map_err(err)?;
+                    }
+                    Arc::new(crate::solana_view::SolanaTokenView::new(&c).map_err(err)?)
+                }
+            };
+            if t.kind == TokenChainKind::Evm && t.commitment.is_some() {
+                return Err(invalid(format!(
+                    "{}: commitment is for kind \"solana\"",
+                    t.chain
+                )));
+            }
+            tokens.insert(t.chain.clone(), view);
         }
         let coordinators = config.coordinator_keys()?;
         let policy = ReservePolicy {
@@ -1074,5 +1110,39 @@ mod tests {
         assert!(ReserveGuardian::from_config(&c, keys[0].clone())
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn guardian_toml_solana_token_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+        let hex: Vec<String> = keys.iter().map(GuardianKey::public_hex).collect();
+        let path = dir.path().join("reserve.jsonl");
+        let mint = "So11111111111111111111111111111111111111112";
+        let solana = format!(
+            "[[reserve_ops.tokens]]\nchain = \"solana\"\nkind = \"solana\"\n\
+             rpc_url = \"http://127.0.0.1:1\"\ntoken = \"{mint}\"\ncommitment = \"confirmed\"\n"
+        );
+        let build = |extra: &str| {
+            let text = format!("{}{extra}", config_text(&hex, &path));
+            let config = crate::GuardianConfig::parse(&text).unwrap();
+            ReserveGuardian::from_config(&config, keys[0].clone())
+        };
+        let g = build(&solana).unwrap().unwrap();
+        assert!(g.tokens.contains_key("solana") && g.tokens.contains_key("ethereum"));
+        // A mint that is not a base58 key, an unknown commitment, or a commitment on
+        // an EVM token chain: refused.
+        for bad in [
+            solana.replace(mint, "0x00000000000000000000000000000000000000aa"),
+            solana.replace("\"confirmed\"", "\"processed\""),
+        ] {
+            assert!(build(&bad).is_err(), "{bad}");
+        }
+        let evm_with_commitment = solana
+            .replace("kind = \"solana\"\n", "")
+            .replace("chain = \"solana\"", "chain = \"base\"")
+            .replace(mint, "0x00000000000000000000000000000000000000bb");
+        assert!(build(&evm_with_commitment.replace("commitment = \"confirmed\"\n", "")).is_ok());
+        assert!(build(&evm_with_commitment).is_err());
     }
 }
