@@ -288,6 +288,10 @@ impl WebhookWorker {
             .await?;
         let mut out = WebhookTick::default();
         for event in due {
+            // An event nobody asked for (no callback URL, no subscribed consumer) is
+            // kept as a dead letter, so that a consumer registered later can have it
+            // redelivered; it is not a failure worth a warning.
+            let mut unaddressed = false;
             let outcome = if event.attempts == 0 {
                 // First sight of the event: one delivery row per subscribed consumer
                 // (idempotent, so a crash before the outcome below is recorded, or a
@@ -298,9 +302,12 @@ impl WebhookWorker {
                     // No callback URL: the outbox row's job is done once the consumer
                     // deliveries exist; they carry the attempts from here.
                     (None, n) if n > 0 => OutboxOutcome::Delivered,
-                    (None, _) => OutboxOutcome::Dead {
-                        error: "no callback URL and no subscribed consumer".into(),
-                    },
+                    (None, _) => {
+                        unaddressed = true;
+                        OutboxOutcome::Dead {
+                            error: "no callback URL and no subscribed consumer".into(),
+                        }
+                    }
                 }
             } else {
                 self.attempt(&event).await
@@ -313,6 +320,10 @@ impl WebhookWorker {
                 OutboxOutcome::Retry { .. } => {
                     out.retrying += 1;
                     "retry"
+                }
+                OutboxOutcome::Dead { .. } if unaddressed => {
+                    out.dead += 1;
+                    "unaddressed"
                 }
                 OutboxOutcome::Dead { .. } => {
                     out.dead += 1;
@@ -343,6 +354,9 @@ impl WebhookWorker {
                     error,
                 } => {
                     tracing::info!(event = %event.event_id, attempt = event.attempts + 1, retry_at = %next_attempt_at, error = %error, "webhook failed; will retry");
+                }
+                OutboxOutcome::Dead { .. } if unaddressed => {
+                    tracing::debug!(event = %event.event_id, kind = %event.event_type, "webhook event has no recipient; kept for redelivery");
                 }
                 OutboxOutcome::Dead { error } => {
                     tracing::warn!(event = %event.event_id, kind = %event.event_type, attempts = event.attempts + 1, error = %error, "webhook dead-lettered");
