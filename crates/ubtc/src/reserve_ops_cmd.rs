@@ -423,3 +423,43 @@ pub async fn run_cli(
         ReserveCommand::Ops { .. } => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_solana_chain_gets_a_minter_from_its_encrypted_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mint = "MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr";
+        let path = dir.path().join("ubtc.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[chains]]\nname = \"solana\"\nkind = \"solana\"\nmin_payment = \"1\"\n\
+                 confirmations = 32\nrpc_url = \"http://127.0.0.1:1\"\n\
+                 payment_address = \"9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM\"\n\
+                 token_contract = \"{mint}\"\ncommitment = \"confirmed\"\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &Default::default()).unwrap();
+        let secret = bitcoin::secp256k1::SecretKey::new(&mut rand::thread_rng());
+        let pass = Passphrase::new("solana minter passphrase").unwrap();
+        let keystore_path = dir.path().join("solana-minter.json");
+        ubtc_guardian::reserve_ops::store_minter_key(&keystore_path, secret, &pass).unwrap();
+
+        let minter = solana_minter(&config.chains[0], mint, &keystore_path, &pass).unwrap();
+        assert_eq!(
+            minter.address(),
+            MinterKey::from_secret(secret.secret_bytes()).address()
+        );
+        assert!(!format!("{minter:?}").contains(&format!("{:?}", secret.secret_bytes())));
+        // A wrong passphrase or a missing file: refused, no minter.
+        let wrong = Passphrase::new("another passphrase").unwrap();
+        assert!(solana_minter(&config.chains[0], mint, &keystore_path, &wrong).is_err());
+        let missing = dir.path().join("none.json");
+        assert!(solana_minter(&config.chains[0], mint, &missing, &pass).is_err());
+    }
+}
