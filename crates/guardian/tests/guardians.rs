@@ -312,6 +312,96 @@ async fn rate_limited_per_chain() {
     }
 }
 
+/// A proxy in front of a guardian that waits `delay_ms`, then flips one bit of the
+/// partial signature of item `item` of every batch answer and re-signs the answer
+/// with the guardian's own identity key (the envelope verifies, that partial must not).
+#[derive(Clone)]
+struct Tamperer {
+    upstream: String,
+    key: GuardianKey,
+    item: usize,
+    delay_ms: u64,
+}
+
+async fn tamper_item(State(p): State<Arc<Tamperer>>, Json(env): Json<Envelope>) -> Json<Envelope> {
+    let sealed = send_batch(&p.upstream, &env).await;
+    tokio::time::sleep(std::time::Duration::from_millis(p.delay_ms)).await;
+    let mut batch = open_batch(&sealed, &p.key);
+    if let Outcome::Approved { partial, .. } = &mut batch.answers[p.item].outcome {
+        let sig = &mut partial.signatures[0];
+        let i = sig.len() - 10;
+        sig[i] ^= 1;
+    }
+    Json(protocol::seal(protocol::BATCH_ANSWER_TAG, &batch, &p.key).unwrap())
+}
+
+async fn tamper_proxy(h: &Harness, guardian: usize, item: usize, delay_ms: u64) -> String {
+    let proxy = Arc::new(Tamperer {
+        upstream: h.urls[guardian].clone(),
+        key: h.keys[guardian].clone(),
+        item,
+        delay_ms,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new()
+        .route("/v1/sign_batch", post(tamper_item))
+        .with_state(proxy);
+    tokio::spawn(ubtc_guardian::server::serve(
+        listener,
+        router,
+        h.cancel.clone(),
+    ));
+    url
+}
+
+/// Completion at M, in one round of two statements A and B: g2 answers both, g3
+/// answers with a bad partial for B, then g1 (delayed) answers with a bad partial for
+/// A. A already has g2 and g3 when g1's answer comes in, so g1's partial for A is not
+/// verified and is recorded as `late`, never counted; B still needs g1, so its partial
+/// is verified and counts. Both bundles verify.
+#[tokio::test]
+async fn completes_at_m_late_partials_are_not_verified_and_never_count() {
+    let h = Harness::new(three()).await;
+    let mut endpoints = h.endpoints();
+    endpoints[0].url = tamper_proxy(&h, 0, 0, 400).await;
+    endpoints[2].url = tamper_proxy(&h, 2, 1, 0).await;
+    let c = h.coordinator_with(endpoints, 2);
+    let a = h.statement(&h.pay("statement A", 3)).await;
+    let b = h.statement(&h.pay("statement B", 3)).await;
+    let mut results = c.sign_batch(&[a.clone(), b.clone()]).await.into_iter();
+    let signed_a = results.next().unwrap().unwrap();
+    let signed_b = results.next().unwrap().unwrap();
+    let decisions = |s: &SignedStatement| -> Vec<(ApprovalDecision, Option<String>)> {
+        s.approvals
+            .iter()
+            .map(|a| (a.decision, a.reason_code.clone()))
+            .collect()
+    };
+    assert_eq!(
+        decisions(&signed_a),
+        vec![
+            (ApprovalDecision::Refused, Some("late".to_owned())),
+            (ApprovalDecision::Approved, None),
+            (ApprovalDecision::Approved, None),
+        ]
+    );
+    assert!(
+        signed_a.approvals[0].signature.is_some(),
+        "the late answer's batch signature verified"
+    );
+    assert_eq!(
+        decisions(&signed_b),
+        vec![
+            (ApprovalDecision::Approved, None),
+            (ApprovalDecision::Approved, None),
+            (ApprovalDecision::Refused, Some("bad_partial".to_owned())),
+        ]
+    );
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&a, signed_a)).is_valid());
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&b, signed_b)).is_valid());
+}
+
 /// A guardian that flips one bit of its partial signature and re-signs the answer with
 /// its own identity key: the envelope verifies, the partial must not.
 #[tokio::test]
@@ -353,15 +443,31 @@ async fn tampered_partial_rejected_by_coordinator() {
     let c = h.coordinator_with(endpoints.clone(), 2);
     let s = h.statement(&h.pay("tamper", 3)).await;
     let signed = c.sign(&s).await.unwrap();
+    // The round completes at M: g1's answer is verified and rejected if it came in
+    // while it was needed, or recorded unverified and uncounted if g2 and g3 were
+    // faster; it never counts.
     let g1 = &signed.approvals[0];
     assert_eq!(g1.decision, ApprovalDecision::Refused);
-    assert_eq!(g1.reason_code.as_deref(), Some("bad_partial"));
+    assert!(
+        matches!(
+            g1.reason_code.as_deref(),
+            Some("bad_partial" | "late" | "no_answer_needed")
+        ),
+        "{g1:?}"
+    );
     assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
-    // With g3 gone, the tampered partial cannot make up the quorum.
+    // With g3 gone, g1's partial is needed, so it is verified, and the tampered
+    // partial cannot make up the quorum.
     endpoints[2].url = "http://127.0.0.1:9".into();
     let c = h.coordinator_with(endpoints, 2);
     let s = h.statement(&h.pay("tamper again", 3)).await;
-    assert!(matches!(c.sign(&s).await, Err(SignFailure::Retry(_))));
+    match c.sign(&s).await {
+        Err(SignFailure::Retry(r)) => {
+            assert!(r.detail.contains("1 of 2"), "{}", r.detail);
+            assert!(r.detail.contains("g1: bad_partial"), "{}", r.detail);
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
 }
 
 /// One batch, one coordinator signature: every item is checked, recorded and answered
