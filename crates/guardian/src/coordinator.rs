@@ -205,25 +205,31 @@ impl Coordinator {
         }
     }
 
-    fn note(&self, index: usize, payment: String, judged: &Judged, answered: bool) {
+    /// Records one guardian's answers to a round on the board, under one lock. Only
+    /// the last [`RECENT_ANSWERS`] items can stay in `recent`, so only those are noted
+    /// (the same board as noting each item in turn, without formatting every payment).
+    fn note_row(&self, index: usize, statements: &[&Statement], row: &[(Judged, bool)]) {
         let mut board = self.board.lock().unwrap_or_else(|e| e.into_inner());
         let Some(status) = board.get_mut(index) else {
             return;
         };
         let now = Timestamp::now();
-        if answered {
+        if row.iter().any(|(_, answered)| *answered) {
             status.last_seen = Some(now);
         }
-        let (decision, reason_code) = match judged {
-            Judged::Approved { .. } => ("approved".to_owned(), None),
-            Judged::Refused { code, .. } => ("refused".to_owned(), Some(code.clone())),
-        };
-        status.recent.push_front(RecentAnswer {
-            at: now,
-            payment,
-            decision,
-            reason_code,
-        });
+        let skip = row.len().saturating_sub(RECENT_ANSWERS);
+        for (statement, (judged, _)) in statements.iter().zip(row).skip(skip) {
+            let (decision, reason_code) = match judged {
+                Judged::Approved { .. } => ("approved".to_owned(), None),
+                Judged::Refused { code, .. } => ("refused".to_owned(), Some(code.clone())),
+            };
+            status.recent.push_front(RecentAnswer {
+                at: now,
+                payment: statement.payment.to_string(),
+                decision,
+                reason_code,
+            });
+        }
         status.recent.truncate(RECENT_ANSWERS);
     }
 
@@ -425,41 +431,48 @@ impl Coordinator {
                 break;
             };
             let guardian = &self.guardians[g];
-            let mut row = Vec::with_capacity(n);
-            match fetched {
-                Err((code, detail)) => {
-                    for statement in statements {
+            let row: Vec<(Judged, bool)> = match fetched {
+                Err((code, detail)) => (0..n)
+                    .map(|_| {
                         let j = Judged::Refused {
                             code: code.to_owned(),
                             detail: detail.clone(),
                             signature: None,
                         };
-                        self.note(g, statement.payment.to_string(), &j, false);
-                        row.push(j);
-                    }
-                }
+                        (j, false)
+                    })
+                    .collect(),
                 Ok((answer, signature)) => {
-                    for (i, item) in answer.answers.into_iter().enumerate() {
-                        // A statement that already has M verified partials does not
-                        // need this one: it is not verified, so it must not count.
-                        let needed = approvals[i] < m;
-                        let (j, answered) = judge(
-                            guardian,
-                            item,
-                            &signature,
-                            &batch.items[i],
-                            &prepared[i],
-                            &digests[i],
-                            needed,
-                        );
-                        self.note(g, statements[i].payment.to_string(), &j, answered);
-                        if matches!(j, Judged::Approved { .. }) {
-                            approvals[i] += 1;
-                        }
-                        row.push(j);
-                    }
+                    let guardian_hex = guardian.key.to_string();
+                    answer
+                        .answers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| {
+                            // A statement that already has M verified partials does
+                            // not need this one: it is not verified, so it must not
+                            // count.
+                            let needed = approvals[i] < m;
+                            let judged = judge(
+                                guardian,
+                                &guardian_hex,
+                                item,
+                                &signature,
+                                &batch.items[i],
+                                &prepared[i],
+                                &digests[i],
+                                needed,
+                            );
+                            if matches!(judged.0, Judged::Approved { .. }) {
+                                approvals[i] += 1;
+                            }
+                            judged
+                        })
+                        .collect()
                 }
-            }
+            };
+            self.note_row(g, statements, &row);
+            let row = row.into_iter().map(|(j, _)| j).collect();
             judged[g] = Some(row);
             if grace_until.is_none() && approvals.iter().all(|a| *a >= m) {
                 grace_until = Some(tokio::time::Instant::now() + AFTER_QUORUM_GRACE);
@@ -559,8 +572,10 @@ impl Coordinator {
 /// sent, and its partial signature verifies for that key. When the statement already
 /// has M verified partials (`needed` false) an approval is recorded as `late`: not
 /// verified, never counted.
+#[allow(clippy::too_many_arguments)]
 fn judge(
     guardian: &GuardianEndpoint,
+    guardian_hex: &str,
     body: SignAnswer,
     signature: &str,
     request: &SignRequest,
@@ -581,7 +596,7 @@ fn judge(
     if body.request_id != request.request_id
         || body.statement_digest != digest
         || body.payment != request.payment
-        || body.guardian_key != guardian.key.to_string()
+        || body.guardian_key != guardian_hex
     {
         return invalid("the answer is about another request".into());
     }
