@@ -86,7 +86,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// the same database: uniqueness and claims are enforced by the database, not by
 /// in-process locks.
 #[async_trait]
-pub trait Store: WebhookStore + admin::AdminStore + reserve_ops::ReserveOpsStore + Send + Sync + 'static {
+pub trait Store:
+    WebhookStore + admin::AdminStore + reserve_ops::ReserveOpsStore + Send + Sync + 'static
+{
     /// Applies pending migrations of this dialect. Idempotent.
     async fn migrate(&self) -> StoreResult<()>;
 

@@ -28,7 +28,11 @@ fn balance(address: &str, sats: u64, utxos: u64) -> ReserveAddressBalance {
 
 async fn balances_are_kept_per_block(store: Arc<dyn Store>) {
     let (h1, h2) = ("11".repeat(32), "22".repeat(32));
-    assert!(store.reserve_address_balances(&h1).await.unwrap().is_empty());
+    assert!(store
+        .reserve_address_balances(&h1)
+        .await
+        .unwrap()
+        .is_empty());
 
     let first = [balance("bc1qb", 5_000, 2), balance("bc1qa", 70_000, 1)];
     store

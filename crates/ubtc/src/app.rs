@@ -558,10 +558,12 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
         Some(admin) => state.with_webhook_admin(admin),
         None => state.with_webhook_admin(ubtc_api::webhooks::WebhookAdmin::without_key(check)),
     };
-    Ok(match crate::admin_cmd::admin_auth(config).map_err(anyhow::Error::msg)? {
-        Some(auth) => state.with_admin(auth),
-        None => state,
-    })
+    Ok(
+        match crate::admin_cmd::admin_auth(config).map_err(anyhow::Error::msg)? {
+            Some(auth) => state.with_admin(auth),
+            None => state,
+        },
+    )
 }
 
 /// The response cache: shared in Redis (under its own prefix, beside the limits) with
