@@ -219,8 +219,16 @@ impl Coordinator {
         }
         let skip = row.len().saturating_sub(RECENT_ANSWERS);
         for (statement, (judged, _)) in statements.iter().zip(row).skip(skip) {
+            // Liveness is what this board is for: a guardian that approved after the
+            // quorum was complete (`late`) did approve, and one dropped because the
+            // quorum was already complete (`no_answer_needed`) gave no answer at all;
+            // neither is a refusal.
             let (decision, reason_code) = match judged {
                 Judged::Approved { .. } => ("approved".to_owned(), None),
+                Judged::Refused { code, .. } if code == "no_answer_needed" => continue,
+                Judged::Refused { code, .. } if code == "late" => {
+                    ("approved".to_owned(), Some(code.clone()))
+                }
                 Judged::Refused { code, .. } => ("refused".to_owned(), Some(code.clone())),
             };
             status.recent.push_front(RecentAnswer {
