@@ -123,6 +123,38 @@ try {
     await page.click(`.tabs a[href="#${tab}"]`);
     await page.waitForSelector(`#tab-${tab}:not([hidden])`);
   }
+
+  // Reserve addresses: the tab lists exactly the registry the API returns, active and
+  // retired, the state in words. The demo's own address, the e2e seed's second one
+  // and a retired one (also seeded) must all be there.
+  await page.click('.tabs a[href="#addresses"]');
+  await page.waitForSelector('#tab-addresses:not([hidden])');
+  await page.locator('#reserve-addresses tbody tr[data-address]').first().waitFor({ timeout: 30000 });
+  const registry = JSON.parse((await pageCall(page, 'GET', '/v1/admin/reserve-addresses', null, false)).body);
+  const shown = await page.$$eval('#reserve-addresses tbody tr[data-address]', (rows) => rows.map((r) => ({
+    address: r.getAttribute('data-address'),
+    cells: Array.from(r.cells).map((c) => c.textContent.trim()),
+  })));
+  check(registry.items.length >= 3, `registry has ${registry.items.length} addresses`);
+  check(shown.length === registry.items.length, `tab shows ${shown.length} addresses, API ${registry.items.length}`);
+  registry.items.forEach((a, k) => {
+    const row = shown[k];
+    const state = a.retired_at ? 'retired' : 'active';
+    check(row.address === a.address && row.cells[0] === a.address, `row ${k}: ${row.address} vs ${a.address}`);
+    check(row.cells[1] === a.kind && row.cells[2] === (a.label || '—'), `row ${k} kind/label: ${row.cells}`);
+    check(row.cells[6] === (a.descriptor || '—'), `row ${k} descriptor: ${row.cells[6]}`);
+    check(row.cells[3] === state, `row ${k} (${a.address}) state ${row.cells[3]}, expected ${state}`);
+    check(row.cells[5] === (a.retired_at ? a.retired_at.replace('T', ' ').replace(/\.\d+Z$/, ' UTC').replace(/Z$/, ' UTC') : '—'), `row ${k} retired time ${row.cells[5]}`);
+  });
+  const states = shown.map((r) => r.cells[3]);
+  check(states.includes('active') && states.includes('retired'), `states shown: ${states}`);
+  const reserves = JSON.parse((await pageCall(page, 'GET', '/v1/reserves', null, false)).body);
+  const activeShown = shown.filter((r) => r.cells[3] === 'active').map((r) => r.address).sort();
+  const counted = (reserves.addresses || []).map((a) => a.address).sort();
+  check(JSON.stringify(activeShown) === JSON.stringify(counted), `active ${activeShown} vs /v1/reserves ${counted}`);
+  check(await page.isHidden('#error'), `an error shown on the reserve addresses tab: ${await page.textContent('#error')}`);
+  summary.reserve_addresses = { total: shown.length, active: activeShown.length, retired: shown.length - activeShown.length };
+  if (shots) await page.screenshot({ path: path.join(shots, 'admin-reserve-addresses.png'), fullPage: true });
   await page.click('#logout');
   await page.waitForSelector('#login:not([hidden])');
   check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access') || !c.value), 'logout clears the session');
@@ -136,7 +168,7 @@ try {
   await login(ap, auditor, true);
   await ap.waitForSelector('#app:not([hidden])', { timeout: 30000 });
   const seen = {};
-  for (const tab of ['users', 'keys', 'webhooks', 'audit', 'reserves']) {
+  for (const tab of ['users', 'keys', 'webhooks', 'audit', 'reserves', 'addresses']) {
     await ap.click(`.tabs a[href="#${tab}"]`);
     await ap.waitForSelector(`#tab-${tab}:not([hidden])`);
     await ap.waitForTimeout(300);

@@ -210,13 +210,27 @@
     });
   }
 
+  function loadReserveAddresses() {
+    return call('GET', '/v1/admin/reserve-addresses').then(function (page) {
+      fill('reserve-addresses', page.items.map(function (a) {
+        // The state before the long descriptor, so it stays in view on a narrow screen.
+        return el('tr', { 'data-address': a.address }, td(a.address, 'mono'), td(a.kind), td(a.label),
+          el('td', null, a.retired_at ? badge('retired', 'failed') : badge('active', 'signed')),
+          td(utc(a.created_at)), td(a.retired_at ? utc(a.retired_at) : null), td(a.descriptor || null, 'mono'));
+      }), 'No reserve addresses registered.');
+      // A refusal shown by another tab (say, reserve operations for an admin) is not
+      // about this one.
+      showError(null);
+    });
+  }
+
   function load() {
     var section = (location.hash || '#users').slice(1);
     Array.prototype.forEach.call(document.querySelectorAll('.tabs a'), function (a) {
       if (a.getAttribute('href') === '#' + section) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
     });
     Array.prototype.forEach.call(document.querySelectorAll('.tab'), function (t) { t.hidden = t.id !== 'tab-' + section; });
-    var loader = { users: loadUsers, keys: loadKeys, webhooks: loadWebhooks, audit: loadAudit, reserves: loadReserveOps }[section] || loadUsers;
+    var loader = { users: loadUsers, keys: loadKeys, webhooks: loadWebhooks, audit: loadAudit, reserves: loadReserveOps, addresses: loadReserveAddresses }[section] || loadUsers;
     return loader().catch(function (e) {
       if (e.status === 401) return showLogin();
       showError(e);

@@ -12,7 +12,7 @@
     Asset {
         name: "admin.html",
         content_type: "text/html; charset=utf-8",
-        etag: "\"395715410ecfe8374c8373085fb07050\"",
+        etag: "\"69b160afd366f49aea5115ad0491a083\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html")),
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html.gz")),
@@ -26,12 +26,12 @@
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7bc1f37988e1.js.gz")),
     },
     Asset {
-        name: "admin.3714b4653347.js",
+        name: "admin.2a2d1b8a1b35.js",
         content_type: "text/javascript; charset=utf-8",
-        etag: "\"3714b4653347e48078ec71821b3a8ea6\"",
+        etag: "\"2a2d1b8a1b354cf8de4d06f91da28fe5\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.3714b4653347.js")),
-        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.3714b4653347.js.gz")),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.2a2d1b8a1b35.js")),
+        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.2a2d1b8a1b35.js.gz")),
     },
     Asset {
         name: "app.72d2b91884ec.css",

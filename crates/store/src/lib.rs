@@ -302,6 +302,9 @@ pub trait Store:
     ) -> StoreResult<ReserveAddress>;
     /// Active (not retired) reserve addresses, oldest first.
     async fn list_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>>;
+    /// Every registered reserve address, retired ones too, oldest first: the admin
+    /// interface shows the whole registry, not only what the reserves count today.
+    async fn list_all_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>>;
     async fn retire_reserve_address(&self, address: &str, now: Timestamp) -> StoreResult<bool>;
 
     async fn upsert_chain_token(&self, token: &ChainToken) -> StoreResult<()>;

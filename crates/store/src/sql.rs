@@ -187,6 +187,8 @@ pub(crate) const GET_ADDRESS: &str = "SELECT id, address, descriptor, kind, labe
      retired_at FROM bitcoin_wallets WHERE address = $1";
 pub(crate) const LIST_ADDRESSES: &str = "SELECT id, address, descriptor, kind, label, \
      created_at, retired_at FROM bitcoin_wallets WHERE retired_at IS NULL ORDER BY id";
+pub(crate) const LIST_ALL_ADDRESSES: &str = "SELECT id, address, descriptor, kind, label, \
+     created_at, retired_at FROM bitcoin_wallets ORDER BY id";
 pub(crate) const RETIRE_ADDRESS: &str =
     "UPDATE bitcoin_wallets SET retired_at = $2 WHERE address = $1 AND retired_at IS NULL";
 
@@ -923,6 +925,13 @@ macro_rules! impl_store {
 
             async fn list_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>> {
                 let rows: Vec<rows::ReserveAddressRow> = sqlx::query_as(sql::LIST_ADDRESSES)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(ReserveAddress::from).collect())
+            }
+
+            async fn list_all_reserve_addresses(&self) -> StoreResult<Vec<ReserveAddress>> {
+                let rows: Vec<rows::ReserveAddressRow> = sqlx::query_as(sql::LIST_ALL_ADDRESSES)
                     .fetch_all(self.reader())
                     .await?;
                 Ok(rows.into_iter().map(ReserveAddress::from).collect())

@@ -891,7 +891,17 @@ async fn reserve_addresses(store: Arc<dyn Store>) {
         .await
         .unwrap());
     assert!(!s.retire_reserve_address("bc1qzz", T0).await.unwrap());
-    assert_eq!(s.list_reserve_addresses().await.unwrap(), vec![b]);
+    assert_eq!(s.list_reserve_addresses().await.unwrap(), vec![b.clone()]);
+    // The full registry keeps the retired address, with the time of its first
+    // retirement (the refused second one changed nothing).
+    let retired = ReserveAddress {
+        retired_at: Some(T0.plus_millis(2)),
+        ..a
+    };
+    assert_eq!(
+        s.list_all_reserve_addresses().await.unwrap(),
+        vec![retired, b]
+    );
 }
 
 async fn chain_tokens(store: Arc<dyn Store>) {

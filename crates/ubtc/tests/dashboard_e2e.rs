@@ -107,6 +107,38 @@ fn start_demo(data: &Path, extra_env: &[(&str, &str)]) -> (StopOnDrop, String) {
 }
 
 /// The headless Chromium the browser tests drive: `/usr/bin/chromium` or `CHROMIUM`.
+/// A retired reserve address registered before the demo starts: out of /v1/reserves,
+/// but listed (as retired) by the admin interface's reserve address registry.
+fn seed_retired_address(data: &Path) {
+    use ubtc_core::Timestamp;
+    use ubtc_store::Store;
+
+    std::fs::create_dir_all(data).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite:{}", data.join("ubtc.db").display());
+        let store = ubtc_store::SqliteStore::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let retired = "bcrt1qetdh5tmkfkfnjv7dxlyfjmn6xz6yyeh654vuhcmd6ce3uj7e47pq8uwrdp";
+        store
+            .add_reserve_address(
+                &ubtc_store::NewReserveAddress {
+                    address: retired.into(),
+                    descriptor: String::new(),
+                    kind: "p2wsh".into(),
+                    label: Some("old vault".into()),
+                },
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+        assert!(store
+            .retire_reserve_address(retired, Timestamp::now())
+            .await
+            .unwrap());
+    });
+}
+
 fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -245,14 +277,16 @@ fn create_user(data: &Path, username: &str, role: &str, password: &str) -> Strin
 /// the session cookie is HttpOnly and SameSite=Strict, a change without the CSRF
 /// token is refused, an auditor sees no control that changes anything and the API
 /// refuses such calls anyway; an operator gets the reserve-operation forms and a
-/// clear error code where reserve operations are not run; saves
-/// docs/screenshots/admin-home.png.
+/// clear error code where reserve operations are not run; the reserve addresses tab
+/// lists the registry as the API returns it, a retired address as retired; saves
+/// docs/screenshots/admin-home.png and admin-reserve-addresses.png.
 #[test]
 fn admin_interface_in_headless_chromium() {
     let root = repo_root();
     let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
+    seed_retired_address(&data);
     let (demo, base) = start_demo(
         &data,
         &[(

@@ -17,6 +17,7 @@ pub mod auth;
 mod handlers;
 pub mod password;
 mod reserve;
+mod reserve_addresses;
 pub mod token;
 pub mod totp;
 
@@ -174,6 +175,7 @@ pub static ADMIN_ROUTES: &[AdminRoute] = &[
     admin_route!(GET "/v1/admin/burns", [Operator, Auditor], reserve::list_burns),
     admin_route!(POST "/v1/admin/releases", [Operator], reserve::request_release),
     admin_route!(GET "/v1/admin/releases", [Operator, Auditor], reserve::list_releases),
+    admin_route!(GET "/v1/admin/reserve-addresses", [Admin, Operator, Auditor], reserve_addresses::list),
 ];
 
 /// The table entry of a matched route (HEAD is served by GET routes).
