@@ -286,6 +286,51 @@ pub struct PartialSignature {
     pub signatures: Vec<Vec<u8>>,
 }
 
+impl PartialSignature {
+    /// `pubkey`'s signature over each sighash, SIGHASH_ALL: low-S DER (libsecp256k1
+    /// always signs low-S) followed by the sighash byte. `pubkey` must be `secret`'s.
+    pub(crate) fn sign(pubkey: CompressedPublicKey, msgs: &[Message], secret: &SecretKey) -> Self {
+        let signatures = msgs
+            .iter()
+            .map(|msg| {
+                let mut der = SECP.sign_ecdsa(msg, secret).serialize_der().to_vec();
+                der.push(EcdsaSighashType::All as u8);
+                der
+            })
+            .collect();
+        Self { pubkey, signatures }
+    }
+
+    /// Checks one signature per sighash, in order: strict DER, SIGHASH_ALL, low S, and
+    /// valid for `pubkey`. Whether `pubkey` belongs to the policy is the caller's check.
+    /// The error says why, for the caller's own error type.
+    pub(crate) fn check(&self, msgs: &[Message]) -> Result<(), &'static str> {
+        if self.signatures.len() != msgs.len() {
+            return Err("wrong number of signatures");
+        }
+        for (sig, msg) in self.signatures.iter().zip(msgs) {
+            if !is_strict_der(sig) {
+                return Err("not strict DER");
+            }
+            let Some((&hash_type, der)) = sig.split_last() else {
+                return Err("empty signature");
+            };
+            if hash_type != EcdsaSighashType::All as u8 {
+                return Err("sighash type is not SIGHASH_ALL");
+            }
+            let parsed = ecdsa::Signature::from_der(der).map_err(|_| "not DER")?;
+            let mut low = parsed;
+            low.normalize_s();
+            if low != parsed {
+                return Err("high S");
+            }
+            SECP.verify_ecdsa(msg, &parsed, &self.pubkey.0)
+                .map_err(|_| "does not verify")?;
+        }
+        Ok(())
+    }
+}
+
 mod hex_list {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -690,16 +735,7 @@ impl PreparedRequest {
         if !self.plan.policy.keys().contains(&pubkey) {
             return Err(MultisigError::KeyNotInPolicy(pubkey.to_string()));
         }
-        let signatures = self
-            .sighashes
-            .iter()
-            .map(|msg| {
-                let mut der = SECP.sign_ecdsa(msg, secret).serialize_der().to_vec();
-                der.push(EcdsaSighashType::All as u8);
-                der
-            })
-            .collect();
-        Ok(PartialSignature { pubkey, signatures })
+        Ok(PartialSignature::sign(pubkey, &self.sighashes, secret))
     }
 
     /// [`verify_partial`] without rebuilding the plan.
@@ -750,15 +786,7 @@ pub fn sign_partial(
     if !plan.policy.keys().contains(&pubkey) {
         return Err(MultisigError::KeyNotInPolicy(pubkey.to_string()));
     }
-    let signatures = sighashes(&plan)?
-        .iter()
-        .map(|msg| {
-            let mut der = SECP.sign_ecdsa(msg, secret).serialize_der().to_vec();
-            der.push(EcdsaSighashType::All as u8);
-            der
-        })
-        .collect();
-    Ok(PartialSignature { pubkey, signatures })
+    Ok(PartialSignature::sign(pubkey, &sighashes(&plan)?, secret))
 }
 
 fn check_partial(
@@ -766,36 +794,15 @@ fn check_partial(
     msgs: &[Message],
     partial: &PartialSignature,
 ) -> Result<(), MultisigError> {
-    let bad = |reason: &str| MultisigError::BadPartial {
-        key: partial.pubkey.to_string(),
-        reason: reason.to_string(),
-    };
     if !plan.policy.keys().contains(&partial.pubkey) {
         return Err(MultisigError::KeyNotInPolicy(partial.pubkey.to_string()));
     }
-    if partial.signatures.len() != msgs.len() {
-        return Err(bad("wrong number of signatures"));
-    }
-    for (sig, msg) in partial.signatures.iter().zip(msgs) {
-        if !is_strict_der(sig) {
-            return Err(bad("not strict DER"));
-        }
-        let Some((&hash_type, der)) = sig.split_last() else {
-            return Err(bad("empty signature"));
-        };
-        if hash_type != EcdsaSighashType::All as u8 {
-            return Err(bad("sighash type is not SIGHASH_ALL"));
-        }
-        let parsed = ecdsa::Signature::from_der(der).map_err(|_| bad("not DER"))?;
-        let mut low = parsed;
-        low.normalize_s();
-        if low != parsed {
-            return Err(bad("high S"));
-        }
-        SECP.verify_ecdsa(msg, &parsed, &partial.pubkey.0)
-            .map_err(|_| bad("does not verify for this request"))?;
-    }
-    Ok(())
+    partial
+        .check(msgs)
+        .map_err(|reason| MultisigError::BadPartial {
+            key: partial.pubkey.to_string(),
+            reason: reason.to_owned(),
+        })
 }
 
 /// The coordinator's check of one answer, before it counts.

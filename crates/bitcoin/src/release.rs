@@ -32,7 +32,7 @@ use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
 use bitcoin::base64::Engine as _;
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
-use bitcoin::secp256k1::{ecdsa, Message, SecretKey};
+use bitcoin::secp256k1::{Message, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::transaction::Version;
 use bitcoin::{
@@ -44,7 +44,7 @@ use ubtc_core::bundle::Utxo;
 
 use crate::multisig::{PartialSignature, SortedMulti, Wrapping};
 use crate::pof::{SpendableUtxo, MAX_MONEY_SATS};
-use crate::script::{self, is_strict_der};
+use crate::script;
 use crate::SECP;
 
 /// Most inputs a release may spend (bounds the work a request can cause a guardian).
@@ -492,16 +492,7 @@ pub fn sign_release(
     if !plan.policy.keys().contains(&pubkey) {
         return Err(ReleaseError::KeyNotInPolicy(pubkey.to_string()));
     }
-    let signatures = sighashes(&plan)?
-        .iter()
-        .map(|msg| {
-            // libsecp256k1 always produces low-S signatures.
-            let mut der = SECP.sign_ecdsa(msg, secret).serialize_der().to_vec();
-            der.push(EcdsaSighashType::All as u8);
-            der
-        })
-        .collect();
-    Ok(PartialSignature { pubkey, signatures })
+    Ok(PartialSignature::sign(pubkey, &sighashes(&plan)?, secret))
 }
 
 fn check_partial(
@@ -509,36 +500,15 @@ fn check_partial(
     msgs: &[Message],
     partial: &PartialSignature,
 ) -> Result<(), ReleaseError> {
-    let bad = |reason: &str| ReleaseError::BadPartial {
-        key: partial.pubkey.to_string(),
-        reason: reason.to_owned(),
-    };
     if !plan.policy.keys().contains(&partial.pubkey) {
         return Err(ReleaseError::KeyNotInPolicy(partial.pubkey.to_string()));
     }
-    if partial.signatures.len() != msgs.len() {
-        return Err(bad("wrong number of signatures"));
-    }
-    for (sig, msg) in partial.signatures.iter().zip(msgs) {
-        if !is_strict_der(sig) {
-            return Err(bad("not strict DER"));
-        }
-        let Some((&hash_type, der)) = sig.split_last() else {
-            return Err(bad("empty signature"));
-        };
-        if hash_type != EcdsaSighashType::All as u8 {
-            return Err(bad("sighash type is not SIGHASH_ALL"));
-        }
-        let parsed = ecdsa::Signature::from_der(der).map_err(|_| bad("not DER"))?;
-        let mut low = parsed;
-        low.normalize_s();
-        if low != parsed {
-            return Err(bad("high S"));
-        }
-        SECP.verify_ecdsa(msg, &parsed, &partial.pubkey.0)
-            .map_err(|_| bad("does not verify for this release"))?;
-    }
-    Ok(())
+    partial
+        .check(msgs)
+        .map_err(|reason| ReleaseError::BadPartial {
+            key: partial.pubkey.to_string(),
+            reason: reason.to_owned(),
+        })
 }
 
 /// The coordinator's check of one guardian's answer, before it counts.
