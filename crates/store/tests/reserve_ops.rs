@@ -4,97 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ubtc_core::Timestamp;
 use ubtc_store::reserve_ops::*;
 use ubtc_store::*;
 
+mod common;
+use common::on_both_backends;
+
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 const DAY_MS: i64 = 86_400_000;
 
-enum Cleanup {
-    Sqlite(PathBuf),
-    Postgres { url: String, schema: String },
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        match self {
-            Cleanup::Sqlite(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Postgres { url, schema } => {
-                let (url, schema) = (url.clone(), schema.clone());
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        if let Ok(store) = PgStore::connect(&url, 1).await {
-                            let _ = store.drop_schema(&schema).await;
-                        }
-                    })
-                })
-                .join();
-            }
-        }
-    }
-}
-
-async fn sqlite() -> (Arc<dyn Store>, Cleanup) {
-    let path = std::env::temp_dir().join(format!(
-        "ubtc-reserve-ops-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let store = SqliteStore::connect(&format!("sqlite:{}", path.display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (Arc::new(store), Cleanup::Sqlite(path))
-}
-
-async fn postgres() -> (Arc<dyn Store>, Cleanup) {
-    let url = std::env::var("UBTC_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
-    let schema = format!("ubtc_test_{}", uuid::Uuid::new_v4().simple());
-    let store = PgStore::connect_in_schema_with(&url, &schema, 10)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required at {url}: {e}"));
-    store.migrate().await.unwrap();
-    (Arc::new(store), Cleanup::Postgres { url, schema })
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (s, _c) = super::sqlite().await;
-                    super::$name(s).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (s, _c) = super::postgres().await;
-                    super::$name(s).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+on_both_backends!(
     deposit_is_idempotent_and_conflicts,
     mint_lifecycle_and_refusals,
     burn_and_release_lifecycle_and_refusals,
