@@ -351,6 +351,33 @@ impl ReserveOps {
         Ok(())
     }
 
+    /// Where a sent mint or burn transaction stands: `None` while it waits (sent again
+    /// when the node does not know it, or not yet at the configured depth), `Some(success)`
+    /// once it is final. A row without its stored transaction waits: it cannot be sent.
+    async fn settle(
+        &self,
+        minter: &Arc<dyn TokenMinter>,
+        tx_hash: &Option<String>,
+        raw_tx: &Option<String>,
+    ) -> Result<Option<bool>, OpsError> {
+        let (Some(hash), Some(raw)) = (tx_hash, raw_tx) else {
+            return Ok(None);
+        };
+        match minter.receipt(hash).await? {
+            None => {
+                let tx = SignedEvmTx {
+                    hash: hash.clone(),
+                    raw: raw.clone(),
+                    nonce: 0,
+                };
+                minter.send(&tx).await?;
+                Ok(None)
+            }
+            Some(r) if r.confirmations < self.settings.token_confirmations => Ok(None),
+            Some(r) => Ok(Some(r.success)),
+        }
+    }
+
     fn minter(&self, chain: &str) -> Result<&Arc<dyn TokenMinter>, OpsError> {
         self.minters
             .get(chain)
@@ -767,35 +794,21 @@ impl ReserveOps {
 
         for m in self.store.list_mints(Some(MintState::Submitted), n).await? {
             let r: Result<(), OpsError> = async {
-                let minter = self.minter(&m.chain)?;
-                let (Some(hash), Some(raw)) = (m.tx_hash.clone(), m.raw_tx.clone()) else {
+                let Some(success) = self
+                    .settle(self.minter(&m.chain)?, &m.tx_hash, &m.raw_tx)
+                    .await?
+                else {
+                    t.waiting += 1;
                     return Ok(());
                 };
-                match minter.receipt(&hash).await? {
-                    None => {
-                        minter
-                            .send(&SignedEvmTx {
-                                hash,
-                                raw,
-                                nonce: 0,
-                            })
-                            .await?;
-                        t.waiting += 1;
-                    }
-                    Some(r) if r.confirmations < self.settings.token_confirmations => {
-                        t.waiting += 1
-                    }
-                    Some(r) => {
-                        let err = (!r.success).then_some("mint transaction reverted");
-                        let f = self
-                            .store
-                            .mint_finished(m.id, r.success, err, Timestamp::now())
-                            .await??;
-                        t.mints_finished += 1;
-                        self.audit(&sys, "reserve.mint.finished", m.id, Some("submitted"), &f)
-                            .await?;
-                    }
-                }
+                let err = (!success).then_some("mint transaction reverted");
+                let f = self
+                    .store
+                    .mint_finished(m.id, success, err, Timestamp::now())
+                    .await??;
+                t.mints_finished += 1;
+                self.audit(&sys, "reserve.mint.finished", m.id, Some("submitted"), &f)
+                    .await?;
                 Ok(())
             }
             .await;
@@ -830,35 +843,21 @@ impl ReserveOps {
 
         for b in self.store.list_burns(Some(BurnState::Submitted), n).await? {
             let r: Result<(), OpsError> = async {
-                let minter = self.minter(&b.chain)?;
-                let (Some(hash), Some(raw)) = (b.tx_hash.clone(), b.raw_tx.clone()) else {
+                let Some(success) = self
+                    .settle(self.minter(&b.chain)?, &b.tx_hash, &b.raw_tx)
+                    .await?
+                else {
+                    t.waiting += 1;
                     return Ok(());
                 };
-                match minter.receipt(&hash).await? {
-                    None => {
-                        minter
-                            .send(&SignedEvmTx {
-                                hash,
-                                raw,
-                                nonce: 0,
-                            })
-                            .await?;
-                        t.waiting += 1;
-                    }
-                    Some(r) if r.confirmations < self.settings.token_confirmations => {
-                        t.waiting += 1
-                    }
-                    Some(r) => {
-                        let err = (!r.success).then_some("burn transaction reverted");
-                        let f = self
-                            .store
-                            .burn_finished(b.id, r.success, err, Timestamp::now())
-                            .await??;
-                        t.burns_finished += 1;
-                        self.audit(&sys, "reserve.burn.finished", b.id, Some("submitted"), &f)
-                            .await?;
-                    }
-                }
+                let err = (!success).then_some("burn transaction reverted");
+                let f = self
+                    .store
+                    .burn_finished(b.id, success, err, Timestamp::now())
+                    .await??;
+                t.burns_finished += 1;
+                self.audit(&sys, "reserve.burn.finished", b.id, Some("submitted"), &f)
+                    .await?;
                 Ok(())
             }
             .await;
