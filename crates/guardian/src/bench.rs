@@ -204,8 +204,17 @@ async fn rig() -> Result<Rig, BenchError> {
     let dir = std::env::temp_dir().join(format!("ubtc-bench-guardians-{}", uuid::Uuid::new_v4()));
     let coordinator_key = GuardianKey::generate();
     let mut endpoints = Vec::new();
-    for i in 0..3 {
-        let key = GuardianKey::generate();
+    let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+    // The 2-of-3 reserve the coordinator signs for: the one reserve each guardian names.
+    let reserve = ubtc_bitcoin::multisig::SortedMulti::new(
+        2,
+        keys.iter()
+            .map(|k| bitcoin::CompressedPublicKey(k.public()))
+            .collect(),
+    )
+    .map_err(|e| setup(&e))?
+    .descriptor_wsh();
+    for (i, key) in keys.into_iter().enumerate() {
         let log = ApprovalLog::open(&dir.join(format!("g{i}.jsonl"))).map_err(|e| setup(&e))?;
         let adapter: Arc<dyn crate::devchain::PaymentSource> = Arc::new(
             DevChainHttpAdapter::new(chain_id.clone(), &chain_url).map_err(|e| setup(&e))?,
@@ -226,6 +235,8 @@ async fn rig() -> Result<Rig, BenchError> {
                 statement_versions: vec![ubtc_core::statement::STATEMENT_VERSION],
                 max_request_ttl_ms: 120_000,
                 max_stamp_age_blocks: crate::config::MAX_STAMP_AGE_BLOCKS_DEFAULT,
+                reserves: vec![reserve.clone()],
+                forms: vec![ubtc_bitcoin::multisig::Form::Simple],
             },
             log,
         );

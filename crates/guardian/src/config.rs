@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bitcoin::secp256k1::PublicKey;
 use serde::Deserialize;
+use ubtc_bitcoin::multisig::{Form, SortedMulti};
 use ubtc_chains::bitcoind::{BitcoinCoreBackend, RpcAuth};
 use ubtc_chains::dev::DevBitcoin;
 use ubtc_chains::esplora::EsploraBackend;
@@ -57,6 +58,61 @@ pub struct GuardianConfig {
     /// Also serve reserve operations (`POST /v1/reserve-ops`, docs/reserve-ops.md).
     #[serde(default)]
     pub reserve_ops: Option<crate::reserve_ops::GuardianReserveOpsConfig>,
+    /// What this guardian signs statements for (required: a guardian that does not
+    /// name its reserves would sign for any descriptor holding its key).
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]` of `guardian.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The reserve descriptors this guardian signs for, with their checksum, as
+    /// `ubtc keys reserve-create` prints them. Each must hold this guardian's key.
+    pub reserves: Vec<String>,
+    /// BIP-322 forms it signs statements in (`simple`, `full`, `proof_of_funds`);
+    /// default `simple` only. A lock time, sequence or version other than 0 is never
+    /// signed.
+    #[serde(default = "default_forms")]
+    pub forms: Vec<Form>,
+}
+
+impl PolicyConfig {
+    /// Every reserve parsed, in the canonical text the coordinator sends
+    /// (`SortedMulti::descriptor`: sorted keys, checksum), with its policy.
+    pub fn reserves(&self) -> Result<Vec<(String, SortedMulti)>, ConfigError> {
+        let mut out: Vec<(String, SortedMulti)> = Vec::with_capacity(self.reserves.len());
+        for text in &self.reserves {
+            let (policy, wrapping) = SortedMulti::parse_descriptor(text)
+                .map_err(|e| ConfigError::Invalid(format!("policy.reserves: {text:?}: {e}")))?;
+            let canonical = policy.descriptor(wrapping);
+            if out.iter().any(|(d, _)| *d == canonical) {
+                return Err(ConfigError::Invalid(format!(
+                    "policy.reserves: {text:?} is listed twice"
+                )));
+            }
+            out.push((canonical, policy));
+        }
+        Ok(out)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.reserves.is_empty() {
+            return Err(ConfigError::Invalid(
+                "policy.reserves is empty: the guardian would refuse every request".into(),
+            ));
+        }
+        if self.forms.is_empty() {
+            return Err(ConfigError::Invalid(
+                "policy.forms is empty: the guardian would refuse every request".into(),
+            ));
+        }
+        self.reserves().map(|_| ())
+    }
+}
+
+fn default_forms() -> Vec<Form> {
+    vec![Form::Simple]
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -276,6 +332,7 @@ impl GuardianConfig {
             ));
         }
         config.bitcoin.check()?;
+        config.policy.check()?;
         for chain in &config.chains {
             chain.check()?;
         }
@@ -307,12 +364,25 @@ mod tests {
 
     const KEY: &str = "0289979e1b999bbca39ce6f4ae8f55fd39697e15f3cde350c0373c4557f53dd908";
 
+    /// `[policy]` naming the 1-of-1 reserve over KEY.
+    fn policy() -> String {
+        format!("[policy]\nreserves = [\"{}\"]\n", reserve(1, &[KEY]))
+    }
+
+    fn reserve(m: usize, keys: &[&str]) -> String {
+        let keys = keys.iter().map(|k| k.parse().unwrap()).collect();
+        SortedMulti::new(m, keys)
+            .unwrap()
+            .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh)
+    }
+
     #[test]
     fn parses_and_refuses_bad_settings() {
         let ok = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
-             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n\
-             [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n"
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}\
+             [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n",
+            policy()
         );
         let c = GuardianConfig::parse(&ok).expect("valid config");
         assert_eq!(c.passphrase_env, "UBTC_GUARDIAN_PASSPHRASE");
@@ -342,12 +412,78 @@ mod tests {
     }
 
     #[test]
+    fn policy_names_reserves_and_forms() {
+        let other = crate::GuardianKey::generate().public_hex();
+        let other = other.as_str();
+        let base = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{KEY}\"]\nchains = []\n[bitcoin]\nbackend = \"dev\"\ndev_height = 1\n"
+        );
+        let c = GuardianConfig::parse(&format!("{base}{}", policy())).unwrap();
+        assert_eq!(c.policy.forms, vec![Form::Simple]);
+        let reserves = c.policy.reserves().unwrap();
+        assert_eq!(reserves[0].0, reserve(1, &[KEY]));
+        // Keys in another order (with that text's own checksum) name the same reserve,
+        // in the canonical text.
+        let (first, second) = if other > KEY {
+            (other, KEY)
+        } else {
+            (KEY, other)
+        };
+        let mixed = ubtc_bitcoin::descriptor::with_checksum(&format!(
+            "wsh(sortedmulti(2,{first},{second}))"
+        ))
+        .unwrap();
+        assert_ne!(mixed, reserve(2, &[KEY, other]));
+        let c = GuardianConfig::parse(&format!(
+            "{base}[policy]\nreserves = [\"{mixed}\"]\nforms = [\"simple\", \"proof_of_funds\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.policy.reserves().unwrap()[0].0, reserve(2, &[KEY, other]));
+        assert_eq!(c.policy.forms, vec![Form::Simple, Form::ProofOfFunds]);
+        let no_checksum = format!("wsh(sortedmulti(1,{KEY}))");
+        let good = reserve(1, &[KEY]);
+        for (bad, why) in [
+            ("[policy]\nreserves = []\n".to_owned(), "empty"),
+            (
+                format!("[policy]\nreserves = [\"{no_checksum}\"]\n"),
+                "checksum",
+            ),
+            (
+                format!("[policy]\nreserves = [\"{good}\", \"{good}\"]\n"),
+                "twice",
+            ),
+            (
+                format!("[policy]\nreserves = [\"{good}\"]\nforms = []\n"),
+                "forms",
+            ),
+        ] {
+            match GuardianConfig::parse(&format!("{base}{bad}")) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{why}: {m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // No [policy] at all, or a form that does not exist: refused at parse.
+        assert!(matches!(
+            GuardianConfig::parse(&base),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            GuardianConfig::parse(&format!(
+                "{base}[policy]\nreserves = [\"{good}\"]\nforms = [\"any\"]\n"
+            )),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
     fn solana_chains_build_the_solana_adapter_and_bad_ones_are_refused() {
         let mint = "So11111111111111111111111111111111111111112";
         let pay = "9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM";
         let base = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
-             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n"
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}",
+            policy()
         );
         let chain = format!(
             "[[chains]]\nname = \"solana\"\nkind = \"solana\"\nurl = \"https://rpc.example\"\n\

@@ -285,6 +285,21 @@ pub fn load(path: &Path, passphrase: &Passphrase) -> Result<GuardianKey, Keystor
     decrypt(&json, passphrase)
 }
 
+/// The public key a keystore file says it holds, read without the passphrase (for
+/// naming the reserve a set of guardians signs for before any of them starts). Not
+/// authenticated: [`load`] fails on a file whose public key was edited.
+pub fn read_public(path: &Path) -> Result<PublicKey, KeystoreError> {
+    let json = std::fs::read_to_string(path).map_err(|source| KeystoreError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file: KeystoreFile =
+        serde_json::from_str(&json).map_err(|e| KeystoreError::Damaged(e.to_string()))?;
+    file.public_key
+        .parse()
+        .map_err(|_| KeystoreError::Damaged("public key is not a compressed key".into()))
+}
+
 fn write_new(path: &Path, contents: &str) -> Result<(), KeystoreError> {
     use std::io::Write;
     #[cfg(unix)]

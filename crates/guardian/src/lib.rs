@@ -23,6 +23,7 @@ pub mod record;
 pub mod reserve_ops;
 pub mod server;
 pub mod solana_view;
+mod utxo_check;
 
 pub use config::GuardianConfig;
 pub use coordinator::{Coordinator, CoordinatorSettings, GuardianEndpoint};

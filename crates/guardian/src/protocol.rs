@@ -109,7 +109,11 @@ pub enum RefusalCode {
     StatementMismatch,
     StatementVersion,
     RateLimited,
-    AlreadySignedOther,
+    /// This guardian already approved something else for this payment: another
+    /// statement, or the same statement under another reserve or in another form.
+    /// Guardians before this name answered `already_signed_other`.
+    #[serde(alias = "already_signed_other")]
+    ConflictingStatement,
     RequestExpired,
     RequestReplayed,
     BadRequestSignature,
@@ -124,6 +128,15 @@ pub enum RefusalCode {
     /// The statement's Bitcoin block is not on this guardian's Bitcoin view (above
     /// its tip, or another hash at that height).
     UnknownBlockStamp,
+    /// The request's descriptor is not one of the reserves this guardian signs for
+    /// (`[policy] reserves`): another threshold, other keys, or another wrapping.
+    UnknownReserve,
+    /// The BIP-322 form (or a lock time, sequence or version) is not one this guardian
+    /// signs statements in (`[policy] forms`).
+    FormNotAllowed,
+    /// A proof of funds lists a UTXO that this guardian's Bitcoin view does not have
+    /// unspent and confirmed, with that amount and script.
+    UtxoSetMismatch,
 }
 
 impl RefusalCode {
@@ -134,7 +147,7 @@ impl RefusalCode {
             Self::StatementMismatch => "statement_mismatch",
             Self::StatementVersion => "statement_version",
             Self::RateLimited => "rate_limited",
-            Self::AlreadySignedOther => "already_signed_other",
+            Self::ConflictingStatement => "conflicting_statement",
             Self::RequestExpired => "request_expired",
             Self::RequestReplayed => "request_replayed",
             Self::BadRequestSignature => "bad_request_signature",
@@ -143,6 +156,9 @@ impl RefusalCode {
             Self::Internal => "internal",
             Self::StaleBlockStamp => "stale_block_stamp",
             Self::UnknownBlockStamp => "unknown_block_stamp",
+            Self::UnknownReserve => "unknown_reserve",
+            Self::FormNotAllowed => "form_not_allowed",
+            Self::UtxoSetMismatch => "utxo_set_mismatch",
         }
     }
 }
@@ -249,6 +265,24 @@ pub fn request_digest(request: &SignRequest) -> Result<String, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_codes_read_the_old_name_and_write_the_new_one() {
+        let old: RefusalCode = serde_json::from_str("\"already_signed_other\"").unwrap();
+        assert_eq!(old, RefusalCode::ConflictingStatement);
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            format!("\"{}\"", old.as_str())
+        );
+        for code in [
+            RefusalCode::UnknownReserve,
+            RefusalCode::FormNotAllowed,
+            RefusalCode::UtxoSetMismatch,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
 
     #[test]
     fn seal_open_and_domain_separation() {

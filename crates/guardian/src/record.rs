@@ -1,18 +1,29 @@
-//! A guardian's durable approval record: an fsync'd, append-only JSON-lines file.
+//! A guardian's durable approval records: fsync'd, append-only JSON-lines files.
 //!
-//! Contract: a line is written and `fsync`ed *before* the partial signature it holds
-//! leaves the process, so a guardian that crashes between the two answers the retry
-//! with the same signature, and it never approves a second statement for a payment it
-//! has approved once, across restarts. The file is read whole at start; it grows by
-//! one short line per approval, which is small next to the chain data a guardian
-//! keeps anyway.
+//! [`JsonLines`] is the one file type behind both records a guardian keeps: the
+//! statement approvals ([`ApprovalLog`]) and the reserve-operation approvals
+//! (`reserve_ops`). Contract: a line is written and `fsync`ed *before* whatever it
+//! records leaves the process, so a guardian that crashes between the two answers the
+//! retry the same way, and it never approves a second statement for a payment (or a
+//! second use of a deposit, burn or input) across restarts. A file is read whole at
+//! start; it grows by one short line per approval.
+//!
+//! One rule for damage, the same for both files:
+//! - a torn last line (bytes after the last newline: a crash in the middle of a write,
+//!   before its fsync returned and so before anything was answered) is cut off on open
+//!   (the file is truncated to its last complete line and synced) and logged, so the
+//!   next line is never glued onto the fragment;
+//! - any other line that does not parse stops the guardian with an error naming the
+//!   file and the line: skipping it could forget an approval that was answered.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use ubtc_bitcoin::multisig::PartialSignature;
 use ubtc_core::{PaymentRef, Timestamp};
@@ -33,6 +44,152 @@ pub enum RecordError {
     },
 }
 
+/// What [`JsonLines::open`] cut off the end of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The line number the fragment started on.
+    pub line: usize,
+    /// Bytes removed.
+    pub bytes: usize,
+}
+
+/// An append-only, fsync'd JSON-lines file of `R` records (see the module docs for the
+/// damage rule). Appending and flushing are split so that a caller can write under its
+/// decision lock and flush after releasing it ([`Syncer`], group commit).
+pub struct JsonLines<R> {
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    flush: Arc<FlushState>,
+    torn: Option<TornTail>,
+    _record: PhantomData<fn(R) -> R>,
+}
+
+impl<R> std::fmt::Debug for JsonLines<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonLines")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Serialize + DeserializeOwned> JsonLines<R> {
+    /// Opens (creating when missing) the file and reads every record, in order. A torn
+    /// last line is cut off (and logged); any other unparsable line is
+    /// [`RecordError::Damaged`] and the file is left as it is.
+    pub fn open(path: &Path) -> Result<(Self, Vec<R>), RecordError> {
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // The complete lines, without their final newline; nothing when there is none.
+        let body = &bytes[..complete.saturating_sub(1)];
+        let mut records = Vec::new();
+        let mut lines = 0;
+        if complete > 0 {
+            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                lines = i + 1;
+                let damaged = |detail: String| RecordError::Damaged {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    detail,
+                };
+                let text = std::str::from_utf8(line).map_err(|e| damaged(e.to_string()))?;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                records.push(serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?);
+            }
+        }
+        let mut torn = None;
+        if complete < bytes.len() {
+            // Checked only after every complete line parsed: a damaged file is left
+            // exactly as found, for the operator to look at.
+            let fragment = TornTail {
+                line: lines + 1,
+                bytes: bytes.len() - complete,
+            };
+            file.set_len(complete as u64).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            tracing::warn!(
+                path = %path.display(),
+                line = fragment.line,
+                bytes = fragment.bytes,
+                "cut a torn last line off the approval record (a write interrupted before it was answered)"
+            );
+            torn = Some(fragment);
+        }
+        Ok((
+            Self {
+                path: path.to_owned(),
+                file: Arc::new(file),
+                flush: Arc::new(FlushState::default()),
+                torn,
+                _record: PhantomData,
+            },
+            records,
+        ))
+    }
+
+    /// The fragment cut off at open, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record without waiting for the disk; [`JsonLines::syncer`] must
+    /// flush it before anything it records leaves the process.
+    pub fn append(&self, record: &R) -> Result<(), RecordError> {
+        let mut line = serde_json::to_string(record).map_err(|e| RecordError::Io {
+            path: self.path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push('\n');
+        // One write of the whole line (O_APPEND): a crash leaves at most a torn tail.
+        (&*self.file)
+            .write_all(line.as_bytes())
+            .map_err(|source| RecordError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        // Counted once written: a flush that reads this count afterwards covers it.
+        self.flush.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// [`JsonLines::append`], then waits until it is on disk.
+    pub fn append_synced(&self, record: &R) -> Result<(), RecordError> {
+        self.append(record)?;
+        self.syncer().sync()
+    }
+
+    /// A handle that flushes everything appended so far to disk (`fdatasync`).
+    pub fn syncer(&self) -> Syncer {
+        Syncer {
+            path: self.path.clone(),
+            file: self.file.clone(),
+            flush: self.flush.clone(),
+            target: self.flush.written.load(Ordering::SeqCst),
+        }
+    }
+}
+
 /// One approval, as recorded.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,78 +204,31 @@ pub struct Approval {
     pub recorded_at: Timestamp,
 }
 
+/// The statement approvals, indexed by payment.
 pub struct ApprovalLog {
-    path: PathBuf,
-    file: Arc<std::fs::File>,
-    flush: Arc<FlushState>,
+    file: JsonLines<Approval>,
     by_payment: HashMap<PaymentRef, Vec<Approval>>,
 }
 
 impl std::fmt::Debug for ApprovalLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApprovalLog")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .field("payments", &self.by_payment.len())
             .finish()
     }
 }
 
 impl ApprovalLog {
-    /// Opens (creating when missing) and reads the record. A torn last line — a crash
-    /// in the middle of a write, before its fsync returned and so before anything was
-    /// answered — is ignored; damage anywhere else is an error, because skipping an
-    /// approval could let the guardian sign a second statement for that payment.
+    /// Opens (creating when missing) and reads the record, under the damage rule of
+    /// [`JsonLines::open`].
     pub fn open(path: &Path) -> Result<Self, RecordError> {
-        let io = |source| RecordError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-        }
+        let (file, approvals) = JsonLines::<Approval>::open(path)?;
         let mut by_payment: HashMap<PaymentRef, Vec<Approval>> = HashMap::new();
-        match std::fs::File::open(path) {
-            Ok(f) => {
-                let lines: Vec<String> = std::io::BufReader::new(f)
-                    .lines()
-                    .collect::<Result<_, _>>()
-                    .map_err(io)?;
-                let last = lines.len();
-                for (i, line) in lines.iter().enumerate() {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match serde_json::from_str::<Approval>(line) {
-                        Ok(a) => by_payment.entry(a.payment.clone()).or_default().push(a),
-                        Err(_) if i + 1 == last => {
-                            tracing::warn!(path = %path.display(), "ignoring a torn last line in the approval record");
-                        }
-                        Err(e) => {
-                            return Err(RecordError::Damaged {
-                                path: path.display().to_string(),
-                                line: i + 1,
-                                detail: e.to_string(),
-                            })
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+        for a in approvals {
+            by_payment.entry(a.payment.clone()).or_default().push(a);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file: Arc::new(file),
-            flush: Arc::new(FlushState::default()),
-            by_payment,
-        })
+        Ok(Self { file, by_payment })
     }
 
     /// Every approval recorded for `payment`.
@@ -127,7 +237,7 @@ impl ApprovalLog {
     }
 
     /// Appends one approval without waiting for the disk; the caller must
-    /// [`ApprovalLog::sync`] before any partial signature leaves the process.
+    /// [`Syncer::sync`] before any partial signature leaves the process.
     ///
     /// Split in two so the guardian writes under its decision lock (which makes
     /// check-then-record atomic) but waits for the fsync after releasing it: concurrent
@@ -135,19 +245,7 @@ impl ApprovalLog {
     /// one fsync each. An approval that is written but not yet synced is already seen
     /// by later checks, which only makes them stricter.
     pub fn append(&mut self, approval: Approval) -> Result<(), RecordError> {
-        let io = |source| RecordError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let mut line = serde_json::to_string(&approval).map_err(|e| RecordError::Damaged {
-            path: self.path.display().to_string(),
-            line: 0,
-            detail: e.to_string(),
-        })?;
-        line.push('\n');
-        (&*self.file).write_all(line.as_bytes()).map_err(io)?;
-        // Counted once written: a flush that reads this count afterwards covers it.
-        self.flush.written.fetch_add(1, Ordering::SeqCst);
+        self.file.append(&approval)?;
         self.by_payment
             .entry(approval.payment.clone())
             .or_default()
@@ -157,12 +255,12 @@ impl ApprovalLog {
 
     /// A handle that flushes everything appended so far to disk (`fdatasync`).
     pub fn syncer(&self) -> Syncer {
-        Syncer {
-            path: self.path.clone(),
-            file: self.file.clone(),
-            flush: self.flush.clone(),
-            target: self.flush.written.load(Ordering::SeqCst),
-        }
+        self.file.syncer()
+    }
+
+    /// The torn fragment cut off when the record was opened, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.file.torn_tail()
     }
 
     pub fn len(&self) -> usize {
@@ -184,7 +282,7 @@ struct FlushState {
     synced: Mutex<u64>,
 }
 
-/// Flushes an [`ApprovalLog`] to disk; usable without the log's lock.
+/// Flushes a [`JsonLines`] file to disk; usable without the owner's lock.
 #[derive(Clone)]
 pub struct Syncer {
     path: PathBuf,
@@ -195,7 +293,7 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    /// Blocks until every line appended before [`ApprovalLog::syncer`] is on disk.
+    /// Blocks until every line appended before [`JsonLines::syncer`] is on disk.
     /// Concurrent callers share flushes: while one `fdatasync` runs the others wait,
     /// and the next one covers every line written meanwhile; a caller whose lines a
     /// finished flush already covers returns without touching the disk.
@@ -241,33 +339,84 @@ mod tests {
         }
     }
 
+    fn tear(path: &Path, fragment: &[u8]) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(fragment).unwrap();
+    }
+
+    /// A crash mid-write, a reopen, two more approvals, another reopen: every complete
+    /// record is there, the fragment is gone, nothing is glued to it. Damage anywhere
+    /// but the tail stops the open and changes nothing.
     #[test]
-    fn survives_reopen_ignores_torn_tail_refuses_damage() {
+    fn torn_tail_is_cut_later_approvals_survive_other_damage_stops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
         let mut log = ApprovalLog::open(&path).unwrap();
+        assert!(log.torn_tail().is_none());
         log.append(approval("0x01")).unwrap();
         log.append(approval("0x02")).unwrap();
         log.syncer().sync().unwrap();
         drop(log);
-        // A crash in the middle of the third write.
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        f.write_all(b"{\"payment\":{\"cha").unwrap();
-        drop(f);
-        let log = ApprovalLog::open(&path).unwrap();
+        tear(&path, b"{\"payment\":{\"cha");
+        let mut log = ApprovalLog::open(&path).unwrap();
+        assert_eq!(log.torn_tail(), Some(&TornTail { line: 3, bytes: 16 }));
         assert_eq!(log.len(), 2);
-        let p = approval("0x02").payment;
-        assert_eq!(log.for_payment(&p).len(), 1);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        log.append(approval("0x03")).unwrap();
+        log.append(approval("0x04")).unwrap();
+        log.syncer().sync().unwrap();
         drop(log);
-        // Damage before the last line is not skipped.
+        let log = ApprovalLog::open(&path).unwrap();
+        assert!(log.torn_tail().is_none());
+        assert_eq!(log.len(), 4);
+        for tx in ["0x01", "0x02", "0x03", "0x04"] {
+            assert_eq!(log.for_payment(&approval(tx).payment).len(), 1, "{tx}");
+        }
+        drop(log);
+
+        // A damaged line in the middle (a fragment glued to the next line, as an older
+        // build wrote it): an error naming the file and the line; the file is untouched.
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, format!("garbage\n{text}")).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        let glued = format!("{{\"payment\":{{\"cha{}", lines[1]);
+        lines[1] = &glued;
+        let damaged = format!("{}\n", lines.join("\n"));
+        std::fs::write(&path, &damaged).unwrap();
+        match ApprovalLog::open(&path) {
+            Err(e @ RecordError::Damaged { line: 2, .. }) => {
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+                assert!(e.to_string().contains("line 2"), "{e}");
+            }
+            other => panic!("expected damage at line 2, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
+        // The glued line as the last complete line is damage too, not a torn tail: it
+        // holds an approval that was answered.
+        let last_glued = format!("{}\n{glued}\n", lines[0]);
+        std::fs::write(&path, &last_glued).unwrap();
+        assert!(matches!(
+            ApprovalLog::open(&path),
+            Err(RecordError::Damaged { line: 2, .. })
+        ));
+        // Damage before a torn tail: the damage wins, and the tail is not cut either.
+        let both = format!("garbage\n{}\n{{\"pay", lines[0]);
+        std::fs::write(&path, &both).unwrap();
         assert!(matches!(
             ApprovalLog::open(&path),
             Err(RecordError::Damaged { line: 1, .. })
         ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), both);
+    }
+
+    /// A file holding only a fragment (a crash during the first write) opens empty.
+    #[test]
+    fn a_lone_fragment_is_cut_to_an_empty_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, b"{\"payment").unwrap();
+        let log = ApprovalLog::open(&path).unwrap();
+        assert_eq!(log.torn_tail().map(|t| t.line), Some(1));
+        assert!(log.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 }

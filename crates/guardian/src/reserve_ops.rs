@@ -28,7 +28,6 @@
 //! recorded: a deposit too shallow now may be deep enough later.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,6 +53,7 @@ use uuid::Uuid;
 
 use crate::keystore::{self, GuardianKey, KeystoreError, Passphrase};
 use crate::protocol::{self, Envelope, ANSWER_TAG, REQUEST_TAG};
+use crate::record::{JsonLines, RecordError};
 
 /// Domain tags are the signing protocol's; the body type keeps a reserve request from
 /// parsing as a statement request and back (`deny_unknown_fields` on both).
@@ -194,7 +194,8 @@ struct LogLine {
 }
 
 struct OpLog {
-    path: Option<PathBuf>,
+    /// The durable record (`None`: in memory only, for tests that say so).
+    file: Option<JsonLines<LogLine>>,
     /// op key ("mint:<id>") → (op digest, the answer sent).
     answered: HashMap<String, (String, Envelope)>,
     /// resource → op key that used it.
@@ -202,44 +203,30 @@ struct OpLog {
 }
 
 impl OpLog {
-    fn open(path: Option<&Path>) -> std::io::Result<Self> {
+    /// Reads the record under the approval records' damage rule
+    /// ([`crate::record::JsonLines::open`]): a torn last line is cut off, any other
+    /// unparsable line is an error, since dropping it could let a burn, a deposit or
+    /// an input be used a second time.
+    fn open(path: Option<&Path>) -> Result<Self, RecordError> {
         let mut log = Self {
-            path: path.map(Path::to_path_buf),
+            file: None,
             answered: HashMap::new(),
             used: HashMap::new(),
         };
         if let Some(p) = path {
-            if p.exists() {
-                let text = std::fs::read_to_string(p)?;
-                // A torn last line (crash mid-write) was never answered: cut it off, or
-                // the next line appended would be glued to it and lost on reload.
-                if !text.is_empty() && !text.ends_with('\n') {
-                    let keep = text.rfind('\n').map_or(0, |i| i + 1);
-                    let f = std::fs::OpenOptions::new().write(true).open(p)?;
-                    f.set_len(keep as u64)?;
-                    f.sync_data()?;
-                }
-                for line in text.lines() {
-                    // A torn last line (crash mid-write) was never answered: skip it.
-                    if let Ok(l) = serde_json::from_str::<LogLine>(line) {
-                        log.remember(l);
-                    }
-                }
+            let (file, lines) = JsonLines::<LogLine>::open(p)?;
+            for line in lines {
+                log.remember(line);
             }
+            log.file = Some(file);
         }
         Ok(log)
     }
 
-    fn append(&mut self, line: LogLine) -> std::io::Result<()> {
-        if let Some(p) = &self.path {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?;
-            let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
-            text.push('\n');
-            f.write_all(text.as_bytes())?;
-            f.sync_data()?;
+    /// Records the line on disk (fsync'd) before it counts.
+    fn append(&mut self, line: LogLine) -> Result<(), RecordError> {
+        if let Some(file) = &self.file {
+            file.append_synced(&line)?;
         }
         self.remember(line);
         Ok(())
@@ -310,7 +297,9 @@ impl ReserveGuardian {
             network,
             tokens,
             policy,
-            log: Mutex::new(OpLog::open(log_path)?),
+            // The io error keeps this constructor's signature; its text names the file
+            // and the damaged line.
+            log: Mutex::new(OpLog::open(log_path).map_err(std::io::Error::other)?),
         })
     }
 
@@ -666,30 +655,8 @@ impl ReserveGuardian {
         let mut uses = Vec::with_capacity(release.utxos.len());
         let mut confirmed: HashMap<&str, bool> = HashMap::new();
         for u in &release.utxos {
-            let Some(seen) = own
-                .iter()
-                .find(|o| o.txid.eq_ignore_ascii_case(&u.txid) && o.vout == u.vout)
-            else {
-                return refuse(
-                    "utxo_mismatch",
-                    format!(
-                        "{}:{} is not an unspent reserve output here",
-                        u.txid, u.vout
-                    ),
-                );
-            };
-            if seen.amount_sats != u.amount_sats
-                || !seen
-                    .script_pubkey_hex
-                    .eq_ignore_ascii_case(&u.script_pubkey_hex)
-            {
-                return refuse(
-                    "utxo_mismatch",
-                    format!(
-                        "{}:{} holds {} sats here, the request says {}",
-                        u.txid, u.vout, seen.amount_sats, u.amount_sats
-                    ),
-                );
+            if let Some(why) = crate::utxo_check::mismatch(&own, u) {
+                return refuse("utxo_mismatch", why);
             }
             if !confirmed.contains_key(u.txid.as_str()) {
                 let depth = self.bitcoin.tx_confirmations(&u.txid).await?;
@@ -1019,11 +986,15 @@ mod tests {
 
     fn config_text(keys: &[String], approvals: &Path) -> String {
         let coordinator = GuardianKey::generate().public_hex();
+        let reserve = SortedMulti::new(2, keys.iter().map(|k| k.parse().unwrap()).collect())
+            .unwrap()
+            .descriptor_wsh();
         let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
         format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
              coordinators = [\"{coordinator}\"]\nchains = []\n\
              [bitcoin]\nbackend = \"dev\"\ndev_height = 100\n\
+             [policy]\nreserves = [\"{reserve}\"]\n\
              [reserve_ops]\nthreshold = 2\nkeys = [{}]\nnetwork = \"regtest\"\n\
              approvals = \"{}\"\nmin_deposit_confirmations = 6\nmin_burn_confirmations = 12\n\
              max_release_fee_sats = 50000\n\
@@ -1034,21 +1005,29 @@ mod tests {
         )
     }
 
+    fn line(op: &str, resource: &str, answer: &Envelope) -> LogLine {
+        LogLine {
+            op_key: op.into(),
+            resource: resource.into(),
+            uses: vec![format!("{resource}:used")],
+            op_digest: format!("digest of {op}"),
+            answer: answer.clone(),
+        }
+    }
+
+    /// The approval records' damage rule, on the reserve-ops record: a torn tail is cut
+    /// on open, two more approvals and another open keep every complete line, and an
+    /// unparsable line elsewhere is an error (it used to be dropped silently, so the
+    /// burn or input it recorded could be used again).
     #[test]
-    fn approvals_survive_a_restart_and_a_torn_line_is_ignored() {
+    fn torn_tail_is_cut_later_approvals_survive_other_damage_stops() {
+        use std::io::Write as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reserve.jsonl");
         let key = GuardianKey::generate();
         let answer = protocol::seal(ANSWER_TAG, &serde_json::json!({"x": 1}), &key).unwrap();
         let mut log = OpLog::open(Some(&path)).unwrap();
-        log.append(LogLine {
-            op_key: "mint:1".into(),
-            resource: "deposit:aa:0".into(),
-            uses: vec!["deposit:aa:1".into()],
-            op_digest: "d1".into(),
-            answer: answer.clone(),
-        })
-        .unwrap();
+        log.append(line("mint:1", "deposit:aa:0", &answer)).unwrap();
         drop(log);
         // A crash in the middle of the next write leaves half a line.
         let mut f = std::fs::OpenOptions::new()
@@ -1057,32 +1036,48 @@ mod tests {
             .unwrap();
         f.write_all(br#"{"op_key":"mint:2","resou"#).unwrap();
         drop(f);
-        let log = OpLog::open(Some(&path)).unwrap();
+        let mut log = OpLog::open(Some(&path)).unwrap();
+        assert_eq!(
+            log.file.as_ref().unwrap().torn_tail().map(|t| t.line),
+            Some(2)
+        );
         let (digest, env) = log.answered.get("mint:1").unwrap();
-        assert_eq!(digest, "d1");
+        assert_eq!(digest, "digest of mint:1");
         assert_eq!(env.body, answer.body);
         assert_eq!(env.signature, answer.signature);
         assert_eq!(
-            log.used.get("deposit:aa:0").map(String::as_str),
-            Some("mint:1")
-        );
-        assert_eq!(
-            log.used.get("deposit:aa:1").map(String::as_str),
+            log.used.get("deposit:aa:0:used").map(String::as_str),
             Some("mint:1")
         );
         assert!(!log.answered.contains_key("mint:2"));
-        // The next approval after the restart is not glued to the torn fragment.
-        let mut log = log;
-        log.append(LogLine {
-            op_key: "mint:3".into(),
-            resource: "deposit:bb:0".into(),
-            uses: Vec::new(),
-            op_digest: "d3".into(),
-            answer,
-        })
-        .unwrap();
+        log.append(line("mint:3", "deposit:bb:0", &answer)).unwrap();
+        log.append(line("release:4", "burn:x:0x04", &answer))
+            .unwrap();
+        drop(log);
         let log = OpLog::open(Some(&path)).unwrap();
-        assert!(log.answered.contains_key("mint:1") && log.answered.contains_key("mint:3"));
+        assert!(log.file.as_ref().unwrap().torn_tail().is_none());
+        for op in ["mint:1", "mint:3", "release:4"] {
+            assert!(log.answered.contains_key(op), "{op}");
+        }
+        assert_eq!(
+            log.used.get("burn:x:0x04").map(String::as_str),
+            Some("release:4")
+        );
+        drop(log);
+        // An unparsable line in the middle: an error naming the file and the line.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let damaged = format!(
+            "{}\n{{\"op_key\":\"mint:2\",\"reso\n{}\n",
+            lines[0], lines[1]
+        );
+        std::fs::write(&path, &damaged).unwrap();
+        let Err(e) = OpLog::open(Some(&path)) else {
+            panic!("a damaged record opened")
+        };
+        assert!(matches!(e, RecordError::Damaged { line: 2, .. }), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
     }
 
     #[test]

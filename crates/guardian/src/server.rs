@@ -14,7 +14,8 @@ use bitcoin::secp256k1::PublicKey;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use ubtc_bitcoin::multisig::{DescriptorCache, PartialSignature};
+use ubtc_bitcoin::bip322::ToSignParams;
+use ubtc_bitcoin::multisig::{DescriptorCache, Form, PartialSignature};
 use ubtc_chains::{BitcoinBackend, PaymentDepth};
 use ubtc_core::{BlockStamp, ChainId, Payment, PaymentRef, Statement, Timestamp};
 use uuid::Uuid;
@@ -49,6 +50,13 @@ pub struct GuardianPolicy {
     pub max_request_ttl_ms: i64,
     /// Oldest Bitcoin block stamp accepted, in blocks below this guardian's tip.
     pub max_stamp_age_blocks: u32,
+    /// The reserve descriptors this guardian signs for, in the canonical text the
+    /// coordinator sends (`SortedMulti::descriptor`; `[policy] reserves`, normalised
+    /// by [`crate::config::PolicyConfig::reserves`]). Any other descriptor is refused,
+    /// however many of its keys are this guardian's.
+    pub reserves: Vec<String>,
+    /// The BIP-322 forms statements are signed in (`[policy] forms`).
+    pub forms: Vec<Form>,
 }
 
 struct Decisions {
@@ -145,11 +153,27 @@ impl Guardian {
                 },
             );
         }
+        let own = bitcoin::CompressedPublicKey(key.public());
+        let mut reserves = Vec::new();
+        for (descriptor, policy) in config.policy.reserves()? {
+            // A reserve without this guardian's key would be refused by every signing
+            // attempt anyway: say so at start.
+            if !policy.keys().contains(&own) {
+                return Err(crate::config::ConfigError::Invalid(format!(
+                    "policy.reserves: {descriptor} does not hold this guardian's key {}",
+                    key.public_hex()
+                ))
+                .into());
+            }
+            reserves.push(descriptor);
+        }
         let policy = GuardianPolicy {
             coordinators: config.coordinator_keys()?,
             statement_versions: config.statement_versions.clone(),
             max_request_ttl_ms: (config.max_request_ttl_secs as i64).saturating_mul(1000),
             max_stamp_age_blocks: config.bitcoin.max_stamp_age_blocks,
+            reserves,
+            forms: config.policy.forms.clone(),
         };
         let bitcoin = config.bitcoin.backend()?;
         Ok(Self::new(key, chains, bitcoin, policy, log))
@@ -451,6 +475,20 @@ impl Guardian {
             };
             let refs: Vec<&PaymentRef> = indices.iter().map(|&i| &items[i].req.payment).collect();
             let read = watched.adapter.payments(&refs).await;
+            if read.len() != indices.len() {
+                // Answers are positional: with one missing (or one too many) none of
+                // them can be matched to its payment, so no payment of this chain was
+                // read. Zipping would have skipped the check of the unanswered ones.
+                let detail = format!(
+                    "the {chain} view answered for {} of {} payments",
+                    read.len(),
+                    indices.len()
+                );
+                for &i in &indices {
+                    out[i] = Some(refuse(RefusalCode::ChainUnavailable, &detail));
+                }
+                continue;
+            }
             for (&i, found) in indices.iter().zip(read) {
                 if let Err(refusal) = check_payment(&items[i], found) {
                     out[i] = Some(refusal);
@@ -458,7 +496,7 @@ impl Guardian {
             }
         }
         for (i, o) in out.iter_mut().enumerate() {
-            // A source that answered for fewer payments than asked: not read, no approval.
+            // Every open item was read above; this only guards the invariant.
             if o.is_none() && !self.chains.contains_key(&items[i].req.payment.chain) {
                 *o = Some(refuse(RefusalCode::PaymentUnknown, "chain not watched"));
             }
@@ -478,6 +516,21 @@ impl Guardian {
                 }
                 if let Some(Some(refusal)) = judged.get(stamp) {
                     out[i] = Some(refusal.clone());
+                }
+            }
+        }
+
+        // A proof of funds claims the UTXOs it spends: each one must be on this
+        // guardian's own Bitcoin view, or the signature would prove reserves that do
+        // not exist.
+        let pofs: Vec<usize> = (0..items.len())
+            .filter(|i| out[*i].is_none() && items[*i].req.signing.form == Form::ProofOfFunds)
+            .collect();
+        if !pofs.is_empty() {
+            let mut seen = crate::utxo_check::UtxoView::new(self.bitcoin.as_ref());
+            for i in pofs {
+                if let Err((code, detail)) = seen.check(&items[i].req.signing).await {
+                    out[i] = Some(refuse(code, &detail));
                 }
             }
         }
@@ -517,21 +570,33 @@ impl Guardian {
                     continue;
                 };
                 let req = item.req;
+                // One approval per payment, whatever the descriptor: the identical
+                // request (same statement, reserve and BIP-322 form, hence the same
+                // deterministic partial) is answered again; anything else is refused.
                 let previous = d.log.for_payment(&req.payment);
-                if let Some(other) = previous.iter().find(|a| a.statement_digest != item.digest) {
-                    out[i] = Some(refuse(
-                        RefusalCode::AlreadySignedOther,
-                        &format!(
+                let identical = previous.iter().find(|a| {
+                    a.statement_digest == item.digest
+                        && a.descriptor == req.signing.descriptor
+                        && a.partial == partial
+                });
+                if let (None, Some(other)) = (identical, previous.first()) {
+                    let detail = if other.statement_digest != item.digest {
+                        format!(
                             "already approved statement {} for this payment",
                             other.statement_digest
-                        ),
-                    ));
+                        )
+                    } else if other.descriptor != req.signing.descriptor {
+                        format!(
+                            "already approved this statement for this payment under {}",
+                            other.descriptor
+                        )
+                    } else {
+                        "already approved this statement for this payment in another form".into()
+                    };
+                    out[i] = Some(refuse(RefusalCode::ConflictingStatement, &detail));
                     continue;
                 }
-                if let Some(same) = previous
-                    .iter()
-                    .find(|a| a.descriptor == req.signing.descriptor)
-                {
+                if let Some(same) = identical {
                     // The record may have been written by a request still waiting for
                     // its fsync: it must be on disk before this answer carries it out.
                     to_sync.push((
@@ -630,6 +695,40 @@ impl Guardian {
             return Err(refuse(
                 RefusalCode::StatementMismatch,
                 "the BIP-322 message or payment is not the statement's",
+            ));
+        }
+        if !self.policy.reserves.contains(&req.signing.descriptor) {
+            return Err(refuse(
+                RefusalCode::UnknownReserve,
+                &format!(
+                    "{} is not one of the {} reserve(s) this guardian signs for",
+                    req.signing.descriptor,
+                    self.policy.reserves.len()
+                ),
+            ));
+        }
+        if !self.policy.forms.contains(&req.signing.form) {
+            return Err(refuse(
+                RefusalCode::FormNotAllowed,
+                &format!(
+                    "this guardian signs statements in the {} form(s) only, not {:?}",
+                    self.policy
+                        .forms
+                        .iter()
+                        .map(|f| format!("{f:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    req.signing.form
+                ),
+            ));
+        }
+        // A lock time or sequence would make a signature that proves control only
+        // from some time on, or that a wallet reads as a spend it could make: no
+        // statement needs one.
+        if req.signing.params != ToSignParams::default() {
+            return Err(refuse(
+                RefusalCode::FormNotAllowed,
+                "a version, lock time or sequence other than 0 is never signed",
             ));
         }
         if !self.chains.contains_key(&req.payment.chain) {

@@ -10,6 +10,8 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use common::{GuardianSpec, Harness};
+use ubtc_bitcoin::bip322::ToSignParams;
+use ubtc_bitcoin::multisig::{Form, SigningRequest, SortedMulti, Wrapping};
 use ubtc_core::bundle::{
     ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
 };
@@ -256,7 +258,7 @@ async fn never_two_statements_for_one_payment_and_same_answer_again() {
         &h.keys[0],
     )
     .await;
-    assert_eq!(refusal(&a3), Some(RefusalCode::AlreadySignedOther));
+    assert_eq!(refusal(&a3), Some(RefusalCode::ConflictingStatement));
 }
 
 #[tokio::test]
@@ -297,8 +299,8 @@ async fn replayed_expired_and_badly_signed_requests_refused() {
 async fn rate_limited_per_chain() {
     let specs = (0..3)
         .map(|_| GuardianSpec {
-            empty_view: false,
             rate: 1,
+            ..GuardianSpec::default()
         })
         .collect();
     let h = Harness::new(specs).await;
@@ -504,7 +506,7 @@ async fn batch_items_are_decided_and_answered_individually() {
         vec![
             None,
             None,
-            Some(RefusalCode::AlreadySignedOther),
+            Some(RefusalCode::ConflictingStatement),
             Some(RefusalCode::StatementMismatch),
             Some(RefusalCode::PaymentUnconfirmed),
             Some(RefusalCode::RequestExpired),
@@ -660,4 +662,380 @@ async fn more_than_a_batch_is_split_into_rounds() {
         c.sign(&statements[n - 1]).await.unwrap(),
     );
     assert!(ubtc_bitcoin::bundle::verify_bundle(&b).is_valid());
+}
+
+/// A request for the payment and statement of `statement`, signing `signing`.
+fn request_for(statement: &Statement, signing: SigningRequest) -> SignRequest {
+    let now = Timestamp::now();
+    SignRequest {
+        request_id: uuid::Uuid::new_v4(),
+        issued_at: now,
+        expires_at: now.plus_millis(30_000),
+        payment: statement.payment.clone(),
+        statement: statement.clone(),
+        signing,
+    }
+}
+
+fn keys_of(h: &Harness) -> Vec<bitcoin::CompressedPublicKey> {
+    h.keys
+        .iter()
+        .map(|k| bitcoin::CompressedPublicKey(k.public()))
+        .collect()
+}
+
+/// The one-guardian-plus-coordinator forgery: with the coordinator's key, ask an honest
+/// guardian to sign for a reserve that holds its key but is not the reserve (threshold
+/// 1 with an attacker's key added; the same keys at another threshold; other keys), in
+/// a form it does not sign statements in (`full` with a lock time, a proof of funds),
+/// or a proof of funds over an invented UTXO. Each is refused with its code and nothing
+/// is recorded; the honest request still signs.
+#[tokio::test]
+async fn one_guardian_and_the_coordinator_key_cannot_forge() {
+    let mut specs = three();
+    specs[1].forms = vec![Form::Simple, Form::ProofOfFunds];
+    let h = Harness::new(specs).await;
+    let c = h.coordinator(2);
+    let s = h.statement(&h.pay("forge me", 3)).await;
+    let text = s.text();
+    let attacker = bitcoin::CompressedPublicKey(GuardianKey::generate().public());
+    let mut with_attacker = keys_of(&h);
+    with_attacker.push(attacker);
+    let simple = |policy: &SortedMulti| {
+        SigningRequest::new(
+            policy,
+            Wrapping::Wsh,
+            bitcoin::Network::Regtest,
+            text.as_bytes(),
+            Form::Simple,
+        )
+        .unwrap()
+    };
+    let ask = |i: usize, signing: SigningRequest| {
+        let env = c.seal_request(&request_for(&s, signing)).unwrap();
+        let url = h.urls[i].clone();
+        let key = h.keys[i].clone();
+        async move { send(&url, &env, &key).await.0 }
+    };
+    let expect = |a: &SignAnswer, code: RefusalCode| {
+        assert_eq!(refusal(a), Some(code), "{a:?}");
+    };
+
+    // Threshold 1 over the three guardian keys and the attacker's.
+    let one_of_four = SortedMulti::new(1, with_attacker).unwrap();
+    expect(
+        &ask(0, simple(&one_of_four)).await,
+        RefusalCode::UnknownReserve,
+    );
+    // The guardians' own keys at another threshold.
+    for m in [1, 3] {
+        let other = SortedMulti::new(m, keys_of(&h)).unwrap();
+        expect(&ask(0, simple(&other)).await, RefusalCode::UnknownReserve);
+    }
+    // A reserve of this guardian's key alone, and one of other keys.
+    let alone = SortedMulti::new(1, vec![keys_of(&h)[0]]).unwrap();
+    expect(&ask(0, simple(&alone)).await, RefusalCode::UnknownReserve);
+    let strangers = SortedMulti::new(
+        2,
+        (0..3)
+            .map(|_| bitcoin::CompressedPublicKey(GuardianKey::generate().public()))
+            .collect(),
+    )
+    .unwrap();
+    expect(
+        &ask(0, simple(&strangers)).await,
+        RefusalCode::UnknownReserve,
+    );
+
+    // The real reserve, in a form statements are not signed in.
+    let (reserve, wrapping) = SortedMulti::parse_descriptor(&h.reserve).unwrap();
+    let full = |params: ToSignParams| {
+        SigningRequest::with_params(
+            &reserve,
+            wrapping,
+            bitcoin::Network::Regtest,
+            text.as_bytes(),
+            Form::Full,
+            params,
+            &[],
+        )
+        .unwrap()
+    };
+    let locked = ToSignParams {
+        version: 2,
+        lock_time: 900_000,
+        sequence: 0xffff_fffe,
+    };
+    expect(&ask(0, full(locked)).await, RefusalCode::FormNotAllowed);
+    expect(
+        &ask(0, full(ToSignParams::default())).await,
+        RefusalCode::FormNotAllowed,
+    );
+    let address = reserve
+        .address(bitcoin::Network::Regtest, wrapping)
+        .to_string();
+    let spk = reserve.script_pubkey(wrapping).to_hex_string();
+    let invented = ubtc_core::bundle::Utxo {
+        txid: "ab".repeat(32),
+        vout: 0,
+        amount_sats: 2_000_000_000_000_000,
+        script_pubkey_hex: spk.clone(),
+    };
+    let pof = |utxos: &[ubtc_core::bundle::Utxo]| {
+        SigningRequest::proof_of_funds(
+            &reserve,
+            wrapping,
+            bitcoin::Network::Regtest,
+            text.as_bytes(),
+            utxos,
+        )
+        .unwrap()
+    };
+    // g0 signs statements in the simple form only: a proof of funds is refused as such.
+    expect(
+        &ask(0, pof(std::slice::from_ref(&invented))).await,
+        RefusalCode::FormNotAllowed,
+    );
+    // g1 signs proofs of funds, over UTXOs its own Bitcoin view has: not this one.
+    expect(
+        &ask(1, pof(std::slice::from_ref(&invented))).await,
+        RefusalCode::UtxoSetMismatch,
+    );
+    // A real UTXO stated with a larger amount, and a real one with the lock time set.
+    let real = h.bitcoin[1].fund(&address, &spk, 150_000);
+    let mut inflated = real.clone();
+    inflated.amount_sats = 150_000_000;
+    expect(
+        &ask(1, pof(std::slice::from_ref(&inflated))).await,
+        RefusalCode::UtxoSetMismatch,
+    );
+    // One real UTXO and one invented: refused whole.
+    expect(
+        &ask(1, pof(&[real.clone(), invented.clone()])).await,
+        RefusalCode::UtxoSetMismatch,
+    );
+    // The real UTXO, but with a lock time: never signed, even where proofs of funds are.
+    let locked_pof = SigningRequest::with_params(
+        &reserve,
+        wrapping,
+        bitcoin::Network::Regtest,
+        text.as_bytes(),
+        Form::ProofOfFunds,
+        locked,
+        std::slice::from_ref(&real),
+    )
+    .unwrap();
+    expect(&ask(1, locked_pof).await, RefusalCode::FormNotAllowed);
+    // Nothing of the above was recorded.
+    for i in 0..3 {
+        let record =
+            std::fs::read_to_string(h.dir.path().join(format!("g{i}.jsonl"))).unwrap_or_default();
+        assert_eq!(record.lines().count(), 0, "g{i} recorded a refused request");
+    }
+    // The proof of funds over what g1 sees is signed, and the partial verifies.
+    let honest = pof(std::slice::from_ref(&real));
+    let signed = ask(1, honest.clone()).await;
+    let Outcome::Approved { partial, .. } = signed.outcome.clone() else {
+        panic!("{signed:?}")
+    };
+    SigningRequest::prepare(honest)
+        .unwrap()
+        .verify_partial(partial)
+        .unwrap();
+    // And the honest simple request for another payment signs on g0.
+    let other = h.statement(&h.pay("honest", 3)).await;
+    let env = c.seal_request(&request(&c, &other, 30_000)).unwrap();
+    assert_eq!(refusal(&send(&h.urls[0], &env, &h.keys[0]).await.0), None);
+}
+
+/// "One statement per payment" keys on the payment: the same statement under another
+/// reserve this guardian also signs for, in another form, or another statement, is
+/// `conflicting_statement`; the identical request (fresh request id) gets the recorded
+/// answer, before and after a restart of the guardian's record.
+#[tokio::test]
+async fn one_approval_per_payment_whatever_the_descriptor() {
+    let mut specs = three();
+    specs[0].also_threshold = Some(3);
+    specs[0].forms = vec![Form::Simple, Form::ProofOfFunds];
+    let h = Harness::new(specs).await;
+    let c = h.coordinator(2);
+    let p = h.pay("one payment, one statement", 3);
+    let s1 = h.statement(&p).await;
+    let text = s1.text();
+    let (a1, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request(&c, &s1, 30_000)).unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    let Outcome::Approved {
+        partial: p1,
+        recorded_at: r1,
+    } = a1.outcome.clone()
+    else {
+        panic!("{a1:?}")
+    };
+    // The same statement under the 3-of-3 reserve, which g0 names too.
+    let all = SortedMulti::new(3, keys_of(&h)).unwrap();
+    let under_other = SigningRequest::new(
+        &all,
+        Wrapping::Wsh,
+        bitcoin::Network::Regtest,
+        text.as_bytes(),
+        Form::Simple,
+    )
+    .unwrap();
+    let (a2, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request_for(&s1, under_other.clone()))
+            .unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    assert_eq!(
+        refusal(&a2),
+        Some(RefusalCode::ConflictingStatement),
+        "{a2:?}"
+    );
+    // A 3-of-3 statement for a payment g0 has not approved yet is signed: the reserve
+    // itself is accepted, only the second approval for one payment is not.
+    let fresh = h.statement(&h.pay("under the 3-of-3", 3)).await;
+    let fresh_signing = SigningRequest::new(
+        &all,
+        Wrapping::Wsh,
+        bitcoin::Network::Regtest,
+        fresh.text().as_bytes(),
+        Form::Simple,
+    )
+    .unwrap();
+    let (a, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request_for(&fresh, fresh_signing)).unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    assert_eq!(refusal(&a), None, "{a:?}");
+    // The same statement and reserve as a proof of funds over an output g0 sees: a
+    // different `to_sign`, so a second approval.
+    let (reserve, wrapping) = SortedMulti::parse_descriptor(&h.reserve).unwrap();
+    let address = reserve
+        .address(bitcoin::Network::Regtest, wrapping)
+        .to_string();
+    let utxo = h.bitcoin[0].fund(
+        &address,
+        &reserve.script_pubkey(wrapping).to_hex_string(),
+        5_000,
+    );
+    let pof = SigningRequest::proof_of_funds(
+        &reserve,
+        wrapping,
+        bitcoin::Network::Regtest,
+        text.as_bytes(),
+        &[utxo],
+    )
+    .unwrap();
+    let (a3, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request_for(&s1, pof)).unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    assert_eq!(
+        refusal(&a3),
+        Some(RefusalCode::ConflictingStatement),
+        "{a3:?}"
+    );
+    // Another statement for the payment.
+    let s2 = h.statement(&p).await;
+    let (a4, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request(&c, &s2, 30_000)).unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    assert_eq!(
+        refusal(&a4),
+        Some(RefusalCode::ConflictingStatement),
+        "{a4:?}"
+    );
+    // The identical request again: the recorded approval.
+    let (a5, _) = send(
+        &h.urls[0],
+        &c.seal_request(&request(&c, &s1, 30_000)).unwrap(),
+        &h.keys[0],
+    )
+    .await;
+    match a5.outcome {
+        Outcome::Approved {
+            partial,
+            recorded_at,
+        } => {
+            assert_eq!(partial, p1);
+            assert_eq!(recorded_at, r1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two approvals recorded (s1 under 2-of-3, the fresh one under 3-of-3); a record
+    // reopened, as at a restart, still holds one per payment.
+    let log = ubtc_guardian::record::ApprovalLog::open(&h.dir.path().join("g0.jsonl")).unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log.for_payment(&p).len(), 1);
+    assert_eq!(log.for_payment(&p)[0].descriptor, h.reserve);
+}
+
+/// A chain view that answers a batch read with fewer answers than payments asked: no
+/// item of that chain is approved (each is refused `chain_unavailable`), where zipping
+/// the answers with the requests used to leave the unanswered item unchecked, and
+/// signed.
+#[tokio::test]
+async fn a_short_answer_from_the_chain_view_approves_nothing() {
+    let mut specs = three();
+    specs[0].short_answers = true;
+    let h = Harness::new(specs).await;
+    let c = h.coordinator(2);
+    let mut items = Vec::new();
+    let mut statements = Vec::new();
+    for i in 0..3 {
+        let s = h.statement(&h.pay(&format!("short answer {i}"), 3)).await;
+        items.push(request(&c, &s, 30_000));
+        statements.push(s);
+    }
+    // An item whose payment does not exist at all: today's zip left it unread.
+    let mut ghost = h.statement(&h.pay("ghost", 3)).await;
+    ghost.payment.tx_hash =
+        ubtc_core::payment::TxHash::parse(&format!("0x{}", "ee".repeat(32))).unwrap();
+    items.push(request(&c, &ghost, 30_000));
+    let batch = batch_of(items, 30_000);
+    let answers = bodies(
+        &send_batch(&h.urls[0], &c.seal_batch(&batch).unwrap()).await,
+        &h.keys[0],
+    );
+    assert_eq!(answers.len(), 4);
+    for a in &answers {
+        assert_eq!(refusal(a), Some(RefusalCode::ChainUnavailable), "{a:?}");
+        let Outcome::Refused { detail, .. } = &a.outcome else {
+            unreachable!()
+        };
+        assert!(detail.contains("3 of 4"), "{detail}");
+    }
+    let record = std::fs::read_to_string(h.dir.path().join("g0.jsonl")).unwrap_or_default();
+    assert_eq!(record.lines().count(), 0, "nothing approved");
+    // The same guardian signs a batch of one (its view answers that one fully), and
+    // the guardians with a whole view sign the batch.
+    // (A fresh request id: the refused one gets its refusal again while it is valid.)
+    let one = batch_of(vec![request(&c, &statements[0], 30_000)], 30_000);
+    let answers = bodies(
+        &send_batch(&h.urls[0], &c.seal_batch(&one).unwrap()).await,
+        &h.keys[0],
+    );
+    assert_eq!(refusal(&answers[0]), None, "{:?}", answers[0]);
+    let answers = bodies(
+        &send_batch(&h.urls[1], &c.seal_batch(&batch).unwrap()).await,
+        &h.keys[1],
+    );
+    let codes: Vec<Option<RefusalCode>> = answers.iter().map(refusal).collect();
+    assert_eq!(
+        codes,
+        vec![None, None, None, Some(RefusalCode::PaymentUnknown)]
+    );
 }

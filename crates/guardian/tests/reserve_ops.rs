@@ -962,6 +962,7 @@ impl TokenView for StubToken {
 
 struct Lone {
     guardian: Arc<ReserveGuardian>,
+    key: GuardianKey,
     coordinator: GuardianKey,
     bitcoin: DevBitcoin,
     reserve: SortedMulti,
@@ -973,6 +974,46 @@ const BURN1: &str = "0x01";
 const BURN2: &str = "0x02";
 
 fn lone(delay: Duration) -> Lone {
+    lone_recorded(delay, None)
+}
+
+/// A reserve guardian with its key, reserve and views; `log`: its approval record.
+fn reserve_guardian(
+    key: &GuardianKey,
+    coordinator: &GuardianKey,
+    bitcoin: &DevBitcoin,
+    reserve: &SortedMulti,
+    delay: Duration,
+    log: Option<&std::path::Path>,
+) -> std::io::Result<ReserveGuardian> {
+    let mut tokens: HashMap<String, Arc<dyn TokenView>> = HashMap::new();
+    let burns = [(BURN1.to_owned(), 1_000_000), (BURN2.to_owned(), 1_000_000)];
+    tokens.insert(
+        CHAIN.into(),
+        Arc::new(StubToken {
+            burns: burns.into_iter().collect(),
+            delay,
+        }),
+    );
+    ReserveGuardian::new(
+        key.clone(),
+        vec![coordinator.public()],
+        Arc::new(bitcoin.clone()),
+        reserve.clone(),
+        Network::Regtest,
+        tokens,
+        ReservePolicy {
+            min_deposit_confirmations: 1,
+            min_burn_confirmations: 1,
+            max_release_fee_sats: 50_000,
+            max_request_ttl_ms: 120_000,
+        },
+        log,
+    )
+}
+
+/// `log: None` keeps approvals in memory: each such test is one guardian lifetime.
+fn lone_recorded(delay: Duration, log: Option<&std::path::Path>) -> Lone {
     let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
     let reserve = SortedMulti::new(
         2,
@@ -983,37 +1024,13 @@ fn lone(delay: Duration) -> Lone {
     .unwrap();
     let coordinator = GuardianKey::generate();
     let bitcoin = DevBitcoin::new(100);
-    let mut tokens: HashMap<String, Arc<dyn TokenView>> = HashMap::new();
-    let burns = [(BURN1.to_owned(), 1_000_000), (BURN2.to_owned(), 1_000_000)];
-    tokens.insert(
-        CHAIN.into(),
-        Arc::new(StubToken {
-            burns: burns.into_iter().collect(),
-            delay,
-        }),
-    );
-    let guardian = Arc::new(
-        ReserveGuardian::new(
-            keys[0].clone(),
-            vec![coordinator.public()],
-            Arc::new(bitcoin.clone()),
-            reserve.clone(),
-            Network::Regtest,
-            tokens,
-            ReservePolicy {
-                min_deposit_confirmations: 1,
-                min_burn_confirmations: 1,
-                max_release_fee_sats: 50_000,
-                max_request_ttl_ms: 120_000,
-            },
-            None, // in memory: each test is one guardian lifetime
-        )
-        .unwrap(),
-    );
+    let guardian =
+        Arc::new(reserve_guardian(&keys[0], &coordinator, &bitcoin, &reserve, delay, log).unwrap());
     let address = reserve.address(Network::Regtest, Wrapping::Wsh).to_string();
     let spk = reserve.script_pubkey(Wrapping::Wsh).to_hex_string();
     Lone {
         guardian,
+        key: keys[0].clone(),
         coordinator,
         bitcoin,
         reserve,
@@ -1200,4 +1217,95 @@ async fn a_release_to_the_reserve_itself_is_refused() {
         Payout::Exact(100_000),
     );
     assert_eq!(l.ask(op).await.unwrap_err(), "bad_request");
+}
+
+/// The approval records' damage rule on a real reserve guardian's record: a torn last
+/// line (a crash mid-write) is cut at the restart, two more approvals go after it, and
+/// the next restart remembers all three (the same operation gets its answer again, its
+/// deposit backs no other mint, its id no other contents). A damaged line in the
+/// middle stops the guardian, naming the file and the line, where it used to be
+/// dropped silently.
+#[tokio::test]
+async fn reserve_ops_record_torn_tail_is_cut_and_nothing_is_forgotten() {
+    use ubtc_guardian::reserve_ops::ReserveOp;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reserve-ops.jsonl");
+    let mut l = lone_recorded(Duration::ZERO, Some(&path));
+    let restart = |l: &Lone| {
+        reserve_guardian(
+            &l.key,
+            &l.coordinator,
+            &l.bitcoin,
+            &l.reserve,
+            Duration::ZERO,
+            Some(&path),
+        )
+    };
+    let mint = |l: &Lone, op_id: uuid::Uuid, deposit: &ubtc_core::bundle::Utxo, amount: u64| {
+        ReserveOp::Mint(MintCheck {
+            op_id,
+            chain: CHAIN.into(),
+            to_address: "0x00000000000000000000000000000000000000cc".into(),
+            amount_sats: amount,
+            deposit_address: l.address.clone(),
+            deposit_txid: deposit.txid.clone(),
+            deposit_vout: Some(deposit.vout),
+            deposit_sats: deposit.amount_sats,
+        })
+    };
+    let d1 = l.bitcoin.fund(&l.address, &l.spk, 100_000);
+    let m1 = uuid::Uuid::now_v7();
+    l.ask(mint(&l, m1, &d1, 100_000)).await.unwrap();
+    // A crash in the middle of the next write.
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"op_key":"mint:0190","resource":"depo"#)
+            .unwrap();
+    }
+    l.guardian = Arc::new(restart(&l).unwrap());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.ends_with("}\n"), "the fragment is cut: {text}");
+    let d2 = l.bitcoin.fund(&l.address, &l.spk, 200_000);
+    let d3 = l.bitcoin.fund(&l.address, &l.spk, 300_000);
+    let (m2, m3) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    l.ask(mint(&l, m2, &d2, 200_000)).await.unwrap();
+    l.ask(mint(&l, m3, &d3, 300_000)).await.unwrap();
+
+    l.guardian = Arc::new(restart(&l).unwrap());
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    for (op, d, amount) in [(m1, &d1, 100_000), (m2, &d2, 200_000), (m3, &d3, 300_000)] {
+        // The same operation: its recorded answer.
+        l.ask(mint(&l, op, d, amount)).await.unwrap();
+        // Its deposit for another mint, and its id with other contents: refused.
+        assert_eq!(
+            l.ask(mint(&l, uuid::Uuid::now_v7(), d, amount))
+                .await
+                .unwrap_err(),
+            "already_used"
+        );
+        assert_eq!(
+            l.ask(mint(&l, op, d, amount - 1)).await.unwrap_err(),
+            "already_decided_other"
+        );
+    }
+
+    // A damaged line in the middle: the guardian does not start.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let damaged = format!(
+        "{}\n{}\n{}\n",
+        lines[0],
+        &lines[1][..lines[1].len() / 2],
+        lines[2]
+    );
+    std::fs::write(&path, &damaged).unwrap();
+    let err = restart(&l).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("damaged at line 2"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
 }

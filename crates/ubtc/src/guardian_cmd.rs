@@ -236,17 +236,27 @@ pub async fn start_demo_guardians(
     } else {
         keystore::create(&coordinator_key_path, &coordinator_pass)?
     };
-    let mut children = Vec::new();
-    let mut endpoints = Vec::new();
+    // Every keystore first: each guardian's configuration names the 2-of-3 reserve of
+    // all three keys (the public keys are read from the files, no passphrase needed).
+    let mut guardian_keys = Vec::new();
     for i in 1..=3 {
         let dir = root.join(format!("g{i}"));
         std::fs::create_dir_all(&dir)?;
-        let pass_path = dir.join("passphrase");
-        let pass = demo_passphrase(&pass_path)?;
+        let pass = demo_passphrase(&dir.join("passphrase"))?;
         let ks = dir.join("keystore.json");
         if !ks.exists() {
             keystore::create(&ks, &pass)?;
         }
+        guardian_keys.push(bitcoin::CompressedPublicKey(keystore::read_public(&ks)?));
+    }
+    let reserve = ubtc_bitcoin::multisig::SortedMulti::new(2, guardian_keys.clone())?
+        .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh);
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 1..=3 {
+        let dir = root.join(format!("g{i}"));
+        let pass_path = dir.join("passphrase");
+        let ks = dir.join("keystore.json");
         let chains: String = config
             .chains
             .iter()
@@ -261,7 +271,8 @@ pub async fn start_demo_guardians(
         // own dev view sits at the same tip (real guardians name their own node).
         let toml = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = {:?}\npassphrase_file = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
-             [bitcoin]\nbackend = \"dev\"\ndev_height = {}\n{chains}",
+             [bitcoin]\nbackend = \"dev\"\ndev_height = {}\n\
+             [policy]\nreserves = [\"{reserve}\"]\nforms = [\"simple\"]\n{chains}",
             ks.display().to_string(),
             pass_path.display().to_string(),
             dir.join("approvals.jsonl").display().to_string(),
@@ -290,10 +301,15 @@ pub async fn start_demo_guardians(
             request_ttl: Duration::from_secs(60),
         },
     )?;
-    let keys = children
-        .iter()
-        .map(|c| bitcoin::CompressedPublicKey(c.public_key))
-        .collect();
+    for (child, key) in children.iter().zip(&guardian_keys) {
+        if bitcoin::CompressedPublicKey(child.public_key) != *key {
+            bail!(
+                "guardian {} runs another key than its keystore file names",
+                child.url
+            );
+        }
+    }
+    let keys = guardian_keys;
     let (address, _) = register_reserve(
         store,
         crate::app::network(config.bitcoin.network),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use bitcoin::secp256k1::PublicKey;
 use tokio_util::sync::CancellationToken;
+use ubtc_bitcoin::bip322::ToSignParams;
+use ubtc_bitcoin::multisig::{Form, SigningRequest, SortedMulti, Wrapping};
 use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::bundle::{
@@ -19,7 +21,9 @@ use ubtc_core::bundle::{
 };
 use ubtc_core::payment::Payer;
 use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement, Timestamp};
-use ubtc_guardian::protocol::{self, Envelope, Outcome, SignAnswer, SignRequest, ANSWER_TAG};
+use ubtc_guardian::protocol::{
+    self, Envelope, Outcome, RefusalCode, SignAnswer, SignRequest, ANSWER_TAG,
+};
 use ubtc_guardian::record::Approval;
 use ubtc_guardian::{keystore, Coordinator, CoordinatorSettings, GuardianEndpoint, GuardianKey};
 use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
@@ -95,6 +99,8 @@ struct Net {
     dev: DevChain,
     chain: ChainId,
     coordinator_key: GuardianKey,
+    /// The reserve every guardian names in `[policy] reserves`.
+    reserve: String,
     procs: Vec<Proc>,
     _tmp: tempfile::TempDir,
     cancel: CancellationToken,
@@ -126,8 +132,9 @@ impl Net {
         ));
         let tmp = tempfile::tempdir().unwrap();
         let coordinator_key = GuardianKey::generate();
-        let mut procs = Vec::new();
-        for (i, &tip) in tips.iter().enumerate() {
+        // Every key first: each guardian names the majority-of-N reserve over them all.
+        let mut keys = Vec::new();
+        for i in 0..tips.len() {
             let dir = tmp.path().join(format!("g{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             let ks = dir.join("keystore.json");
@@ -138,8 +145,34 @@ impl Net {
             let text = String::from_utf8_lossy(&file).to_lowercase();
             assert!(text.contains(&key.public_hex()));
             assert!(!text.contains("secret"));
+            keys.push(key);
+        }
+        let reserve = SortedMulti::new(
+            tips.len() / 2 + 1,
+            keys.iter()
+                .map(|k| bitcoin::CompressedPublicKey(k.public()))
+                .collect(),
+        )
+        .unwrap()
+        .descriptor(Wrapping::Wsh);
+        let mut procs = Vec::new();
+        for ((i, &tip), key) in tips.iter().enumerate().zip(keys) {
+            let dir = tmp.path().join(format!("g{i}"));
             let config = dir.join("guardian.toml");
-            write_config(&config, &dir, 0, &coordinator_key, &chain_url, tip);
+            let setup = GuardianSetup {
+                dir: dir.clone(),
+                coordinator: coordinator_key.public_hex(),
+                chain_url: chain_url.clone(),
+                bitcoin_tip: tip,
+                reserve: reserve.clone(),
+                // The last guardian also signs proofs of funds (against its own view).
+                forms: if i + 1 == tips.len() {
+                    "\"simple\", \"proof_of_funds\""
+                } else {
+                    "\"simple\""
+                },
+            };
+            setup.write(&config, 0);
             let env: Vec<(&str, &str)> = if hook_on == Some(i) {
                 vec![(ubtc_guardian::server::TEST_EXIT_AFTER_RECORD_ENV, "1")]
             } else {
@@ -149,7 +182,7 @@ impl Net {
             assert_eq!(k, key.public());
             // Pin the port so a restart comes back where the coordinator looks.
             let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-            write_config(&config, &dir, port, &coordinator_key, &chain_url, tip);
+            setup.write(&config, port);
             procs.push(Proc {
                 child,
                 config,
@@ -162,6 +195,7 @@ impl Net {
             dev,
             chain,
             coordinator_key,
+            reserve,
             procs,
             _tmp: tmp,
             cancel,
@@ -177,29 +211,6 @@ impl Net {
                 name: format!("g{}", i + 1),
                 url: p.url.clone(),
                 key: p.key,
-            })
-            .collect();
-        Coordinator::new(
-            self.coordinator_key.clone(),
-            endpoints,
-            m,
-            CoordinatorSettings {
-                network: bitcoin::Network::Regtest,
-                timeout: Duration::from_secs(5),
-                request_ttl: Duration::from_secs(60),
-            },
-        )
-        .unwrap()
-    }
-
-    /// A coordinator over some of the guardians only (`which`), threshold `m`.
-    fn coordinator_of(&self, which: &[usize], m: usize) -> Coordinator {
-        let endpoints = which
-            .iter()
-            .map(|&i| GuardianEndpoint {
-                name: format!("g{}", i + 1),
-                url: self.procs[i].url.clone(),
-                key: self.procs[i].key,
             })
             .collect();
         Coordinator::new(
@@ -244,23 +255,34 @@ impl Net {
     }
 }
 
-fn write_config(
-    path: &Path,
-    dir: &Path,
-    port: u16,
-    coordinator: &GuardianKey,
-    chain_url: &str,
+/// What a test guardian's `guardian.toml` says.
+struct GuardianSetup {
+    dir: PathBuf,
+    coordinator: String,
+    chain_url: String,
     bitcoin_tip: u32,
-) {
-    let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
-         [bitcoin]\nbackend = \"dev\"\ndev_height = {bitcoin_tip}\n\
-         [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"{chain_url}\"\n",
-        dir.join("keystore.json").display().to_string(),
-        dir.join("approvals.jsonl").display().to_string(),
-        coordinator.public_hex(),
-    );
-    std::fs::write(path, toml).unwrap();
+    reserve: String,
+    /// `[policy] forms`, as TOML array items.
+    forms: &'static str,
+}
+
+impl GuardianSetup {
+    fn write(&self, path: &Path, port: u16) {
+        let toml = format!(
+            "listen = \"127.0.0.1:{port}\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
+             [bitcoin]\nbackend = \"dev\"\ndev_height = {}\n\
+             [policy]\nreserves = [\"{}\"]\nforms = [{}]\n\
+             [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"{}\"\n",
+            self.dir.join("keystore.json").display().to_string(),
+            self.dir.join("approvals.jsonl").display().to_string(),
+            self.coordinator,
+            self.bitcoin_tip,
+            self.reserve,
+            self.forms,
+            self.chain_url,
+        );
+        std::fs::write(path, toml).unwrap();
+    }
 }
 
 fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
@@ -442,13 +464,16 @@ async fn guardians_check_the_bitcoin_block_stamp_against_their_own_view() {
         other => panic!("expected no quorum, got {other:?}"),
     }
     // Within the allowed age (6 blocks by default) the stamp is accepted.
+    // (g1 alone: the others' views are off, so no quorum either way.)
     let mut s = net.statement("six blocks old").await;
     s.bitcoin_block = BlockStamp::new(BTC_TIP - 6, &DevBitcoin::hash_at(BTC_TIP - 6)).unwrap();
-    let c1 = Net::coordinator_of(&net, &[0], 1);
-    assert!(c1.sign(&s).await.is_ok());
+    match c.sign(&s).await {
+        Err(SignFailure::Retry(r)) => assert!(r.detail.contains("g1: approved"), "{}", r.detail),
+        other => panic!("expected g1 alone to approve, got {other:?}"),
+    }
     let mut s = net.statement("seven blocks old").await;
     s.bitcoin_block = BlockStamp::new(BTC_TIP - 7, &DevBitcoin::hash_at(BTC_TIP - 7)).unwrap();
-    match c1.sign(&s).await {
+    match c.sign(&s).await {
         Err(SignFailure::Retry(r)) => {
             assert!(r.detail.contains("g1: stale_block_stamp"), "{}", r.detail)
         }
@@ -913,4 +938,241 @@ async fn worker_process_signs_through_guardians() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("was retired"), "{stderr}");
+}
+
+/// Sends `signing` for `statement` to guardian `i` as `/v1/sign`, sealed with the
+/// coordinator's key, and opens the answer with that guardian's key.
+async fn ask(net: &Net, i: usize, statement: &Statement, signing: SigningRequest) -> SignAnswer {
+    let c = net.coordinator(2);
+    let now = Timestamp::now();
+    let req = SignRequest {
+        request_id: uuid::Uuid::new_v4(),
+        issued_at: now,
+        expires_at: now.plus_millis(30_000),
+        payment: statement.payment.clone(),
+        statement: statement.clone(),
+        signing,
+    };
+    let answer: Envelope = reqwest::Client::new()
+        .post(format!("{}/v1/sign", net.procs[i].url))
+        .json(&c.seal_request(&req).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    protocol::open(ANSWER_TAG, &answer, &[net.procs[i].key])
+        .unwrap()
+        .0
+}
+
+fn code(a: &SignAnswer) -> Option<RefusalCode> {
+    match &a.outcome {
+        Outcome::Refused { code, .. } => Some(*code),
+        Outcome::Approved { .. } => None,
+    }
+}
+
+/// The review's one-guardian-plus-coordinator forgery against real `ubtc guardian`
+/// processes: the attacker holds the coordinator's key and asks honest guardians to
+/// sign for a threshold-1 reserve holding their keys and its own, for keys they do not
+/// know, in the `full` form with a lock time, and a proof of funds over a UTXO nobody's
+/// Bitcoin view has. Every one is refused with its code and nothing is recorded.
+#[tokio::test]
+async fn guardian_processes_refuse_the_coordinator_key_forgery() {
+    let net = Net::new(3, None).await;
+    let s = net.statement("twenty million BTC").await;
+    let text = s.text();
+    let keys: Vec<bitcoin::CompressedPublicKey> = net
+        .procs
+        .iter()
+        .map(|p| bitcoin::CompressedPublicKey(p.key))
+        .collect();
+    let attacker = bitcoin::CompressedPublicKey(GuardianKey::generate().public());
+    let simple = |policy: &SortedMulti| {
+        SigningRequest::new(
+            policy,
+            Wrapping::Wsh,
+            bitcoin::Network::Regtest,
+            text.as_bytes(),
+            Form::Simple,
+        )
+        .unwrap()
+    };
+    let mut with_attacker = keys.clone();
+    with_attacker.push(attacker);
+    let forged = SortedMulti::new(1, with_attacker).unwrap();
+    let unknown = SortedMulti::new(2, vec![keys[0], attacker]).unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            code(&ask(&net, i, &s, simple(&forged)).await),
+            Some(RefusalCode::UnknownReserve)
+        );
+        assert_eq!(
+            code(&ask(&net, i, &s, simple(&unknown)).await),
+            Some(RefusalCode::UnknownReserve)
+        );
+    }
+    let (reserve, wrapping) = SortedMulti::parse_descriptor(&net.reserve).unwrap();
+    let locked = SigningRequest::with_params(
+        &reserve,
+        wrapping,
+        bitcoin::Network::Regtest,
+        text.as_bytes(),
+        Form::Full,
+        ToSignParams {
+            version: 2,
+            lock_time: 900_000,
+            sequence: 0xffff_fffe,
+        },
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        code(&ask(&net, 0, &s, locked).await),
+        Some(RefusalCode::FormNotAllowed)
+    );
+    let invented = ubtc_core::bundle::Utxo {
+        txid: "ab".repeat(32),
+        vout: 0,
+        amount_sats: 2_000_000_000_000_000,
+        script_pubkey_hex: reserve.script_pubkey(wrapping).to_hex_string(),
+    };
+    let pof = SigningRequest::proof_of_funds(
+        &reserve,
+        wrapping,
+        bitcoin::Network::Regtest,
+        text.as_bytes(),
+        &[invented],
+    )
+    .unwrap();
+    // g1 does not sign proofs of funds at all; g3 does, over UTXOs it sees.
+    assert_eq!(
+        code(&ask(&net, 0, &s, pof.clone()).await),
+        Some(RefusalCode::FormNotAllowed)
+    );
+    assert_eq!(
+        code(&ask(&net, 2, &s, pof).await),
+        Some(RefusalCode::UtxoSetMismatch)
+    );
+    for p in &net.procs {
+        assert!(p.approvals().is_empty(), "a refused request was recorded");
+    }
+    // The honest request for the same statement is still signed 2-of-3.
+    let signed = net.coordinator(2).sign(&s).await.unwrap();
+    assert!(ubtc_bitcoin::bundle::verify_bundle(&bundle(&s, signed)).is_valid());
+}
+
+/// Starts a guardian with its stderr in `log`; `Err` with that log when it exits
+/// before listening.
+fn start_logged(config: &Path, log: &Path) -> Result<(Child, String), String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("guardian")
+        .arg("--config")
+        .arg(config)
+        .env("UBTC_GUARDIAN_PASSPHRASE", PASSPHRASE)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if let Some(a) = line.unwrap().strip_prefix("guardian listening on ") {
+            let url = format!("http://{a}");
+            std::thread::spawn(move || for _ in lines {});
+            return Ok((child, url));
+        }
+    }
+    let _ = child.wait();
+    Err(std::fs::read_to_string(log).unwrap())
+}
+
+/// A guardian process whose approval record ends in a torn line (a crash mid-write):
+/// the restart cuts the fragment and says so, two more approvals are appended after
+/// it, and the next restart finds all three: it answers the first payment's statement
+/// with its recorded signature and refuses another statement for it. A damaged line in
+/// the middle stops the guardian with the file and line named.
+#[tokio::test]
+async fn torn_approval_record_is_cut_and_no_approval_is_forgotten() {
+    let mut net = Net::new(3, None).await;
+    let c = net.coordinator(2);
+    let s1 = net.statement("before the crash").await;
+    let first = ask(&net, 0, &s1, c.signing_request(&s1).unwrap()).await;
+    let Outcome::Approved { partial: p1, .. } = first.outcome.clone() else {
+        panic!("{first:?}")
+    };
+    net.procs[0].kill();
+    let record = net.procs[0].dir.join("approvals.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&record)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"{\"payment\":{\"chain\":\"dev\",\"tx_ha").unwrap();
+    drop(f);
+
+    let log = net.procs[0].dir.join("stderr.log");
+    let (child, url) = start_logged(&net.procs[0].config, &log).unwrap();
+    net.procs[0].child = child;
+    assert_eq!(url, net.procs[0].url);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("torn last line"), "{stderr}");
+    assert!(std::fs::read_to_string(&record).unwrap().ends_with("}\n"));
+    let s2 = net.statement("after the crash, one").await;
+    let s3 = net.statement("after the crash, two").await;
+    for s in [&s2, &s3] {
+        assert_eq!(
+            code(&ask(&net, 0, s, c.signing_request(s).unwrap()).await),
+            None
+        );
+    }
+
+    net.procs[0].kill();
+    let (child, _) = start_logged(&net.procs[0].config, &log).unwrap();
+    net.procs[0].child = child;
+    let recorded = net.procs[0].approvals();
+    let digests: Vec<&str> = recorded
+        .iter()
+        .map(|a| a.statement_digest.as_str())
+        .collect();
+    assert_eq!(
+        digests,
+        vec![
+            s1.digest_hex().as_str(),
+            s2.digest_hex().as_str(),
+            s3.digest_hex().as_str()
+        ]
+    );
+    // Nothing forgotten: the first approval is answered again, and no other statement
+    // for its payment is signed.
+    match ask(&net, 0, &s1, c.signing_request(&s1).unwrap())
+        .await
+        .outcome
+    {
+        Outcome::Approved { partial, .. } => assert_eq!(partial, p1),
+        other => panic!("{other:?}"),
+    }
+    let mut other = s1.clone();
+    other.request_id = uuid::Uuid::new_v4();
+    assert_eq!(
+        code(&ask(&net, 0, &other, c.signing_request(&other).unwrap()).await),
+        Some(RefusalCode::ConflictingStatement)
+    );
+
+    // A damaged line in the middle (an approval glued to a fragment): no start.
+    net.procs[0].kill();
+    let text = std::fs::read_to_string(&record).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(
+        &record,
+        format!(
+            "{}\n{{\"payment\":{{\"cha{}\n{}\n",
+            lines[0], lines[1], lines[2]
+        ),
+    )
+    .unwrap();
+    let err = start_logged(&net.procs[0].config, &log).unwrap_err();
+    assert!(err.contains("approvals.jsonl"), "{err}");
+    assert!(err.contains("damaged at line 2"), "{err}");
 }

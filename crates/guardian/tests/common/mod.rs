@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use bitcoin::Network;
 use tokio_util::sync::CancellationToken;
+use ubtc_bitcoin::multisig::{Form, SortedMulti, Wrapping};
 use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::payment::Payer;
 use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement};
+use ubtc_guardian::devchain::PaymentSource;
 use ubtc_guardian::record::ApprovalLog;
 use ubtc_guardian::server::{self, Guardian, GuardianPolicy, WatchedChain};
 use ubtc_guardian::{
@@ -30,6 +32,12 @@ pub struct Harness {
     pub empty_url: String,
     pub coordinator_key: GuardianKey,
     pub keys: Vec<GuardianKey>,
+    /// The reserve every guardian names in its policy: M-of-N over all the keys, M a
+    /// majority (2 of 3, 3 of 5). [`Harness::coordinator`] signs for it.
+    pub reserve: String,
+    pub threshold: usize,
+    /// Each guardian's own dev Bitcoin view (tests fund reserve outputs on it).
+    pub bitcoin: Vec<DevBitcoin>,
     pub urls: Vec<String>,
     pub guardians: Vec<Arc<Guardian>>,
     pub dir: tempfile::TempDir,
@@ -39,6 +47,12 @@ pub struct Harness {
 pub struct GuardianSpec {
     pub empty_view: bool,
     pub rate: u32,
+    /// The BIP-322 forms the guardian signs statements in (`[policy] forms`).
+    pub forms: Vec<Form>,
+    /// Its chain view answers a batch read with one answer fewer than asked.
+    pub short_answers: bool,
+    /// It also names the `t`-of-N reserve over the same keys.
+    pub also_threshold: Option<usize>,
 }
 
 impl Default for GuardianSpec {
@@ -46,7 +60,29 @@ impl Default for GuardianSpec {
         Self {
             empty_view: false,
             rate: 1000,
+            forms: vec![Form::Simple],
+            short_answers: false,
+            also_threshold: None,
         }
+    }
+}
+
+/// A chain view that drops the last answer of every batch read of two or more
+/// payments: a faulty or hostile node, which no real component here behaves like.
+pub struct ShortAnswers(pub Arc<dyn PaymentSource>);
+
+#[async_trait::async_trait]
+impl PaymentSource for ShortAnswers {
+    async fn payments(
+        &self,
+        payments: &[&PaymentRef],
+    ) -> Vec<Result<Option<(ubtc_core::Payment, ubtc_chains::PaymentDepth)>, ubtc_chains::ChainError>>
+    {
+        let mut all = self.0.payments(payments).await;
+        if all.len() > 1 {
+            all.pop();
+        }
+        all
     }
 }
 
@@ -76,6 +112,18 @@ impl Harness {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let coordinator_key = GuardianKey::generate();
+        let keys: Vec<GuardianKey> = specs.iter().map(|_| GuardianKey::generate()).collect();
+        let threshold = specs.len() / 2 + 1;
+        let pubkeys: Vec<bitcoin::CompressedPublicKey> = keys
+            .iter()
+            .map(|k| bitcoin::CompressedPublicKey(k.public()))
+            .collect();
+        let reserve_of = |m: usize| {
+            SortedMulti::new(m, pubkeys.clone())
+                .unwrap()
+                .descriptor(Wrapping::Wsh)
+        };
+        let reserve = reserve_of(threshold);
         let mut h = Self {
             chain,
             dev,
@@ -83,20 +131,26 @@ impl Harness {
             empty_url,
             coordinator_key,
             keys: Vec::new(),
+            reserve,
+            threshold,
+            bitcoin: Vec::new(),
             urls: Vec::new(),
             guardians: Vec::new(),
             dir,
             cancel,
         };
-        for (i, spec) in specs.into_iter().enumerate() {
-            let key = GuardianKey::generate();
+        for (i, (spec, key)) in specs.into_iter().zip(keys).enumerate() {
             let view = if spec.empty_view {
                 h.empty_url.clone()
             } else {
                 h.chain_url.clone()
             };
-            let adapter: Arc<dyn ubtc_guardian::devchain::PaymentSource> =
+            let mut adapter: Arc<dyn PaymentSource> =
                 Arc::new(DevChainHttpAdapter::new(h.chain.clone(), &view).unwrap());
+            if spec.short_answers {
+                adapter = Arc::new(ShortAnswers(adapter));
+            }
+            let btc = DevBitcoin::new(BTC_TIP);
             let guardian = Arc::new(Guardian::new(
                 key.clone(),
                 HashMap::from([(
@@ -106,17 +160,22 @@ impl Harness {
                         max_signatures_per_minute: spec.rate,
                     },
                 )]),
-                Arc::new(DevBitcoin::new(BTC_TIP)),
+                Arc::new(btc.clone()),
                 GuardianPolicy {
                     coordinators: vec![h.coordinator_key.public()],
                     statement_versions: vec![1],
                     max_request_ttl_ms: 120_000,
                     max_stamp_age_blocks: 6,
+                    reserves: std::iter::once(h.reserve.clone())
+                        .chain(spec.also_threshold.map(&reserve_of))
+                        .collect(),
+                    forms: spec.forms,
                 },
                 ApprovalLog::open(&h.dir.path().join(format!("g{i}.jsonl"))).unwrap(),
             ));
             let url = serve(server::router(guardian.clone()), &h.cancel).await;
             h.keys.push(key);
+            h.bitcoin.push(btc);
             h.urls.push(url);
             h.guardians.push(guardian);
         }
