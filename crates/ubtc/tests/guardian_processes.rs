@@ -974,7 +974,7 @@ fn code(a: &SignAnswer) -> Option<RefusalCode> {
     }
 }
 
-/// The review's one-guardian-plus-coordinator forgery against real `ubtc guardian`
+/// The one-guardian-plus-coordinator forgery against real `ubtc guardian`
 /// processes: the attacker holds the coordinator's key and asks honest guardians to
 /// sign for a threshold-1 reserve holding their keys and its own, for keys they do not
 /// know, in the `full` form with a lock time, and a proof of funds over a UTXO nobody's
