@@ -167,18 +167,27 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
             }
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some((ip, why)) = addrs
-                .iter()
-                .find_map(|a| crate::address::special_purpose(a.ip()).map(|w| (a.ip(), w)))
-            {
-                return Err(format!("{host} resolves to {ip} ({why})").into());
-            }
-            if addrs.is_empty() {
-                return Err(format!("{host} resolves to no address").into());
+            if let Some(reason) = refuse_resolved(&host, &addrs) {
+                return Err(reason.into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// Why the addresses `host` resolved to may not be connected to, if so: none, or any
+/// one of them special-purpose.
+fn refuse_resolved(host: &str, addrs: &[SocketAddr]) -> Option<String> {
+    if let Some((ip, why)) = addrs
+        .iter()
+        .find_map(|a| crate::address::special_purpose(a.ip()).map(|w| (a.ip(), w)))
+    {
+        return Some(format!("{host} resolves to {ip} ({why})"));
+    }
+    if addrs.is_empty() {
+        return Some(format!("{host} resolves to no address"));
+    }
+    None
 }
 
 /// Checks a webhook target URL as the delivery worker will: an `http(s)` URL whose
@@ -572,5 +581,43 @@ mod tests {
         assert!(refuse_target(&public, false).is_none());
         let local = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
         assert!(refuse_target(&local, true).is_none());
+    }
+
+    #[test]
+    fn a_name_is_refused_when_any_of_its_addresses_is_special() {
+        let public: SocketAddr = "93.184.215.14:0".parse().unwrap();
+        let public6: SocketAddr = "[2606:2800:21f:cb07::1]:0".parse().unwrap();
+        assert_eq!(refuse_resolved("hooks.example", &[public, public6]), None);
+        for inside in [
+            "127.0.0.1:0",
+            "10.0.0.7:0",
+            "169.254.169.254:0",
+            "[::1]:0",
+            "[::ffff:127.0.0.1]:0",
+            "[64:ff9b::a00:1]:0",
+            "[2002:a00:1::1]:0",
+            "[fec0::1]:0",
+        ] {
+            let inside: SocketAddr = inside.parse().unwrap();
+            // Alone, or hidden behind a public answer (DNS rebinding).
+            assert!(
+                refuse_resolved("evil.example", &[inside]).is_some(),
+                "{inside}"
+            );
+            assert!(
+                refuse_resolved("evil.example", &[public, inside]).is_some(),
+                "{inside}"
+            );
+        }
+        assert!(refuse_resolved("empty.example", &[]).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_local_names_before_looking_them_up() {
+        use reqwest::dns::Resolve as _;
+        for name in ["localhost", "localhost.", "x.localhost"] {
+            let name: reqwest::dns::Name = name.parse().unwrap();
+            assert!(PublicOnlyResolver.resolve(name).await.is_err());
+        }
     }
 }
