@@ -79,3 +79,29 @@ where
             .map_err(|r: PathRejection| ApiError::new(ErrorCode::InvalidParameter, r.body_text()))
     }
 }
+
+/// Answers `413 payload_too_large` at once when the declared `content-length` is over
+/// the body limit. Without this the limit is only met while reading the body, so a
+/// client that declares a large body and sends it slowly (or never) holds the request
+/// until the request deadline and gets `503 timeout`: a client error answered late as
+/// a server error. Chunked bodies have no declared length and are cut while read.
+pub(crate) async fn refuse_declared_oversize(
+    axum::extract::State(limit_bytes): axum::extract::State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit_bytes as u64 => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body declares {n} bytes; the limit is {limit_bytes}"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}

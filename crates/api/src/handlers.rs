@@ -349,10 +349,8 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<Json<serde_json::Va
     Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
-pub static OPENAPI_JSON: &str = include_str!("../openapi.json");
-
 pub async fn openapi() -> Response {
-    let mut response = (StatusCode::OK, OPENAPI_JSON).into_response();
+    let mut response = (StatusCode::OK, crate::openapi::document()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

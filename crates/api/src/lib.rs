@@ -21,8 +21,10 @@ mod error;
 mod extract;
 mod handlers;
 pub mod metrics;
+mod openapi;
 pub mod ratelimit;
 mod request_id;
+mod server;
 mod state;
 pub mod webhooks;
 
@@ -31,16 +33,20 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
-use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
 
 pub use cache::ResponseCache;
 pub use error::{ApiError, ErrorCode};
-pub use handlers::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OPENAPI_JSON};
+pub use handlers::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+pub use openapi::document as openapi_document;
 pub use ratelimit::{ClientKey, RequestLimiter};
 pub use request_id::RequestId;
+pub use server::{
+    serve, serve_with, ServeLimits, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_MS_DEFAULT,
+    IDLE_TIMEOUT_MS_DEFAULT, MAX_CONNECTIONS_DEFAULT,
+};
 pub use state::{
     ApiLimits, ApiState, ChainInfo, DemoPaymentError, DemoPaymentReceipt, DemoPaymentRequest,
     DemoPayments, TokenInfo, BODY_LIMIT_BYTES_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT,
@@ -178,6 +184,10 @@ pub fn public_router(state: ApiState) -> Router {
             ratelimit::limit_requests,
         ))
         .layer(axum::middleware::from_fn_with_state(
+            limits.body_limit_bytes,
+            extract::refuse_declared_oversize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.http_metrics.clone(),
             metrics::track_latency,
         ))
@@ -211,22 +221,4 @@ pub fn public_router(state: ApiState) -> Router {
             request_id::request_context,
         ))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops
-/// accepting, closes idle connections and waits for requests in flight to finish
-/// (each is bounded by the router's request timeout, so shutdown is too).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "api listening");
-    }
-    // Peer addresses reach the rate limiter as `ConnectInfo`.
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await
 }

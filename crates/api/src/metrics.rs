@@ -53,40 +53,84 @@ pub fn install_recorder() -> Result<PrometheusHandle, MetricsError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// (method, status, latency histogram, request counter) of one route.
-type RouteHandles = (Method, u16, Histogram, Counter);
+/// Label of a request's method: the methods HTTP defines, else `other`. Clients may
+/// send any token as a method; each one kept as a label would be new series.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
 
-/// The latency histogram and request counter of one (route, method, status), made
-/// once: building a labelled handle allocates and hashes its labels, which would
-/// otherwise cost every request.
+/// Label of a status: its class. The exact code of an error is in its JSON body and
+/// the log; the class is what latency and error-rate alerts need.
+pub fn status_label(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Label of the route: the template axum matched (a finite set fixed by the router),
+/// never the raw path.
+const UNMATCHED: &str = "unmatched";
+
+/// (method, status class, latency histogram, request counter) of one route.
+type RouteHandles = (&'static str, &'static str, Histogram, Counter);
+
+/// The latency histogram and request counter of one (route, method, status class),
+/// made once: building a labelled handle allocates and hashes its labels, which would
+/// otherwise cost every request. Every key is from a fixed set, so this map is bounded
+/// by routes × methods × classes whatever clients send.
 #[derive(Default)]
 pub struct HttpMetrics {
-    /// By route template, then a short list of (method, status) seen on it.
     by_route: std::sync::RwLock<HashMap<String, Vec<RouteHandles>>>,
 }
 
+fn http_handles(route: &str, method: &'static str, status: &'static str) -> (Histogram, Counter) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_owned()),
+    ];
+    (
+        metrics::histogram!("ubtc_http_request_duration_seconds", &labels),
+        metrics::counter!("ubtc_http_requests_total", &labels),
+    )
+}
+
 impl HttpMetrics {
-    fn handles(&self, route: &str, method: &Method, status: u16) -> (Histogram, Counter) {
+    fn handles(
+        &self,
+        route: &str,
+        method: &'static str,
+        status: &'static str,
+    ) -> (Histogram, Counter) {
         {
             let map = self.by_route.read().unwrap_or_else(|e| e.into_inner());
             if let Some(found) = map.get(route).and_then(|v| {
                 v.iter()
-                    .find(|(m, s, _, _)| m == method && *s == status)
+                    .find(|(m, s, _, _)| *m == method && *s == status)
                     .map(|(_, _, h, c)| (h.clone(), c.clone()))
             }) {
                 return found;
             }
         }
-        let labels = [
-            ("method", method.as_str().to_owned()),
-            ("route", route.to_owned()),
-            ("status", status.to_string()),
-        ];
-        let histogram = metrics::histogram!("ubtc_http_request_duration_seconds", &labels);
-        let counter = metrics::counter!("ubtc_http_requests_total", &labels);
+        let (histogram, counter) = http_handles(route, method, status);
         let mut map = self.by_route.write().unwrap_or_else(|e| e.into_inner());
         map.entry(route.to_owned()).or_default().push((
-            method.clone(),
+            method,
             status,
             histogram.clone(),
             counter.clone(),
@@ -95,34 +139,25 @@ impl HttpMetrics {
     }
 }
 
-/// Times every request by method, route template (never the raw path: ids would
-/// make one series per request) and status.
+/// Times every request by method, route template and status class: labels from fixed
+/// sets only, so no client can add series (`/metrics` stays the same size under a
+/// flood of invented methods and paths).
 pub(crate) async fn track_latency(
     State(cached): State<Option<std::sync::Arc<HttpMetrics>>>,
     req: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     // An `Arc` inside: cloning it allocates nothing.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
-    let status = response.status().as_u16();
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let status = status_label(response.status().as_u16());
     let (histogram, counter) = match &cached {
-        Some(cached) => cached.handles(route, &method, status),
+        Some(cached) => cached.handles(route, method, status),
         // No recorder of ours: whatever the global one is, without caching.
-        None => {
-            let labels = [
-                ("method", method.as_str().to_owned()),
-                ("route", route.to_owned()),
-                ("status", status.to_string()),
-            ];
-            (
-                metrics::histogram!("ubtc_http_request_duration_seconds", &labels),
-                metrics::counter!("ubtc_http_requests_total", &labels),
-            )
-        }
+        None => http_handles(route, method, status),
     };
     histogram.record(started.elapsed().as_secs_f64());
     counter.increment(1);

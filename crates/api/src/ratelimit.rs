@@ -50,6 +50,12 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// Whether requests to `path` are rate limited (when a limiter is configured): the
+/// OpenAPI document documents `429` from this.
+pub(crate) fn is_limited(path: &str) -> bool {
+    !exempt(path)
+}
+
 pub(crate) async fn limit_requests(
     State(limiter): State<Option<Arc<dyn RequestLimiter>>>,
     req: Request,

@@ -1052,10 +1052,8 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
     let mut refs = Vec::new();
     collect_refs(&doc, &mut refs);
     for r in &refs {
-        let name = r
-            .strip_prefix("#/components/schemas/")
-            .context("local ref")?;
-        assert!(schemas.get(name).is_some(), "dangling {r}");
+        let pointer = r.strip_prefix('#').context("local ref")?;
+        assert!(doc.pointer(pointer).is_some(), "dangling {r}");
     }
 
     // The documented fields are the fields actually sent.
@@ -1098,6 +1096,21 @@ async fn openapi_lists_exactly_the_served_routes() -> Result<()> {
             .map(String::as_str)
             .collect();
         assert_eq!(required, sent, "{schema}");
+        // And every value has the documented type and format (RFC 3339 times, …).
+        let root = json!({
+            "$ref": format!("#/components/schemas/{schema}"),
+            "components": doc["components"],
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .map_err(|e| anyhow::anyhow!("{schema}: {e}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{schema}: {errors:?} in {value}");
     }
 
     // The error-code enum in the document is the code table.

@@ -8,6 +8,7 @@
 //! This crate decides *what happens* to a validation; it never routes HTTP and never
 //! writes SQL.
 
+pub mod address;
 pub mod bundle;
 pub mod leader;
 pub mod limiter;

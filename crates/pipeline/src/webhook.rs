@@ -149,59 +149,45 @@ impl StepOutcome for WebhookTick {
     }
 }
 
-/// True for addresses a webhook must not reach unless allowed: anything that is not
-/// a public unicast address.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                // 100.64.0.0/10: carrier-grade NAT, internal to a provider.
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                // 0.0.0.0/8 and 240.0.0.0/4 (reserved).
-                || o[0] == 0
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link local.
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
+pub use crate::address::is_private;
 
-/// Resolves names like the system does, then drops non-public addresses, so the
-/// check holds for the address actually connected to (no DNS rebinding between a
-/// check and the connection).
+/// Resolves names like the system does, then refuses the name if any address it
+/// resolves to is not public, so the check holds for the address actually connected
+/// to (no DNS rebinding between a check and the connection). A name with a mix of
+/// public and internal answers is refused whole: it is a rebinding setup, not a
+/// consumer.
 struct PublicOnlyResolver;
 
 impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| !is_private(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
+            if let Some(why) = crate::address::special_host_name(&host) {
+                return Err(format!("{host} is a {why}").into());
+            }
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(reason) = refuse_resolved(&host, &addrs) {
+                return Err(reason.into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// Why the addresses `host` resolved to may not be connected to, if so: none, or any
+/// one of them special-purpose.
+fn refuse_resolved(host: &str, addrs: &[SocketAddr]) -> Option<String> {
+    if let Some((ip, why)) = addrs
+        .iter()
+        .find_map(|a| crate::address::special_purpose(a.ip()).map(|w| (a.ip(), w)))
+    {
+        return Some(format!("{host} resolves to {ip} ({why})"));
+    }
+    if addrs.is_empty() {
+        return Some(format!("{host} resolves to no address"));
+    }
+    None
 }
 
 /// Checks a webhook target URL as the delivery worker will: an `http(s)` URL whose
@@ -225,18 +211,13 @@ fn refuse_target(url: &reqwest::Url, allow_private: bool) -> Option<String> {
     }
     match url.host() {
         None => Some("no host".into()),
-        Some(url::Host::Ipv4(ip)) if is_private(IpAddr::V4(ip)) => {
-            Some(format!("{ip} is not a public address"))
+        Some(url::Host::Ipv4(ip)) => crate::address::special_purpose(IpAddr::V4(ip))
+            .map(|why| format!("{ip} is not a public address ({why})")),
+        Some(url::Host::Ipv6(ip)) => crate::address::special_purpose(IpAddr::V6(ip))
+            .map(|why| format!("{ip} is not a public address ({why})")),
+        Some(url::Host::Domain(d)) => {
+            crate::address::special_host_name(d).map(|why| format!("{d} is a {why}"))
         }
-        Some(url::Host::Ipv6(ip)) if is_private(IpAddr::V6(ip)) => {
-            Some(format!("{ip} is not a public address"))
-        }
-        Some(url::Host::Domain(d))
-            if d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost") =>
-        {
-            Some(format!("{d} is loopback"))
-        }
-        _ => None,
     }
 }
 
@@ -583,6 +564,14 @@ mod tests {
             "http://localhost:8080/",
             "http://169.254.169.254/latest/meta-data",
             "http://[::ffff:192.168.0.1]/",
+            "http://localhost.:8080/",
+            "http://[::127.0.0.1]:9/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[fec0::1]/",
+            "http://198.18.0.1/",
+            "http://192.0.0.170/",
+            "http://0x7f.1/",
             "ftp://example.com/",
         ] {
             let u = reqwest::Url::parse(url).unwrap();
@@ -592,5 +581,43 @@ mod tests {
         assert!(refuse_target(&public, false).is_none());
         let local = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
         assert!(refuse_target(&local, true).is_none());
+    }
+
+    #[test]
+    fn a_name_is_refused_when_any_of_its_addresses_is_special() {
+        let public: SocketAddr = "93.184.215.14:0".parse().unwrap();
+        let public6: SocketAddr = "[2606:2800:21f:cb07::1]:0".parse().unwrap();
+        assert_eq!(refuse_resolved("hooks.example", &[public, public6]), None);
+        for inside in [
+            "127.0.0.1:0",
+            "10.0.0.7:0",
+            "169.254.169.254:0",
+            "[::1]:0",
+            "[::ffff:127.0.0.1]:0",
+            "[64:ff9b::a00:1]:0",
+            "[2002:a00:1::1]:0",
+            "[fec0::1]:0",
+        ] {
+            let inside: SocketAddr = inside.parse().unwrap();
+            // Alone, or hidden behind a public answer (DNS rebinding).
+            assert!(
+                refuse_resolved("evil.example", &[inside]).is_some(),
+                "{inside}"
+            );
+            assert!(
+                refuse_resolved("evil.example", &[public, inside]).is_some(),
+                "{inside}"
+            );
+        }
+        assert!(refuse_resolved("empty.example", &[]).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_local_names_before_looking_them_up() {
+        use reqwest::dns::Resolve as _;
+        for name in ["localhost", "localhost.", "x.localhost"] {
+            let name: reqwest::dns::Name = name.parse().unwrap();
+            assert!(PublicOnlyResolver.resolve(name).await.is_err());
+        }
     }
 }

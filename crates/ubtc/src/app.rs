@@ -537,6 +537,7 @@ pub fn api_state(store: Arc<dyn Store>, config: &Config) -> anyhow::Result<ApiSt
         ),
     );
     let state = ApiState::new(store, chain_infos(config)?)
+        .with_limits(config.server.api_limits())
         .with_metrics(ubtc_api::metrics::install_recorder()?)
         .with_rate_limiter(Arc::new(ApiClientLimits(limits)))
         .with_response_cache(Arc::new(ApiResponseCache(response_cache(config)?)));

@@ -150,6 +150,34 @@ pub struct ServerConfig {
     /// `ubtc worker` only: serve `/metrics` (its own counters) on this address.
     /// Unset: the worker serves nothing.
     pub metrics_listen: Option<SocketAddr>,
+    /// The whole request head must arrive within this, counted from when the server
+    /// starts waiting for it (docs/operations.md, "Connection limits").
+    pub header_read_timeout_ms: u64,
+    /// A connection with nothing in flight and no byte moved for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once by this process; more wait in the accept queue.
+    pub max_connections: usize,
+    /// From a request's head to its answer, body included; then `503 timeout`.
+    pub request_timeout_ms: u64,
+    /// Largest request body; a larger declared `content-length` gets 413 at once.
+    pub body_limit_bytes: usize,
+}
+
+impl ServerConfig {
+    pub fn serve_limits(&self) -> ubtc_api::ServeLimits {
+        ubtc_api::ServeLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
+    pub fn api_limits(&self) -> ubtc_api::ApiLimits {
+        ubtc_api::ApiLimits {
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -343,6 +371,11 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: None,
+            header_read_timeout_ms: ubtc_api::HEADER_READ_TIMEOUT_MS_DEFAULT,
+            idle_timeout_ms: ubtc_api::IDLE_TIMEOUT_MS_DEFAULT,
+            max_connections: ubtc_api::MAX_CONNECTIONS_DEFAULT,
+            request_timeout_ms: ubtc_api::REQUEST_TIMEOUT_MS_DEFAULT,
+            body_limit_bytes: ubtc_api::BODY_LIMIT_BYTES_DEFAULT,
         }
     }
 }
@@ -543,6 +576,17 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("UBTC_DATABASE_MAX_CONNECTIONS", "database.max_connections"),
     ("UBTC_SERVER_LISTEN", "server.listen"),
     ("UBTC_SERVER_METRICS_LISTEN", "server.metrics_listen"),
+    (
+        "UBTC_SERVER_HEADER_READ_TIMEOUT_MS",
+        "server.header_read_timeout_ms",
+    ),
+    ("UBTC_SERVER_IDLE_TIMEOUT_MS", "server.idle_timeout_ms"),
+    ("UBTC_SERVER_MAX_CONNECTIONS", "server.max_connections"),
+    (
+        "UBTC_SERVER_REQUEST_TIMEOUT_MS",
+        "server.request_timeout_ms",
+    ),
+    ("UBTC_SERVER_BODY_LIMIT_BYTES", "server.body_limit_bytes"),
     ("UBTC_BITCOIN_NETWORK", "bitcoin.network"),
     ("UBTC_BITCOIN_BACKEND", "bitcoin.backend"),
     ("UBTC_BITCOIN_ESPLORA_URL", "bitcoin.esplora_url"),
@@ -734,6 +778,18 @@ impl Config {
         }
         if self.webhooks.max_attempts == 0 || self.webhooks.timeout_ms == 0 {
             return bad("webhooks.max_attempts and webhooks.timeout_ms must be at least 1".into());
+        }
+        let sv = &self.server;
+        if sv.header_read_timeout_ms == 0
+            || sv.idle_timeout_ms == 0
+            || sv.max_connections == 0
+            || sv.request_timeout_ms == 0
+            || sv.body_limit_bytes == 0
+        {
+            return bad(
+                "server.header_read_timeout_ms, idle_timeout_ms, max_connections, request_timeout_ms and body_limit_bytes must be at least 1"
+                    .into(),
+            );
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());

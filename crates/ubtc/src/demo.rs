@@ -126,8 +126,9 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         None => router,
     };
     let c = cancel.clone();
+    let serve_limits = config.server.serve_limits();
     tasks.spawn(async move {
-        ubtc_api::serve(listener, router, c)
+        ubtc_api::serve_with(listener, router, serve_limits, c)
             .await
             .context("api server failed")
     });

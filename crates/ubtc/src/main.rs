@@ -237,8 +237,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let router = ubtc_api::public_router(state);
     let c = cancel.clone();
+    let serve_limits = config.server.serve_limits();
     tasks.spawn(async move {
-        ubtc_api::serve(listener, router, c)
+        ubtc_api::serve_with(listener, router, serve_limits, c)
             .await
             .context("api server failed")
     });
