@@ -74,6 +74,8 @@ pub enum AttestError {
         script: String,
         reserve: String,
     },
+    #[error("reserves {first} and {index} have the same script")]
+    SameScript { first: usize, index: usize },
     #[error("key {0} is in no reserve of this attestation")]
     KeyNotInAnyReserve(String),
     #[error("partial signatures from {key} rejected: {reason}")]
@@ -97,6 +99,7 @@ impl AttestError {
             Self::UnsupportedKind { .. } => "unsupported_reserve_kind",
             Self::AddressMismatch { .. } => "address_mismatch",
             Self::ScriptNotReserve { .. } => "utxo_script_not_reserve",
+            Self::SameScript { .. } => "duplicate_reserve",
             Self::KeyNotInAnyReserve(_) => "key_not_in_reserves",
             Self::BadPartial { .. } => "bad_partial",
             Self::NotEnoughSignatures { .. } => "not_enough_signatures",
@@ -313,6 +316,14 @@ impl PreparedPof {
                     stated: r.address.clone(),
                     derived,
                 });
+            }
+            // Two descriptor spellings of one script (keys listed in another order
+            // under sortedmulti) would let UTXOs move between reserves unnoticed.
+            if let Some(first) = reserves
+                .iter()
+                .position(|p: &ReservePlan| p.script_pubkey == plan.script_pubkey)
+            {
+                return Err(AttestError::SameScript { first, index });
             }
             reserves.push(plan);
         }
