@@ -1296,9 +1296,15 @@ impl fmt::Display for AttestationReport {
         )?;
         writeln!(
             f,
-            "approvals: {} valid of {} needed (guardian keys from {})",
-            self.approvals_valid, self.approvals_needed, self.guardians_from
+            "approvals: {} valid of {} needed",
+            self.approvals_valid, self.approvals_needed
         )?;
+        if self.guardians_from == "challenge_reserve" {
+            writeln!(
+                f,
+                "  guardian keys: the challenge reserve's own (NOT PINNED: the document names its own reserves and guardians; pin a registry to check them)"
+            )?;
+        }
         for a in &self.approvals {
             let v = match a.verdict {
                 ApprovalState::Valid => "valid",
