@@ -1290,7 +1290,11 @@ impl fmt::Display for AttestationReport {
         )?;
         writeln!(
             f,
-            "ratio: {} ppm computed, {} ppm stated",
+            "ratio: {} computed ({} ppm), {} ppm stated",
+            t.computed_ratio_ppm.map_or_else(
+                || "none (no supply)".to_string(),
+                |p| format!("{}.{:06}", p / 1_000_000, p % 1_000_000)
+            ),
             fmt_ppm(t.computed_ratio_ppm),
             fmt_ppm(t.stated_ratio_ppm)
         )?;

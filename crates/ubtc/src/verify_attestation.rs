@@ -1,6 +1,7 @@
 //! `ubtc verify` for reserve attestations: the input is told apart from a proof bundle
 //! by its `format` field, then verified offline. Exit 0 valid, 1 invalid, 2 unreadable.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use ubtc_bitcoin::attestation::{verify_attestation, VerifyOptions};
@@ -44,14 +45,18 @@ pub fn dispatch(bytes: &[u8], file: &str, json: bool) -> Option<ExitCode> {
         }
     };
     let report = verify_attestation(&att, &VerifyOptions::default());
-    if json {
-        println!(
+    // A closed pipe (`ubtc verify FILE | head`) is not an error of the document:
+    // write errors are ignored rather than panicking in print!.
+    let mut out = std::io::stdout().lock();
+    let _ = if json {
+        writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        )
     } else {
-        print!("{report}");
-    }
+        write!(out, "{report}")
+    };
     Some(if report.is_valid() {
         ExitCode::SUCCESS
     } else {

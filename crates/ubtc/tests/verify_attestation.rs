@@ -191,3 +191,29 @@ fn unreadable_attestations_exit_2() {
         );
     }
 }
+
+#[test]
+fn a_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "good.json", &example().to_json_pretty());
+    // The reader goes away before the report is written.
+    let child = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+        .arg("verify")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let Output { status, stderr, .. } = {
+        let mut child = child;
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    assert!(!String::from_utf8_lossy(&stderr).contains("panicked"));
+}
