@@ -540,13 +540,22 @@ impl PreparedPof {
             };
             input.script_sig = plan.script_sig.clone();
         }
-        pof::encode_pof(
+        let pof = pof::encode_pof(
             self.unsigned.clone(),
             &signed,
             &self.prevouts,
             &self.message,
         )
-        .map_err(|e| AttestError::Build(e.to_string()))
+        .map_err(|e| AttestError::Build(e.to_string()))?;
+        // Larger policies (more signatures and keys per input) reach the proof's size
+        // limit before the UTXO limit; no verifier here would read such a proof.
+        if pof.len() > MAX_POF_SIGNATURE_CHARS {
+            return Err(AttestError::Build(format!(
+                "the proof is {} characters; at most {MAX_POF_SIGNATURE_CHARS}: attest fewer UTXOs",
+                pof.len()
+            )));
+        }
+        Ok(pof)
     }
 
     /// Checks a `pof…` against this rebuilt proof. `Err` for a proof that is not

@@ -25,8 +25,16 @@ struct Peek {
 pub fn dispatch(bytes: &[u8], file: &str, json: bool) -> Option<ExitCode> {
     // Peeking ignores every other field, so it costs one pass and no allocation of
     // the document's lists.
-    let peek: Peek = serde_json::from_slice(bytes).ok()?;
-    if peek.format.as_deref() != Some(ATTESTATION_FORMAT) {
+    let is_attestation = match serde_json::from_slice::<Peek>(bytes) {
+        Ok(peek) => peek.format.as_deref() == Some(ATTESTATION_FORMAT),
+        // Not JSON (a truncated download, say): it is an attestation if it names
+        // the format, so that the error says what it is.
+        Err(_) => {
+            let tag = format!("\"{ATTESTATION_FORMAT}\"");
+            bytes.windows(tag.len()).any(|w| w == tag.as_bytes())
+        }
+    };
+    if !is_attestation {
         return None;
     }
     let att = match ReserveAttestation::from_json(bytes) {

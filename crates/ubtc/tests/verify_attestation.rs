@@ -144,8 +144,11 @@ fn unreadable_attestations_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let base = example();
     let json = base.to_json_pretty();
-    let mut cases: Vec<(&str, String, &str)> =
-        vec![("truncated", json[..json.len() * 2 / 3].to_string(), "")];
+    let mut cases: Vec<(&str, String, &str)> = vec![(
+        "truncated",
+        json[..json.len() * 2 / 3].to_string(),
+        "malformed",
+    )];
 
     let mut a = base.clone();
     let again = a.reserves[0].utxos[0].clone();
