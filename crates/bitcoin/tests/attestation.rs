@@ -736,3 +736,53 @@ fn no_edit_of_a_valid_document_verifies() {
         "too few edits parsed ({parsed} parsed, {changed} changed)"
     );
 }
+
+/// The UTXO limit is reachable: 10,000 UTXOs of a 2-of-3 `sh(wsh)` reserve (the
+/// larger of our 2-of-3 witnesses) make a proof under the proof size limit, and it
+/// verifies.
+#[test]
+fn ten_thousand_utxos_at_the_limit() {
+    let k = keys();
+    let mut c = content(&k);
+    let descriptor = multi_descriptor(&k, Wrapping::ShWsh);
+    let script = hex::encode(
+        Descriptor::parse(&descriptor)
+            .unwrap()
+            .script_pubkey()
+            .as_bytes(),
+    );
+    c.reserves.truncate(1);
+    c.reserves[0] = AttestedReserve {
+        address: Descriptor::parse(&descriptor)
+            .unwrap()
+            .address(Network::Bitcoin)
+            .to_string(),
+        descriptor,
+        status: ReserveStatus::Active,
+        utxos: (0..ATTESTATION_MAX_UTXOS as u32)
+            .map(|i| Utxo {
+                txid: sha256::Hash::hash(&i.to_le_bytes()).to_string(),
+                vout: i % 5,
+                amount_sats: 50_000,
+                script_pubkey_hex: script.clone(),
+            })
+            .collect(),
+    };
+    let att = make(
+        c,
+        &[k.guardians[1], k.guardians[2]],
+        &[k.guardians[1], k.guardians[2]],
+    );
+    assert!(att.pof.len() <= ubtc_bitcoin::bip322::MAX_POF_SIGNATURE_CHARS);
+    let parsed = ReserveAttestation::from_json(att.to_json_pretty().as_bytes()).unwrap();
+    let report = verify_attestation(&parsed, &VerifyOptions::default());
+    assert!(report.valid, "{:?}", report.errors);
+    assert_eq!(
+        report.totals.proven_reserve_sats,
+        50_000 * ATTESTATION_MAX_UTXOS as u64
+    );
+    // Keys 2 and 3 in configuration order: CHECKMULTISIG needs at most one failed
+    // try per input.
+    assert!(report.ecdsa_checks <= 3 * (ATTESTATION_MAX_UTXOS + 1));
+    eprintln!("10,000-UTXO sh(wsh) proof: {} characters", att.pof.len());
+}
