@@ -1,7 +1,7 @@
 //! Bitcoin message signatures for Universal Bitcoin: BIP-322 (2026 revision, `smp` /
 //! `ful` / `pof`) and BIP-137 signing and verification, reserve descriptors, split
-//! M-of-N signing for the guardians, PSBT proofs of funds, and the offline verifier of
-//! proof bundles.
+//! M-of-N signing for the guardians, PSBT proofs of funds, and the offline verifiers of
+//! proof bundles and reserve attestations.
 //!
 //! What this crate must never do:
 //! - touch the network: everything here is pure computation over its inputs, so an
@@ -12,6 +12,7 @@
 //! - call a proof valid when it did not check every script it contains: scripts the
 //!   small interpreter does not understand are *inconclusive*, never valid.
 
+pub mod attestation;
 pub mod bench;
 pub mod bip137;
 pub mod bip322;

@@ -1,13 +1,15 @@
 //! Domain types of Universal Bitcoin.
 //!
 //! Everything here is pure data and rules: chains, payments, the statement the
-//! guardians sign, the proof bundle handed to users, and the life of a validation.
+//! guardians sign, the proof bundle handed to users, the reserve attestation that
+//! proves the reserve figures, and the life of a validation.
 //! Raw input becomes one of these types at the edge (`parse` / `new` constructors
 //! that return typed errors); code inside the system never sees unchecked data.
 //!
 //! This crate must never do I/O, spawn tasks or depend on an async runtime.
 
 pub mod amount;
+pub mod attestation;
 pub mod bundle;
 pub mod chain;
 pub mod payment;
