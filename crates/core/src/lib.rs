@@ -11,6 +11,7 @@ pub mod amount;
 pub mod bundle;
 pub mod chain;
 pub mod payment;
+pub mod registry;
 pub mod statement;
 pub mod time;
 pub mod validation;

@@ -11,7 +11,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use common::{GuardianSpec, Harness};
 use ubtc_core::bundle::{
-    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
+    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT,
+    BUNDLE_VERSION_LEGACY,
 };
 use ubtc_core::{Statement, Timestamp};
 use ubtc_guardian::protocol::{
@@ -24,7 +25,7 @@ use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
 fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
     ProofBundle {
         format: BUNDLE_FORMAT.into(),
-        version: BUNDLE_VERSION,
+        version: BUNDLE_VERSION_LEGACY,
         network: BitcoinNetwork::Regtest,
         statement: statement.clone(),
         statement_text: statement.text(),
@@ -40,6 +41,7 @@ fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
         reserve_figures: None,
         approvals: signed.approvals,
         created_at: Timestamp::now(),
+        registry: Vec::new(),
     }
 }
 

@@ -198,6 +198,9 @@ pub async fn spawn_guardian(config_path: &Path) -> anyhow::Result<GuardianChild>
 pub struct DemoGuardians {
     pub coordinator: Arc<Coordinator>,
     pub children: Vec<GuardianChild>,
+    /// The latest published reserve registry version, and the file holding the chain.
+    pub registry: ubtc_core::registry::RegistryVersion,
+    pub registry_file: PathBuf,
 }
 
 impl DemoGuardians {
@@ -238,15 +241,19 @@ pub async fn start_demo_guardians(
     };
     let mut children = Vec::new();
     let mut endpoints = Vec::new();
+    // The demo holds all three keys, so it can run the registry ceremony itself.
+    let mut guardian_keys = Vec::new();
     for i in 1..=3 {
         let dir = root.join(format!("g{i}"));
         std::fs::create_dir_all(&dir)?;
         let pass_path = dir.join("passphrase");
         let pass = demo_passphrase(&pass_path)?;
         let ks = dir.join("keystore.json");
-        if !ks.exists() {
-            keystore::create(&ks, &pass)?;
-        }
+        guardian_keys.push(if ks.exists() {
+            keystore::load(&ks, &pass)?
+        } else {
+            keystore::create(&ks, &pass)?
+        });
         let chains: String = config
             .chains
             .iter()
@@ -302,6 +309,16 @@ pub async fn start_demo_guardians(
         Some("demo guardians 2-of-3".into()),
     )
     .await?;
+    let registry =
+        crate::registry_cmd::demo_ceremony(store, config.bitcoin.network, &guardian_keys, 2)
+            .await?;
+    // A file to pin with `ubtc verify --registry`: the demo is its own publisher.
+    let registry_file = config.data_dir.join("registry.json");
+    std::fs::write(
+        &registry_file,
+        crate::registry_cmd::chain_json(&store.list_registry_versions().await?),
+    )
+    .with_context(|| format!("cannot write {}", registry_file.display()))?;
     let spk = address
         .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
         .assume_checked()
@@ -310,6 +327,8 @@ pub async fn start_demo_guardians(
     Ok(DemoGuardians {
         coordinator: Arc::new(coordinator),
         children,
+        registry,
+        registry_file,
     })
 }
 
