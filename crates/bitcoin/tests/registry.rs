@@ -195,7 +195,11 @@ fn a_forged_next_version_is_refused_each_with_its_own_error() {
 
     // A reserve whose stated threshold is not its descriptor's.
     let mut lying = next.clone();
-    let two_of_three = lying.reserves.iter().position(|r| r.threshold == 2).unwrap();
+    let two_of_three = lying
+        .reserves
+        .iter()
+        .position(|r| r.threshold == 2)
+        .unwrap();
     lying.reserves[two_of_three].threshold = 1;
     let e = refused(&first, &signed(lying, &[g1, g2]));
     assert_eq!(e.code(), "registry_descriptor_mismatch", "{e}");

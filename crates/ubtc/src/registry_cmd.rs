@@ -80,16 +80,25 @@ pub async fn proposal(
         (None, Some(l)) => l.guardian_threshold,
         (None, None) => bail!("the first registry version needs --guardian-threshold"),
     };
-    let reserves: Vec<ProposedReserve> = store
-        .list_all_reserve_addresses()
-        .await?
-        .into_iter()
-        .map(|a| ProposedReserve {
-            active: a.retired_at.is_none(),
+    let mut reserves = Vec::new();
+    for a in store.list_all_reserve_addresses().await? {
+        let active = a.retired_at.is_none();
+        // A retired address recorded without a usable descriptor (older installs)
+        // cannot be described in the registry; it signs nothing any more, so it is
+        // left out and said. An active one must be describable.
+        if !active && ubtc_bitcoin::descriptor::Descriptor::parse(&a.descriptor).is_err() {
+            eprintln!(
+                "note: retired reserve address {} has no valid descriptor; left out of the registry",
+                a.address
+            );
+            continue;
+        }
+        reserves.push(ProposedReserve {
+            active,
             address: a.address,
             descriptor: a.descriptor,
-        })
-        .collect();
+        });
+    }
     let next = reg::propose(last, network, guardians, threshold, &reserves)
         .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
     // Same content as the latest version: only the number and the link differ.
