@@ -120,6 +120,13 @@ try {
     check(cell === formatUnits(e.supply_base_units, e.decimals), `supply on ${e.chain}: page ${cell} vs API ${e.supply_base_units}`);
   }
   check((await page.textContent('#btc-block')).includes(String(s.bitcoin_height)), 'Bitcoin block shown');
+  // The signed reserve registry's current version and fingerprint, as the API serves it.
+  const registry = await api('/v1/reserves/registry');
+  check(registry.current_version >= 1 && /^[0-9a-f]{64}$/.test(registry.current_fingerprint), 'the demo published a registry version');
+  await until('registry shown', async () => (await page.getAttribute('#registry', 'data-fingerprint')) || null, 10000, 250);
+  check((await page.getAttribute('#registry', 'data-fingerprint')) === registry.current_fingerprint, 'registry fingerprint on page vs API');
+  check((await page.textContent('#registry')).includes(registry.current_fingerprint), 'registry fingerprint visible');
+  check((await page.getAttribute('#registry', 'data-version')) === String(registry.current_version), 'registry version on page vs API');
   // Each reserve address's balance on the page is the one /v1/reserves gives for the
   // same snapshot, with its explorer link; together they make the reserve total.
   check(reserves.addresses.length >= 2, `the test registers a second reserve address (${reserves.addresses.length})`);

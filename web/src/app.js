@@ -193,6 +193,27 @@
     return getJSON('/v1/reserves').then(function (r) { renderReserves(r); showError(null); }, showError);
   }
 
+  // ---- reserve registry ----
+
+  // The signed reserve registry's current version and fingerprint: what a verifier
+  // compares with the one it pins (`ubtc verify --registry-fingerprint`).
+  function renderRegistry(g) {
+    var p = clear($('registry'));
+    if (g.current_version === null) {
+      p.appendChild(el('span', { text: 'Reserve registry: no version published yet, so proofs carry none and verify as unpinned.' }));
+      return;
+    }
+    p.setAttribute('data-version', String(g.current_version));
+    p.setAttribute('data-fingerprint', g.current_fingerprint);
+    p.appendChild(el('span', { text: 'Reserve registry version ' + g.current_version + ', signed by its guardians; fingerprint ' }));
+    p.appendChild(el('code', { cls: 'addr', text: g.current_fingerprint }));
+    p.appendChild(el('span', { text: '. Pin it: ubtc verify proof.json --registry-fingerprint <fingerprint>.' }));
+  }
+
+  function loadRegistry() {
+    return getJSON('/v1/reserves/registry').then(renderRegistry, showError);
+  }
+
   // ---- history chart ----
 
   var MINUTE = 60000, HOUR = 3600000, DAY = 86400000;
@@ -447,9 +468,11 @@
       if (m) { showValidation(m[1]); return; }
       setupRange();
       loadReserves().then(loadHistory);
+      loadRegistry();
       loadFeed();
       loadGuardians();
       setInterval(loadReserves, REFRESH_MS);
+      setInterval(loadRegistry, REFRESH_MS);
       setInterval(loadFeed, FEED_MS);
       setInterval(loadGuardians, REFRESH_MS);
     });

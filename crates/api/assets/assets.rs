@@ -4,7 +4,7 @@
     Asset {
         name: "index.html",
         content_type: "text/html; charset=utf-8",
-        etag: "\"80783b468653d5f042b5ada8842898fe\"",
+        etag: "\"43acc93180383c51b99832c27daf508c\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/index.html")),
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/index.html.gz")),
@@ -18,12 +18,12 @@
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html.gz")),
     },
     Asset {
-        name: "app.7bc1f37988e1.js",
+        name: "app.7dafad74cf8b.js",
         content_type: "text/javascript; charset=utf-8",
-        etag: "\"7bc1f37988e1010e001c64db9c6d6038\"",
+        etag: "\"7dafad74cf8bc1440745415fc46512bb\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7bc1f37988e1.js")),
-        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7bc1f37988e1.js.gz")),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7dafad74cf8b.js")),
+        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7dafad74cf8b.js.gz")),
     },
     Asset {
         name: "admin.2a2d1b8a1b35.js",

@@ -54,7 +54,9 @@ pub trait ResponseCache: Send + Sync + 'static {
 /// Routes whose answers are cached, their tag, and for how long.
 fn policy(route: &str) -> Option<(&'static str, Duration)> {
     match route {
-        "/v1/reserves" | "/v1/reserves/history" => Some((tags::RESERVES, Duration::from_secs(30))),
+        "/v1/reserves" | "/v1/reserves/history" | "/v1/reserves/registry" => {
+            Some((tags::RESERVES, Duration::from_secs(30)))
+        }
         "/v1/chains" => Some((tags::CHAINS, Duration::from_secs(300))),
         "/v1/proofs/{id}" => Some((tags::PROOFS, Duration::from_secs(3600))),
         _ => None,

@@ -223,6 +223,21 @@ pub async fn reserves(State(state): State<ApiState>) -> Result<Json<ReservesView
     }))
 }
 
+/// `GET /v1/reserves/registry`: every published reserve registry version, oldest
+/// first, with each fingerprint (the same list `ubtc keys registry-export` writes, and
+/// a file `ubtc verify --registry` reads).
+pub async fn reserve_registry(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let versions = state.store.list_registry_versions().await?;
+    let fingerprints: Vec<String> = versions.iter().map(|v| v.fingerprint()).collect();
+    Ok(Json(serde_json::json!({
+        "current_version": versions.last().map(|v| v.version),
+        "current_fingerprint": fingerprints.last(),
+        "fingerprints": fingerprints,
+        "versions": versions,
+    }))
+    .into_response())
+}
+
 /// Most points one `GET /v1/reserves/history` answers: a day by minute, two months by
 /// hour, four years by day. A wider range must use a coarser bucket.
 pub const HISTORY_POINTS_MAX: i64 = 1_500;

@@ -130,6 +130,7 @@ fn routes(demo: bool) -> Routes {
         .get("/v1/chains", list_chains)
         .get("/v1/reserves", reserves)
         .get("/v1/reserves/history", reserve_history)
+        .get("/v1/reserves/registry", reserve_registry)
         .get("/v1/stats", stats)
         // Admin and operator routes (webhook consumers included): one table with
         // the roles of each, see admin/mod.rs.

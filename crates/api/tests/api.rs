@@ -705,6 +705,58 @@ fn snapshot_at(taken_at: Timestamp, reserve: u64, eth_supply: u64) -> Result<Res
 }
 
 #[tokio::test]
+async fn reserve_registry_serves_every_version() -> Result<()> {
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use ubtc_bitcoin::multisig::{SortedMulti, Wrapping};
+    use ubtc_bitcoin::registry as reg;
+    let app = spawn_app(None).await?;
+    let (status, body) = app.get("/v1/reserves/registry").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["current_version"], Value::Null);
+    assert_eq!(body["versions"], json!([]));
+
+    let secp = Secp256k1::new();
+    let secrets: Vec<SecretKey> = (1..=3u8)
+        .map(|b| SecretKey::from_slice(&[b; 32]))
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<bitcoin::CompressedPublicKey> = secrets
+        .iter()
+        .map(|s| bitcoin::CompressedPublicKey(s.public_key(&secp)))
+        .collect();
+    let policy = SortedMulti::new(2, keys.clone())?;
+    let v1 = reg::propose(
+        None,
+        ubtc_core::bundle::BitcoinNetwork::Regtest,
+        keys.iter().map(ToString::to_string).collect(),
+        2,
+        &[reg::ProposedReserve {
+            address: policy
+                .address(bitcoin::Network::Regtest, Wrapping::Wsh)
+                .to_string(),
+            descriptor: policy.descriptor(Wrapping::Wsh),
+            active: true,
+        }],
+    )?;
+    let mut signed = v1.clone();
+    for s in &secrets[..2] {
+        reg::add_signature(&mut signed, reg::sign(&v1, s));
+    }
+    app.store
+        .publish_registry_version(&signed, Timestamp::now())
+        .await?;
+    // Another cache key: the empty answer above stays cached for 30 s, like the
+    // other reserve routes.
+    let (status, body) = app.get("/v1/reserves/registry?fresh=1").await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["current_version"], 1);
+    assert_eq!(body["current_fingerprint"], signed.fingerprint());
+    assert_eq!(body["fingerprints"], json!([signed.fingerprint()]));
+    let served = ubtc_core::registry::parse_registry_file(body.to_string().as_bytes())?;
+    assert_eq!(served, vec![signed]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn reserve_history_by_bucket() -> Result<()> {
     let app = spawn_app(None).await?;
     // Three snapshots in the hour from 10:00, one at 11:30, one the next day.

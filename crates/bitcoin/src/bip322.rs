@@ -602,6 +602,60 @@ fn verify_full(spk: &Script, message: &[u8], b64: &str) -> Result<Verified, Veri
     })
 }
 
+/// Which keys of a multisig `policy` signed a *verified* `smp` / `ful` signature by a
+/// P2WSH or P2SH-P2WSH `address`: each witness signature is matched against the
+/// policy's keys under the input's BIP-143 sighash. Call it only after [`verify`]
+/// accepted the signature; any shape it does not recognise gives `None` (unknown),
+/// never a guess.
+pub fn multisig_signers(
+    address: &Address,
+    message: &[u8],
+    signature: &str,
+    policy: &crate::multisig::MultiPolicy,
+) -> Option<Vec<CompressedPublicKey>> {
+    if signature.len() > MAX_SIGNATURE_CHARS {
+        return None;
+    }
+    let spk = address.script_pubkey();
+    let spend = to_spend(&spk, message);
+    let tx = if let Some(b64) = signature.strip_prefix("ful") {
+        let tx: Transaction = encode::deserialize(&decode_base64(b64).ok()?).ok()?;
+        if tx.input.len() != 1 {
+            return None;
+        }
+        tx
+    } else {
+        let b64 = signature.strip_prefix("smp").unwrap_or(signature);
+        let witness: Witness = encode::deserialize(&decode_base64(b64).ok()?).ok()?;
+        let mut tx = to_sign(spend.compute_txid(), ToSignParams::default());
+        tx.input[0].witness = witness;
+        tx
+    };
+    let witness_script = policy.witness_script();
+    let stack: Vec<&[u8]> = tx.input[0].witness.iter().collect();
+    // [dummy, sig…, witness script]
+    if stack.len() < 3 || stack.last().copied() != Some(witness_script.as_bytes()) {
+        return None;
+    }
+    let mut cache = SighashCache::new(&tx);
+    let mut signers = Vec::new();
+    for sig in &stack[1..stack.len() - 1] {
+        let (&hash_type, der) = sig.split_last()?;
+        let hash_type = EcdsaSighashType::from_standard(u32::from(hash_type)).ok()?;
+        let sighash = cache
+            .p2wsh_signature_hash(0, &witness_script, Amount::ZERO, hash_type)
+            .ok()?;
+        let msg = Message::from_digest(sighash.to_byte_array());
+        let sig = bitcoin::secp256k1::ecdsa::Signature::from_der(der).ok()?;
+        let key = policy
+            .keys()
+            .iter()
+            .find(|k| SECP.verify_ecdsa(&msg, &sig, &k.0).is_ok())?;
+        signers.push(*key);
+    }
+    Some(signers)
+}
+
 /// The checks every `to_sign` gets: the first input spends `to_spend:0`, exactly one
 /// OP_RETURN output of value 0, version 0 or 2 (other versions are "inconclusive"
 /// under the upgradeable rules).

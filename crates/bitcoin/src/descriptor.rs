@@ -181,6 +181,20 @@ impl Descriptor {
         }
     }
 
+    /// Signatures needed and the keys, as hex in descriptor (script) order. Taproot
+    /// keys are x-only (64 hex characters).
+    pub fn threshold_and_keys(&self) -> (usize, Vec<String>) {
+        match self {
+            Descriptor::Pkh(pk) => (1, vec![pk.to_string()]),
+            Descriptor::Wpkh(pk) | Descriptor::ShWpkh(pk) => (1, vec![pk.to_string()]),
+            Descriptor::Tr(x) => (1, vec![x.to_string()]),
+            Descriptor::Multi(policy, _) => (
+                policy.threshold(),
+                policy.keys().iter().map(ToString::to_string).collect(),
+            ),
+        }
+    }
+
     /// The address on `network`. Every supported descriptor has one.
     pub fn address(&self, network: Network) -> Address {
         // The script is one of the standard templates, so `from_script` cannot fail;

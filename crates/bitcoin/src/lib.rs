@@ -21,6 +21,7 @@ pub mod descriptor;
 pub mod fuzzing;
 pub mod multisig;
 pub mod pof;
+pub mod registry;
 pub mod release;
 pub mod script;
 

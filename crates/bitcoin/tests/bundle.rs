@@ -183,7 +183,7 @@ fn example_bundle_verifies() {
         ]
     );
     let text = report.to_string();
-    assert!(text.starts_with("proof bundle: VALID\n"), "{text}");
+    assert!(text.starts_with("proof bundle: UNPINNED"), "{text}");
     assert!(text.contains("total proven: 2.00000000 BTC"), "{text}");
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     assert_eq!(json["valid"], true);

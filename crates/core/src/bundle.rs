@@ -9,13 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::amount::{Sats, TokenAmount};
 use crate::chain::ChainId;
+use crate::registry::RegistryVersion;
 use crate::statement::Statement;
 use crate::time::Timestamp;
 
 /// Value of the bundle's `format` field.
 pub const BUNDLE_FORMAT: &str = "ubtc-proof-bundle";
-/// Bundle format version this build writes and reads.
-pub const BUNDLE_VERSION: u32 = 1;
+/// Bundle format version this build writes. Version 2 added `registry`.
+pub const BUNDLE_VERSION: u32 = 2;
+/// The first bundle version, still read (reported as unpinned: it carries no registry).
+pub const BUNDLE_VERSION_LEGACY: u32 = 1;
 /// Largest bundle accepted, in bytes. Checked before parsing.
 pub const BUNDLE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Most reserve addresses in one bundle.
@@ -67,7 +70,8 @@ impl std::str::FromStr for BitcoinNetwork {
 pub struct ProofBundle {
     /// Always [`BUNDLE_FORMAT`].
     pub format: String,
-    /// Always [`BUNDLE_VERSION`] for bundles this build writes.
+    /// [`BUNDLE_VERSION`] for bundles this build writes; [`BUNDLE_VERSION_LEGACY`]
+    /// is still read.
     pub version: u32,
     pub network: BitcoinNetwork,
     /// The statement's inputs; the verifier rebuilds the signed text from these.
@@ -93,6 +97,10 @@ pub struct ProofBundle {
     #[serde(default)]
     pub approvals: Vec<GuardianApproval>,
     pub created_at: Timestamp,
+    /// The reserve registry the statement was signed under: its versions from 1 up
+    /// to the current one, oldest first (version 2 bundles; absent in version 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry: Vec<RegistryVersion>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,8 +210,14 @@ pub enum BundleError {
     Json(#[from] serde_json::Error),
     #[error("not a proof bundle (format {0:?})")]
     WrongFormat(String),
-    #[error("bundle version {0} is not supported (this build reads version {BUNDLE_VERSION})")]
+    #[error("bundle version {0} is not supported (this build reads versions {BUNDLE_VERSION_LEGACY} and {BUNDLE_VERSION})")]
     UnsupportedVersion(u32),
+    #[error("a version {BUNDLE_VERSION} bundle must carry its reserve registry")]
+    MissingRegistry,
+    #[error("a version {BUNDLE_VERSION_LEGACY} bundle cannot carry a registry")]
+    UnexpectedRegistry,
+    #[error("the bundle's registry has {0} versions; the maximum is {max}", max = crate::registry::REGISTRY_MAX_VERSIONS)]
+    RegistryTooLong(usize),
     #[error("bundle has {0} reserve signatures; the maximum is {BUNDLE_MAX_RESERVES}")]
     TooManyReserves(usize),
     #[error("bundle has no reserve signature")]
@@ -230,8 +244,16 @@ impl ProofBundle {
         if self.format != BUNDLE_FORMAT {
             return Err(BundleError::WrongFormat(self.format.clone()));
         }
-        if self.version != BUNDLE_VERSION {
-            return Err(BundleError::UnsupportedVersion(self.version));
+        match self.version {
+            BUNDLE_VERSION if self.registry.is_empty() => return Err(BundleError::MissingRegistry),
+            BUNDLE_VERSION_LEGACY if !self.registry.is_empty() => {
+                return Err(BundleError::UnexpectedRegistry)
+            }
+            BUNDLE_VERSION | BUNDLE_VERSION_LEGACY => {}
+            other => return Err(BundleError::UnsupportedVersion(other)),
+        }
+        if self.registry.len() > crate::registry::REGISTRY_MAX_VERSIONS {
+            return Err(BundleError::RegistryTooLong(self.registry.len()));
         }
         if self.reserves.is_empty() {
             return Err(BundleError::NoReserves);

@@ -13,6 +13,7 @@ pub mod attestation;
 pub mod bundle;
 pub mod chain;
 pub mod payment;
+pub mod registry;
 pub mod statement;
 pub mod time;
 pub mod validation;

@@ -116,6 +116,16 @@ impl GuardianKey {
     pub(crate) fn secret(&self) -> &SecretKey {
         &self.secret
     }
+
+    /// This guardian's signature over a reserve registry version (the registry key
+    /// ceremony). Domain-separated from everything else this key signs: see
+    /// `ubtc_bitcoin::registry`.
+    pub fn sign_registry(
+        &self,
+        version: &ubtc_core::registry::RegistryVersion,
+    ) -> ubtc_core::registry::RegistrySignature {
+        ubtc_bitcoin::registry::sign(version, &self.secret)
+    }
 }
 
 /// First 8 bytes of SHA-256 of the compressed public key, hex: a short name for a key

@@ -13,7 +13,8 @@ use common::{GuardianSpec, Harness};
 use ubtc_bitcoin::bip322::ToSignParams;
 use ubtc_bitcoin::multisig::{Form, SigningRequest, SortedMulti, Wrapping};
 use ubtc_core::bundle::{
-    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
+    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT,
+    BUNDLE_VERSION_LEGACY,
 };
 use ubtc_core::{Statement, Timestamp};
 use ubtc_guardian::protocol::{
@@ -26,7 +27,7 @@ use ubtc_pipeline::{ReserveSigner, SignFailure, SignedStatement};
 fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
     ProofBundle {
         format: BUNDLE_FORMAT.into(),
-        version: BUNDLE_VERSION,
+        version: BUNDLE_VERSION_LEGACY,
         network: BitcoinNetwork::Regtest,
         statement: statement.clone(),
         statement_text: statement.text(),
@@ -42,6 +43,7 @@ fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
         reserve_figures: None,
         approvals: signed.approvals,
         created_at: Timestamp::now(),
+        registry: Vec::new(),
     }
 }
 

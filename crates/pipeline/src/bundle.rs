@@ -2,7 +2,9 @@
 
 use ubtc_core::bundle::{
     BitcoinNetwork, PaymentInfo, ProofBundle, ReserveFigures, BUNDLE_FORMAT, BUNDLE_VERSION,
+    BUNDLE_VERSION_LEGACY,
 };
+use ubtc_core::registry::RegistryVersion;
 use ubtc_core::{Statement, Timestamp};
 use ubtc_store::{ReserveSnapshot, ValidationRecord};
 
@@ -29,20 +31,35 @@ pub fn reserve_figures(snapshot: &ReserveSnapshot) -> ReserveFigures {
     }
 }
 
-/// `snapshot`: the latest reserve snapshot when the statement was signed; its supply
-/// entries and figures go into the bundle (none before the first snapshot).
+/// What was published when a statement was signed, for its bundle.
+#[derive(Clone, Copy, Debug)]
+pub struct Published<'a> {
+    /// The latest reserve snapshot; its supply entries and figures go into the bundle
+    /// (none before the first snapshot).
+    pub snapshot: Option<&'a ReserveSnapshot>,
+    /// The published registry versions, oldest first. Before the first one is
+    /// published the bundle is written as version 1 (no registry), which verifiers
+    /// report as unpinned: there is nothing to pin yet.
+    pub registry: &'a [RegistryVersion],
+}
+
 pub fn build_bundle(
     record: &ValidationRecord,
     statement: &Statement,
     signed: SignedStatement,
     network: BitcoinNetwork,
     native_unit: &str,
-    snapshot: Option<&ReserveSnapshot>,
+    published: Published<'_>,
     now: Timestamp,
 ) -> ProofBundle {
+    let Published { snapshot, registry } = published;
     ProofBundle {
         format: BUNDLE_FORMAT.to_owned(),
-        version: BUNDLE_VERSION,
+        version: if registry.is_empty() {
+            BUNDLE_VERSION_LEGACY
+        } else {
+            BUNDLE_VERSION
+        },
         network,
         statement: statement.clone(),
         statement_text: statement.text(),
@@ -58,5 +75,6 @@ pub fn build_bundle(
         reserve_figures: snapshot.map(reserve_figures),
         approvals: signed.approvals,
         created_at: now,
+        registry: registry.to_vec(),
     }
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use ubtc_chains::BitcoinBackend;
 use ubtc_core::bundle::BitcoinNetwork;
+use ubtc_core::registry::RegistryVersion;
 use ubtc_core::validation::Reason;
 use ubtc_core::{ChainId, Statement, StatementMessage, Timestamp, ValidationId};
 use ubtc_store::{Claimed, NewOutboxEvent, ReserveSnapshot, SignedResult, Store, StoreError};
 
-use crate::bundle::build_bundle;
+use crate::bundle::{build_bundle, Published};
 use crate::signer::{ReserveSigner, SignFailure};
 use crate::{PipelineError, StepOutcome};
 
@@ -81,6 +82,8 @@ pub struct Worker {
     config: WorkerConfig,
     /// The latest reserve snapshot and when it was read.
     snapshot: Mutex<Option<(Instant, Option<Arc<ReserveSnapshot>>)>>,
+    /// The published reserve registry versions and when they were read.
+    registry: Mutex<Option<(Instant, Arc<Vec<RegistryVersion>>)>>,
 }
 
 impl Worker {
@@ -96,7 +99,25 @@ impl Worker {
             bitcoin,
             config,
             snapshot: Mutex::new(None),
+            registry: Mutex::new(None),
         }
+    }
+
+    /// The published registry versions (oldest first) that bundles carry, read at most
+    /// once per [`SNAPSHOT_CACHE`]: a new version is published by a key ceremony, rarely.
+    async fn registry(&self) -> Result<Arc<Vec<RegistryVersion>>, PipelineError> {
+        {
+            let cached = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((read_at, versions)) = cached.as_ref() {
+                if read_at.elapsed() < SNAPSHOT_CACHE {
+                    return Ok(versions.clone());
+                }
+            }
+        }
+        let versions = Arc::new(self.store.list_registry_versions().await?);
+        *self.registry.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), versions.clone()));
+        Ok(versions)
     }
 
     /// The latest reserve snapshot, read at most once per [`SNAPSHOT_CACHE`].
@@ -185,13 +206,21 @@ impl Worker {
 
         // 3. Results, in one transaction.
         let snapshot = self.latest_snapshot().await?;
+        let registry = self.registry().await?;
         let now = Timestamp::now();
         let mut results = Vec::with_capacity(ready.len());
         for ((claim, statement), outcome) in ready.iter().zip(signed) {
             match outcome {
                 Ok(signed) => results.push((
                     claim,
-                    self.signed_result(claim, statement, signed, snapshot.as_deref(), now)?,
+                    self.signed_result(
+                        claim,
+                        statement,
+                        signed,
+                        snapshot.as_deref(),
+                        &registry,
+                        now,
+                    )?,
                 )),
                 Err(failure) => ticks.push(self.give_back(claim, failure).await?),
             }
@@ -274,8 +303,16 @@ impl Worker {
             Err(failure) => return self.give_back(&claim, failure).await,
         };
         let snapshot = self.latest_snapshot().await?;
+        let registry = self.registry().await?;
         let now = Timestamp::now();
-        let result = self.signed_result(&claim, &statement, signed, snapshot.as_deref(), now)?;
+        let result = self.signed_result(
+            &claim,
+            &statement,
+            signed,
+            snapshot.as_deref(),
+            &registry,
+            now,
+        )?;
         match self.store.complete_signed(&claim, &result, now).await {
             Ok(()) => {
                 tracing::info!(validation = %id, chain = %claim.record.payment.chain, attempt = claim.attempt, "signed");
@@ -313,6 +350,7 @@ impl Worker {
         statement: &Statement,
         signed: crate::signer::SignedStatement,
         snapshot: Option<&ReserveSnapshot>,
+        registry: &[RegistryVersion],
         now: Timestamp,
     ) -> Result<SignedResult, PipelineError> {
         let id = claim.record.id;
@@ -328,7 +366,7 @@ impl Worker {
             signed,
             self.config.network,
             unit,
-            snapshot,
+            Published { snapshot, registry },
             now,
         );
         let bundle_json = serde_json::to_string(&bundle).map_err(|e| {

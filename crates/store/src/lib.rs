@@ -18,6 +18,7 @@ pub mod audit;
 pub mod baseline;
 mod error;
 mod postgres;
+pub mod registry;
 pub mod reserve_ops;
 mod rows;
 mod sql;
@@ -390,6 +391,20 @@ pub trait Store:
     /// advisory lock; SQLite: `BEGIN IMMEDIATE`), so concurrent appends form one chain;
     /// a unique index on `prev_hash` refuses a fork even without the lock. The table
     /// refuses UPDATE and DELETE (triggers on both backends).
+    /// Every stored reserve registry version, oldest first.
+    async fn list_registry_versions(
+        &self,
+    ) -> StoreResult<Vec<ubtc_core::registry::RegistryVersion>>;
+    /// Stores the next registry version. Atomic: it is refused (with
+    /// [`StoreError::InvalidInput`] naming a stable `registry_…` code, and nothing
+    /// stored) unless it verifies against the stored latest version (or, for the first
+    /// one, is a version 1 signed by its own guardians). Stored versions never change.
+    async fn publish_registry_version(
+        &self,
+        version: &ubtc_core::registry::RegistryVersion,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
     async fn append_audit(&self, entry: &NewAuditEntry, now: Timestamp) -> StoreResult<AuditEntry>;
     /// Newest first, keyset-paginated by `before` (a record id).
     async fn list_audit(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEntry>>;

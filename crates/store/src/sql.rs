@@ -14,6 +14,12 @@
 
 use crate::rows::{audit_columns, outbox_columns, validation_columns};
 
+pub(crate) const LIST_REGISTRY: &str = "SELECT body FROM reserve_registry ORDER BY version";
+pub(crate) const LAST_REGISTRY: &str =
+    "SELECT body FROM reserve_registry ORDER BY version DESC LIMIT 1";
+pub(crate) const INSERT_REGISTRY: &str = "INSERT INTO reserve_registry (version, fingerprint, \
+     body, published_at) VALUES ($1, $2, $3, $4)";
+
 pub(crate) const INSERT_VALIDATION: &str = "INSERT INTO validations (id, chain, tx_hash, \
      tx_index, payer, amount_base_units, message, block_number, block_hash, status, \
      pending_reject_code, pending_reject_detail, callback_url, created_at, updated_at) \
@@ -1211,6 +1217,39 @@ macro_rules! impl_store {
                     prev_hash,
                     hash,
                 })
+            }
+
+            async fn list_registry_versions(
+                &self,
+            ) -> StoreResult<Vec<ubtc_core::registry::RegistryVersion>> {
+                let bodies: Vec<String> = sqlx::query_scalar(sql::LIST_REGISTRY)
+                    .fetch_all(self.reader())
+                    .await?;
+                bodies.iter().map(|b| $crate::registry::decode(b)).collect()
+            }
+
+            async fn publish_registry_version(
+                &self,
+                version: &ubtc_core::registry::RegistryVersion,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
+                let last: Option<String> = sqlx::query_scalar(sql::LAST_REGISTRY)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let last = last.map(|b| $crate::registry::decode(&b)).transpose()?;
+                $crate::registry::check_append(last.as_ref(), version)?;
+                let body = serde_json::to_string(version)
+                    .map_err(|e| StoreError::InvalidInput(format!("registry version: {e}")))?;
+                sqlx::query(sql::INSERT_REGISTRY)
+                    .bind(rows::to_i64(version.version, "registry version")?)
+                    .bind(version.fingerprint())
+                    .bind(body)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn list_audit(

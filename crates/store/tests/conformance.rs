@@ -51,6 +51,7 @@ on_both_backends!(
     lease_release,
     webhook_consumers_and_deliveries,
     notify_writes_outbox_atomically,
+    registry_versions_are_checked_and_immutable,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -901,6 +902,110 @@ async fn reserve_addresses(store: Arc<dyn Store>) {
     assert_eq!(
         s.list_all_reserve_addresses().await.unwrap(),
         vec![retired, b]
+    );
+}
+
+/// Three guardians, a 2-of-3 reserve, and a registry version signed by `signers`.
+fn registry_version(
+    previous: Option<&ubtc_core::registry::RegistryVersion>,
+    signers: &[u8],
+    threshold: u32,
+) -> ubtc_core::registry::RegistryVersion {
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use ubtc_bitcoin::multisig::{SortedMulti, Wrapping};
+    use ubtc_bitcoin::registry as reg;
+    let secp = Secp256k1::new();
+    let secret = |b: u8| SecretKey::from_slice(&[b; 32]).unwrap();
+    let keys: Vec<bitcoin::CompressedPublicKey> = (1..=3)
+        .map(|b| bitcoin::CompressedPublicKey(secret(b).public_key(&secp)))
+        .collect();
+    let policy = SortedMulti::new(threshold as usize, keys.clone()).unwrap();
+    let reserve = reg::ProposedReserve {
+        address: policy
+            .address(bitcoin::Network::Regtest, Wrapping::Wsh)
+            .to_string(),
+        descriptor: policy.descriptor(Wrapping::Wsh),
+        active: true,
+    };
+    let v = reg::propose(
+        previous,
+        ubtc_core::bundle::BitcoinNetwork::Regtest,
+        keys.iter().map(ToString::to_string).collect(),
+        2,
+        &[reserve],
+    )
+    .unwrap();
+    let mut signed = v.clone();
+    for b in signers {
+        reg::add_signature(&mut signed, reg::sign(&v, &secret(*b)));
+    }
+    signed
+}
+
+async fn registry_versions_are_checked_and_immutable(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(s.list_registry_versions().await.unwrap().is_empty());
+    let invalid = |e: StoreError, code: &str| match e {
+        StoreError::InvalidInput(m) => assert!(m.starts_with(code), "{m}"),
+        other => panic!("expected {code}, got {other}"),
+    };
+    // Version 1 signed by one guardian of two needed: refused, nothing stored.
+    let lone = registry_version(None, &[1], 2);
+    invalid(
+        s.publish_registry_version(&lone, T0).await.unwrap_err(),
+        "registry_not_enough_signatures",
+    );
+    assert!(s.list_registry_versions().await.unwrap().is_empty());
+    // A version 2 cannot start the chain.
+    let v1 = registry_version(None, &[1, 2], 2);
+    let orphan = registry_version(Some(&v1), &[1, 2], 3);
+    invalid(
+        s.publish_registry_version(&orphan, T0).await.unwrap_err(),
+        "registry_not_genesis",
+    );
+    s.publish_registry_version(&v1, T0).await.unwrap();
+    // The same number again (even the same version): refused, v1 unchanged.
+    invalid(
+        s.publish_registry_version(&v1, T0).await.unwrap_err(),
+        "registry_version_not_increasing",
+    );
+    // A next version signed by one guardian, or linked to another previous version.
+    let weak = registry_version(Some(&v1), &[3], 3);
+    invalid(
+        s.publish_registry_version(&weak, T0).await.unwrap_err(),
+        "registry_not_enough_signatures",
+    );
+    let mut unlinked = registry_version(Some(&v1), &[], 3);
+    unlinked.previous = Some("ab".repeat(32));
+    let unlinked = {
+        let mut signed = unlinked.clone();
+        for b in [1u8, 2] {
+            let k = bitcoin::secp256k1::SecretKey::from_slice(&[b; 32]).unwrap();
+            ubtc_bitcoin::registry::add_signature(
+                &mut signed,
+                ubtc_bitcoin::registry::sign(&unlinked, &k),
+            );
+        }
+        signed
+    };
+    invalid(
+        s.publish_registry_version(&unlinked, T0).await.unwrap_err(),
+        "registry_broken_link",
+    );
+    let v2 = registry_version(Some(&v1), &[2, 3], 3);
+    s.publish_registry_version(&v2, T0.plus_millis(1))
+        .await
+        .unwrap();
+    let stored = s.list_registry_versions().await.unwrap();
+    assert_eq!(stored, vec![v1.clone(), v2.clone()]);
+    assert_eq!(
+        stored[1].previous.as_deref(),
+        Some(v1.fingerprint().as_str())
+    );
+    // What is stored is what was signed: the chain verifies as read back.
+    assert_eq!(
+        ubtc_bitcoin::registry::verify_chain(&stored).unwrap().len(),
+        2
     );
 }
 

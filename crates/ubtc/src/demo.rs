@@ -149,6 +149,15 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
             g.coordinator.address(),
             urls.join(", ")
         );
+        println!(
+            "  registry        version {} fingerprint {}",
+            g.registry.version,
+            g.registry.fingerprint()
+        );
+        println!(
+            "                  pin it: ubtc verify --registry {} BUNDLE",
+            g.registry_file.display()
+        );
     }
     println!("  API             {base}");
     println!();

@@ -198,6 +198,9 @@ pub async fn spawn_guardian(config_path: &Path) -> anyhow::Result<GuardianChild>
 pub struct DemoGuardians {
     pub coordinator: Arc<Coordinator>,
     pub children: Vec<GuardianChild>,
+    /// The latest published reserve registry version, and the file holding the chain.
+    pub registry: ubtc_core::registry::RegistryVersion,
+    pub registry_file: PathBuf,
 }
 
 impl DemoGuardians {
@@ -237,19 +240,25 @@ pub async fn start_demo_guardians(
         keystore::create(&coordinator_key_path, &coordinator_pass)?
     };
     // Every keystore first: each guardian's configuration names the 2-of-3 reserve of
-    // all three keys (the public keys are read from the files, no passphrase needed).
+    // all three keys, and the demo holds all three keys, so it can run the registry
+    // ceremony itself.
     let mut guardian_keys = Vec::new();
     for i in 1..=3 {
         let dir = root.join(format!("g{i}"));
         std::fs::create_dir_all(&dir)?;
         let pass = demo_passphrase(&dir.join("passphrase"))?;
         let ks = dir.join("keystore.json");
-        if !ks.exists() {
-            keystore::create(&ks, &pass)?;
-        }
-        guardian_keys.push(bitcoin::CompressedPublicKey(keystore::read_public(&ks)?));
+        guardian_keys.push(if ks.exists() {
+            keystore::load(&ks, &pass)?
+        } else {
+            keystore::create(&ks, &pass)?
+        });
     }
-    let reserve = ubtc_bitcoin::multisig::SortedMulti::new(2, guardian_keys.clone())?
+    let reserve_keys: Vec<_> = guardian_keys
+        .iter()
+        .map(|k| bitcoin::CompressedPublicKey(k.public()))
+        .collect();
+    let reserve = ubtc_bitcoin::multisig::SortedMulti::new(2, reserve_keys.clone())?
         .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh);
     let mut children = Vec::new();
     let mut endpoints = Vec::new();
@@ -301,7 +310,7 @@ pub async fn start_demo_guardians(
             request_ttl: Duration::from_secs(60),
         },
     )?;
-    for (child, key) in children.iter().zip(&guardian_keys) {
+    for (child, key) in children.iter().zip(&reserve_keys) {
         if bitcoin::CompressedPublicKey(child.public_key) != *key {
             bail!(
                 "guardian {} runs another key than its keystore file names",
@@ -309,15 +318,24 @@ pub async fn start_demo_guardians(
             );
         }
     }
-    let keys = guardian_keys;
     let (address, _) = register_reserve(
         store,
         crate::app::network(config.bitcoin.network),
         2,
-        keys,
+        reserve_keys,
         Some("demo guardians 2-of-3".into()),
     )
     .await?;
+    let registry =
+        crate::registry_cmd::demo_ceremony(store, config.bitcoin.network, &guardian_keys, 2)
+            .await?;
+    // A file to pin with `ubtc verify --registry`: the demo is its own publisher.
+    let registry_file = config.data_dir.join("registry.json");
+    std::fs::write(
+        &registry_file,
+        crate::registry_cmd::chain_json(&store.list_registry_versions().await?),
+    )
+    .with_context(|| format!("cannot write {}", registry_file.display()))?;
     let spk = address
         .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()?
         .assume_checked()
@@ -326,6 +344,8 @@ pub async fn start_demo_guardians(
     Ok(DemoGuardians {
         coordinator: Arc::new(coordinator),
         children,
+        registry,
+        registry_file,
     })
 }
 

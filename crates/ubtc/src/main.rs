@@ -10,6 +10,7 @@ mod bench;
 mod config;
 mod demo;
 mod guardian_cmd;
+mod registry_cmd;
 mod reserve_ops_cmd;
 mod reserves;
 mod verify_attestation;
@@ -51,12 +52,21 @@ enum Command {
     /// Applies database migrations and exits.
     Migrate,
     /// Verifies a proof bundle or a reserve attestation offline (FILE, or - for stdin).
-    /// Exit 0 valid, 1 invalid, 2 unreadable input.
+    /// Exit 0 valid (read the report: without a pin a bundle says UNPINNED), 1 invalid,
+    /// 2 unreadable input.
     Verify {
         file: String,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Pin the reserve registry to this file (one version, or the chain that
+        /// `GET /v1/reserves/registry` serves; its first version is trusted as given).
+        #[arg(long, conflicts_with = "registry_fingerprint")]
+        registry: Option<PathBuf>,
+        /// Pin the reserve registry to the version with this fingerprint (64 hex), which
+        /// the bundle must carry.
+        #[arg(long)]
+        registry_fingerprint: Option<String>,
     },
     /// Verifies one BIP-322 or BIP-137 signature. Exit 0 valid, 1 invalid, 2 unreadable.
     VerifyMessage {
@@ -99,6 +109,16 @@ enum KeysCommand {
     ReserveCreate(guardian_cmd::ReserveCreateArgs),
     /// Retires a reserve address (recorded; it is no longer signed for).
     ReserveRetire(guardian_cmd::ReserveRetireArgs),
+    /// Writes the unsigned next reserve registry version built from the reserve
+    /// addresses (active and retired) and the guardian keys.
+    RegistryPropose(registry_cmd::ProposeArgs),
+    /// Adds a guardian's signature to a registry version (offline, with its keystore).
+    RegistrySign(registry_cmd::SignArgs),
+    /// Stores a signed registry version; refused unless the previous version's
+    /// guardians signed it M-of-N.
+    RegistryPublish(registry_cmd::PublishArgs),
+    /// Prints every published registry version (a file for `ubtc verify --registry`).
+    RegistryExport(registry_cmd::ExportArgs),
 }
 
 #[derive(Args)]
@@ -108,7 +128,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // Offline commands: no runtime, no configuration, no logs on stdout.
-        Command::Verify { file, json } => return verify_bundle(&file, json),
+        Command::Verify {
+            file,
+            json,
+            registry,
+            registry_fingerprint,
+        } => return verify_bundle(&file, json, registry.as_deref(), registry_fingerprint),
         Command::VerifyMessage {
             address,
             message,
@@ -167,6 +192,9 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
         Command::Keys {
             what: KeysCommand::GuardianInit(args),
         } => guardian_cmd::guardian_init(args),
+        Command::Keys {
+            what: KeysCommand::RegistrySign(args),
+        } => registry_cmd::sign(args),
         command => {
             let config = load_config(config_path.as_deref())?;
             init_logging(&config);
@@ -198,10 +226,19 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
                 Command::Keys {
                     what: KeysCommand::ReserveRetire(args),
                 } => guardian_cmd::reserve_retire(&config, args).await,
+                Command::Keys {
+                    what: KeysCommand::RegistryPropose(args),
+                } => registry_cmd::propose(&config, args).await,
+                Command::Keys {
+                    what: KeysCommand::RegistryPublish(args),
+                } => registry_cmd::publish(&config, args).await,
+                Command::Keys {
+                    what: KeysCommand::RegistryExport(args),
+                } => registry_cmd::export(&config, args).await,
                 Command::Demo(_)
                 | Command::Guardian(_)
                 | Command::Keys {
-                    what: KeysCommand::GuardianInit(_),
+                    what: KeysCommand::GuardianInit(_) | KeysCommand::RegistrySign(_),
                 }
                 | Command::Bench { .. }
                 | Command::Verify { .. }
@@ -313,8 +350,57 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     app::join_all(tasks, cancel).await
 }
 
+/// Writes to stdout, ignoring a closed pipe: `ubtc verify FILE | head -1` must end
+/// with the verdict's exit code, not a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Reads a bundle or an attestation from a file or stdin. Exit 0 valid, 1 invalid, 2 unreadable.
-fn verify_bundle(file: &str, json: bool) -> ExitCode {
+fn verify_bundle(
+    file: &str,
+    json: bool,
+    registry: Option<&std::path::Path>,
+    registry_fingerprint: Option<String>,
+) -> ExitCode {
+    let pin = match (registry, registry_fingerprint) {
+        (Some(path), _) => {
+            let bytes = match std::fs::File::open(path).and_then(|f| {
+                let mut bytes = Vec::new();
+                f.take(ubtc_core::bundle::BUNDLE_MAX_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+                    .map(|_| bytes)
+            }) {
+                Ok(b) => b,
+                Err(e) => return unreadable(json, &format!("cannot read {}: {e}", path.display())),
+            };
+            match ubtc_core::registry::parse_registry_file(&bytes) {
+                Ok(v) if !v.is_empty() => Some(ubtc_bitcoin::bundle::RegistryPin::Versions(v)),
+                Ok(_) => {
+                    return unreadable(
+                        json,
+                        &format!("{} holds no registry version", path.display()),
+                    )
+                }
+                Err(e) => {
+                    return unreadable(
+                        json,
+                        &format!("{} is not a readable registry: {e}", path.display()),
+                    )
+                }
+            }
+        }
+        (None, Some(fp)) => {
+            let fp = fp.trim().to_ascii_lowercase();
+            if !ubtc_core::registry::is_fingerprint(&fp) {
+                return unreadable(json, "--registry-fingerprint must be 64 hex characters");
+            }
+            Some(ubtc_bitcoin::bundle::RegistryPin::Fingerprint(fp))
+        }
+        (None, None) => None,
+    };
     let mut bytes = Vec::new();
     let read = if file == "-" {
         std::io::stdin()
@@ -339,14 +425,14 @@ fn verify_bundle(file: &str, json: bool) -> ExitCode {
         Ok(b) => b,
         Err(e) => return unreadable(json, &format!("{file} is not a readable proof bundle: {e}")),
     };
-    let report = ubtc_bitcoin::bundle::verify_bundle(&bundle);
+    let report = ubtc_bitcoin::bundle::verify_bundle_pinned(&bundle, pin.as_ref());
     if json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        ));
     } else {
-        print!("{report}");
+        emit(&report.to_string());
     }
     if report.is_valid() {
         ExitCode::SUCCESS
@@ -371,12 +457,12 @@ fn verify_message(
     ) {
         Ok(report) => {
             if json {
-                println!(
-                    "{}",
+                emit(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
+                ));
             } else {
-                print!("{report}");
+                emit(&report.to_string());
             }
             if report.is_valid() {
                 ExitCode::SUCCESS
@@ -390,10 +476,10 @@ fn verify_message(
 
 fn unreadable(json: bool, message: &str) -> ExitCode {
     if json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::json!({ "valid": false, "unreadable": true, "error": message })
-        );
+        ));
     } else {
         eprintln!("unreadable input: {message}");
     }

@@ -17,7 +17,8 @@ use ubtc_bitcoin::multisig::{Form, SigningRequest, SortedMulti, Wrapping};
 use ubtc_chains::dev::{DevBitcoin, DevChain};
 use ubtc_chains::ChainAdapter;
 use ubtc_core::bundle::{
-    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT, BUNDLE_VERSION,
+    ApprovalDecision, BitcoinNetwork, PaymentInfo, ProofBundle, BUNDLE_FORMAT,
+    BUNDLE_VERSION_LEGACY,
 };
 use ubtc_core::payment::Payer;
 use ubtc_core::{BlockStamp, ChainId, PaymentRef, Statement, Timestamp};
@@ -288,7 +289,7 @@ impl GuardianSetup {
 fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
     ProofBundle {
         format: BUNDLE_FORMAT.into(),
-        version: BUNDLE_VERSION,
+        version: BUNDLE_VERSION_LEGACY,
         network: BitcoinNetwork::Regtest,
         statement: statement.clone(),
         statement_text: statement.text(),
@@ -304,6 +305,7 @@ fn bundle(statement: &Statement, signed: SignedStatement) -> ProofBundle {
         reserve_figures: None,
         approvals: signed.approvals,
         created_at: Timestamp::now(),
+        registry: Vec::new(),
     }
 }
 

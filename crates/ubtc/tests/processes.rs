@@ -334,20 +334,50 @@ async fn demo_signs_its_payments_and_proofs_verify() {
         .await
         .unwrap();
     assert_eq!(signed.len(), 4, "four payments pay enough");
+    // The demo published registry version 1 and wrote the chain to pin it with.
+    let registry_file = data.join("registry.json");
+    let registry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&registry_file).unwrap()).unwrap();
+    let fingerprint = registry["current_fingerprint"].as_str().unwrap().to_owned();
+    assert!(stdout.contains(&fingerprint), "{stdout}");
     for v in &signed {
         let path = dir.path().join(format!("{}.json", v.id));
         std::fs::write(&path, store.get_bundle(v.id).await.unwrap().unwrap()).unwrap();
         let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
             .arg("verify")
             .arg(&path)
+            .arg("--registry")
+            .arg(&registry_file)
             .output()
             .unwrap();
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert_eq!(verify.status.code(), Some(0), "{text}");
+        assert!(text.starts_with("proof bundle: VALID"), "{text}");
+        assert!(text.contains("2-of-3 keys:"), "{text}");
+        // Pinned by fingerprint, as JSON.
+        let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .args(["verify", "--json", "--registry-fingerprint", &fingerprint])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(verify.status.code(), Some(0));
+        let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+        assert_eq!(report["pinned"], true);
+        assert_eq!(report["bundle_version"], 2);
         assert_eq!(
-            verify.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&verify.stdout)
+            report["registry"]["current_fingerprint"],
+            fingerprint.as_str()
         );
+        // Without a pin: the same signatures, reported as unpinned.
+        let verify = Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&verify.stdout);
+        assert_eq!(verify.status.code(), Some(0), "{text}");
+        assert!(text.starts_with("proof bundle: UNPINNED"), "{text}");
+        assert!(text.contains(&fingerprint), "{text}");
         // A tampered bundle is refused with exit 1.
         let tampered = std::fs::read_to_string(&path)
             .unwrap()
