@@ -1,9 +1,11 @@
 //! The admin API over real PostgreSQL (a fresh schema per test on
 //! `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`): the role
 //! matrix of every route in `ADMIN_ROUTES` × every role × every kind of bad or good
-//! credential, login with TOTP (wrong, replayed), lockouts per username and per
-//! address, refresh rotation and reuse, API key scopes, the IP allowlist, and the
-//! audit records the actions leave.
+//! credential, login with TOTP (wrong, replayed), enrolment of the second factor at
+//! the first login, lockouts per username and per address, refresh rotation and
+//! reuse, API key scopes and who may grant which (operator keys: operator sessions
+//! only, expiring), the disable rules (not oneself, not the last admin), the IP
+//! allowlist, and the audit records the actions leave.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -426,6 +428,25 @@ async fn every_route_every_role_every_credential() {
         "a reserve route accepts the bootstrap key"
     );
     assert!(bootstrap_refused >= 8, "{bootstrap_refused}");
+    // Past the guard, who may grant an operator key: only an operator's session (the
+    // route accepts admins too, for admin and auditor keys).
+    for role in Role::ALL {
+        let (token, _) = app.session(role, 600).await;
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/admin/api-keys",
+                &Cred::Bearer(token),
+                Some(json!({"name": "matrix", "roles": ["operator"], "expires_in_secs": 60})),
+            )
+            .await;
+        let expect = match role {
+            Role::Operator => (StatusCode::CREATED, ""),
+            Role::Admin => (StatusCode::FORBIDDEN, "role_not_grantable"),
+            _ => (StatusCode::FORBIDDEN, "forbidden"),
+        };
+        assert_eq!((s, code(&v)), expect, "operator key as {role}: {v}");
+    }
     // And a real login per role (password + TOTP) gives a token the guard accepts.
     for role in Role::ALL {
         let tokens = app.login(role).await;
