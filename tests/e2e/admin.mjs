@@ -1,8 +1,10 @@
 // Browser test of the admin interface at /admin against a running `ubtc demo`:
 //   node tests/e2e/admin.mjs BASE_URL [--screenshots DIR]
 // Accounts come from the environment (made by crates/ubtc/tests/dashboard_e2e.rs with
-// `ubtc admin create-user`): E2E_ADMIN_USER / _PASSWORD / _TOTP (base32 secret) and
-// E2E_AUDITOR_USER / _PASSWORD / _TOTP, E2E_OPERATOR_USER / _PASSWORD / _TOTP. Prints `E2E OK {json}` or `E2E FAIL …`.
+// `ubtc admin create-user`, so none has a second factor yet): E2E_ADMIN_USER /
+// _PASSWORD, E2E_AUDITOR_USER / _PASSWORD, E2E_OPERATOR_USER / _PASSWORD (the initial
+// passwords). Each enrols at its first login here, reading the secret off the page.
+// Prints `E2E OK {json}` or `E2E FAIL …`.
 import { chromium } from 'playwright-core';
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -16,9 +18,10 @@ const env = (k) => {
   if (!process.env[k]) throw new Error(`${k} is not set`);
   return process.env[k];
 };
-const admin = { user: env('E2E_ADMIN_USER'), password: env('E2E_ADMIN_PASSWORD'), totp: env('E2E_ADMIN_TOTP') };
-const auditor = { user: env('E2E_AUDITOR_USER'), password: env('E2E_AUDITOR_PASSWORD'), totp: env('E2E_AUDITOR_TOTP') };
-const operator = { user: env('E2E_OPERATOR_USER'), password: env('E2E_OPERATOR_PASSWORD'), totp: env('E2E_OPERATOR_TOTP') };
+// `totp` (the base32 secret) is learnt at enrolment; `password` becomes the user's own.
+const admin = { user: env('E2E_ADMIN_USER'), password: env('E2E_ADMIN_PASSWORD') };
+const auditor = { user: env('E2E_AUDITOR_USER'), password: env('E2E_AUDITOR_PASSWORD') };
+const operator = { user: env('E2E_OPERATOR_USER'), password: env('E2E_OPERATOR_PASSWORD') };
 const summary = {};
 
 function check(cond, what) {
@@ -60,6 +63,38 @@ async function login(page, who, withTotp) {
   await page.click('#login-form button[type=submit]');
 }
 
+// First login: the password alone leads to the enrolment screen (no session yet);
+// the secret shown there is the user's, confirmed with a code and a new password.
+async function enrol(page, ctx, who) {
+  await login(page, who, false);
+  await page.waitForSelector('#enrol:not([hidden])', { timeout: 30000 });
+  check(await page.isHidden('#app'), 'no admin view before enrolment');
+  check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access')), 'no session cookie before enrolment');
+  who.totp = (await page.textContent('#enrol-secret')).trim();
+  check(/^[A-Z2-7]{32}$/.test(who.totp), `secret shown: ${who.totp}`);
+  check((await page.textContent('#enrol-uri')).includes(`secret=${who.totp}`), 'otpauth URI carries the secret');
+  const initial = who.password;
+  who.password = initial + ' (mine)';
+  // The initial password again is refused: the user must choose their own.
+  await page.fill('#enrol-form [name=totp]', totp(who.totp));
+  await page.fill('#enrol-form [name=new_password]', initial);
+  await page.click('#enrol-form button[type=submit]');
+  await page.locator('#error', { hasText: 'invalid_parameter' }).waitFor({ timeout: 30000 });
+  await page.fill('#enrol-form [name=totp]', totp(who.totp));
+  await page.fill('#enrol-form [name=new_password]', who.password);
+  await page.click('#enrol-form button[type=submit]');
+  await page.waitForSelector('#app:not([hidden])', { timeout: 30000 });
+  check(await page.isHidden('#enrol'), 'enrolment screen gone');
+  check((await page.textContent('#enrol-secret')) === '', 'the secret is cleared from the page');
+}
+
+// The code of the next TOTP step (the current one was used to enrol, and a step
+// logs in once): waits for it.
+async function nextStep(page) {
+  const wait = 30000 - (Date.now() % 30000) + 500;
+  await page.waitForTimeout(wait);
+}
+
 // A call from inside the page, as the page's own script would make it (same origin,
 // session header), with or without the CSRF token.
 function pageCall(page, method, url, body, withCsrf) {
@@ -81,12 +116,19 @@ try {
   check(res.status() === 200, `/admin answered ${res.status()}`);
   check(/script-src 'self'/.test(res.headers()['content-security-policy'] || ''), 'CSP on /admin');
   await page.waitForSelector('#login:not([hidden])');
+  await enrol(page, ctx, admin);
+  summary.enrolment = 'first login';
+  await page.click('#logout');
+  await page.waitForSelector('#login:not([hidden])');
+  // Enrolled: the password alone no longer opens anything.
   await login(page, admin, false);
   await page.locator('#error', { hasText: 'totp_required' }).waitFor({ timeout: 30000 });
   check(await page.isHidden('#app'), 'no admin view without TOTP');
-  check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access')), 'no session cookie without TOTP');
+  check(await page.isHidden('#enrol'), 'no second enrolment');
+  check((await ctx.cookies()).every((c) => !c.name.startsWith('ubtc_admin_access') || !c.value), 'no session cookie without TOTP');
   summary.without_totp = 'totp_required';
 
+  await nextStep(page);
   await login(page, admin, true);
   await page.waitForSelector('#app:not([hidden])', { timeout: 30000 });
   check((await page.textContent('#who-name')).trim() === admin.user, 'logged in as the admin');
@@ -103,8 +145,14 @@ try {
   await page.selectOption('#user-form [name=role]', 'auditor');
   await page.fill('#user-form [name=password]', 'a long enough password 1');
   await page.click('#user-form button[type=submit]');
-  await page.locator('#notice', { hasText: 'TOTP secret' }).waitFor({ timeout: 30000 });
+  await page.locator('#notice', { hasText: 'first login' }).waitFor({ timeout: 30000 });
   await page.locator(`#users tr[data-user="${newUser}"]`).waitFor();
+  // The admin got no secret of the new account, on the page or from the API.
+  check(!/secret|otpauth/i.test(await page.textContent('#notice')), 'no TOTP secret for the admin');
+  check((await page.textContent(`#users tr[data-user="${newUser}"]`)).includes('at first login'), 'new user not enrolled yet');
+  const made = await pageCall(page, 'POST', '/v1/admin/api-keys', { name: 'ops', roles: ['operator'], expires_in_secs: 3600 }, true);
+  check(made.status === 403 && /role_not_grantable/.test(made.body), `admin creating an operator key: ${made.status} ${made.body}`);
+  summary.admin_operator_key = made.status;
   if (shots) {
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: path.join(shots, 'admin-home.png'), fullPage: true });
@@ -165,8 +213,7 @@ try {
   watch(ap);
   await ap.goto(base + '/admin');
   await ap.waitForSelector('#login:not([hidden])');
-  await login(ap, auditor, true);
-  await ap.waitForSelector('#app:not([hidden])', { timeout: 30000 });
+  await enrol(ap, actx, auditor);
   const seen = {};
   for (const tab of ['users', 'keys', 'webhooks', 'audit', 'reserves', 'addresses']) {
     await ap.click(`.tabs a[href="#${tab}"]`);
@@ -192,7 +239,7 @@ try {
   watch(op);
   await op.goto(base + '/admin#reserves');
   await op.waitForSelector('#login:not([hidden])');
-  await login(op, operator, true);
+  await enrol(op, octx, operator);
   await op.waitForSelector('#tab-reserves:not([hidden])', { timeout: 30000 });
   const forms = await op.locator('#tab-reserves form').count();
   check(forms === 4, `operator sees ${forms} reserve forms`);
@@ -203,7 +250,17 @@ try {
   const refusal = (await op.locator('#error:not([hidden])').textContent({ timeout: 30000 })).trim();
   check(/^[a-z_]+: /.test(refusal), `deposit answer shown with its code: ${refusal}`);
   check(await op.locator('#ops tbody tr', { hasText: 'ab'.repeat(32) }).count() === 0, 'the refused deposit is not listed');
-  summary.operator = { reserve_forms: forms, deposit_answer: refusal.split(':')[0] };
+  // The operator makes its own key, which expires; it sees only its own keys.
+  await op.click('.tabs a[href="#keys"]');
+  await op.waitForSelector('#tab-keys:not([hidden])');
+  check(await op.locator('#key-form').count() === 0, 'an operator gets no admin key form');
+  await op.fill('#op-key-form [name=name]', 'ops bot');
+  await op.fill('#op-key-form [name=days]', '7');
+  await op.click('#op-key-form button[type=submit]');
+  await op.locator('#notice', { hasText: 'Operator key (shown once, expires' }).waitFor({ timeout: 30000 });
+  const keyRows = await op.$$eval('#keys tbody tr[data-key]', (rows) => rows.map((r) => Array.from(r.cells).map((c) => c.textContent.trim())));
+  check(keyRows.length === 1 && keyRows[0][0] === 'ops bot' && keyRows[0][4] !== 'never', `operator's keys: ${JSON.stringify(keyRows)}`);
+  summary.operator = { reserve_forms: forms, deposit_answer: refusal.split(':')[0], own_keys: keyRows.length, key_expires: keyRows[0][4] };
 
   check(problems.length === 0, problems.join('; '));
   console.log('E2E OK ' + JSON.stringify(summary));

@@ -12,7 +12,7 @@
     Asset {
         name: "admin.html",
         content_type: "text/html; charset=utf-8",
-        etag: "\"69b160afd366f49aea5115ad0491a083\"",
+        etag: "\"099c838c401b16c78ace448690023d12\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html")),
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.html.gz")),
@@ -26,12 +26,12 @@
         gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/app.7dafad74cf8b.js.gz")),
     },
     Asset {
-        name: "admin.2a2d1b8a1b35.js",
+        name: "admin.340e6df3820e.js",
         content_type: "text/javascript; charset=utf-8",
-        etag: "\"2a2d1b8a1b354cf8de4d06f91da28fe5\"",
+        etag: "\"340e6df3820e8bbab073000686da66a4\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.2a2d1b8a1b35.js")),
-        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.2a2d1b8a1b35.js.gz")),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.340e6df3820e.js")),
+        gzip: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/admin.340e6df3820e.js.gz")),
     },
     Asset {
         name: "app.72d2b91884ec.css",

@@ -66,10 +66,16 @@ pub enum ErrorCode {
     ReleaseInvalid,
     ReserveOpsDisabled,
     ChainUnavailable,
+    // Accounts and keys (admin/handlers.rs).
+    InvalidEnrolment,
+    AlreadyEnrolled,
+    CannotDisableSelf,
+    LastAdmin,
+    RoleNotGrantable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 49] = [
+    pub const ALL: [ErrorCode; 54] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidParameter,
         ErrorCode::InvalidChain,
@@ -119,6 +125,11 @@ impl ErrorCode {
         ErrorCode::ReleaseInvalid,
         ErrorCode::ReserveOpsDisabled,
         ErrorCode::ChainUnavailable,
+        ErrorCode::InvalidEnrolment,
+        ErrorCode::AlreadyEnrolled,
+        ErrorCode::CannotDisableSelf,
+        ErrorCode::LastAdmin,
+        ErrorCode::RoleNotGrantable,
     ];
 
     /// The table: stable code string and HTTP status of each error.
@@ -174,6 +185,11 @@ impl ErrorCode {
             ReleaseInvalid => ("release_invalid", StatusCode::UNPROCESSABLE_ENTITY),
             ReserveOpsDisabled => ("reserve_ops_disabled", StatusCode::NOT_FOUND),
             ChainUnavailable => ("chain_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            InvalidEnrolment => ("invalid_enrolment", StatusCode::UNAUTHORIZED),
+            AlreadyEnrolled => ("already_enrolled", StatusCode::CONFLICT),
+            CannotDisableSelf => ("cannot_disable_self", StatusCode::CONFLICT),
+            LastAdmin => ("last_admin", StatusCode::CONFLICT),
+            RoleNotGrantable => ("role_not_grantable", StatusCode::FORBIDDEN),
         }
     }
 

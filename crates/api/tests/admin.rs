@@ -1,9 +1,11 @@
 //! The admin API over real PostgreSQL (a fresh schema per test on
 //! `UBTC_TEST_DATABASE_URL`, default `postgres://root@127.0.0.1:5432/test`): the role
 //! matrix of every route in `ADMIN_ROUTES` × every role × every kind of bad or good
-//! credential, login with TOTP (wrong, replayed), lockouts per username and per
-//! address, refresh rotation and reuse, API key scopes, the IP allowlist, and the
-//! audit records the actions leave.
+//! credential, login with TOTP (wrong, replayed), enrolment of the second factor at
+//! the first login, lockouts per username and per address, refresh rotation and
+//! reuse, API key scopes and who may grant which (operator keys: operator sessions
+//! only, expiring), the disable rules (not oneself, not the last admin), the IP
+//! allowlist, and the audit records the actions leave.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -104,8 +106,11 @@ async fn app_with(auth: Option<AdminAuth>, bootstrap: bool) -> App {
     let mut users = Vec::new();
     for role in Role::ALL {
         let name = format!("{role}-user");
-        let new = admin::new_account(&name, role, PASSWORD).unwrap();
-        let secret = new.totp_secret.clone().unwrap();
+        // Enrolled already, with the secret sealed as the server seals it (enrolment
+        // itself: `first_login_enrols_the_second_factor`).
+        let mut new = admin::new_account(&name, role, PASSWORD).unwrap();
+        let secret = totp::generate_secret();
+        new.totp_secret = Some(auth_settings().totp_cipher.seal(&name, &secret).unwrap());
         store
             .create_admin_user(&new, Timestamp::now())
             .await
@@ -208,7 +213,7 @@ impl App {
             iat,
             exp: iat + exp_offset_secs,
         };
-        (self.keys.sign(&claims), refresh)
+        (self.keys.sign(&claims).unwrap(), refresh)
     }
 
     async fn login(&self, role: Role) -> Value {
@@ -273,7 +278,7 @@ async fn every_route_every_role_every_credential() {
                 )
                 .unwrap()
             };
-            let wrong_sig = other_keys.sign(&claims);
+            let wrong_sig = other_keys.sign(&claims).unwrap();
             let alg_none = forge(
                 r#"{"alg":"none","typ":"JWT"}"#,
                 &serde_json::to_string(&claims).unwrap(),
@@ -423,6 +428,25 @@ async fn every_route_every_role_every_credential() {
         "a reserve route accepts the bootstrap key"
     );
     assert!(bootstrap_refused >= 8, "{bootstrap_refused}");
+    // Past the guard, who may grant an operator key: only an operator's session (the
+    // route accepts admins too, for admin and auditor keys).
+    for role in Role::ALL {
+        let (token, _) = app.session(role, 600).await;
+        let (s, v) = app
+            .call(
+                Method::POST,
+                "/v1/admin/api-keys",
+                &Cred::Bearer(token),
+                Some(json!({"name": "matrix", "roles": ["operator"], "expires_in_secs": 60})),
+            )
+            .await;
+        let expect = match role {
+            Role::Operator => (StatusCode::CREATED, ""),
+            Role::Admin => (StatusCode::FORBIDDEN, "role_not_grantable"),
+            _ => (StatusCode::FORBIDDEN, "forbidden"),
+        };
+        assert_eq!((s, code(&v)), expect, "operator key as {role}: {v}");
+    }
     // And a real login per role (password + TOTP) gives a token the guard accepts.
     for role in Role::ALL {
         let tokens = app.login(role).await;
@@ -744,8 +768,8 @@ async fn api_keys_are_scoped_and_revocable() {
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "api_key_not_found"));
 
-    // Users: created with a TOTP secret shown once, listed without secrets, and a
-    // duplicate is refused.
+    // Users: created without a second factor (the admin receives no TOTP secret),
+    // listed without secrets, and a duplicate is refused.
     let (s, created) = app
         .call(
             Method::POST,
@@ -755,10 +779,9 @@ async fn api_keys_are_scoped_and_revocable() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
-    assert!(created["otpauth_uri"]
-        .as_str()
-        .unwrap()
-        .starts_with("otpauth://totp/"));
+    assert_eq!(created["totp"], false, "{created}");
+    assert!(created.get("totp_secret").is_none() && created.get("otpauth_uri").is_none());
+    assert!(!created.to_string().contains("otpauth"), "{created}");
     let (s, v) = app
         .call(
             Method::POST,
@@ -784,7 +807,7 @@ async fn api_keys_are_scoped_and_revocable() {
         .call(Method::GET, "/v1/admin/users", &admin_token, None)
         .await;
     let text = users.to_string();
-    assert!(!text.contains("argon2") && !text.contains(created["totp_secret"].as_str().unwrap()));
+    assert!(!text.contains("argon2") && !text.contains("enc:v1:"));
     // Disabling ends the user's sessions.
     let (dora_token, _) = {
         let user = app.store.get_admin_user("dora").await.unwrap().unwrap();
@@ -802,16 +825,18 @@ async fn api_keys_are_scoped_and_revocable() {
             .unwrap();
         let iat = now_secs();
         (
-            app.keys.sign(&Claims {
-                iss: "ubtc".into(),
-                aud: "ubtc-admin".into(),
-                sub: user.id,
-                name: "dora".into(),
-                role: Role::Operator,
-                sid,
-                iat,
-                exp: iat + 600,
-            }),
+            app.keys
+                .sign(&Claims {
+                    iss: "ubtc".into(),
+                    aud: "ubtc-admin".into(),
+                    sub: user.id,
+                    name: "dora".into(),
+                    role: Role::Operator,
+                    sid,
+                    iat,
+                    exp: iat + 600,
+                })
+                .unwrap(),
             (),
         )
     };
@@ -1297,26 +1322,37 @@ async fn api_keys_die_with_their_owner_and_expire() {
         .call(Method::GET, "/v1/admin/me", &short_key, None)
         .await;
     assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
-    // Disabling the owner revokes its keys at once.
-    assert!(app
-        .store
-        .disable_admin_user(&app.user(Role::Admin).1, Timestamp::now())
+    // Disabling the owner revokes its keys at once (another admin remains).
+    app.store
+        .create_admin_user(
+            &admin::new_account("second-admin", Role::Admin, PASSWORD).unwrap(),
+            Timestamp::now(),
+        )
         .await
-        .unwrap());
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        app.store
+            .disable_admin_user(&app.user(Role::Admin).1, Timestamp::now())
+            .await
+            .unwrap(),
+        ubtc_store::DisableOutcome::Disabled
+    );
     for k in [&owned_key, &child_key] {
         let (s, v) = app.call(Method::GET, "/v1/admin/me", k, None).await;
         assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     }
 }
 
-/// Finding 13: TOTP secrets are stored sealed (AES-256-GCM under a server key): the
-/// row holds neither the secret nor anything that computes codes without the key,
-/// and login with the secret shown once still works.
+/// Separation of duties, part one: the admin who creates an account never receives
+/// its TOTP secret. The user's first password login offers a fresh secret to the user
+/// alone (202, no session); confirming a code with a password of their own enrols
+/// the account and opens its first session. The secret is stored sealed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn totp_secrets_are_encrypted_at_rest() {
+async fn first_login_enrols_the_second_factor() {
     let app = app().await;
     let admin_token = Cred::Bearer(app.session(Role::Admin, 600).await.0);
-    let (s, v) = app
+    let (s, created) = app
         .call(
             Method::POST,
             "/v1/admin/users",
@@ -1324,13 +1360,137 @@ async fn totp_secrets_are_encrypted_at_rest() {
             Some(json!({"username": "dora", "role": "operator", "password": PASSWORD})),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let secret = v["totp_secret"].as_str().unwrap().to_owned();
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert!(!created.to_string().contains("secret"), "{created}");
+    assert_eq!(
+        app.store
+            .get_admin_user("dora")
+            .await
+            .unwrap()
+            .unwrap()
+            .totp_secret,
+        None
+    );
+    let login = |body: Value| {
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/v1/admin/login", &Cred::None, Some(body))
+                .await
+        }
+    };
+    let enrol = |body: Value| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/v1/admin/login/enrol",
+                &Cred::None,
+                Some(body),
+            )
+            .await
+        }
+    };
+    // A wrong password gets nothing, as for any account.
+    let (s, v) = login(json!({"username": "dora", "password": "not the password"})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    // The right one: an offer, and no session (no token of any kind works yet).
+    let (s, offer) = login(json!({"username": "dora", "password": PASSWORD})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{offer}");
+    assert_eq!(offer["enrolment_required"], true);
+    assert!(offer.get("access_token").is_none() && offer.get("refresh_token").is_none());
+    let secret = offer["totp_secret"].as_str().unwrap().to_owned();
+    let token = offer["enrolment_token"].as_str().unwrap().to_owned();
+    assert!(offer["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("secret={secret}")));
+    let (s, v) = app
+        .call(
+            Method::GET,
+            "/v1/admin/me",
+            &Cred::Bearer(token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{v}"
+    );
+    // A second login offers another secret; only one can be confirmed.
+    let (_, offer2) = login(json!({"username": "dora", "password": PASSWORD})).await;
+    let secret2 = offer2["totp_secret"].as_str().unwrap().to_owned();
+    assert_ne!(secret, secret2);
+
+    let good = totp::current_code(&secret, now_secs()).unwrap();
+    let wrong = format!("{:06}", (good.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let own_pw = "dora's very own passphrase";
+    // Refusals change nothing: a forged or altered token, a wrong code, the initial
+    // password again, a short password.
+    let forged = forge(
+        r#"{"alg":"HS256","typ":"JWT"}"#,
+        &json!({"iss": "ubtc", "aud": "ubtc-admin#totp-enrol", "sub": uuid::Uuid::nil(),
+                "name": "dora", "totp_sealed": "x", "iat": now_secs(), "exp": now_secs() + 60})
+        .to_string(),
+        Some(b"another-secret-of-at-least-32-bytes!!!"),
+    );
+    for (label, body, expect) in [
+        (
+            "forged token",
+            json!({"enrolment_token": forged, "totp": good, "new_password": own_pw}),
+            (StatusCode::UNAUTHORIZED, "invalid_enrolment"),
+        ),
+        (
+            "tampered token",
+            json!({"enrolment_token": tamper_enrolment(&token), "totp": good, "new_password": own_pw}),
+            (StatusCode::UNAUTHORIZED, "invalid_enrolment"),
+        ),
+        (
+            "access token",
+            json!({"enrolment_token": app.session(Role::Operator, 600).await.0, "totp": good, "new_password": own_pw}),
+            (StatusCode::UNAUTHORIZED, "invalid_enrolment"),
+        ),
+        (
+            "wrong code",
+            json!({"enrolment_token": token, "totp": wrong, "new_password": own_pw}),
+            (StatusCode::UNAUTHORIZED, "invalid_totp"),
+        ),
+        (
+            "code of the other offer",
+            json!({"enrolment_token": token, "totp": totp::current_code(&secret2, now_secs()).unwrap(), "new_password": own_pw}),
+            (StatusCode::UNAUTHORIZED, "invalid_totp"),
+        ),
+        (
+            "initial password kept",
+            json!({"enrolment_token": token, "totp": good, "new_password": PASSWORD}),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+        ),
+        (
+            "short password",
+            json!({"enrolment_token": token, "totp": good, "new_password": "short"}),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+        ),
+    ] {
+        let (s, v) = enrol(body).await;
+        assert_eq!((s, code(&v)), expect, "{label}: {v}");
+        let row = app.store.get_admin_user("dora").await.unwrap().unwrap();
+        assert_eq!(row.totp_secret, None, "{label}");
+    }
+    // Confirmed: the first session, and the secret stored sealed.
+    let (s, pair) =
+        enrol(json!({"enrolment_token": token, "totp": good, "new_password": own_pw})).await;
+    assert_eq!(s, StatusCode::OK, "{pair}");
+    assert_eq!(pair["role"], "operator");
+    let access = Cred::Bearer(pair["access_token"].as_str().unwrap().into());
+    let (s, me) = app.call(Method::GET, "/v1/admin/me", &access, None).await;
+    assert_eq!((s, me["subject"].as_str()), (StatusCode::OK, Some("dora")));
     let row = app.store.get_admin_user("dora").await.unwrap().unwrap();
     let stored = row.totp_secret.clone().unwrap();
     assert!(stored.starts_with(totp::SEALED_PREFIX), "{stored}");
     assert!(!stored.contains(&secret));
-    // The server's cipher opens it; another key does not.
     assert_eq!(
         auth_settings().totp_cipher.open("dora", &stored).unwrap(),
         secret
@@ -1338,14 +1498,332 @@ async fn totp_secrets_are_encrypted_at_rest() {
     assert!(totp::TotpCipher::new([0u8; 32])
         .open("dora", &stored)
         .is_err());
-    let code = totp::current_code(&secret, now_secs()).unwrap();
+    // The other offer can no longer be confirmed.
+    let (s, v) = enrol(json!({
+        "enrolment_token": offer2["enrolment_token"],
+        "totp": totp::current_code(&secret2, now_secs()).unwrap(),
+        "new_password": "yet another passphrase",
+    }))
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "already_enrolled"),
+        "{v}"
+    );
+    // From now on: password AND code; the initial password is dead; the enrolment
+    // code was consumed.
+    let (s, v) = login(json!({"username": "dora", "password": PASSWORD})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    let (s, v) = login(json!({"username": "dora", "password": own_pw})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "totp_required"),
+        "{v}"
+    );
+    let (s, v) = login(json!({"username": "dora", "password": own_pw, "totp": good})).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_totp"),
+        "{v}"
+    );
+    // The audit log shows the offer and the enrolment, never a secret or a code.
+    let entries = app.store.list_audit(None, 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"user.totp_enrolment_offered"),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"user.totp_enrol"), "{actions:?}");
+    let all = serde_json::to_string(&entries).unwrap();
+    assert!(!all.contains(&secret) && !all.contains(&secret2) && !all.contains(own_pw));
+}
+
+/// Changes the `sub` claim of an enrolment token without re-signing it.
+fn tamper_enrolment(token: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 3600);
+    let body = b64.encode(serde_json::to_vec(&claims).unwrap());
+    format!("{}.{}.{}", parts[0], body, parts[2])
+}
+
+/// Separation of duties, part two: only an operator logged in with password and TOTP
+/// creates operator API keys, and they always expire (30 days at most). An admin —
+/// by session or by API key — cannot make one, nor can an operator key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_session_creates_expiring_operator_keys() {
+    let app = app().await;
+    let admin = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    let operator = Cred::Bearer(
+        app.login(Role::Operator).await["access_token"]
+            .as_str()
+            .unwrap()
+            .into(),
+    );
+    let create = |cred: Cred, body: Value| {
+        let app = &app;
+        async move {
+            app.call(Method::POST, "/v1/admin/api-keys", &cred, Some(body))
+                .await
+        }
+    };
+    let (s, admin_key) = create(admin.clone(), json!({"name": "adm", "roles": ["admin"]})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let admin_key = Cred::ApiKey(admin_key["key"].as_str().unwrap().into());
+    for (label, cred) in [("admin session", &admin), ("admin API key", &admin_key)] {
+        for roles in [json!(["operator"]), json!(["operator", "auditor"])] {
+            let (s, v) = create(
+                cred.clone(),
+                json!({"name": "ops", "roles": roles, "expires_in_secs": 3600}),
+            )
+            .await;
+            assert_eq!(
+                (s, code(&v)),
+                (StatusCode::FORBIDDEN, "role_not_grantable"),
+                "{label} {roles}: {v}"
+            );
+        }
+    }
+    assert_eq!(app.store.list_api_keys().await.unwrap().len(), 1);
+
+    // The operator's own session: a key with the operator role alone, expiring.
+    let (s, k) = create(
+        operator.clone(),
+        json!({"name": "ops bot", "roles": ["operator"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let stored = app
+        .store
+        .find_api_key(&ubtc_api::admin::auth::secret_hash(
+            k["key"].as_str().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let lifetime_ms = stored.expires_at.unwrap().as_millis() - stored.created_at.as_millis();
+    assert_eq!(lifetime_ms, 30 * 24 * 3600 * 1000, "the maximum by default");
+    let op_key = Cred::ApiKey(k["key"].as_str().unwrap().into());
+    let (s, me) = app.call(Method::GET, "/v1/admin/me", &op_key, None).await;
+    assert_eq!((s, &me["roles"]), (StatusCode::OK, &json!(["operator"])));
+    let (s, short) = create(
+        operator.clone(),
+        json!({"name": "short", "roles": ["operator"], "expires_in_secs": 600}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(!short["expires_at"].is_null());
+    for (label, body, expect) in [
+        (
+            "over 30 days",
+            json!({"name": "long", "roles": ["operator"], "expires_in_secs": 31 * 24 * 3600}),
+            (StatusCode::BAD_REQUEST, "invalid_parameter"),
+        ),
+        (
+            "with auditor",
+            json!({"name": "mixed", "roles": ["operator", "auditor"]}),
+            (StatusCode::FORBIDDEN, "role_not_grantable"),
+        ),
+        (
+            "an auditor key",
+            json!({"name": "reader", "roles": ["auditor"]}),
+            (StatusCode::FORBIDDEN, "role_not_grantable"),
+        ),
+        (
+            "an admin key",
+            json!({"name": "boss", "roles": ["admin"]}),
+            (StatusCode::FORBIDDEN, "role_not_grantable"),
+        ),
+    ] {
+        let (s, v) = create(operator.clone(), body).await;
+        assert_eq!((s, code(&v)), expect, "{label}: {v}");
+    }
+    // An operator key cannot make keys (no TOTP behind it).
+    let (s, v) = create(
+        op_key.clone(),
+        json!({"name": "child", "roles": ["operator"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "role_not_grantable"),
+        "{v}"
+    );
+    assert_eq!(app.store.list_api_keys().await.unwrap().len(), 3);
+
+    // The operator sees and revokes only its own keys.
+    let (s, list) = app
+        .call(Method::GET, "/v1/admin/api-keys", &operator, None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ops bot", "short"]);
+    let admin_key_id = app
+        .store
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "adm")
+        .unwrap()
+        .id;
     let (s, v) = app
         .call(
-            Method::POST,
-            "/v1/admin/login",
-            &Cred::None,
-            Some(json!({"username": "dora", "password": PASSWORD, "totp": code})),
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{admin_key_id}"),
+            &operator,
+            None,
         )
         .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "api_key_not_found"));
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &admin_key, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{}", short["id"].as_str().unwrap()),
+            &operator,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // An operator key stored without an expiry (made before the rule) is refused.
+    let legacy = ubtc_api::admin::auth::random_secret("ubtc_ak_");
+    app.store
+        .create_api_key(
+            &ubtc_store::NewApiKey {
+                name: "legacy".into(),
+                key_hash: ubtc_api::admin::auth::secret_hash(&legacy),
+                roles: vec!["operator".into()],
+                created_by: "old".into(),
+                owner_id: None,
+                expires_at: None,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let (s, v) = app
+        .call(Method::GET, "/v1/webhooks", &Cred::ApiKey(legacy), None)
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{v}"
+    );
+    // While a key the operator made reaches the operator routes.
+    let (s, _) = app.call(Method::GET, "/v1/webhooks", &op_key, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Admin safety: an admin cannot disable itself (by session or by its own key), nor
+/// the last enabled admin; nothing changes when refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_disable_itself_or_the_last_admin() {
+    let app = app().await;
+    let me = app.user(Role::Admin).1.clone();
+    let admin = Cred::Bearer(app.session(Role::Admin, 600).await.0);
+    let (_, k) = app
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            &admin,
+            Some(json!({"name": "mine", "roles": ["admin"]})),
+        )
+        .await;
+    let own_key = Cred::ApiKey(k["key"].as_str().unwrap().into());
+    let disable = |cred: Cred, name: String| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                &format!("/v1/admin/users/{name}/disable"),
+                &cred,
+                None,
+            )
+            .await
+        }
+    };
+    for cred in [admin.clone(), own_key.clone()] {
+        let (s, v) = disable(cred, me.clone()).await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::CONFLICT, "cannot_disable_self"),
+            "{v}"
+        );
+    }
+    // A key of the system (no owner, like `ubtc admin create-api-key`) is nobody's
+    // account, but the one admin is still the last one.
+    let system = ubtc_api::admin::auth::random_secret("ubtc_ak_");
+    app.store
+        .create_api_key(
+            &ubtc_store::NewApiKey {
+                name: "system".into(),
+                key_hash: ubtc_api::admin::auth::secret_hash(&system),
+                roles: vec!["admin".into()],
+                created_by: "cli".into(),
+                owner_id: None,
+                expires_at: None,
+            },
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let system = Cred::ApiKey(system);
+    let (s, v) = disable(system.clone(), me.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "last_admin"), "{v}");
+    let row = app.store.get_admin_user(&me).await.unwrap().unwrap();
+    assert_eq!(row.disabled_at, None);
+    assert_eq!(
+        app.call(Method::GET, "/v1/admin/me", &admin, None).await.0,
+        StatusCode::OK
+    );
+    // With a second admin, either can disable the other — but then the survivor is
+    // the last one.
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &admin,
+            Some(json!({"username": "second", "role": "admin", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = disable(admin.clone(), "second".into()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v["disabled_at"].is_null());
+    let (s, v) = disable(system, me.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "last_admin"), "{v}");
+    // Other roles are not protected by the rule.
+    let (s, _) = disable(admin.clone(), app.user(Role::Auditor).1.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    let refused: Vec<_> = app
+        .store
+        .list_audit(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "user.disable")
+        .map(|e| e.target.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        refused.len(),
+        2,
+        "only the two real disables are audited: {refused:?}"
+    );
 }

@@ -94,10 +94,12 @@ pub struct RecentAnswer {
     pub reason_code: Option<String>,
 }
 
+/// One guardian on the public board (`GET /v1/guardians`). Its address is NOT here:
+/// guardians' signing endpoints are internal, and publishing them would show an
+/// attacker where to aim.
 #[derive(Clone, Debug, Serialize)]
 pub struct GuardianStatus {
     pub name: String,
-    pub url: String,
     pub public_key: String,
     pub fingerprint: String,
     /// Last time the guardian gave an answer whose signature verified.
@@ -158,7 +160,6 @@ impl Coordinator {
             .iter()
             .map(|g| GuardianStatus {
                 name: g.name.clone(),
-                url: g.url.clone(),
                 public_key: g.key.to_string(),
                 fingerprint: keystore::fingerprint(&g.key),
                 last_seen: None,

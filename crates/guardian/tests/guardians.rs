@@ -180,6 +180,46 @@ async fn guardian_lacking_the_payment_refuses_and_it_is_recorded() {
     );
 }
 
+/// `GET /v1/guardians` is public: it names each guardian, its key and liveness, and
+/// never where the guardian listens (no URL, host or port of a signing endpoint).
+#[tokio::test]
+async fn the_public_board_publishes_no_guardian_address() {
+    let h = Harness::new(three()).await;
+    let c = Arc::new(h.coordinator(2));
+    let p = h.pay("board", 3);
+    let s = h.statement(&p).await;
+    c.sign(&s).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = ubtc_guardian::coordinator::guardians_router(c.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = reqwest::get(format!("http://{addr}/v1/guardians"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["guardians"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(view["guardians"][0]["public_key"], h.keys[0].public_hex());
+    assert!(
+        view["guardians"][0]["last_seen"].is_string()
+            || view["guardians"][0]["last_seen"].is_number()
+    );
+    for url in &h.urls {
+        let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+        assert!(!body.contains(hostport), "{hostport} published: {body}");
+        let port = hostport.rsplit(':').next().unwrap();
+        assert!(
+            !body.contains(&format!(":{port}")),
+            "port {port} published: {body}"
+        );
+    }
+    for needle in ["http://", "https://", "127.0.0.1", "localhost", "\"url\""] {
+        assert!(!body.contains(needle), "{needle} in {body}");
+    }
+}
+
 #[tokio::test]
 async fn unconfirmed_payment_refused_then_signed() {
     let h = Harness::new(three()).await;

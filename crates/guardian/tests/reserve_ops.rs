@@ -683,7 +683,10 @@ async fn admin_routes_over_http() {
                 roles: vec!["operator".into()],
                 created_by: "test".into(),
                 owner_id: None,
-                expires_at: None,
+                // Operator keys always expire (docs/admin.md).
+                expires_at: Some(ubtc_core::Timestamp(
+                    ubtc_core::Timestamp::now().as_millis() + 3_600_000,
+                )),
             },
             ubtc_core::Timestamp::now(),
         )

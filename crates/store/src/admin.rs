@@ -134,6 +134,18 @@ pub struct LoginAttempt {
     pub locked_until: Option<Timestamp>,
 }
 
+/// What [`AdminStore::disable_admin_user`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisableOutcome {
+    /// The account is now disabled, its sessions and owned API keys revoked.
+    Disabled,
+    /// No enabled account has that name. Nothing changed.
+    NotFound,
+    /// It is the last enabled `admin`: disabling it would leave nobody who can manage
+    /// accounts. Nothing changed.
+    LastAdmin,
+}
+
 /// How failures turn into a lockout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockoutPolicy {
@@ -156,8 +168,26 @@ pub trait AdminStore: Send + Sync + 'static {
     /// Every user, oldest first.
     async fn list_admin_users(&self) -> StoreResult<Vec<AdminUser>>;
     /// Disables a user and revokes all its sessions and the API keys it owns, in ONE
-    /// transaction. False when unknown or already disabled.
-    async fn disable_admin_user(&self, username: &str, now: Timestamp) -> StoreResult<bool>;
+    /// transaction, unless it is the last enabled `admin`. The check and the change are
+    /// serialised with every other disable (PostgreSQL: a transaction-scoped advisory
+    /// lock; SQLite: the write transaction), so two admins disabling each other at the
+    /// same moment cannot both succeed.
+    async fn disable_admin_user(
+        &self,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<DisableOutcome>;
+    /// Completes the enrolment of an account that has no second factor yet: stores its
+    /// (sealed) TOTP secret, its new password hash and the TOTP step just used, in ONE
+    /// conditional UPDATE. False (nothing written) when the account is unknown,
+    /// disabled, or already enrolled, so of two concurrent enrolments one wins.
+    async fn enrol_admin_totp(
+        &self,
+        user_id: uuid::Uuid,
+        totp_secret: &str,
+        password_hash: &str,
+        step: i64,
+    ) -> StoreResult<bool>;
     /// Replaces a user's password hash and revokes every session of the user except
     /// `keep` (the one that asked), in ONE transaction. False when the user is
     /// unknown or disabled (nothing written).
@@ -341,8 +371,15 @@ pub(crate) const LIST_USERS: &str = concat!(
     user_columns!(),
     " FROM admin_users ORDER BY created_at, username"
 );
+pub(crate) const ENABLED_USER: &str =
+    "SELECT id, role FROM admin_users WHERE username = $1 AND disabled_at IS NULL";
+pub(crate) const ENABLED_ADMINS: &str =
+    "SELECT COUNT(*) FROM admin_users WHERE role = 'admin' AND disabled_at IS NULL";
 pub(crate) const DISABLE_USER: &str = "UPDATE admin_users SET disabled_at = $2 \
-     WHERE username = $1 AND disabled_at IS NULL RETURNING id";
+     WHERE id = $1 AND disabled_at IS NULL";
+pub(crate) const ENROL_TOTP: &str = "UPDATE admin_users SET totp_secret = $2, \
+     password_hash = $3, totp_last_step = $4 \
+     WHERE id = $1 AND totp_secret IS NULL AND disabled_at IS NULL";
 pub(crate) const REVOKE_USER_KEYS: &str = "UPDATE admin_api_keys SET revoked_at = $2 \
      WHERE owner_id = $1 AND revoked_at IS NULL";
 pub(crate) const REVOKE_USER_SESSIONS: &str = "UPDATE admin_sessions SET revoked_at = $2, \
@@ -452,9 +489,12 @@ pub(crate) fn session_user(r: SessionUserRow) -> (Option<i64>, i64, AdminUser) {
 }
 
 /// Writes `impl AdminStore for $store` (expanded next to `impl_store!`, whose
-/// `writer()`, `reader()` and `BEGIN_WRITE` it uses).
+/// `writer()`, `reader()` and `BEGIN_WRITE` it uses). `$admin_lock`: a statement that
+/// serialises changes to the set of enabled admins within a write transaction, when
+/// `BEGIN_WRITE` alone does not (PostgreSQL's `BEGIN` does not; SQLite's
+/// `BEGIN IMMEDIATE` does).
 macro_rules! impl_admin_store {
-    ($store:ty) => {
+    ($store:ty, $admin_lock:expr) => {
         #[async_trait::async_trait]
         impl $crate::admin::AdminStore for $store {
             async fn create_admin_user(
@@ -521,16 +561,33 @@ macro_rules! impl_admin_store {
                 &self,
                 username: &str,
                 now: Timestamp,
-            ) -> StoreResult<bool> {
+            ) -> StoreResult<$crate::admin::DisableOutcome> {
+                use $crate::admin::DisableOutcome;
                 let mut tx = self.writer().begin_with(Self::BEGIN_WRITE).await?;
-                let id: Option<uuid::Uuid> = sqlx::query_scalar($crate::admin::DISABLE_USER)
-                    .bind(username)
-                    .bind(now.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(id) = id else {
-                    return Ok(false);
+                if let Some(lock) = $admin_lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                let target: Option<(uuid::Uuid, String)> =
+                    sqlx::query_as($crate::admin::ENABLED_USER)
+                        .bind(username)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((id, role)) = target else {
+                    return Ok(DisableOutcome::NotFound);
                 };
+                if role == "admin" {
+                    let admins: i64 = sqlx::query_scalar($crate::admin::ENABLED_ADMINS)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if admins <= 1 {
+                        return Ok(DisableOutcome::LastAdmin);
+                    }
+                }
+                sqlx::query($crate::admin::DISABLE_USER)
+                    .bind(id)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query($crate::admin::REVOKE_USER_SESSIONS)
                     .bind(id)
                     .bind(now.0)
@@ -542,7 +599,24 @@ macro_rules! impl_admin_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(DisableOutcome::Disabled)
+            }
+
+            async fn enrol_admin_totp(
+                &self,
+                user_id: uuid::Uuid,
+                totp_secret: &str,
+                password_hash: &str,
+                step: i64,
+            ) -> StoreResult<bool> {
+                let done = sqlx::query($crate::admin::ENROL_TOTP)
+                    .bind(user_id)
+                    .bind(totp_secret)
+                    .bind(password_hash)
+                    .bind(step)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn set_admin_password(

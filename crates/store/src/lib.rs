@@ -27,8 +27,8 @@ pub mod types;
 pub mod webhooks;
 
 pub use admin::{
-    AdminStore, AdminUser, ApiKey, LockoutPolicy, LoginAttempt, LoginFailures, NewAdminUser,
-    NewApiKey, RefreshOutcome,
+    AdminStore, AdminUser, ApiKey, DisableOutcome, LockoutPolicy, LoginAttempt, LoginFailures,
+    NewAdminUser, NewApiKey, RefreshOutcome,
 };
 pub use postgres::PgStore;
 pub use reserve_ops::ReserveOpsStore;

@@ -266,5 +266,10 @@ where
 
 impl_store!(PgStore, Postgres);
 crate::webhooks::impl_webhook_store!(PgStore);
-crate::admin::impl_admin_store!(PgStore);
+// Serialises disabling accounts (the last-admin check); a fixed key of its own, next to
+// the audit lock's.
+crate::admin::impl_admin_store!(
+    PgStore,
+    Some::<&str>("SELECT pg_advisory_xact_lock(8458451020340880501)")
+);
 crate::reserve_ops::impl_reserve_ops_store!(PgStore, Postgres);

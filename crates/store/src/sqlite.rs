@@ -243,5 +243,5 @@ async fn insert_outbox(
 
 impl_store!(SqliteStore, Sqlite);
 crate::webhooks::impl_webhook_store!(SqliteStore);
-crate::admin::impl_admin_store!(SqliteStore);
+crate::admin::impl_admin_store!(SqliteStore, None::<&str>);
 crate::reserve_ops::impl_reserve_ops_store!(SqliteStore, Sqlite);

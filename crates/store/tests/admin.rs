@@ -25,6 +25,8 @@ on_both_backends!(
     login_attempts_are_reserved_atomically,
     audit_tampering_is_detected,
     password_change_revokes_other_sessions,
+    two_admins_disabling_each_other_leave_one,
+    totp_enrolment_happens_once,
 );
 
 fn new_user(name: &str, role: &str) -> NewAdminUser {
@@ -83,9 +85,33 @@ async fn users_are_unique_and_disable_revokes_sessions(h: &Harness) {
     let sid = session(s, alice.id, "h-alice").await;
     assert!(s.admin_session_active(sid, at(1)).await.unwrap());
     assert!(!s.admin_session_active(sid, at(86_400_000)).await.unwrap());
-    assert!(s.disable_admin_user("alice", at(2)).await.unwrap());
-    assert!(!s.disable_admin_user("alice", at(3)).await.unwrap());
-    assert!(!s.disable_admin_user("nobody", at(3)).await.unwrap());
+    // Alice is the only admin: she stays enabled, her session lives on.
+    assert_eq!(
+        s.disable_admin_user("alice", at(2)).await.unwrap(),
+        DisableOutcome::LastAdmin
+    );
+    assert!(s.admin_session_active(sid, at(2)).await.unwrap());
+    s.create_admin_user(&new_user("root", "admin"), at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.disable_admin_user("alice", at(2)).await.unwrap(),
+        DisableOutcome::Disabled
+    );
+    assert_eq!(
+        s.disable_admin_user("alice", at(3)).await.unwrap(),
+        DisableOutcome::NotFound
+    );
+    assert_eq!(
+        s.disable_admin_user("nobody", at(3)).await.unwrap(),
+        DisableOutcome::NotFound
+    );
+    // Auditors and operators are not counted: any of them can be disabled.
+    assert_eq!(
+        s.disable_admin_user("bob", at(3)).await.unwrap(),
+        DisableOutcome::Disabled
+    );
     assert!(!s.admin_session_active(sid, at(4)).await.unwrap());
     assert_eq!(
         s.get_admin_user("alice")
@@ -334,7 +360,14 @@ async fn disabling_the_owner_revokes_its_keys(h: &Harness) {
         .unwrap();
     let system = s.create_api_key(&key("system", None), T0).await.unwrap();
     assert_eq!(owned.owner_id, Some(u.id));
-    assert!(s.disable_admin_user("alice", at(5)).await.unwrap());
+    s.create_admin_user(&new_user("root", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.disable_admin_user("alice", at(5)).await.unwrap(),
+        DisableOutcome::Disabled
+    );
     let owned = s.find_api_key("owned").await.unwrap().unwrap();
     assert_eq!(owned.revoked_at, Some(at(5)));
     assert!(!owned.usable(at(6)));
@@ -558,7 +591,14 @@ async fn password_change_revokes_other_sessions(h: &Harness) {
         .set_admin_password(uuid::Uuid::new_v4(), "$x", None, at(5))
         .await
         .unwrap());
-    assert!(s.disable_admin_user("alice", at(6)).await.unwrap());
+    s.create_admin_user(&new_user("root", "admin"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.disable_admin_user("alice", at(6)).await.unwrap(),
+        DisableOutcome::Disabled
+    );
     assert!(!s
         .set_admin_password(u.id, "$argon2id$again", None, at(7))
         .await
@@ -571,4 +611,85 @@ async fn password_change_revokes_other_sessions(h: &Harness) {
             .password_hash,
         "$argon2id$newer"
     );
+}
+
+/// Admins disable each other at the same moment: the check and the change are
+/// serialised, so exactly one admin remains, whatever the interleaving (five rounds,
+/// each racing every enabled admin's disable).
+async fn two_admins_disabling_each_other_leave_one(h: &Harness) {
+    for round in 0..5 {
+        let s = h.store.clone();
+        for name in [format!("a{round}"), format!("b{round}")] {
+            s.create_admin_user(&new_user(&name, "admin"), T0)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let enabled = |users: Vec<AdminUser>| -> Vec<String> {
+            users
+                .into_iter()
+                .filter(|u| u.role == "admin" && u.disabled_at.is_none())
+                .map(|u| u.username)
+                .collect()
+        };
+        let racing = enabled(s.list_admin_users().await.unwrap());
+        assert!(racing.len() >= 2);
+        let tasks: Vec<_> = racing
+            .iter()
+            .map(|name| {
+                let (s, name) = (s.clone(), name.clone());
+                tokio::spawn(async move { s.disable_admin_user(&name, at(1)).await.unwrap() })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        let disabled = outcomes
+            .iter()
+            .filter(|o| **o == DisableOutcome::Disabled)
+            .count();
+        assert_eq!(disabled, racing.len() - 1, "round {round}: {outcomes:?}");
+        assert_eq!(
+            enabled(s.list_admin_users().await.unwrap()).len(),
+            1,
+            "round {round}"
+        );
+    }
+}
+
+/// An account without a second factor is enrolled once: the second enrolment (another
+/// secret) changes nothing, and neither does one for a disabled account.
+async fn totp_enrolment_happens_once(h: &Harness) {
+    let s = h.store.as_ref();
+    let mut fresh = new_user("newbie", "operator");
+    fresh.totp_secret = None;
+    let u = s.create_admin_user(&fresh, T0).await.unwrap().unwrap();
+    assert_eq!(u.totp_secret, None);
+    assert!(s
+        .enrol_admin_totp(u.id, "enc:v1:first", "$argon2id$mine", 42)
+        .await
+        .unwrap());
+    assert!(!s
+        .enrol_admin_totp(u.id, "enc:v1:second", "$argon2id$theirs", 43)
+        .await
+        .unwrap());
+    let now = s.get_admin_user("newbie").await.unwrap().unwrap();
+    assert_eq!(now.totp_secret.as_deref(), Some("enc:v1:first"));
+    assert_eq!(now.password_hash, "$argon2id$mine");
+    assert_eq!(now.totp_last_step, Some(42));
+    // The step used to enrol cannot log in again.
+    assert!(!s.consume_totp_step(u.id, 42).await.unwrap());
+    assert!(!s
+        .enrol_admin_totp(uuid::Uuid::new_v4(), "enc:v1:x", "$x", 1)
+        .await
+        .unwrap());
+    let mut other = new_user("later", "auditor");
+    other.totp_secret = None;
+    let o = s.create_admin_user(&other, T0).await.unwrap().unwrap();
+    assert_eq!(
+        s.disable_admin_user("later", at(1)).await.unwrap(),
+        DisableOutcome::Disabled
+    );
+    assert!(!s.enrol_admin_totp(o.id, "enc:v1:x", "$x", 1).await.unwrap());
 }

@@ -12,22 +12,26 @@ use clap::{Args, Subcommand};
 use ubtc_api::admin::auth::{random_secret, secret_hash, API_KEY_PREFIX};
 use ubtc_api::admin::{token::TokenKeys, totp, AdminAuth, IpAllowlist, Role};
 use ubtc_core::Timestamp;
-use ubtc_store::{LockoutPolicy, NewApiKey, NewAuditEntry, Store};
+use ubtc_store::{DisableOutcome, LockoutPolicy, NewApiKey, NewAuditEntry, Store};
 
 use crate::config::Config;
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Creates an account and prints its TOTP secret and otpauth URI (once).
+    /// Creates an account with an initial password. It has no second factor yet: the
+    /// user enrols at the first login (a TOTP secret shown to them alone, a code to
+    /// confirm it, and a password of their own).
     CreateUser(CreateUserArgs),
-    /// Disables an account and ends its sessions.
+    /// Disables an account and ends its sessions (never the last enabled admin).
     DisableUser {
         #[arg(long)]
         username: String,
     },
     /// Lists the accounts.
     ListUsers,
-    /// Creates an API key for a program and prints it (once; only its hash is stored).
+    /// Creates an admin or auditor API key for a program and prints it (once; only its
+    /// hash is stored). Operator keys are not made here: an operator logged in with
+    /// TOTP creates them (`POST /v1/admin/api-keys`), and they expire.
     CreateApiKey {
         #[arg(long)]
         name: String,
@@ -209,22 +213,6 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || ubtc_api::admin::new_account(&name, role, &pw))
                     .await?
                     .map_err(anyhow::Error::msg)?;
-            let mut new = new;
-            let secret = new.totp_secret.clone().unwrap_or_default();
-            // Sealed under the server's key (as the API stores it); without
-            // admin.jwt_secret there is no key yet, and the secret is stored plain.
-            match admin_auth(config).map_err(anyhow::Error::msg)? {
-                Some(auth) => {
-                    new.totp_secret = Some(
-                        auth.totp_cipher
-                            .seal(&new.username, &secret)
-                            .map_err(anyhow::Error::msg)?,
-                    );
-                }
-                None => eprintln!(
-                    "note: admin.jwt_secret is not set, so the TOTP secret is stored unencrypted"
-                ),
-            }
             let user = store
                 .create_admin_user(&new, Timestamp::now())
                 .await?
@@ -239,21 +227,22 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                 ),
             )
             .await?;
-            println!("user:        {} ({})", user.username, user.role);
-            println!("totp secret: {secret}");
-            println!(
-                "otpauth URI: {}",
-                totp::otpauth_uri("Universal Bitcoin", &user.username, &secret)
-            );
-            println!("(shown once: add it to an authenticator app now)");
+            println!("user:      {} ({})", user.username, user.role);
+            println!("enrolment: at the first login (/admin, or POST /v1/admin/login) the user");
+            println!("           gets a TOTP secret, confirms a code and sets a password of");
+            println!("           their own; until then the account opens no session");
             Ok(())
         }
         AdminCommand::DisableUser { username } => {
-            if !store
+            match store
                 .disable_admin_user(&username, Timestamp::now())
                 .await?
             {
-                anyhow::bail!("no enabled user named {username:?}");
+                DisableOutcome::Disabled => {}
+                DisableOutcome::NotFound => anyhow::bail!("no enabled user named {username:?}"),
+                DisableOutcome::LastAdmin => anyhow::bail!(
+                    "{username:?} is the last enabled admin; create another admin first"
+                ),
             }
             audit(
                 store.as_ref(),
@@ -275,7 +264,7 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
                     if u.totp_secret.is_some() {
                         "totp"
                     } else {
-                        "no-totp"
+                        "not-enrolled"
                     },
                     if u.disabled_at.is_some() {
                         "disabled"
@@ -294,6 +283,12 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
             let name = name.trim().to_owned();
             if name.is_empty() || name.len() > 100 {
                 anyhow::bail!("--name must have 1 to 100 characters");
+            }
+            if roles.contains(&Role::Operator) {
+                anyhow::bail!(
+                    "operator keys are created by an operator logged in with TOTP \
+                     (POST /v1/admin/api-keys or the Keys tab of /admin), and they expire"
+                );
             }
             let expires_at = match expires_in_days {
                 None => None,

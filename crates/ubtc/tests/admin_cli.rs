@@ -1,6 +1,7 @@
 //! `ubtc admin …` as a real process on the real PostgreSQL server (a fresh database,
 //! dropped at the end): an account is created (password from an environment variable,
-//! never argv; the TOTP secret printed once), `audit-verify` passes, then one audit
+//! never argv; no TOTP secret: the user enrols at the first login), operator keys are
+//! refused, the last admin cannot be disabled, `audit-verify` passes, then one audit
 //! record is edited directly in the database and `audit-verify` exits 1 naming it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
@@ -41,9 +42,52 @@ async fn create_user_then_audit_verify_finds_a_direct_edit() {
             "{stdout} {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(stdout.contains("otpauth://totp/"), "{stdout}");
+        assert!(stdout.contains("first login"), "{stdout}");
+        let base32_secret = stdout.split_whitespace().any(|w| {
+            w.len() >= 32
+                && w.bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        });
+        // Nothing that looks like a TOTP secret (160 bits: 32 base32 characters).
+        assert!(!stdout.contains("otpauth") && !base32_secret, "{stdout}");
         assert!(!stdout.contains("correct horse"));
     }
+    let probe = PgStore::connect(&db.url, 1).await.unwrap();
+    for name in ["alice", "olga", "aude"] {
+        let u = probe.get_admin_user(name).await.unwrap().unwrap();
+        assert_eq!(u.totp_secret, None, "{name} has no second factor yet");
+    }
+    // Alice is the only admin: she cannot be disabled (exit 1, nothing changed).
+    let out = run_ubtc(
+        dir.path(),
+        &db.url,
+        &["admin", "disable-user", "--username", "alice"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last enabled admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alice = probe.get_admin_user("alice").await.unwrap().unwrap();
+    assert_eq!(alice.disabled_at, None);
+    // Operator keys are not made from the command line (exit 1, nothing stored).
+    let out = run_ubtc(
+        dir.path(),
+        &db.url,
+        &[
+            "admin",
+            "create-api-key",
+            "--name",
+            "ops",
+            "--role",
+            "operator",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(probe.list_api_keys().await.unwrap().is_empty());
     // Same name again: refused, exit 1, nothing written.
     let out = run_ubtc(
         dir.path(),
@@ -74,7 +118,7 @@ async fn create_user_then_audit_verify_finds_a_direct_edit() {
             "--role",
             "auditor",
             "--role",
-            "operator",
+            "admin",
         ],
         &[],
     );
@@ -90,13 +134,12 @@ async fn create_user_then_audit_verify_finds_a_direct_edit() {
         .unwrap()
         .trim()
         .to_owned();
-    let probe = PgStore::connect(&db.url, 1).await.unwrap();
     let stored = probe
         .find_api_key(&ubtc_api::admin::auth::secret_hash(&key))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.roles, ["operator", "auditor"]);
+    assert_eq!(stored.roles, ["admin", "auditor"]);
     let id = stored.id.to_string();
     let out = run_ubtc(
         dir.path(),

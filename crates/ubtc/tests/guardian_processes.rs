@@ -909,6 +909,8 @@ async fn worker_process_signs_through_guardians() {
         .unwrap();
     assert_eq!(view["threshold"], 2);
     assert_eq!(view["reserve_address"], expected.address());
+    // Public: the guardians' signing endpoints are not on it.
+    assert!(!view.to_string().contains("http://"), "{view}");
     let guardians = view["guardians"].as_array().unwrap();
     assert_eq!(guardians.len(), 3);
     assert!(

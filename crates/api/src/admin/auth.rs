@@ -306,11 +306,22 @@ pub(crate) async fn authenticate(
         .await?
         .filter(|k| k.usable(Timestamp::now()))
         .ok_or_else(|| unauthorized("invalid, expired or revoked API key"))?;
-    let roles = key
+    let roles: Vec<Role> = key
         .roles
         .iter()
         .filter_map(|r| r.parse::<Role>().ok())
         .collect();
+    // Operator keys always expire. One stored without an expiry, or with a longer one
+    // (made before the rule, or written to the database by hand), is not honoured.
+    let max_ms = super::handlers::OPERATOR_KEY_TTL_MAX_SECS * 1000;
+    let lifetime_ok = key
+        .expires_at
+        .is_some_and(|e| e.as_millis() - key.created_at.as_millis() <= max_ms);
+    if roles.contains(&Role::Operator) && !lifetime_ok {
+        return Err(unauthorized(
+            "this operator API key has no expiry within the maximum lifetime; an operator creates a new one",
+        ));
+    }
     Ok(principal(
         format!("api-key:{}", key.name),
         roles,

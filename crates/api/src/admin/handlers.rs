@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use ubtc_core::Timestamp;
 use ubtc_store::{
-    AdminUser, ApiKey, AuditEntry, LockoutPolicy, NewAdminUser, NewApiKey, RefreshOutcome,
+    AdminUser, ApiKey, AuditEntry, DisableOutcome, LockoutPolicy, NewAdminUser, NewApiKey,
+    RefreshOutcome,
 };
 
 use super::auth::{lockout_addr, random_secret, secret_hash, API_KEY_PREFIX, REFRESH_PREFIX};
-use super::token::Claims;
+use super::token::{Claims, EnrolClaims};
 use super::{password, totp, AdminAuth, ClientInfo, Credential, Principal, Role};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -196,18 +197,20 @@ fn issue_access(
     role: Role,
     sid: uuid::Uuid,
     now: Timestamp,
-) -> String {
+) -> Result<String, ApiError> {
     let iat = now.as_millis() / 1000;
-    auth.tokens.sign(&Claims {
-        iss: auth.tokens.issuer.clone(),
-        aud: auth.tokens.audience.clone(),
-        sub: user.id,
-        name: user.username.clone(),
-        role,
-        sid,
-        iat,
-        exp: iat + auth.access_ttl_secs,
-    })
+    auth.tokens
+        .sign(&Claims {
+            iss: auth.tokens.issuer.clone(),
+            aud: auth.tokens.audience.clone(),
+            sub: user.id,
+            name: user.username.clone(),
+            role,
+            sid,
+            iat,
+            exp: iat + auth.access_ttl_secs,
+        })
+        .map_err(ApiError::internal)
 }
 
 pub async fn login(
@@ -246,13 +249,10 @@ pub async fn login(
         .map_err(ApiError::internal)?;
     let role = user.as_ref().and_then(|u| u.role.parse::<Role>().ok());
     let (failure, code, message) = match (&user, role) {
-        (Some(u), Some(role)) if password_ok && u.disabled_at.is_none() => {
+        (Some(u), Some(_)) if password_ok && u.disabled_at.is_none() => {
             match (&u.totp_secret, body.totp.as_deref()) {
-                (None, _) if role.requires_totp() => (
-                    Some("no second factor"),
-                    ErrorCode::InvalidCredentials,
-                    "this account has no TOTP secret; an admin must recreate it",
-                ),
+                // Not enrolled yet: the right password leads to enrolment, never to
+                // a session (below).
                 (None, _) => (None, ErrorCode::Internal, ""),
                 (Some(_), None) => (
                     Some("totp missing"),
@@ -336,6 +336,24 @@ pub async fn login(
             state.store.release_login_attempt(key, policy).await?;
         }
     }
+    if user.totp_secret.is_none() {
+        return start_enrolment(&state, auth, &client, &user, role, now).await;
+    }
+    let pair = open_session(&state, auth, &client, &user, role, now, "admin.login").await?;
+    Ok(Json(pair).into_response())
+}
+
+/// Opens a login session for `user` (who just proved password and TOTP) and audits
+/// it as `action`.
+async fn open_session(
+    state: &ApiState,
+    auth: &AdminAuth,
+    client: &ClientInfo,
+    user: &AdminUser,
+    role: Role,
+    now: Timestamp,
+    action: &str,
+) -> Result<TokenPair, ApiError> {
     let refresh = random_secret(REFRESH_PREFIX);
     let sid = state
         .store
@@ -347,7 +365,7 @@ pub async fn login(
             now,
         )
         .await?;
-    let access = issue_access(auth, &user, role, sid, now);
+    let access = issue_access(auth, user, role, sid, now)?;
     Principal {
         subject: user.username.clone(),
         roles: vec![role],
@@ -358,24 +376,182 @@ pub async fn login(
         ip: client.ip,
         user_agent: client.user_agent.clone(),
     }
-    .audit(
-        &state,
-        "admin.login",
-        Some(format!("session:{sid}")),
-        None,
-        None,
-    )
+    .audit(state, action, Some(format!("session:{sid}")), None, None)
     .await?;
-    Ok(Json(TokenPair {
+    Ok(TokenPair {
         access_token: access,
         token_type: "Bearer",
         expires_in: auth.access_ttl_secs,
         refresh_token: refresh,
         refresh_expires_in: auth.refresh_ttl_secs,
-        username: user.username,
+        username: user.username.clone(),
         role,
     })
-    .into_response())
+}
+
+// ----- enrolment of the second factor -----
+
+/// How long an enrolment token (and the secret it offers) can be confirmed.
+pub const ENROL_TTL_SECS: i64 = 10 * 60;
+
+/// The answer to the first password login of an account without a second factor
+/// (`202 Accepted`): no session yet, but a fresh TOTP secret for this user alone, and
+/// a token to confirm it with at `POST /v1/admin/login/enrol`.
+#[derive(Serialize)]
+pub struct EnrolmentOffer {
+    enrolment_required: bool,
+    enrolment_token: String,
+    expires_in: i64,
+    /// Shown once, to the user who logged in: put it in an authenticator app.
+    totp_secret: String,
+    otpauth_uri: String,
+    username: String,
+    role: Role,
+}
+
+async fn start_enrolment(
+    state: &ApiState,
+    auth: &AdminAuth,
+    client: &ClientInfo,
+    user: &AdminUser,
+    role: Role,
+    now: Timestamp,
+) -> Result<Response, ApiError> {
+    let secret = totp::generate_secret();
+    // Each login offers a new secret; the one confirmed first is stored. The token
+    // carries it sealed (bound to the username), so the server keeps no state until
+    // the confirmation.
+    let sealed = auth
+        .totp_cipher
+        .seal(&user.username, &secret)
+        .map_err(ApiError::internal)?;
+    let iat = now.as_millis() / 1000;
+    let token = auth
+        .tokens
+        .sign_enrolment(&EnrolClaims {
+            iss: auth.tokens.issuer.clone(),
+            aud: auth.tokens.enrol_audience(),
+            sub: user.id,
+            name: user.username.clone(),
+            totp_sealed: sealed,
+            iat,
+            exp: iat + ENROL_TTL_SECS,
+        })
+        .map_err(ApiError::internal)?;
+    Principal {
+        subject: user.username.clone(),
+        roles: vec![role],
+        credential: Credential::Anonymous,
+        ip: client.ip,
+        user_agent: client.user_agent.clone(),
+    }
+    .audit(
+        state,
+        "user.totp_enrolment_offered",
+        Some(format!("user:{}", user.username)),
+        None,
+        None,
+    )
+    .await?;
+    let uri = totp::otpauth_uri(&auth.totp_issuer, &user.username, &secret);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EnrolmentOffer {
+            enrolment_required: true,
+            enrolment_token: token,
+            expires_in: ENROL_TTL_SECS,
+            totp_secret: secret,
+            otpauth_uri: uri,
+            username: user.username.clone(),
+            role,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolBody {
+    enrolment_token: String,
+    totp: String,
+    new_password: String,
+}
+
+/// Confirms an enrolment: a code of the offered secret proves the user holds it, and
+/// the user's own password replaces the initial one (which the admin who created the
+/// account knew). Stores both in one conditional write, then opens the account's first
+/// session.
+pub async fn enrol(
+    State(state): State<ApiState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<EnrolBody>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let auth = admin_auth(&state)?;
+    let now = Timestamp::now();
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidEnrolment,
+            "invalid or expired enrolment token: log in with the password again",
+        )
+    };
+    let claims = auth
+        .tokens
+        .verify_enrolment(&body.enrolment_token, now.as_millis() / 1000)
+        .map_err(|_| invalid())?;
+    let user = state
+        .store
+        .get_admin_user_by_id(claims.sub)
+        .await?
+        .filter(|u| u.username == claims.name && u.disabled_at.is_none())
+        .ok_or_else(invalid)?;
+    if user.totp_secret.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyEnrolled,
+            "this account already has a second factor: log in with password and code",
+        ));
+    }
+    let role = user
+        .role
+        .parse::<Role>()
+        .map_err(|e| ApiError::internal(format!("stored role: {e}")))?;
+    let secret = auth
+        .totp_cipher
+        .open(&user.username, &claims.totp_sealed)
+        .map_err(|_| invalid())?;
+    password::check_strength(&body.new_password)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.to_string()))?;
+    let Some(step) = totp::verify(&secret, &body.totp, now.as_millis() / 1000) else {
+        return Err(ApiError::new(ErrorCode::InvalidTotp, "wrong TOTP code"));
+    };
+    let (new_pw, initial) = (body.new_password, user.password_hash.clone());
+    let hash = tokio::task::spawn_blocking(move || {
+        if password::verify_password(&new_pw, &initial) {
+            Ok(None)
+        } else {
+            password::hash_password(&new_pw).map(Some)
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?
+    .ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            "choose a password of your own: new_password must differ from the initial one",
+        )
+    })?;
+    if !state
+        .store
+        .enrol_admin_totp(user.id, &claims.totp_sealed, &hash, step)
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::AlreadyEnrolled,
+            "this account was enrolled meanwhile: log in with password and code",
+        ));
+    }
+    let pair = open_session(&state, auth, &client, &user, role, now, "user.totp_enrol").await?;
+    Ok(Json(pair))
 }
 
 #[derive(Deserialize)]
@@ -408,7 +584,7 @@ pub async fn refresh(
                 .parse::<Role>()
                 .map_err(|e| ApiError::internal(format!("stored role: {e}")))?;
             Ok(Json(TokenPair {
-                access_token: issue_access(auth, &user, role, session_id, now),
+                access_token: issue_access(auth, &user, role, session_id, now)?,
                 token_type: "Bearer",
                 expires_in: auth.access_ttl_secs,
                 refresh_token: next,
@@ -655,9 +831,10 @@ pub fn check_username(name: &str) -> Result<(), String> {
     }
 }
 
-/// A new account, hashed and with its TOTP secret: what both `POST /v1/admin/users`
-/// and `ubtc admin create-user` store. Every account gets a second factor (required
-/// at login for admin and operator, and for auditors too once it is set).
+/// A new account, its password hashed, WITHOUT a second factor: what both
+/// `POST /v1/admin/users` and `ubtc admin create-user` store. The TOTP secret is made
+/// at the user's first login and shown only there ([`login`], [`enrol`]), so whoever
+/// creates the account never sees it; until then the account can open no session.
 pub fn new_account(
     username: &str,
     role: Role,
@@ -669,7 +846,7 @@ pub fn new_account(
         username: username.to_owned(),
         role: role.as_str().to_owned(),
         password_hash,
-        totp_secret: Some(totp::generate_secret()),
+        totp_secret: None,
     })
 }
 
@@ -681,21 +858,12 @@ pub struct CreateUserBody {
     password: String,
 }
 
-#[derive(Serialize)]
-pub struct CreatedUser {
-    #[serde(flatten)]
-    user: UserView,
-    /// Shown once: put it in an authenticator app.
-    totp_secret: String,
-    otpauth_uri: String,
-}
-
 pub async fn create_user(
     State(state): State<ApiState>,
     principal: Principal,
     ApiJson(body): ApiJson<CreateUserBody>,
-) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
-    let auth = admin_auth(&state)?;
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    admin_auth(&state)?;
     let role: Role = body
         .role
         .parse()
@@ -705,14 +873,6 @@ pub async fn create_user(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e))?;
-    let mut new = new;
-    let secret = new.totp_secret.clone().unwrap_or_default();
-    // Stored sealed; the clear secret is only in this answer.
-    new.totp_secret = Some(
-        auth.totp_cipher
-            .seal(&new.username, &secret)
-            .map_err(ApiError::internal)?,
-    );
     let user = state
         .store
         .create_admin_user(&new, Timestamp::now())
@@ -732,17 +892,21 @@ pub async fn create_user(
             Some(json!({ "username": user.username, "role": user.role }).to_string()),
         )
         .await?;
-    let uri = totp::otpauth_uri(&auth.totp_issuer, &user.username, &secret);
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedUser {
-            user: user.into(),
-            totp_secret: secret,
-            otpauth_uri: uri,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(user.into())))
 }
 
+/// The account behind a caller: its session's, or the owner of its API key.
+fn caller_account(principal: &Principal) -> Option<uuid::Uuid> {
+    match &principal.credential {
+        Credential::Session { user_id, .. } => Some(*user_id),
+        Credential::ApiKey { owner_id, .. } => *owner_id,
+        Credential::BootstrapKey | Credential::Anonymous => None,
+    }
+}
+
+/// Disables an account (its sessions and owned API keys end with it). Never the
+/// caller's own account (a session, or a key it owns), and never the last enabled admin:
+/// either would lock the administration out.
 pub async fn disable_user(
     State(state): State<ApiState>,
     principal: Principal,
@@ -754,12 +918,31 @@ pub async fn disable_user(
             format!("no enabled user named {username:?}"),
         )
     };
-    if !state
+    let target = state
+        .store
+        .get_admin_user(&username)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or_else(not_found)?;
+    if caller_account(&principal) == Some(target.id) {
+        return Err(ApiError::new(
+            ErrorCode::CannotDisableSelf,
+            "an account cannot disable itself; another admin can",
+        ));
+    }
+    match state
         .store
         .disable_admin_user(&username, Timestamp::now())
         .await?
     {
-        return Err(not_found());
+        DisableOutcome::Disabled => {}
+        DisableOutcome::NotFound => return Err(not_found()),
+        DisableOutcome::LastAdmin => {
+            return Err(ApiError::new(
+                ErrorCode::LastAdmin,
+                format!("{username:?} is the last enabled admin; create another admin first"),
+            ))
+        }
     }
     principal
         .audit(
@@ -813,13 +996,17 @@ impl From<ApiKey> for KeyView {
 pub struct CreateKeyBody {
     name: String,
     roles: Vec<String>,
-    /// Lifetime in seconds; absent: the key does not expire.
+    /// Lifetime in seconds; absent: no expiry for admin and auditor keys, the maximum
+    /// ([`OPERATOR_KEY_TTL_MAX_SECS`]) for operator keys.
     #[serde(default)]
     expires_in_secs: Option<i64>,
 }
 
 /// Longest API key lifetime that can be asked for: ten years.
 pub const API_KEY_TTL_MAX_SECS: i64 = 3660 * 24 * 3600;
+/// Longest lifetime of an `operator` key: 30 days. Operator keys reach reserve
+/// operations without TOTP, so a leaked one must die on its own.
+pub const OPERATOR_KEY_TTL_MAX_SECS: i64 = 30 * 24 * 3600;
 
 #[derive(Serialize)]
 pub struct CreatedKey {
@@ -827,6 +1014,62 @@ pub struct CreatedKey {
     key_info: KeyView,
     /// Shown once; only its hash is stored.
     key: String,
+}
+
+/// Who may grant which roles (separation of duties):
+/// - `operator` keys only by an operator's login session (password and TOTP), with
+///   the `operator` role alone and a lifetime of at most [`OPERATOR_KEY_TTL_MAX_SECS`];
+///   an admin (session or key) cannot make one, nor can an operator key.
+/// - `admin` and `auditor` keys only by an admin.
+///
+/// Returns the key's expiry.
+fn check_grant(
+    principal: &Principal,
+    roles: &[Role],
+    expires_in_secs: Option<i64>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, ApiError> {
+    let at = |s: i64| Some(Timestamp(now.as_millis() + s * 1000));
+    if roles.contains(&Role::Operator) {
+        let operator_session = principal.has(Role::Operator)
+            && matches!(principal.credential, Credential::Session { .. });
+        if !operator_session {
+            return Err(ApiError::new(
+                ErrorCode::RoleNotGrantable,
+                "operator keys are created only by an operator logged in with password and TOTP",
+            ));
+        }
+        if roles.len() > 1 {
+            return Err(ApiError::new(
+                ErrorCode::RoleNotGrantable,
+                "an operator key carries the operator role alone",
+            ));
+        }
+        return match expires_in_secs {
+            None => Ok(at(OPERATOR_KEY_TTL_MAX_SECS)),
+            Some(s) if (1..=OPERATOR_KEY_TTL_MAX_SECS).contains(&s) => Ok(at(s)),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "expires_in_secs of an operator key must be 1 to {OPERATOR_KEY_TTL_MAX_SECS}"
+                ),
+            )),
+        };
+    }
+    if !principal.has(Role::Admin) {
+        return Err(ApiError::new(
+            ErrorCode::RoleNotGrantable,
+            "admin and auditor keys are created by an admin",
+        ));
+    }
+    match expires_in_secs {
+        None => Ok(None),
+        Some(s) if (1..=API_KEY_TTL_MAX_SECS).contains(&s) => Ok(at(s)),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("expires_in_secs must be 1 to {API_KEY_TTL_MAX_SECS}"),
+        )),
+    }
 }
 
 pub async fn create_api_key(
@@ -858,25 +1101,10 @@ pub async fn create_api_key(
     }
     roles.sort();
     let now = Timestamp::now();
-    let expires_at = match body.expires_in_secs {
-        None => None,
-        Some(s) if (1..=API_KEY_TTL_MAX_SECS).contains(&s) => {
-            Some(Timestamp(now.as_millis() + s * 1000))
-        }
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                format!("expires_in_secs must be 1 to {API_KEY_TTL_MAX_SECS}"),
-            ))
-        }
-    };
+    let expires_at = check_grant(&principal, &roles, body.expires_in_secs, now)?;
     // The key belongs to the account behind the caller: disabling that account
     // revokes it (a key made by a key belongs to that key's account).
-    let owner_id = match &principal.credential {
-        Credential::Session { user_id, .. } => Some(*user_id),
-        Credential::ApiKey { owner_id, .. } => *owner_id,
-        Credential::BootstrapKey | Credential::Anonymous => None,
-    };
+    let owner_id = caller_account(&principal);
     let key = random_secret(API_KEY_PREFIX);
     let stored = state
         .store
@@ -917,19 +1145,30 @@ pub async fn create_api_key(
     ))
 }
 
+/// Admins and auditors see every key; an operator sees only the keys its account owns.
+fn visible_key(principal: &Principal, key: &ApiKey) -> bool {
+    principal.has(Role::Admin)
+        || principal.has(Role::Auditor)
+        || (key.owner_id.is_some() && key.owner_id == caller_account(principal))
+}
+
 pub async fn list_api_keys(
     State(state): State<ApiState>,
+    principal: Principal,
 ) -> Result<Json<Items<KeyView>>, ApiError> {
     let items = state
         .store
         .list_api_keys()
         .await?
         .into_iter()
+        .filter(|k| visible_key(&principal, k))
         .map(KeyView::from)
         .collect();
     Ok(Json(Items { items }))
 }
 
+/// Admins revoke any key; an operator revokes the keys its account owns (another
+/// key answers `api_key_not_found`, as if it did not exist).
 pub async fn revoke_api_key(
     State(state): State<ApiState>,
     principal: Principal,
@@ -941,11 +1180,24 @@ pub async fn revoke_api_key(
             format!("{raw:?} is not an API key id (a UUID)"),
         )
     })?;
-    if !state.store.revoke_api_key(id, Timestamp::now()).await? {
-        return Err(ApiError::new(
+    let not_found = || {
+        ApiError::new(
             ErrorCode::ApiKeyNotFound,
             format!("no active API key with id {id}"),
-        ));
+        )
+    };
+    if !principal.has(Role::Admin) {
+        let keys = state.store.list_api_keys().await?;
+        let own = keys
+            .iter()
+            .find(|k| k.id == id)
+            .is_some_and(|k| k.owner_id.is_some() && k.owner_id == caller_account(&principal));
+        if !own {
+            return Err(not_found());
+        }
+    }
+    if !state.store.revoke_api_key(id, Timestamp::now()).await? {
+        return Err(not_found());
     }
     principal
         .audit(

@@ -144,18 +144,21 @@ macro_rules! admin_route {
 pub static ADMIN_ROUTES: &[AdminRoute] = &[
     // ----- sessions -----
     admin_route!(POST "/v1/admin/login", public, handlers::login),
+    admin_route!(POST "/v1/admin/login/enrol", public, handlers::enrol),
     admin_route!(POST "/v1/admin/refresh", public, handlers::refresh),
     admin_route!(POST "/v1/admin/logout", [], handlers::logout),
     admin_route!(GET "/v1/admin/me", [], handlers::me),
     admin_route!(POST "/v1/admin/me/password", [], handlers::change_password),
     admin_route!(GET "/v1/admin/config", [Admin, Auditor], handlers::config),
-    // ----- accounts and keys (admin) -----
+    // ----- accounts (admin) -----
     admin_route!(GET "/v1/admin/users", [Admin, Auditor], handlers::list_users),
     admin_route!(POST "/v1/admin/users", [Admin], handlers::create_user),
     admin_route!(POST "/v1/admin/users/{username}/disable", [Admin], handlers::disable_user),
-    admin_route!(GET "/v1/admin/api-keys", [Admin, Auditor], handlers::list_api_keys),
-    admin_route!(POST "/v1/admin/api-keys", [Admin], handlers::create_api_key),
-    admin_route!(DELETE "/v1/admin/api-keys/{id}", [Admin], handlers::revoke_api_key),
+    // ----- API keys: admins grant admin and auditor keys, operators (with TOTP) their
+    // own expiring operator keys; the handler enforces who grants what -----
+    admin_route!(GET "/v1/admin/api-keys", [Admin, Operator, Auditor], handlers::list_api_keys),
+    admin_route!(POST "/v1/admin/api-keys", [Admin, Operator], handlers::create_api_key),
+    admin_route!(DELETE "/v1/admin/api-keys/{id}", [Admin, Operator], handlers::revoke_api_key),
     // ----- audit log (auditor, admin) -----
     admin_route!(GET "/v1/admin/audit", [Auditor, Admin], handlers::list_audit),
     admin_route!(GET "/v1/admin/audit/verify", [Auditor, Admin], handlers::verify_audit),

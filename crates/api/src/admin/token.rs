@@ -1,14 +1,20 @@
-//! Access tokens: JWT (RFC 7519) signed with HMAC-SHA256 under `admin.jwt_secret`.
+//! Access tokens and enrolment tokens: JWT (RFC 7519) signed with HMAC-SHA256 under
+//! `admin.jwt_secret`, through the `jsonwebtoken` crate.
 //!
-//! Written out here (a few dozen lines over `hmac` and `sha2`, already in the tree)
-//! instead of a JWT crate, so the accepted forms are exactly these: the header must
-//! name `alg: HS256` (anything else, `none` included, is refused before any MAC is
-//! computed), the MAC is compared in constant time, and `iss`, `aud`, `exp` and `iat`
-//! are all required and checked.
+//! The accepted forms are narrow: only `alg: HS256` (anything else, `none` included, is
+//! refused before the MAC is looked at), `iss`, `aud`, `sub`, `exp` and `iat` are all
+//! required, the issuer and the audience must match, and the claims must have exactly
+//! the expected fields. An access token and an enrolment token have different
+//! audiences, so neither is accepted in place of the other. `exp` and `iat` are
+//! checked here against the caller's clock (the crate's own `exp` check reads the
+//! system clock, which tests cannot move).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -16,6 +22,9 @@ use super::Role;
 
 /// Clock skew tolerated on `iat` (a token "issued" slightly in the future).
 pub const CLOCK_SKEW_SECS: i64 = 30;
+
+/// Suffix of the audience of enrolment tokens (`<audience>#totp-enrol`).
+const ENROL_AUDIENCE_SUFFIX: &str = "#totp-enrol";
 
 /// The claims of an access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,12 +44,55 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// The claims of an enrolment token: handed out by a password login of an account
+/// that has no second factor yet, and exchanged (with a code of the secret, and a new
+/// password) for the account's first session. The secret travels sealed
+/// ([`super::totp::TotpCipher`], bound to the username): the token's body is readable
+/// by whoever holds it, the secret only by the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user's id.
+    pub sub: uuid::Uuid,
+    pub name: String,
+    /// The TOTP secret offered, sealed.
+    pub totp_sealed: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Claims whose lifetime [`TokenKeys`] checks.
+trait Lifetime {
+    fn iat(&self) -> i64;
+    fn exp(&self) -> i64;
+}
+
+impl Lifetime for Claims {
+    fn iat(&self) -> i64 {
+        self.iat
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl Lifetime for EnrolClaims {
+    fn iat(&self) -> i64 {
+        self.iat
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("malformed token")]
     Malformed,
-    #[error("token algorithm {0:?} refused (only HS256)")]
-    Algorithm(String),
+    #[error("token algorithm refused (only HS256)")]
+    Algorithm,
     #[error("bad token signature")]
     Signature,
     #[error("token expired")]
@@ -49,19 +101,16 @@ pub enum TokenError {
     NotYetValid,
     #[error("token issuer or audience mismatch")]
     WrongAudience,
+    #[error("cannot encode the token: {0}")]
+    Encode(String),
 }
 
-#[derive(Serialize, Deserialize)]
-struct Header {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-}
-
-/// Signs and checks access tokens. `Debug` never shows the key.
+/// Signs and checks tokens. `Debug` never shows the key.
 #[derive(Clone)]
 pub struct TokenKeys {
     secret: Vec<u8>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
     pub issuer: String,
     pub audience: String,
 }
@@ -91,14 +140,16 @@ impl TokenKeys {
         }
         Ok(Self {
             secret: secret.to_vec(),
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         })
     }
 
-    fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; the error case cannot happen.
-        HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
+    /// The audience of enrolment tokens.
+    pub fn enrol_audience(&self) -> String {
+        format!("{}{ENROL_AUDIENCE_SUFFIX}", self.audience)
     }
 
     /// A keyed hash (HMAC-SHA256 under the token secret) of `data` for `purpose`,
@@ -107,7 +158,8 @@ impl TokenKeys {
     /// not exist). The leading NUL keeps these inputs apart from JWT signing inputs,
     /// which are base64url text.
     pub fn keyed_hash(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
-        let mut mac = self.mac();
+        // HMAC accepts keys of any length; the error case cannot happen.
+        let mut mac = HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(b"\0ubtc-keyed-hash\0");
         mac.update(purpose.as_bytes());
         mac.update(b"\0");
@@ -115,51 +167,59 @@ impl TokenKeys {
         mac.finalize().into_bytes().into()
     }
 
-    pub fn sign(&self, claims: &Claims) -> String {
-        let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        // Serialising a struct of strings and integers cannot fail.
-        let body = B64.encode(serde_json::to_vec(claims).unwrap_or_default());
-        let signing_input = format!("{header}.{body}");
-        let mut mac = self.mac();
-        mac.update(signing_input.as_bytes());
-        let sig = B64.encode(mac.finalize().into_bytes());
-        format!("{signing_input}.{sig}")
+    /// An access token for `claims`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        self.encode(claims)
     }
 
-    /// Checks a token at `now_secs` (Unix seconds) and returns its claims.
+    /// An enrolment token for `claims` (whose `aud` should be [`Self::enrol_audience`]).
+    pub fn sign_enrolment(&self, claims: &EnrolClaims) -> Result<String, TokenError> {
+        self.encode(claims)
+    }
+
+    fn encode<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| TokenError::Encode(e.to_string()))
+    }
+
+    /// Checks an access token at `now_secs` (Unix seconds) and returns its claims.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(b), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let header: Header = B64
-            .decode(h)
-            .ok()
-            .and_then(|raw| serde_json::from_slice(&raw).ok())
-            .ok_or(TokenError::Malformed)?;
-        if header.alg != "HS256" {
-            return Err(TokenError::Algorithm(header.alg));
-        }
-        let sig = B64.decode(s).map_err(|_| TokenError::Signature)?;
-        let mut mac = self.mac();
-        mac.update(h.as_bytes());
-        mac.update(b".");
-        mac.update(b.as_bytes());
-        mac.verify_slice(&sig).map_err(|_| TokenError::Signature)?;
-        let claims: Claims = B64
-            .decode(b)
-            .ok()
-            .and_then(|raw| serde_json::from_slice(&raw).ok())
-            .ok_or(TokenError::Malformed)?;
-        if claims.iss != self.issuer || claims.aud != self.audience {
-            return Err(TokenError::WrongAudience);
-        }
-        if claims.exp <= now_secs {
+        self.decode(token, &self.audience, now_secs)
+    }
+
+    /// Checks an enrolment token at `now_secs` and returns its claims.
+    pub fn verify_enrolment(&self, token: &str, now_secs: i64) -> Result<EnrolClaims, TokenError> {
+        self.decode(token, &self.enrol_audience(), now_secs)
+    }
+
+    fn decode<T: DeserializeOwned + Lifetime>(
+        &self,
+        token: &str,
+        audience: &str,
+        now_secs: i64,
+    ) -> Result<T, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[audience]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<T>(token, &self.decoding, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Algorithm
+                }
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        if claims.exp() <= now_secs {
             return Err(TokenError::Expired);
         }
-        if claims.iat > now_secs + CLOCK_SKEW_SECS {
+        if claims.iat() > now_secs + CLOCK_SKEW_SECS {
             return Err(TokenError::NotYetValid);
         }
         Ok(claims)
@@ -207,7 +267,7 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let k = keys();
-        let t = k.sign(&claims(1000, 1900));
+        let t = k.sign(&claims(1000, 1900)).unwrap();
         assert_eq!(k.verify(&t, 1000).unwrap(), claims(1000, 1900));
         assert_eq!(k.verify(&t, 1900), Err(TokenError::Expired));
         assert_eq!(k.verify(&t, 900), Err(TokenError::NotYetValid));
@@ -217,15 +277,28 @@ mod tests {
         assert_eq!(aud.verify(&t, 1000), Err(TokenError::WrongAudience));
         let body = serde_json::to_string(&claims(1000, 1900)).unwrap();
         let none = forge(r#"{"alg":"none"}"#, &body, None);
-        assert_eq!(
-            k.verify(&none, 1000),
-            Err(TokenError::Algorithm("none".into()))
-        );
-        let hs512 = forge(r#"{"alg":"HS512"}"#, &body, Some(&[7u8; 32]));
+        // `none` is no algorithm the crate knows: the header does not even parse.
         assert!(matches!(
-            k.verify(&hs512, 1000),
-            Err(TokenError::Algorithm(_))
+            k.verify(&none, 1000),
+            Err(TokenError::Malformed | TokenError::Algorithm)
         ));
+        let none_signed = forge(r#"{"alg":"none"}"#, &body, Some(&[7u8; 32]));
+        assert!(k.verify(&none_signed, 1000).is_err());
+        // A MAC under the right key with another algorithm: refused for the algorithm.
+        let hs512 = forge(r#"{"alg":"HS512"}"#, &body, Some(&[7u8; 32]));
+        assert_eq!(k.verify(&hs512, 1000), Err(TokenError::Algorithm));
+        // Well signed, but a claim missing or one too many.
+        let mut short: serde_json::Value = serde_json::from_str(&body).unwrap();
+        short.as_object_mut().unwrap().remove("iat");
+        let t2 = forge(r#"{"alg":"HS256"}"#, &short.to_string(), Some(&[7u8; 32]));
+        assert_eq!(k.verify(&t2, 1000), Err(TokenError::Malformed));
+        let mut long: serde_json::Value = serde_json::from_str(&body).unwrap();
+        long["admin"] = serde_json::json!(true);
+        let t3 = forge(r#"{"alg":"HS256"}"#, &long.to_string(), Some(&[7u8; 32]));
+        assert_eq!(k.verify(&t3, 1000), Err(TokenError::Malformed));
+        // The forge helper agrees with the crate on a well-formed token.
+        let same = forge(r#"{"alg":"HS256","typ":"JWT"}"#, &body, Some(&[7u8; 32]));
+        assert_eq!(k.verify(&same, 1000).unwrap(), claims(1000, 1900));
         // Claims changed after signing: the MAC no longer matches.
         let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
         let mut c = claims(1000, 1900);
@@ -233,5 +306,39 @@ mod tests {
         parts[1] = B64.encode(serde_json::to_vec(&c).unwrap());
         assert_eq!(k.verify(&parts.join("."), 1000), Err(TokenError::Signature));
         assert!(TokenKeys::new(&[1u8; 31], "a", "b").is_err());
+        assert!(!format!("{k:?}").contains("7, 7"));
+    }
+
+    #[test]
+    fn enrolment_and_access_tokens_are_not_interchangeable() {
+        let k = keys();
+        let enrol = EnrolClaims {
+            iss: "ubtc".into(),
+            aud: k.enrol_audience(),
+            sub: uuid::Uuid::nil(),
+            name: "alice".into(),
+            totp_sealed: "enc:v1:xyz".into(),
+            iat: 1000,
+            exp: 1600,
+        };
+        let e = k.sign_enrolment(&enrol).unwrap();
+        assert_eq!(k.verify_enrolment(&e, 1000).unwrap(), enrol);
+        // Refused whichever check the crate runs first (the claims' shape or the
+        // audience).
+        assert!(matches!(
+            k.verify(&e, 1000),
+            Err(TokenError::WrongAudience | TokenError::Malformed)
+        ));
+        assert_eq!(k.verify_enrolment(&e, 1600), Err(TokenError::Expired));
+        let a = k.sign(&claims(1000, 1900)).unwrap();
+        assert!(matches!(
+            k.verify_enrolment(&a, 1000),
+            Err(TokenError::WrongAudience | TokenError::Malformed)
+        ));
+        // Same shape, wrong audience: an enrolment token minted for the access audience.
+        let mut wrong = enrol.clone();
+        wrong.aud = "ubtc-admin".into();
+        let w = k.sign_enrolment(&wrong).unwrap();
+        assert_eq!(k.verify_enrolment(&w, 1000), Err(TokenError::WrongAudience));
     }
 }

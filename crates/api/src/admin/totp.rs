@@ -1,10 +1,10 @@
-//! TOTP (RFC 6238): HMAC-SHA1, 6 digits, 30-second steps, the step before and after
-//! accepted for clock drift. Verification returns the matched step; the caller records
-//! it in the store, which refuses a step not later than the last one used, so a code
-//! can never be used twice (not even within its own 90-second window).
+//! TOTP (RFC 6238) through the `totp-rs` crate: HMAC-SHA1, 6 digits, 30-second steps,
+//! the step before and after accepted for clock drift. Verification returns the matched
+//! step; the caller records it in the store, which refuses a step not later than the
+//! last one used, so a code can never be used twice (not even within its own 90-second
+//! window).
 
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+use totp_rs::{Algorithm, Secret, TOTP};
 
 pub const STEP_SECS: i64 = 30;
 pub const DIGITS: u32 = 6;
@@ -13,51 +13,16 @@ pub const DRIFT_STEPS: i64 = 1;
 /// 160-bit secrets, as RFC 4226 recommends.
 pub const SECRET_BYTES: usize = 20;
 
-const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-/// RFC 4648 base32 without padding (what authenticator apps expect).
-pub fn base32_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            out.push(char::from(BASE32[((buffer >> (bits - 5)) & 31) as usize]));
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(char::from(BASE32[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
-}
-
-/// Decodes base32 (case-insensitive, padding and spaces ignored).
-pub fn base32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in s.bytes().filter(|c| *c != b'=' && *c != b' ') {
-        let v = BASE32.iter().position(|x| *x == c.to_ascii_uppercase())? as u32;
-        buffer = (buffer << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push(((buffer >> (bits - 8)) & 0xff) as u8);
-            bits -= 8;
-        }
-    }
-    Some(out)
-}
-
-/// A new random secret, base32.
+/// A new random secret, base32 (RFC 4648, no padding: what authenticator apps expect).
 pub fn generate_secret() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; SECRET_BYTES];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base32_encode(&bytes)
+    Secret::Raw(bytes.to_vec()).to_encoded().to_string()
 }
 
-/// The `otpauth://` URI an authenticator app imports (usually as a QR code).
+/// The `otpauth://` URI an authenticator app imports (usually as a QR code). Written
+/// here rather than with the crate's `otpauth` feature, which would pull in `url`.
 pub fn otpauth_uri(issuer: &str, username: &str, secret_b32: &str) -> String {
     let enc = |s: &str| -> String {
         s.bytes()
@@ -78,22 +43,29 @@ pub fn otpauth_uri(issuer: &str, username: &str, secret_b32: &str) -> String {
     )
 }
 
-/// The code of one step (RFC 4226 dynamic truncation).
-pub fn code_at_step(secret: &[u8], step: i64) -> u32 {
-    // HMAC accepts keys of any length; the error case cannot happen.
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(&step.to_be_bytes());
-    let h = mac.finalize().into_bytes();
-    let offset = usize::from(h[19] & 0x0f);
-    let bin = (u32::from(h[offset]) & 0x7f) << 24
-        | u32::from(h[offset + 1]) << 16
-        | u32::from(h[offset + 2]) << 8
-        | u32::from(h[offset + 3]);
-    bin % 10u32.pow(DIGITS)
+/// The generator for a base32 secret: no skew of its own (the drift window is walked
+/// by [`verify`], which needs to know the step that matched).
+fn generator(secret_b32: &str) -> Option<TOTP> {
+    let secret = Secret::Encoded(secret_b32.trim().to_ascii_uppercase())
+        .to_bytes()
+        .ok()?;
+    // `new` refuses secrets under 128 bits; ours have 160.
+    TOTP::new(
+        Algorithm::SHA1,
+        DIGITS as usize,
+        0,
+        STEP_SECS as u64,
+        secret,
+    )
+    .ok()
 }
 
 pub fn step_of(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(STEP_SECS)
+}
+
+fn step_start(step: i64) -> Option<u64> {
+    u64::try_from(step.checked_mul(STEP_SECS)?).ok()
 }
 
 /// The step whose code `code` is, within ±[`DRIFT_STEPS`] of `unix_secs`, if any.
@@ -101,24 +73,25 @@ pub fn verify(secret_b32: &str, code: &str, unix_secs: i64) -> Option<i64> {
     if code.len() != DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let presented: u32 = code.parse().ok()?;
-    let secret = base32_decode(secret_b32)?;
+    let totp = generator(secret_b32)?;
     let now = step_of(unix_secs);
-    // Every candidate is computed (no early exit) so timing does not tell which
-    // step matched.
+    // Every candidate is checked (the crate compares in constant time, and there is no
+    // early exit) so timing does not tell which step matched.
     let mut found = None;
     for step in now - DRIFT_STEPS..=now + DRIFT_STEPS {
-        if code_at_step(&secret, step) == presented && found.is_none() {
+        let Some(t) = step_start(step) else {
+            continue;
+        };
+        if totp.check(code, t) && found.is_none() {
             found = Some(step);
         }
     }
     found
 }
 
-/// The current code, zero-padded (for `ubtc admin` and tests).
+/// The current code (for `ubtc admin`, tests and the browser test).
 pub fn current_code(secret_b32: &str, unix_secs: i64) -> Option<String> {
-    let secret = base32_decode(secret_b32)?;
-    Some(format!("{:06}", code_at_step(&secret, step_of(unix_secs))))
+    Some(generator(secret_b32)?.generate(step_start(step_of(unix_secs))?))
 }
 
 /// Prefix of a TOTP secret sealed by [`TotpCipher`] in `admin_users.totp_secret`.
@@ -217,7 +190,9 @@ mod tests {
     /// RFC 6238 appendix B, SHA-1 rows (8 digits there; the last 6 are ours).
     #[test]
     fn rfc6238_vectors() {
-        let secret = b"12345678901234567890";
+        let secret = Secret::Raw(b"12345678901234567890".to_vec())
+            .to_encoded()
+            .to_string();
         for (t, code8) in [
             (59i64, 94287082u32),
             (1111111109, 7081804),
@@ -226,16 +201,22 @@ mod tests {
             (2000000000, 69279037),
             (20000000000, 65353130),
         ] {
-            assert_eq!(code_at_step(secret, step_of(t)), code8 % 1_000_000, "t={t}");
+            assert_eq!(
+                current_code(&secret, t).unwrap(),
+                format!("{:06}", code8 % 1_000_000),
+                "t={t}"
+            );
         }
     }
 
     #[test]
-    fn base32_and_window() {
-        assert_eq!(base32_encode(b"foobar"), "MZXW6YTBOI");
-        assert_eq!(base32_decode("MZXW6YTBOI").unwrap(), b"foobar");
+    fn secrets_and_window() {
         let s = generate_secret();
-        assert_eq!(base32_decode(&s).unwrap().len(), SECRET_BYTES);
+        assert_eq!(s.len(), 32, "160 bits in base32: {s}");
+        assert_eq!(
+            Secret::Encoded(s.clone()).to_bytes().unwrap().len(),
+            SECRET_BYTES
+        );
         let t = 1_700_000_000;
         let code = current_code(&s, t).unwrap();
         assert_eq!(verify(&s, &code, t), Some(step_of(t)));
@@ -243,6 +224,8 @@ mod tests {
         assert_eq!(verify(&s, &code, t - 30), Some(step_of(t)));
         assert_eq!(verify(&s, &code, t + 90), None);
         assert_eq!(verify(&s, "12345", t), None);
+        assert_eq!(verify(&s, "12345a", t), None);
+        assert_eq!(verify("not base32!", &code, t), None);
         assert!(otpauth_uri("Universal Bitcoin", "alice", &s)
             .starts_with("otpauth://totp/Universal%20Bitcoin:alice?secret="));
     }

@@ -5,7 +5,8 @@
 //! are ignored, so a request forged by another site (which cannot set a custom header
 //! without a CORS preflight this server never grants) never carries the session.
 //! On top of that:
-//! - `POST /v1/admin/login` and `/v1/admin/refresh` answers have their tokens moved
+//! - `POST /v1/admin/login`, `/v1/admin/login/enrol` and `/v1/admin/refresh` answers
+//!   (200) have their tokens moved
 //!   into cookies: the access token (`Path=/v1`) and the refresh token
 //!   (`Path=/v1/admin`) are `HttpOnly` (the page's script never sees them),
 //!   `SameSite=Strict`, and `Secure` as `admin.cookie_secure` says (by default on,
@@ -115,7 +116,8 @@ pub async fn cookie_session(
     let path = req.uri().path().to_owned();
     // Without accounts there is no login to put into cookies; keep the safe default.
     let secure = admin.as_ref().is_none_or(|a| a.cookie_secure);
-    let login = path == "/v1/admin/login";
+    // Confirming an enrolment is a login too: it opens the account's first session.
+    let login = path == "/v1/admin/login" || path == "/v1/admin/login/enrol";
     let refresh = path == "/v1/admin/refresh";
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
 

@@ -98,7 +98,7 @@
     return call('GET', '/v1/admin/users').then(function (page) {
       fill('users', page.items.map(function (u) {
         return el('tr', { 'data-user': u.username },
-          td(u.username), td(u.role), td(u.totp ? 'set' : 'none'), td(utc(u.created_at)),
+          td(u.username), td(u.role), td(u.totp ? 'set' : 'at first login'), td(utc(u.created_at)),
           el('td', null, u.disabled_at ? badge('disabled', 'failed') : badge('active', 'signed')),
           el('td', null, can('admin') && !u.disabled_at && u.username !== me.subject
             ? act('Disable', function () {
@@ -112,9 +112,12 @@
   function loadKeys() {
     return call('GET', '/v1/admin/api-keys').then(function (page) {
       fill('keys', page.items.map(function (k) {
-        return el('tr', null, td(k.name), td(k.roles.join(', ')), td(k.created_by), td(utc(k.created_at)),
-          el('td', null, k.revoked_at ? badge('revoked', 'failed') : badge('active', 'signed')),
-          el('td', null, can('admin') && !k.revoked_at ? act('Revoke', function () {
+        var expired = k.expires_at && k.expires_at < new Date().toISOString();
+        return el('tr', { 'data-key': k.name }, td(k.name), td(k.roles.join(', ')), td(k.created_by), td(utc(k.created_at)),
+          td(k.expires_at ? utc(k.expires_at) : 'never'),
+          el('td', null, k.revoked_at ? badge('revoked', 'failed') : expired ? badge('expired', 'failed') : badge('active', 'signed')),
+          // An operator sees only its own keys, and may revoke them.
+          el('td', null, (can('admin') || can('operator')) && !k.revoked_at ? act('Revoke', function () {
             if (!window.confirm('Revoke the key ' + k.name + '?')) return;
             after(call('DELETE', '/v1/admin/api-keys/' + k.id), function () { return 'Key ' + k.name + ' revoked.'; });
           }, true) : null));
@@ -243,12 +246,26 @@
     me = null;
     $('who').hidden = true;
     $('app').hidden = true;
+    $('enrol').hidden = true;
     $('login').hidden = false;
+  }
+
+  // The first login of an account offers its TOTP secret (to this user only) and a
+  // token to confirm it with; nothing else opens until the code is confirmed.
+  var enrolment = null;
+  function showEnrolment(offer) {
+    enrolment = offer;
+    $('login').hidden = true;
+    $('enrol-user').textContent = offer.username;
+    $('enrol-secret').textContent = offer.totp_secret;
+    $('enrol-uri').textContent = offer.otpauth_uri;
+    $('enrol').hidden = false;
   }
 
   function showApp(principal) {
     me = principal;
     $('login').hidden = true;
+    $('enrol').hidden = true;
     $('who').hidden = false;
     $('who-name').textContent = principal.subject;
     $('who-roles').textContent = principal.roles.join(', ');
@@ -276,11 +293,29 @@
       var d = formJSON(ev.target);
       var body = { username: d.username, password: d.password };
       if (d.totp) body.totp = d.totp;
-      call('POST', '/v1/admin/login', body).then(function () {
+      call('POST', '/v1/admin/login', body).then(function (r) {
         ev.target.reset();
         showError(null);
+        if (r && r.enrolment_required) return showEnrolment(r);
         return call('GET', '/v1/admin/me').then(showApp);
       }).catch(showError);
+    });
+    $('enrol-form').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var d = formJSON(ev.target);
+      if (!enrolment) return showLogin();
+      call('POST', '/v1/admin/login/enrol', { enrolment_token: enrolment.enrolment_token, totp: d.totp, new_password: d.new_password }).then(function () {
+        ev.target.reset();
+        enrolment = null;
+        $('enrol-secret').textContent = '';
+        $('enrol-uri').textContent = '';
+        showError(null);
+        return call('GET', '/v1/admin/me').then(showApp);
+      }).catch(function (e) {
+        // An expired or superseded offer: start again from the password.
+        if (e.code === 'invalid_enrolment' || e.code === 'already_enrolled') showLogin();
+        showError(e);
+      });
     });
     $('logout').addEventListener('click', function () {
       // A reload rebuilds the page, forms included, for whoever logs in next.
@@ -290,13 +325,19 @@
     on('user-form', function (f, d) {
       after(call('POST', '/v1/admin/users', d), function (r) {
         f.reset();
-        return 'User ' + r.username + ' created. TOTP secret (shown once): ' + r.totp_secret;
+        return 'User ' + r.username + ' created. Hand over the initial password; they set up their second factor and their own password at the first login.';
       });
     });
     on('key-form', function (f, d) {
       after(call('POST', '/v1/admin/api-keys', { name: d.name, roles: d.roles }), function (r) {
         f.reset();
         return 'API key (shown once): ' + r.key;
+      });
+    });
+    on('op-key-form', function (f, d) {
+      after(call('POST', '/v1/admin/api-keys', { name: d.name, roles: ['operator'], expires_in_secs: Number(d.days) * 86400 }), function (r) {
+        f.reset();
+        return 'Operator key (shown once, expires ' + utc(r.expires_at) + '): ' + r.key;
       });
     });
     // Reserve operations: empty optional fields are left out, amounts stay strings.
