@@ -21,6 +21,7 @@ mod error;
 mod extract;
 mod handlers;
 pub mod metrics;
+mod ops_metrics;
 pub mod ratelimit;
 mod request_id;
 mod state;
