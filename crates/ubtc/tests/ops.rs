@@ -323,6 +323,12 @@ async fn nginx_keeps_answering_when_a_serve_dies_or_is_not_ready() {
     assert_eq!(ok.load(Ordering::SeqCst), total);
     // Both served before the kill (round robin), and only B after it.
     let lines = nginx.log_lines();
+    let retried = lines
+        .iter()
+        .filter(|l| l.contains("upstream=[") && l.contains(", "))
+        .count();
+    println!("{retried} requests were passed on to the other serve by nginx");
+    assert!(retried >= 1, "the kill caught no request: {lines:#?}");
     let (a_s, b_s) = (a.to_string(), b.to_string());
     assert!(lines
         .iter()
