@@ -224,7 +224,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let starting = startup::StartingRouter::default();
+    let starting = startup::StartingRouter::new(startup::trusted_proxies(&config)?);
     let router = starting.router();
     let c = cancel.clone();
     tasks.spawn(async move {

@@ -393,6 +393,81 @@ async fn nginx_keeps_answering_when_a_serve_dies_or_is_not_ready() {
     forward.abort();
 }
 
+/// Behind nginx, every request reaches `serve` from nginx's address; with nginx in
+/// `admin.trusted_proxies` the per-IP rate limit still counts each client apart (the
+/// clients here connect from 127.0.0.2 and 127.0.0.3, nginx from 127.0.0.1), and a
+/// client that writes another address into X-Forwarded-For gets no fresh bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_the_client_address_to_the_rate_limit() {
+    let Some(nginx_bin) = debian_tool("/usr/sbin/nginx", "nginx-light") else {
+        return;
+    };
+    let db = TestDb::create("ubtc_ops").await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_addr();
+    let listen = api.to_string();
+    let _serve = StopOnDrop(spawn_ubtc(
+        dir.path(),
+        &db.url,
+        &["serve"],
+        &[
+            ("UBTC_SERVER_LISTEN", &listen),
+            ("UBTC_LIMITS_API_IP_PER_MINUTE", "1"),
+            ("UBTC_LIMITS_API_IP_BURST", "3"),
+            ("UBTC_ADMIN_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    ));
+    wait_for_status(api, "/readyz", 200, Duration::from_secs(30)).await;
+    let nginx_dir = tempfile::tempdir().unwrap();
+    // One serve, named for both upstream entries of the shipped configuration.
+    let nginx = Nginx::start(&nginx_bin, nginx_dir.path(), &[api, api]);
+    wait_for_status(nginx.addr, "/healthz", 200, Duration::from_secs(10)).await;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    let (two, three) = (from("127.0.0.2"), from("127.0.0.3"));
+    let url = format!("http://{}/v1/chains", nginx.addr);
+    let status = |c: &reqwest::Client, forged: Option<&str>| {
+        let mut r = c.get(&url);
+        if let Some(f) = forged {
+            r = r.header("x-forwarded-for", f);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    // 127.0.0.2 spends its burst of 3.
+    for _ in 0..3 {
+        assert_eq!(status(&two, None).await, 200);
+    }
+    assert_eq!(status(&two, None).await, 429, "127.0.0.2 is limited");
+    // 127.0.0.3 has a bucket of its own (not nginx's, which 127.0.0.2 would have
+    // emptied).
+    for _ in 0..3 {
+        assert_eq!(
+            status(&three, None).await,
+            200,
+            "127.0.0.3 has its own bucket"
+        );
+    }
+    // Spent; a forged X-Forwarded-For does not give it another one.
+    assert_eq!(status(&three, Some("198.51.100.7")).await, 429);
+    assert_eq!(status(&three, Some("127.0.0.9, 10.0.0.1")).await, 429);
+    // Straight to serve, not through the trusted proxy: the header is not believed
+    // either (the peer 127.0.0.2 is the client, and it is spent).
+    let direct = two
+        .get(format!("http://{api}/v1/chains"))
+        .header("x-forwarded-for", "198.51.100.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 429);
+}
+
 // ---------------------------------------------------------------------------------
 // Prometheus
 
