@@ -817,8 +817,9 @@ fn refuse(code: RefusalCode, detail: &str) -> Decided {
     Decided::Answer(refused(code, detail))
 }
 
-/// `POST /v1/sign`, `POST /v1/sign_batch`, `GET /v1/identity` and `GET /metrics`. Each route sets
-/// its own body limit (JSON escaping of the envelope body at most doubles it).
+/// `POST /v1/sign`, `POST /v1/sign_batch`, `GET /v1/identity` and `GET /metrics`.
+/// Each route sets its own body limit (JSON escaping of the envelope body at most
+/// doubles it).
 pub fn router(guardian: Arc<Guardian>) -> Router {
     use axum::extract::DefaultBodyLimit;
     Router::new()
