@@ -794,6 +794,29 @@ async fn prometheus_scrapes_every_process_and_the_alerts_fire() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+    // Every panel of the Grafana dashboard has data on this deployment.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/ubtc.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        let expr = panel["targets"][0]["expr"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while prom.query(expr).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "dashboard panel {:?} has no data: {expr}",
+                panel["title"]
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // The dev reserves cover the dev supply. But the dev Bitcoin backend makes no
     // blocks: once its tip is older than reserves.max_age_secs (3 s here) each
     // snapshot says unhealthy, as it would with a Bitcoin node that stopped following
