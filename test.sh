@@ -2,8 +2,8 @@
 # Runs the whole test suite. Needs PostgreSQL on 127.0.0.1:5432 (database `test`,
 # trust auth; override with UBTC_TEST_DATABASE_URL), Redis on 127.0.0.1:6379 and
 # Node.js with npm; installs
-# the Node packages the tests use (independent verifiers, anvil, playwright-core) and
-# Debian's chromium on first run.
+# the Node packages the tests use (independent verifiers, anvil, playwright-core),
+# Debian's chromium, prometheus, prometheus-alertmanager and nginx-light on first run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +13,27 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
   { apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
     { apt-get update -q >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }; } ||
     echo "could not install chromium (not root?): the dashboard browser test will fail" >&2
+fi
+
+# Monitoring and the load balancer (deploy/, crates/ubtc/tests/ops.rs): Debian's
+# Prometheus (promtool), Alertmanager (amtool) and nginx.
+missing=()
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
+[ -x /usr/bin/amtool ] || missing+=(prometheus-alertmanager)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> apt-get install -y ${missing[*]}"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }; } ||
+    echo "could not install ${missing[*]} (not root?): the monitoring and load-balancer tests will skip" >&2
+fi
+if [ -x /usr/bin/promtool ]; then
+  echo "==> promtool: deploy/prometheus"
+  promtool check config deploy/prometheus/prometheus.yml >/dev/null
+  promtool test rules deploy/prometheus/alerts.test.yml
+fi
+if [ -x /usr/bin/amtool ]; then
+  amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
 fi
 
 for tool in tools/xverify tools/anvil tests/e2e web; do

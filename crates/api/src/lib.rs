@@ -22,6 +22,7 @@ mod extract;
 mod handlers;
 pub mod metrics;
 mod openapi;
+mod ops_metrics;
 pub mod ratelimit;
 mod request_id;
 mod server;

@@ -206,6 +206,7 @@ async fn refresh_store_gauges(state: &ApiState) -> Result<(), ApiError> {
     // Zero when nothing waits, so an alert on age clears with the queue.
     let age_ms = oldest.map_or(0, |t| (now.as_millis() - t.as_millis()).max(0));
     metrics::gauge!("ubtc_queue_oldest_age_seconds").set(age_ms as f64 / 1000.0);
+    crate::ops_metrics::refresh(state, now).await?;
     for (quantile, value) in [
         ("0.5", stats.processing_ms_p50),
         ("0.9", stats.processing_ms_p90),

@@ -68,9 +68,10 @@ pub(crate) async fn limit_requests(
         return next.run(req).await;
     }
     let mut clients = Vec::with_capacity(2);
-    // The peer address of the TCP connection. Behind a reverse proxy this is the
-    // proxy: trusting X-Forwarded-For needs a configured proxy list, which we do not
-    // have yet, and trusting it blindly would let anyone pick their own bucket.
+    // The peer address of the TCP connection. Behind a reverse proxy listed in
+    // `admin.trusted_proxies`, `ubtc serve` has already put the client's address
+    // there (from X-Forwarded-For); X-Forwarded-For is never read here, since
+    // trusting it from anyone would let them pick their own bucket.
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
         clients.push(ClientKey::Ip(addr.ip()));
     }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod coordinator;
 pub mod devchain;
 pub mod keystore;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod reserve_ops;

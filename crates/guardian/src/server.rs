@@ -200,6 +200,7 @@ impl Guardian {
         statement_digest: String,
         outcome: Outcome,
     ) -> SignAnswer {
+        crate::metrics::record_answer(&outcome);
         SignAnswer {
             request_id,
             guardian_key: self.key.public_hex(),
@@ -805,7 +806,10 @@ impl Guardian {
     /// True once the approval record is on disk (group commit: one flush covers every
     /// approval appended before the syncer was taken).
     async fn flush(&self, syncer: crate::record::Syncer) -> bool {
-        match tokio::task::spawn_blocking(move || syncer.sync()).await {
+        let started = std::time::Instant::now();
+        let synced = tokio::task::spawn_blocking(move || syncer.sync()).await;
+        crate::metrics::record_fsync(started.elapsed(), matches!(synced, Ok(Ok(()))));
+        match synced {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot flush the approval record; refusing to sign");
@@ -912,8 +916,9 @@ fn refuse(code: RefusalCode, detail: &str) -> Decided {
     Decided::Answer(refused(code, detail))
 }
 
-/// `POST /v1/sign`, `POST /v1/sign_batch` and `GET /v1/identity`. Each route sets
-/// its own body limit (JSON escaping of the envelope body at most doubles it).
+/// `POST /v1/sign`, `POST /v1/sign_batch`, `GET /v1/identity` and `GET /metrics`.
+/// Each route sets its own body limit (JSON escaping of the envelope body at most
+/// doubles it).
 pub fn router(guardian: Arc<Guardian>) -> Router {
     use axum::extract::DefaultBodyLimit;
     Router::new()
@@ -928,6 +933,7 @@ pub fn router(guardian: Arc<Guardian>) -> Router {
         )
         .route("/v1/identity", get(identity_handler))
         .with_state(guardian)
+        .merge(crate::metrics::router())
 }
 
 async fn sign_batch_handler(

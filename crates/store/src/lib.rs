@@ -35,8 +35,8 @@ pub use reserve_ops::ReserveOpsStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use webhooks::{
-    DeliveryFilter, NewWebhookConsumer, WebhookConsumer, WebhookDelivery, WebhookStore,
-    WEBHOOK_EVENT_TYPES,
+    DeadLetterCounts, DeliveryFilter, NewWebhookConsumer, WebhookConsumer, WebhookDelivery,
+    WebhookStore, WEBHOOK_EVENT_TYPES,
 };
 
 use async_trait::async_trait;

@@ -95,6 +95,21 @@ impl std::fmt::Debug for WebhookDelivery {
     }
 }
 
+/// Dead letters outside the validation queue (failed validations are counted by
+/// status in [`crate::Store::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterCounts {
+    /// Per-payment callback rows of the outbox that were given up on. Rows with no
+    /// callback URL that no consumer subscribed to are kept dead for a later
+    /// redelivery, but nothing failed: they are not counted.
+    pub webhook_callbacks: u64,
+    /// Deliveries to registered consumers that were given up on.
+    pub webhook_deliveries: u64,
+    pub reserve_mints: u64,
+    pub reserve_burns: u64,
+    pub reserve_releases: u64,
+}
+
 /// Which deliveries [`WebhookStore::list_webhook_deliveries`] returns (oldest first).
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryFilter {
@@ -197,6 +212,11 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// The id and health of the latest stored reserve snapshot (latest by time, then
     /// id, as [`crate::Store::latest_reserve_snapshot`]).
     async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>>;
+    /// Rows that gave up and wait for an operator: dead webhook rows (callbacks and
+    /// consumer deliveries) and failed reserve operations. One statement; no index
+    /// covers dead rows, so each count scans its table: meant for a scrape every few
+    /// seconds, not per request.
+    async fn dead_letter_counts(&self) -> StoreResult<DeadLetterCounts>;
     /// Stores `snapshot` and, in the same transaction, `event` (when given) as an
     /// outbox row of no validation. An event whose id is already in the outbox is not
     /// written again: the caller derives the id from the transition it reports, so two
@@ -424,6 +444,13 @@ pub(crate) const QUEUE_OLDEST_DUE: &str = "SELECT MIN(COALESCE(not_before, updat
      AND COALESCE(not_before, updated_at) <= $1";
 pub(crate) const PROCESSING_TIMES: &str = "SELECT processing_ms FROM validation_metrics \
      WHERE signed_at >= $1 ORDER BY signed_at DESC LIMIT $2";
+
+pub(crate) const DEAD_LETTER_COUNTS: &str = "SELECT \
+     (SELECT COUNT(*) FROM webhook_outbox WHERE dead_at IS NOT NULL AND target_url IS NOT NULL), \
+     (SELECT COUNT(*) FROM webhook_deliveries WHERE dead_at IS NOT NULL), \
+     (SELECT COUNT(*) FROM reserve_mints WHERE state = 'failed'), \
+     (SELECT COUNT(*) FROM reserve_burns WHERE state = 'failed'), \
+     (SELECT COUNT(*) FROM reserve_releases WHERE state = 'failed')";
 
 pub(crate) const LATEST_RESERVE_HEALTH: &str =
     "SELECT id, healthy FROM reserve_ratios ORDER BY taken_at DESC, id DESC LIMIT 1";
@@ -728,6 +755,21 @@ macro_rules! impl_webhook_store {
                     .fetch_all(self.reader())
                     .await?;
                 Ok(times)
+            }
+
+            async fn dead_letter_counts(&self) -> StoreResult<$crate::webhooks::DeadLetterCounts> {
+                let (outbox, deliveries, mints, burns, releases): (i64, i64, i64, i64, i64) =
+                    sqlx::query_as($crate::webhooks::DEAD_LETTER_COUNTS)
+                        .fetch_one(self.reader())
+                        .await?;
+                let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                Ok($crate::webhooks::DeadLetterCounts {
+                    webhook_callbacks: n(outbox),
+                    webhook_deliveries: n(deliveries),
+                    reserve_mints: n(mints),
+                    reserve_burns: n(burns),
+                    reserve_releases: n(releases),
+                })
             }
 
             async fn latest_reserve_health(&self) -> StoreResult<Option<(i64, bool)>> {

@@ -1093,6 +1093,10 @@ async fn outbox_due_and_attempts(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let [e1, e2, e3] = [0, 1, 2].map(|i| result.outbox[i].event_id);
+    assert_eq!(
+        s.dead_letter_counts().await.unwrap(),
+        ubtc_store::DeadLetterCounts::default()
+    );
 
     assert!(s
         .due_outbox(T0.plus_millis(9), 10)
@@ -1142,6 +1146,15 @@ async fn outbox_due_and_attempts(store: Arc<dyn Store>) {
         .await
         .unwrap());
     assert!(!s.record_outbox_attempt(e3, &retry, now).await.unwrap());
+    // The dead row waits for an operator, and `/metrics` counts it.
+    let dead = s.dead_letter_counts().await.unwrap();
+    assert_eq!(
+        dead,
+        ubtc_store::DeadLetterCounts {
+            webhook_callbacks: 1,
+            ..Default::default()
+        }
+    );
     assert!(!s
         .record_outbox_attempt(uuid::Uuid::now_v7(), &OutboxOutcome::Delivered, now)
         .await
@@ -1153,6 +1166,19 @@ async fn outbox_due_and_attempts(store: Arc<dyn Store>) {
         (rows[2].dead_at, rows[2].last_error.as_deref()),
         (Some(now), Some("HTTP 410"))
     );
+    // A row without a callback URL that nobody subscribed to is kept dead for a later
+    // redelivery: not a failure, and not counted as one.
+    assert!(s
+        .record_outbox_attempt(
+            e2,
+            &OutboxOutcome::Dead {
+                error: "no callback URL and no subscribed consumer".into()
+            },
+            now
+        )
+        .await
+        .unwrap());
+    assert_eq!(s.dead_letter_counts().await.unwrap().webhook_callbacks, 1);
 }
 
 fn audit_entry(actor: &str, n: usize) -> NewAuditEntry {

@@ -14,6 +14,7 @@ mod registry_cmd;
 mod reserve_ops_cmd;
 mod reserves;
 mod verify_attestation;
+mod startup;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -251,15 +252,50 @@ async fn run(config_path: Option<PathBuf>, command: Command) -> anyhow::Result<(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = app::open_store(&config).await?;
-    let mut state = app::api_state(store.clone(), &config)?
-        .with_reserve_max_age_ms(reserves::max_age_ms(&config));
+    // Before anything records a figure: gauges set once at construction (the Redis
+    // limiter's `ubtc_ratelimit_redis_up`) would otherwise go to no recorder.
+    ubtc_api::metrics::install_recorder()?;
+    // Listen first: a load balancer must see `/healthz` at once and `/readyz` 503
+    // while the database is away (startup.rs).
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let starting = startup::StartingRouter::new(startup::trusted_proxies(&config)?);
+    let router = starting.router();
+    let c = cancel.clone();
+    let serve_limits = config.server.serve_limits();
+    tasks.spawn(async move {
+        ubtc_api::serve_with(listener, router, serve_limits, c)
+            .await
+            .context("api server failed")
+    });
+    let c = cancel.clone();
+    tasks.spawn(async move {
+        let Some(store) = startup::open_store_retrying(&config, &c).await else {
+            return Ok(());
+        };
+        starting.install(api_router(&config, store)?);
+        Ok(())
+    });
+    tokio::spawn(app::shutdown_signal(cancel.clone()));
+    app::join_all(tasks, cancel).await
+}
+
+/// The full public API of `serve`, once its database is open.
+fn api_router(
+    config: &Config,
+    store: std::sync::Arc<dyn ubtc_store::Store>,
+) -> anyhow::Result<axum::Router> {
+    let mut state = app::api_state(store.clone(), config)?
+        .with_reserve_max_age_ms(reserves::max_age_ms(config));
     // The admin reserve routes need a Bitcoin view of their own; the in-process dev
     // backend lives in the worker, so `serve` offers them only with a real node.
     if config.reserve_ops.enabled {
-        match reserves::bitcoin_backend(&config)? {
+        match reserves::bitcoin_backend(config)? {
             Some(bitcoin) => {
-                if let Some(ops) = reserve_ops_cmd::build(&config, store, bitcoin)? {
+                if let Some(ops) = reserve_ops_cmd::build(config, store, bitcoin)? {
                     state = state.with_reserve_ops(ops);
                 }
             }
@@ -268,21 +304,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             ),
         }
     }
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let router = ubtc_api::public_router(state);
-    let c = cancel.clone();
-    let serve_limits = config.server.serve_limits();
-    tasks.spawn(async move {
-        ubtc_api::serve_with(listener, router, serve_limits, c)
-            .await
-            .context("api server failed")
-    });
-    tokio::spawn(app::shutdown_signal(cancel.clone()));
-    app::join_all(tasks, cancel).await
+    Ok(ubtc_api::public_router(state))
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {
