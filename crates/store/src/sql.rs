@@ -31,6 +31,16 @@ pub(crate) const INSERT_CONFIRMED: &str = "INSERT INTO validations (id, chain, t
      $16, $14) \
      ON CONFLICT (tx_hash, chain, tx_index) DO NOTHING RETURNING id";
 
+/// A dropped payment seen again in the canonical chain goes back to `detected`, in its
+/// new block, only if it is the same payment (payer, amount and message as recorded):
+/// `$1`–`$3` the payment, `$4` payer, `$5` amount, `$6` message, `$7`/`$8` the new
+/// block, `$9` the reason detail, `$10` now.
+pub(crate) const REVIVE_DROPPED: &str = "UPDATE validations SET status = 'detected', \
+     block_number = $7, block_hash = $8, reason_code = 'remined', reason_detail = $9, \
+     updated_at = $10 WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3 \
+     AND status = 'dropped' AND payer = $4 AND amount_base_units = $5 AND message = $6 \
+     RETURNING id";
+
 pub(crate) const ID_BY_PAYMENT: &str =
     "SELECT id FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
 
@@ -342,10 +352,18 @@ macro_rules! impl_store {
             async fn recorded(
                 &self,
                 inserted: Option<uuid::Uuid>,
-                p: &PaymentRef,
+                new: &NewValidation,
+                now: Timestamp,
             ) -> StoreResult<Recorded> {
                 if let Some(id) = inserted {
                     return Ok(Recorded::Inserted(ValidationId(id)));
+                }
+                let p = &new.payment;
+                if let Some(id) = Self::revive_dropped(new, now)?
+                    .fetch_optional(self.writer())
+                    .await?
+                {
+                    return Ok(Recorded::Revived(ValidationId(id)));
                 }
                 let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
                     .bind(p.tx_hash.as_str())
@@ -354,6 +372,37 @@ macro_rules! impl_store {
                     .fetch_one(self.writer())
                     .await?;
                 Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+            }
+
+            /// [`sql::REVIVE_DROPPED`] for `new`: the id when a dropped row of the same
+            /// payment went back to `detected`.
+            fn revive_dropped<'q>(
+                new: &'q NewValidation,
+                now: Timestamp,
+            ) -> StoreResult<
+                sqlx::query::QueryScalar<
+                    'q,
+                    $db,
+                    uuid::Uuid,
+                    <$db as sqlx::Database>::Arguments<'q>,
+                >,
+            > {
+                ValidationStatus::Dropped.transition(ValidationStatus::Detected)?;
+                let p = &new.payment;
+                Ok(sqlx::query_scalar(sql::REVIVE_DROPPED)
+                    .bind(p.tx_hash.as_str())
+                    .bind(p.chain.as_str())
+                    .bind(i64::from(p.index))
+                    .bind(new.payer.as_str())
+                    .bind(new.amount_base_units.to_string())
+                    .bind(new.message.as_slice())
+                    .bind(rows::to_i64(new.block.number, "block number")?)
+                    .bind(new.block.hash.as_str())
+                    .bind(format!(
+                        "dropped in a reorg, then mined again in block {} {}",
+                        new.block.number, new.block.hash
+                    ))
+                    .bind(now.0))
             }
 
             /// Runs a guarded `UPDATE … WHERE id = $1 AND status = <from>`; maps "no row"
@@ -422,7 +471,7 @@ macro_rules! impl_store {
                 let inserted = Self::insert_validation(new, now)?
                     .fetch_optional(self.writer())
                     .await?;
-                self.recorded(inserted, &new.payment).await
+                self.recorded(inserted, new, now).await
             }
 
             async fn record_confirmed(
@@ -473,7 +522,7 @@ macro_rules! impl_store {
                     .bind(not_before.map(|t| t.0))
                     .fetch_optional(self.writer())
                     .await?;
-                self.recorded(inserted, p).await
+                self.recorded(inserted, new, now).await
             }
 
             async fn list_detected(
@@ -617,6 +666,13 @@ macro_rules! impl_store {
                     match inserted {
                         Some(id) => out.push(Recorded::Inserted(ValidationId(id))),
                         None => {
+                            if let Some(id) = Self::revive_dropped(n, now)?
+                                .fetch_optional(&mut *tx)
+                                .await?
+                            {
+                                out.push(Recorded::Revived(ValidationId(id)));
+                                continue;
+                            }
                             let id: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
                                 .bind(p.tx_hash.as_str())
                                 .bind(p.chain.as_str())

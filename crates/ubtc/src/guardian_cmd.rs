@@ -250,12 +250,7 @@ pub async fn start_demo_guardians(
         let chains: String = config
             .chains
             .iter()
-            .map(|c| {
-                format!(
-                    "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
-                    c.name
-                )
-            })
+            .map(|c| demo_chain_view(c, api_base))
             .collect();
         // The demo's dev Bitcoin backend stays at its start height, so each guardian's
         // own dev view sits at the same tip (real guardians name their own node).
@@ -311,6 +306,35 @@ pub async fn start_demo_guardians(
         coordinator: Arc::new(coordinator),
         children,
     })
+}
+
+/// The `[[chains]]` entry of a demo guardian for one chain of the demo's configuration.
+/// Dev chains live in the demo process and are read over its `dev_http` endpoint; an
+/// EVM chain (e.g. an anvil node named in `ubtc.toml`) is read from its node with the
+/// guardian's `evm` view, with the monitor's own settings (a real guardian names its
+/// own node instead).
+fn demo_chain_view(c: &crate::config::ChainConfig, api_base: &str) -> String {
+    let quoted = |v: &Option<String>, key: &str| {
+        v.as_deref()
+            .map(|a| format!("{key} = {a:?}\n"))
+            .unwrap_or_default()
+    };
+    match c.kind {
+        ubtc_core::ChainKind::Evm => format!(
+            "[[chains]]\nname = \"{}\"\nkind = \"evm\"\nurl = {:?}\nchain_id = {}\n\
+             confirmations = {}\n{}{}max_signatures_per_minute = 600\n",
+            c.name,
+            c.rpc_url.expose(),
+            c.chain_id.unwrap_or_default(),
+            c.confirmations,
+            quoted(&c.payment_contract, "payment_contract"),
+            quoted(&c.payment_address, "payment_address"),
+        ),
+        _ => format!(
+            "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
+            c.name
+        ),
+    }
 }
 
 fn demo_passphrase(path: &Path) -> anyhow::Result<Passphrase> {
