@@ -346,3 +346,48 @@ fn demo_passphrase(path: &Path) -> anyhow::Result<Passphrase> {
     }
     Ok(keystore::passphrase_from(Some(path), None)?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The demo's guardians get an `evm` view for an EVM chain of `ubtc.toml` (and the
+    /// dev endpoint for a dev chain), which their own configuration loader accepts.
+    #[test]
+    fn demo_guardians_watch_evm_chains_with_evm_views() {
+        let evm: crate::config::ChainConfig = toml::from_str(
+            "name = \"anvil\"\nkind = \"evm\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             chain_id = 31337\npayment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\n\
+             min_payment = \"1000\"\nconfirmations = 2\n",
+        )
+        .unwrap();
+        let dev: crate::config::ChainConfig = toml::from_str(
+            "name = \"dev\"\nkind = \"dev\"\npayment_address = \"0xdef\"\n\
+             min_payment = \"1000\"\nconfirmations = 3\n",
+        )
+        .unwrap();
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}{}",
+            ubtc_guardian::GuardianKey::generate().public_hex(),
+            demo_chain_view(&evm, "http://127.0.0.1:8080"),
+            demo_chain_view(&dev, "http://127.0.0.1:8080"),
+        );
+        let g = GuardianConfig::parse(&text).unwrap();
+        let e = g.chains[0].evm_config().unwrap();
+        assert_eq!(
+            (e.chain_id, e.confirmations, e.rpc_url.as_str()),
+            (31337, 2, "http://127.0.0.1:8545")
+        );
+        assert_eq!(
+            e.payment_contract.as_deref(),
+            Some("0x5fbdb2315678afecb367f032d93f642f64180aa3")
+        );
+        assert_eq!(
+            g.chains[1].kind,
+            ubtc_guardian::config::ChainViewKind::DevHttp
+        );
+        assert_eq!(g.chains[1].url, "http://127.0.0.1:8080");
+    }
+}

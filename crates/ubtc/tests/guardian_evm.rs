@@ -488,3 +488,153 @@ async fn a_guardian_checks_its_node_at_start() {
     let detail = refusal_detail(c.sign(&s).await);
     assert!(detail.contains("g1: chain_unavailable"), "{detail}");
 }
+
+/// The whole path as deployed: a real `ubtc worker` process monitors the anvil chain
+/// and signs with `[signer] kind = "guardians"` through the three guardian processes,
+/// each reading its own node. Every payment ends up signed 2-of-3 by g1 and g2 (g3's
+/// node never has the payments) and its bundle passes `ubtc verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_process_signs_evm_payments_through_guardians() {
+    let net = Net::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let keystore_path = dir.path().join("coordinator.json");
+    let pass_path = dir.path().join("coordinator.passphrase");
+    std::fs::write(&pass_path, "coordinator pass\n").unwrap();
+    let json = keystore::encrypt(
+        &net.coordinator_key,
+        &keystore::Passphrase::new("coordinator pass").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&keystore_path, json).unwrap();
+    let guardians: String = net
+        .guardians
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            format!(
+                "[[signer.guardians]]\nname = \"g{}\"\nurl = \"{}\"\npublic_key = \"{}\"\n",
+                i + 1,
+                g.url,
+                g.key
+            )
+        })
+        .collect();
+    let config = dir.path().join("ubtc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pipeline]\npoll_ms = 100\nworkers = 1\n\
+             [[chains]]\nname = \"anvil\"\nkind = \"evm\"\nrpc_url = \"{}\"\nchain_id = {}\n\
+             payment_contract = \"{}\"\nmin_payment = \"1000\"\nconfirmations = {CONFIRMATIONS}\n\
+             start_block = {}\npoll_ms = 100\n\
+             [signer]\nkind = \"guardians\"\nthreshold = 2\ncoordinator_keystore = {:?}\n\
+             coordinator_passphrase_file = {:?}\ntimeout_ms = 10000\n{guardians}",
+            net.paid.anvil.url,
+            anvil::ANVIL_CHAIN_ID,
+            net.paid.router,
+            net.paid.deployed_at,
+            keystore_path.display().to_string(),
+            pass_path.display().to_string(),
+        ),
+    )
+    .unwrap();
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_ubtc"))
+            .arg("--config")
+            .arg(&config)
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("UBTC_DATA_DIR", &data)
+            .env("UBTC_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+
+    let mut txs = Vec::new();
+    for i in 0..3 {
+        let tx = net
+            .paid
+            .pay_contract(1 + i, 5_000, format!("worker on anvil {i}").as_bytes())
+            .await
+            .unwrap();
+        txs.push(tx.to_lowercase());
+    }
+    net.paid.anvil.mine(CONFIRMATIONS).await.unwrap();
+
+    // The worker creates the database: wait for it, then for every payment signed.
+    let db = data.join("ubtc.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let store = loop {
+        if db.exists() {
+            if let Ok(s) =
+                ubtc_store::SqliteStore::connect(&format!("sqlite:{}", db.display()), 1).await
+            {
+                break s;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no database");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut ids = Vec::new();
+    for tx in &txs {
+        let id = loop {
+            if let Some(v) = store
+                .find_by_payment(None, tx)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+            {
+                if v.status == ValidationStatus::Signed {
+                    break v.id;
+                }
+                assert!(
+                    !matches!(
+                        v.status,
+                        ValidationStatus::Failed | ValidationStatus::Rejected
+                    ),
+                    "{tx}: {:?} {:?}",
+                    v.status,
+                    v.reason
+                );
+            }
+            if let Some(status) = worker.0.try_wait().unwrap() {
+                panic!("the worker exited early: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{tx} not signed in time"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ids.push(id);
+    }
+    let g1 = net.guardians[0].key.to_string();
+    let g2 = net.guardians[1].key.to_string();
+    for id in ids {
+        let json = store.get_bundle(id).await.unwrap().unwrap();
+        let b = ProofBundle::from_json(json.as_bytes()).unwrap();
+        let approved: Vec<&str> = b
+            .approvals
+            .iter()
+            .filter(|a| a.decision == ApprovalDecision::Approved)
+            .map(|a| a.guardian_key.as_str())
+            .collect();
+        assert_eq!(approved.len(), 2, "{:?}", b.approvals);
+        assert!(approved.contains(&g1.as_str()) && approved.contains(&g2.as_str()));
+        assert_eq!(b.statement.payment.chain, anvil::chain());
+        ubtc_verify(&b);
+    }
+}
