@@ -105,8 +105,8 @@ pub trait Store:
     /// `Recorded::AlreadyKnown` with the existing id, except that a `dropped` payment
     /// recorded again with the same payer, amount and message (mined again after the
     /// reorg) goes back to `detected` in the new block, reason `remined`, and returns
-    /// `Recorded::Revived`. One statement (`INSERT … ON CONFLICT DO NOTHING`), plus an
-    /// update and a lookup when the payment was already known.
+    /// `Recorded::Revived`. One statement (`INSERT … ON CONFLICT DO NOTHING`), plus a
+    /// lookup when the payment was already known, and an update when it was dropped.
     async fn record_detected(&self, new: &NewValidation, now: Timestamp) -> StoreResult<Recorded>;
 
     /// For a payment already confirmed when first seen (a monitor catching up, a chain

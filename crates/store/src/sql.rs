@@ -41,8 +41,10 @@ pub(crate) const REVIVE_DROPPED: &str = "UPDATE validations SET status = 'detect
      AND status = 'dropped' AND payer = $4 AND amount_base_units = $5 AND message = $6 \
      RETURNING id";
 
-pub(crate) const ID_BY_PAYMENT: &str =
-    "SELECT id FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
+/// The id and status of a payment already recorded (the status tells whether it was
+/// dropped and may come back).
+pub(crate) const KNOWN_BY_PAYMENT: &str =
+    "SELECT id, status FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
 
 pub(crate) const STATUS_OF: &str = "SELECT status FROM validations WHERE id = $1";
 
@@ -359,18 +361,22 @@ macro_rules! impl_store {
                     return Ok(Recorded::Inserted(ValidationId(id)));
                 }
                 let p = &new.payment;
-                if let Some(id) = Self::revive_dropped(new, now)?
-                    .fetch_optional(self.writer())
-                    .await?
-                {
-                    return Ok(Recorded::Revived(ValidationId(id)));
+                let (existing, status): (uuid::Uuid, String) =
+                    sqlx::query_as(sql::KNOWN_BY_PAYMENT)
+                        .bind(p.tx_hash.as_str())
+                        .bind(p.chain.as_str())
+                        .bind(i64::from(p.index))
+                        .fetch_one(self.writer())
+                        .await?;
+                // Only a dropped row costs the second statement (rare: after a reorg).
+                if status == ValidationStatus::Dropped.as_str() {
+                    if let Some(id) = Self::revive_dropped(new, now)?
+                        .fetch_optional(self.writer())
+                        .await?
+                    {
+                        return Ok(Recorded::Revived(ValidationId(id)));
+                    }
                 }
-                let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
-                    .bind(p.tx_hash.as_str())
-                    .bind(p.chain.as_str())
-                    .bind(i64::from(p.index))
-                    .fetch_one(self.writer())
-                    .await?;
                 Ok(Recorded::AlreadyKnown(ValidationId(existing)))
             }
 
@@ -666,19 +672,22 @@ macro_rules! impl_store {
                     match inserted {
                         Some(id) => out.push(Recorded::Inserted(ValidationId(id))),
                         None => {
-                            if let Some(id) = Self::revive_dropped(n, now)?
-                                .fetch_optional(&mut *tx)
-                                .await?
-                            {
-                                out.push(Recorded::Revived(ValidationId(id)));
-                                continue;
+                            let (id, status): (uuid::Uuid, String) =
+                                sqlx::query_as(sql::KNOWN_BY_PAYMENT)
+                                    .bind(p.tx_hash.as_str())
+                                    .bind(p.chain.as_str())
+                                    .bind(i64::from(p.index))
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                            if status == ValidationStatus::Dropped.as_str() {
+                                if let Some(id) = Self::revive_dropped(n, now)?
+                                    .fetch_optional(&mut *tx)
+                                    .await?
+                                {
+                                    out.push(Recorded::Revived(ValidationId(id)));
+                                    continue;
+                                }
                             }
-                            let id: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
-                                .bind(p.tx_hash.as_str())
-                                .bind(p.chain.as_str())
-                                .bind(i64::from(p.index))
-                                .fetch_one(&mut *tx)
-                                .await?;
                             out.push(Recorded::AlreadyKnown(ValidationId(id)));
                         }
                     }
