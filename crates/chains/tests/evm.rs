@@ -241,6 +241,60 @@ async fn reorg_before_confirmation_drops_after_confirmation_keeps() -> Result<()
     Ok(())
 }
 
+/// A payment reorged out before confirmation is dropped; when the same signed
+/// transaction is mined again (broadcast once more, as wallets and mempools do), the
+/// same validation goes back to `detected` in its new block and is confirmed and
+/// queued from there.
+#[tokio::test]
+async fn a_reorged_payment_mined_again_is_detected_and_queued_again() -> Result<()> {
+    let d = Deployed::start().await?;
+    let dir = tempfile::tempdir()?;
+    let store = sqlite_store(dir.path()).await?;
+    let adapter = Arc::new(EvmAdapter::connect(d.config(3)).await?);
+    let m = monitor(adapter.clone(), store.clone(), MIN_WEI, 50);
+    tick_until_idle(&m).await?;
+
+    let snap = d.anvil.snapshot().await?;
+    let raw = d.sign_contract_payment(2, 5_000, b"mined twice").await?;
+    let tx = d.anvil.send_raw(&raw).await?;
+    assert_eq!(tick_until_idle(&m).await?.detected, 1);
+    let first = store.get_by_payment_ref(&reference(&tx, 0)).await?.unwrap();
+    assert_eq!(first.status, ValidationStatus::Detected);
+
+    d.anvil.revert(&snap).await?;
+    d.anvil.mine(4).await?;
+    let t = tick_until_idle(&m).await?;
+    assert_eq!((t.dropped, t.remined), (1, 0));
+    assert_eq!(status(&store, &tx, 0).await, ValidationStatus::Dropped);
+    assert!(adapter.payment(&reference(&tx, 0)).await?.is_none());
+
+    // The same bytes again: the same transaction hash, in a later block.
+    assert_eq!(d.anvil.send_raw(&raw).await?, tx);
+    let t = tick_until_idle(&m).await?;
+    assert_eq!((t.remined, t.detected, t.queued), (1, 0, 0));
+    let again = store.get_by_payment_ref(&reference(&tx, 0)).await?.unwrap();
+    assert_eq!(again.id, first.id, "the same validation, not a new one");
+    assert_eq!(again.status, ValidationStatus::Detected);
+    assert!(again.block.number > first.block.number);
+    assert_ne!(again.block.hash, first.block.hash);
+    let receipt = d.anvil.receipt(&tx).await?;
+    assert_eq!(
+        Some(again.block.hash.as_str()),
+        receipt["blockHash"].as_str()
+    );
+    assert_eq!(
+        again.reason.as_ref().map(|r| r.code.as_str()),
+        Some("remined")
+    );
+
+    d.anvil.mine(2).await?;
+    let t = tick_until_idle(&m).await?;
+    assert_eq!((t.queued, t.remined, t.detected), (1, 0, 0));
+    assert_eq!(status(&store, &tx, 0).await, ValidationStatus::Queued);
+    assert_eq!(all(&store).await.len(), 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn restarted_monitor_continues_without_gap_or_duplicate() -> Result<()> {
     let d = Deployed::start().await?;

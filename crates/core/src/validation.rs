@@ -9,8 +9,17 @@
 //! Besides the arrows drawn above: a `delayed` validation is claimed for signing
 //! once its not-before time has passed; a `signing` one whose attempt failed (or
 //! whose worker's lease expired) goes back to `queued` with back-off; a `failed`
-//! one may be re-queued by an operator. `dropped`, `rejected` and `delivered` are
-//! final.
+//! one may be re-queued by an operator; a `dropped` one whose transaction is mined
+//! again goes back to `detected` (below). `rejected` and `delivered` are final.
+//!
+//! **Re-mined payments.** A payment dropped in a reorg is often mined again (the same
+//! signed transaction, re-broadcast or still in mempools). It is the same payment —
+//! same `(chain, tx hash, index)`, same payer, amount and message — so it takes back
+//! the same validation (`dropped → detected`, with its new block) instead of a new
+//! validation linked to the old one: the payment stays unique by that key, the
+//! requester's status URL and webhook target keep working, and nothing could have been
+//! signed meanwhile (a dropped validation was never confirmed). It then needs its
+//! confirmations again, like any detected payment.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,7 +74,8 @@ pub enum ValidationStatus {
     Signed,
     /// The requester has been told (webhook delivered or no webhook wanted).
     Delivered,
-    /// Disappeared in a reorg before confirmation. Never signed.
+    /// Disappeared in a reorg before confirmation. Never signed while dropped; goes
+    /// back to `detected` if its transaction is mined again.
     Dropped,
     /// Confirmed but not acceptable (below the fee, bad message). Never signed.
     Rejected,
@@ -115,7 +125,7 @@ impl ValidationStatus {
 
     /// True for states no transition leaves.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Dropped | Self::Rejected)
+        matches!(self, Self::Delivered | Self::Rejected)
     }
 
     /// True once a proof exists.
@@ -129,6 +139,7 @@ impl ValidationStatus {
             (self, to),
             (Detected, Confirmed)
                 | (Detected, Dropped)
+                | (Dropped, Detected)
                 | (Confirmed, Queued)
                 | (Confirmed, Rejected)
                 | (Queued, Delayed)
@@ -208,6 +219,20 @@ mod tests {
                 assert!(from.transition(to).is_err(), "{from} -> {to}");
             }
         }
+    }
+
+    #[test]
+    fn a_dropped_payment_only_comes_back_as_detected() {
+        for to in ALL_STATUSES {
+            assert_eq!(
+                Dropped.can_transition_to(to),
+                to == Detected,
+                "dropped -> {to}"
+            );
+        }
+        // Back to detected, it needs its confirmations again before anything else.
+        let s = Dropped.transition(Detected).unwrap();
+        assert!(s.transition(Signing).is_err() && s.transition(Queued).is_err());
     }
 
     #[test]

@@ -204,17 +204,21 @@ impl GuardianBitcoin {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardianChain {
     pub name: ChainId,
     /// `dev_http`: the demo's read-only dev-chain endpoint; `solana`: a Solana
-    /// JSON-RPC node.
+    /// JSON-RPC node; `evm`: an EVM JSON-RPC node (Ethereum, Polygon, Arbitrum, BSC,
+    /// anvil).
     pub kind: ChainViewKind,
-    /// Base URL of this guardian's own endpoint for the chain (`solana`: its own
-    /// JSON-RPC node, never the coordinator's).
+    /// Base URL of this guardian's own endpoint for the chain (`solana`, `evm`: its
+    /// own JSON-RPC node, never the coordinator's). It may hold a provider key, so it
+    /// is kept out of `Debug`.
     pub url: String,
-    /// `solana`: the address payments are sent to (base58).
+    /// `solana`: the address payments are sent to (base58). `evm`: the address
+    /// receiving plain transfers with the message as calldata (0x…, optional when
+    /// `payment_contract` is set).
     #[serde(default)]
     pub payment_address: Option<String>,
     /// `solana`: the wrapped token's SPL mint (base58); optional for payments.
@@ -224,9 +228,39 @@ pub struct GuardianChain {
     /// guardian counts a payment as confirmed.
     #[serde(default)]
     pub commitment: Option<String>,
+    /// `evm`: the EIP-155 chain id this guardian's node must report.
+    #[serde(default)]
+    pub chain_id: Option<u64>,
+    /// `evm`: the `PaymentRouter` contract (contract payments).
+    #[serde(default)]
+    pub payment_contract: Option<String>,
+    /// `evm`: the `WrappedBTC` contract. Optional; when set, this chain is also this
+    /// guardian's token view for reserve operations (supply and burns), unless
+    /// `[[reserve_ops.tokens]]` names the chain itself.
+    #[serde(default)]
+    pub token_contract: Option<String>,
+    /// `evm`: depth at which this guardian counts a payment as confirmed (the block
+    /// holding it counts as one). Required: it is this guardian's own rule, never
+    /// the coordinator's.
+    #[serde(default)]
+    pub confirmations: Option<u64>,
     /// Most approvals per minute on this chain (policy; 0 = none allowed).
     #[serde(default = "default_rate")]
     pub max_signatures_per_minute: u32,
+}
+
+impl std::fmt::Debug for GuardianChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardianChain")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &"[redacted]")
+            .field("chain_id", &self.chain_id)
+            .field("payment_contract", &self.payment_contract)
+            .field("payment_address", &self.payment_address)
+            .field("confirmations", &self.confirmations)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -234,20 +268,90 @@ pub struct GuardianChain {
 pub enum ChainViewKind {
     DevHttp,
     Solana,
+    Evm,
+}
+
+impl ChainViewKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::DevHttp => "dev_http",
+            Self::Solana => "solana",
+            Self::Evm => "evm",
+        }
+    }
+}
+
+/// How a guardian's EVM reads are retried. Shorter than the monitor's default: the
+/// coordinator waits only its request timeout for an answer, so a read that takes
+/// longer only produces an answer nobody reads; a node that is down is refused as
+/// `chain_unavailable` and the coordinator retries the whole request later.
+pub fn guardian_evm_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        first_backoff: std::time::Duration::from_millis(100),
+        max_backoff: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(5),
+    }
 }
 
 impl GuardianChain {
+    fn invalid(&self, m: impl std::fmt::Display) -> ConfigError {
+        ConfigError::Invalid(format!("chain {}: {m}", self.name))
+    }
+
+    fn needs_http_url(&self) -> Result<(), ConfigError> {
+        if self.url.starts_with("http://") || self.url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(self.invalid(format!(
+                "kind \"{}\" needs an http(s) url",
+                self.kind.as_str()
+            )))
+        }
+    }
+
+    /// Refuses the fields of other kinds: a Solana field on an EVM chain (or the
+    /// reverse) is a mistake worth reporting, not something to ignore.
+    fn refuse_foreign_fields(&self) -> Result<(), ConfigError> {
+        let solana = [
+            ("token_mint", self.token_mint.is_some()),
+            ("commitment", self.commitment.is_some()),
+        ];
+        let evm = [
+            ("chain_id", self.chain_id.is_some()),
+            ("payment_contract", self.payment_contract.is_some()),
+            ("token_contract", self.token_contract.is_some()),
+            ("confirmations", self.confirmations.is_some()),
+        ];
+        let (foreign, owner): (Vec<(&str, bool)>, &str) = match self.kind {
+            ChainViewKind::Solana => (evm.to_vec(), "evm"),
+            ChainViewKind::Evm => (solana.to_vec(), "solana"),
+            ChainViewKind::DevHttp => {
+                let mut all = solana.to_vec();
+                all.extend(evm);
+                all.push(("payment_address", self.payment_address.is_some()));
+                (all, "solana\" or \"evm")
+            }
+        };
+        match foreign.iter().find(|(_, set)| *set) {
+            Some((field, _)) => Err(self.invalid(format!(
+                "{field} is not a setting of kind \"{}\" (it is for kind \"{owner}\")",
+                self.kind.as_str()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `kind = "solana"`: the adapter's settings (this guardian's own node). Refused
     /// when a field the kind needs is missing or malformed, or one it does not use is
     /// set (a `dev_http` chain with Solana fields is a mistake worth reporting).
     pub fn solana_config(&self) -> Result<ubtc_chains::solana::SolanaConfig, ConfigError> {
-        let invalid = |m: String| ConfigError::Invalid(format!("chain {}: {m}", self.name));
+        let invalid = |m: String| self.invalid(m);
         if self.kind != ChainViewKind::Solana {
             return Err(invalid("not a solana chain".into()));
         }
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(invalid("kind \"solana\" needs an http(s) url".into()));
-        }
+        self.needs_http_url()?;
+        self.refuse_foreign_fields()?;
         let address = self
             .payment_address
             .as_deref()
@@ -270,21 +374,52 @@ impl GuardianChain {
         Ok(c)
     }
 
+    /// `kind = "evm"`: the settings of the EVM adapter the monitor uses, pointed at
+    /// this guardian's own node. Refused when the URL is not http(s), the chain id or
+    /// the confirmations are missing or zero, neither a payment contract nor a payment
+    /// address is set, an address is not 20 bytes of hex, or a Solana field is set.
+    pub fn evm_config(&self) -> Result<ubtc_chains::evm::EvmConfig, ConfigError> {
+        if self.kind != ChainViewKind::Evm {
+            return Err(self.invalid("not an evm chain"));
+        }
+        self.needs_http_url()?;
+        self.refuse_foreign_fields()?;
+        let chain_id = match self.chain_id {
+            Some(id) if id > 0 => id,
+            Some(_) => return Err(self.invalid("chain_id must be positive")),
+            None => return Err(self.invalid("kind \"evm\" needs chain_id")),
+        };
+        let confirmations = match self.confirmations {
+            Some(n) if n > 0 => n,
+            Some(_) => return Err(self.invalid("confirmations must be at least 1")),
+            None => return Err(self.invalid("kind \"evm\" needs confirmations")),
+        };
+        if self.payment_contract.is_none() && self.payment_address.is_none() {
+            return Err(self.invalid("kind \"evm\" needs payment_contract or payment_address"));
+        }
+        let address = |what: &str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
+            v.as_deref()
+                .map(|a| {
+                    ubtc_chains::evm::abi::normalize_address(a).map_err(|_| {
+                        self.invalid(format!("{what} {a:?} is not a 20-byte 0x address"))
+                    })
+                })
+                .transpose()
+        };
+        let mut c = ubtc_chains::evm::EvmConfig::new(self.name.clone(), chain_id, &self.url);
+        c.payment_contract = address("payment_contract", &self.payment_contract)?;
+        c.payment_address = address("payment_address", &self.payment_address)?;
+        c.token_contract = address("token_contract", &self.token_contract)?;
+        c.confirmations = confirmations;
+        c.retry = guardian_evm_retry();
+        Ok(c)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         match self.kind {
             ChainViewKind::Solana => self.solana_config().map(|_| ()),
-            ChainViewKind::DevHttp => {
-                if self.payment_address.is_some()
-                    || self.token_mint.is_some()
-                    || self.commitment.is_some()
-                {
-                    return Err(ConfigError::Invalid(format!(
-                        "chain {}: payment_address, token_mint and commitment are for kind \"solana\"",
-                        self.name
-                    )));
-                }
-                Ok(())
-            }
+            ChainViewKind::Evm => self.evm_config().map(|_| ()),
+            ChainViewKind::DevHttp => self.refuse_foreign_fields(),
         }
     }
 }
@@ -333,7 +468,14 @@ impl GuardianConfig {
         }
         config.bitcoin.check()?;
         config.policy.check()?;
+        let mut names = std::collections::BTreeSet::new();
         for chain in &config.chains {
+            if !names.insert(&chain.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "chain {} is configured twice",
+                    chain.name
+                )));
+            }
             chain.check()?;
         }
         if config.max_request_ttl_secs == 0 {
@@ -532,5 +674,99 @@ mod tests {
             GuardianConfig::parse(&format!("{base}{chain}start_slot = 5\n")),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn evm_chains_build_the_evm_adapter_and_bad_ones_are_refused() {
+        let router = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let token = "0x00000000000000000000000000000000000000aa";
+        let base = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n"
+        );
+        let chain = format!(
+            "[[chains]]\nname = \"ethereum\"\nkind = \"evm\"\nurl = \"https://node.example/key\"\n\
+             chain_id = 1\npayment_contract = \"{router}\"\ntoken_contract = \"{token}\"\n\
+             confirmations = 12\n"
+        );
+        let c = GuardianConfig::parse(&format!("{base}{chain}")).expect("valid evm chain");
+        let e = c.chains[0].evm_config().unwrap();
+        assert_eq!(e.rpc_url, "https://node.example/key");
+        assert_eq!(e.chain_id, 1);
+        assert_eq!(e.confirmations, 12);
+        assert_eq!(
+            e.payment_contract.as_deref(),
+            Some(router.to_lowercase().as_str())
+        );
+        assert_eq!(e.token_contract.as_deref(), Some(token));
+        assert_eq!(e.payment_address, None);
+        assert!(ubtc_chains::evm::EvmAdapter::new(e).is_ok());
+        // The node's URL may hold a provider key: not in Debug.
+        assert!(!format!("{c:?}").contains("node.example"));
+        // Plain transfers alone are enough.
+        let plain = chain.replace(
+            &format!("payment_contract = \"{router}\"\n"),
+            "payment_address = \"0x00000000000000000000000000000000000000bb\"\n",
+        );
+        assert!(GuardianConfig::parse(&format!("{base}{plain}")).is_ok());
+
+        for (bad, why) in [
+            (chain.replace("chain_id = 1\n", ""), "needs chain_id"),
+            (
+                chain.replace("chain_id = 1\n", "chain_id = 0\n"),
+                "chain_id",
+            ),
+            (
+                chain.replace("confirmations = 12\n", ""),
+                "needs confirmations",
+            ),
+            (
+                chain.replace("confirmations = 12\n", "confirmations = 0\n"),
+                "confirmations",
+            ),
+            (
+                chain.replace(&format!("payment_contract = \"{router}\"\n"), ""),
+                "payment_contract or payment_address",
+            ),
+            (chain.replace(router, "0x1234"), "payment_contract"),
+            (chain.replace(token, "not-hex"), "token_contract"),
+            (chain.replace("https://node.example/key", ""), "http"),
+            (
+                chain.replace("https://node.example/key", "node.example"),
+                "http",
+            ),
+            (format!("{chain}commitment = \"finalized\"\n"), "commitment"),
+            (format!("{chain}token_mint = \"x\"\n"), "token_mint"),
+            (format!("{chain}{chain}"), "configured twice"),
+        ] {
+            match GuardianConfig::parse(&format!("{base}{bad}")) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{why}: {m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // No url at all: a parse error naming the field.
+        match GuardianConfig::parse(&format!(
+            "{base}{}",
+            chain.replace("url = \"https://node.example/key\"\n", "")
+        )) {
+            Err(ConfigError::Parse { detail, .. }) => assert!(detail.contains("url"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+        // EVM fields on a dev or a Solana chain: refused.
+        let dev = "[[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://x\"\n";
+        let sol = "[[chains]]\nname = \"solana\"\nkind = \"solana\"\nurl = \"http://x\"\n\
+                   payment_address = \"9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM\"\n";
+        for (other, field) in [
+            (dev, "chain_id = 1\n"),
+            (dev, "confirmations = 3\n"),
+            (dev, format!("payment_contract = \"{router}\"\n").as_str()),
+            (sol, format!("token_contract = \"{token}\"\n").as_str()),
+            (sol, "chain_id = 1\n"),
+        ] {
+            match GuardianConfig::parse(&format!("{base}{other}{field}")) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains("not a setting"), "{m}"),
+                res => panic!("{field} on {other}: {res:?}"),
+            }
+        }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! The dev chain lives inside the demo (or worker) process. [`dev_chain_router`] is
 //! mounted there and exposes, read-only, one payment and its depth; a guardian process
-//! reads it with [`DevChainHttpAdapter`]. Real chains give each guardian its own node
-//! instead (#5); this keeps the demo honest in the meantime: guardians re-read payments
-//! from a source, never trust the coordinator's copy.
+//! reads it with [`DevChainHttpAdapter`]. On real chains each guardian reads its own
+//! node instead (`kind = "evm"` or `"solana"`, any [`ChainAdapter`] wrapped in
+//! [`EachPayment`]); this keeps the demo honest in the same way: guardians re-read
+//! payments from a source, never trust the coordinator's copy.
 
 use std::collections::HashMap;
 use std::sync::Arc;

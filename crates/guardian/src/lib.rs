@@ -60,6 +60,7 @@ pub async fn run_guardian(
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), GuardianError> {
     let guardian = std::sync::Arc::new(Guardian::from_config(config)?);
+    check_evm_views(config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| GuardianError::Listen {
@@ -83,6 +84,29 @@ pub async fn run_guardian(
     server::serve(listener, router, cancel)
         .await
         .map_err(GuardianError::Serve)
+}
+
+/// Checks every `evm` chain view against its node before the guardian serves: a node
+/// that reports another chain id, or has no code at a configured contract, would make
+/// this guardian judge payments on the wrong chain, so the start stops. A node that
+/// cannot be reached now only warns: requests are refused as `chain_unavailable`
+/// until it answers, exactly as when it goes away later.
+async fn check_evm_views(config: &GuardianConfig) -> Result<(), GuardianError> {
+    for c in config
+        .chains
+        .iter()
+        .filter(|c| c.kind == config::ChainViewKind::Evm)
+    {
+        let adapter = ubtc_chains::evm::EvmAdapter::new(c.evm_config()?)?;
+        match adapter.check().await {
+            Ok(()) => {}
+            Err(e @ ubtc_chains::ChainError::Misconfigured(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(chain = %c.name, error = %e, "cannot check this chain's node now")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The reserve-ops service when `guardian.toml` has `[reserve_ops]`. The keystore is

@@ -954,6 +954,25 @@ impl ReserveGuardian {
             }
             tokens.insert(t.chain.clone(), view);
         }
+        // An `evm` chain view with a token contract is also this chain's token view:
+        // the same node and contract serve payments and reserve operations, so they
+        // are written once. Named in both places, the two could disagree: refused.
+        for c in &config.chains {
+            let Some(token) = c.token_contract.as_deref() else {
+                continue;
+            };
+            if tokens.contains_key(c.name.as_str()) {
+                return Err(invalid(format!(
+                    "{}: the token is set both in [[chains]] (token_contract) and in \
+                     [[reserve_ops.tokens]]; keep one",
+                    c.name
+                )));
+            }
+            let err = |e: ChainError| invalid(format!("{}: {e}", c.name));
+            let evm = c.evm_config()?;
+            let view = EvmTokenView::new(&evm.rpc_url, token, evm.retry).map_err(err)?;
+            tokens.insert(c.name.to_string(), Arc::new(view));
+        }
         let coordinators = config.coordinator_keys()?;
         let policy = ReservePolicy {
             min_deposit_confirmations: r.min_deposit_confirmations.max(1),
@@ -1139,5 +1158,45 @@ mod tests {
             .replace(mint, "0x00000000000000000000000000000000000000bb");
         assert!(build(&evm_with_commitment.replace("commitment = \"confirmed\"\n", "")).is_ok());
         assert!(build(&evm_with_commitment).is_err());
+    }
+
+    #[test]
+    fn an_evm_chain_view_with_a_token_is_the_token_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+        let hex: Vec<String> = keys.iter().map(GuardianKey::public_hex).collect();
+        let path = dir.path().join("reserve.jsonl");
+        let chain = |name: &str| {
+            format!(
+                "[[chains]]\nname = \"{name}\"\nkind = \"evm\"\nurl = \"http://127.0.0.1:1\"\n\
+                 chain_id = 8453\npayment_contract = \"0x00000000000000000000000000000000000000cc\"\n\
+                 token_contract = \"0x00000000000000000000000000000000000000dd\"\nconfirmations = 6\n"
+            )
+        };
+        let build = |chains: &str| {
+            let text = format!(
+                "{}{chains}",
+                config_text(&hex, &path).replace("chains = []\n", "")
+            );
+            let config = crate::GuardianConfig::parse(&text).unwrap();
+            ReserveGuardian::from_config(&config, keys[0].clone())
+        };
+        let g = build(&chain("base")).unwrap().unwrap();
+        assert!(g.tokens.contains_key("base") && g.tokens.contains_key("ethereum"));
+        // The same chain's token in both places could disagree: refused.
+        match build(&chain("ethereum")) {
+            Err(crate::config::ConfigError::Invalid(m)) => {
+                assert!(m.contains("ethereum") && m.contains("both"), "{m}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Without token_contract the chain is no token view.
+        let g = build(&chain("base").replace(
+            "token_contract = \"0x00000000000000000000000000000000000000dd\"\n",
+            "",
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(!g.tokens.contains_key("base"));
     }
 }

@@ -144,6 +144,9 @@ impl Guardian {
                 ChainViewKind::Solana => Arc::new(crate::devchain::EachPayment(Arc::new(
                     ubtc_chains::solana::SolanaAdapter::new(c.solana_config()?)?,
                 ))),
+                ChainViewKind::Evm => Arc::new(crate::devchain::EachPayment(Arc::new(
+                    ubtc_chains::evm::EvmAdapter::new(c.evm_config()?)?,
+                ))),
             };
             chains.insert(
                 c.name.clone(),

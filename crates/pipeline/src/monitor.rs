@@ -1,4 +1,6 @@
-//! The chain monitor: scan → record → confirm (or drop) → limit → enqueue.
+//! The chain monitor: scan → record → confirm (or drop) → limit → enqueue. A dropped
+//! payment that a later scan finds again (re-mined after the reorg) is recorded again
+//! by the store as the same validation, back to `detected` (`core::validation`).
 
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ pub struct ChainPolicy {
 pub struct MonitorTick {
     pub detected: usize,
     pub already_known: usize,
+    /// Dropped payments seen again in the canonical chain, back to `detected`.
+    pub remined: usize,
     pub queued: usize,
     pub delayed: usize,
     pub rejected: usize,
@@ -40,6 +44,7 @@ pub struct MonitorTick {
 impl StepOutcome for MonitorTick {
     fn is_idle(&self) -> bool {
         self.detected == 0
+            && self.remined == 0
             && self.queued == 0
             && self.delayed == 0
             && self.rejected == 0
@@ -117,6 +122,11 @@ impl Monitor {
                         match recorded {
                             Recorded::Inserted(_) => out.detected += 1,
                             Recorded::AlreadyKnown(_) => out.already_known += 1,
+                            Recorded::Revived(id) => {
+                                tracing::info!(validation = %id, chain = %chain,
+                                    "a dropped payment was mined again; detected again");
+                                out.remined += 1;
+                            }
                         }
                     }
                 }
@@ -291,6 +301,7 @@ fn rejected_event(record: &ValidationRecord, reason: &Reason) -> NewOutboxEvent 
 fn count_metrics(chain: &ChainId, out: &MonitorTick) {
     for (event, n) in [
         ("detected", out.detected),
+        ("remined", out.remined),
         ("queued", out.queued),
         ("delayed", out.delayed),
         ("rejected", out.rejected),

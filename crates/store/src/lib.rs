@@ -103,8 +103,11 @@ pub trait Store:
     /// caller applies it with [`Store::confirm_and_reject`] once the payment is
     /// confirmed, so that a reorg can still drop it. Unique on `(chain, tx_hash,
     /// index)`: a second call for the same payment changes nothing and returns
-    /// `Recorded::AlreadyKnown` with the existing id. One statement (`INSERT … ON
-    /// CONFLICT DO NOTHING`), plus a lookup when the payment was already known.
+    /// `Recorded::AlreadyKnown` with the existing id, except that a `dropped` payment
+    /// recorded again with the same payer, amount and message (mined again after the
+    /// reorg) goes back to `detected` in the new block, reason `remined`, and returns
+    /// `Recorded::Revived`. One statement (`INSERT … ON CONFLICT DO NOTHING`), plus a
+    /// lookup when the payment was already known, and an update when it was dropped.
     async fn record_detected(&self, new: &NewValidation, now: Timestamp) -> StoreResult<Recorded>;
 
     /// For a payment already confirmed when first seen (a monitor catching up, a chain

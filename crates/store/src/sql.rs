@@ -37,8 +37,20 @@ pub(crate) const INSERT_CONFIRMED: &str = "INSERT INTO validations (id, chain, t
      $16, $14) \
      ON CONFLICT (tx_hash, chain, tx_index) DO NOTHING RETURNING id";
 
-pub(crate) const ID_BY_PAYMENT: &str =
-    "SELECT id FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
+/// A dropped payment seen again in the canonical chain goes back to `detected`, in its
+/// new block, only if it is the same payment (payer, amount and message as recorded):
+/// `$1`–`$3` the payment, `$4` payer, `$5` amount, `$6` message, `$7`/`$8` the new
+/// block, `$9` the reason detail, `$10` now.
+pub(crate) const REVIVE_DROPPED: &str = "UPDATE validations SET status = 'detected', \
+     block_number = $7, block_hash = $8, reason_code = 'remined', reason_detail = $9, \
+     updated_at = $10 WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3 \
+     AND status = 'dropped' AND payer = $4 AND amount_base_units = $5 AND message = $6 \
+     RETURNING id";
+
+/// The id and status of a payment already recorded (the status tells whether it was
+/// dropped and may come back).
+pub(crate) const KNOWN_BY_PAYMENT: &str =
+    "SELECT id, status FROM validations WHERE tx_hash = $1 AND chain = $2 AND tx_index = $3";
 
 pub(crate) const STATUS_OF: &str = "SELECT status FROM validations WHERE id = $1";
 
@@ -348,18 +360,61 @@ macro_rules! impl_store {
             async fn recorded(
                 &self,
                 inserted: Option<uuid::Uuid>,
-                p: &PaymentRef,
+                new: &NewValidation,
+                now: Timestamp,
             ) -> StoreResult<Recorded> {
                 if let Some(id) = inserted {
                     return Ok(Recorded::Inserted(ValidationId(id)));
                 }
-                let existing: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
+                let p = &new.payment;
+                let (existing, status): (uuid::Uuid, String) =
+                    sqlx::query_as(sql::KNOWN_BY_PAYMENT)
+                        .bind(p.tx_hash.as_str())
+                        .bind(p.chain.as_str())
+                        .bind(i64::from(p.index))
+                        .fetch_one(self.writer())
+                        .await?;
+                // Only a dropped row costs the second statement (rare: after a reorg).
+                if status == ValidationStatus::Dropped.as_str() {
+                    if let Some(id) = Self::revive_dropped(new, now)?
+                        .fetch_optional(self.writer())
+                        .await?
+                    {
+                        return Ok(Recorded::Revived(ValidationId(id)));
+                    }
+                }
+                Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+            }
+
+            /// [`sql::REVIVE_DROPPED`] for `new`: the id when a dropped row of the same
+            /// payment went back to `detected`.
+            fn revive_dropped<'q>(
+                new: &'q NewValidation,
+                now: Timestamp,
+            ) -> StoreResult<
+                sqlx::query::QueryScalar<
+                    'q,
+                    $db,
+                    uuid::Uuid,
+                    <$db as sqlx::Database>::Arguments<'q>,
+                >,
+            > {
+                ValidationStatus::Dropped.transition(ValidationStatus::Detected)?;
+                let p = &new.payment;
+                Ok(sqlx::query_scalar(sql::REVIVE_DROPPED)
                     .bind(p.tx_hash.as_str())
                     .bind(p.chain.as_str())
                     .bind(i64::from(p.index))
-                    .fetch_one(self.writer())
-                    .await?;
-                Ok(Recorded::AlreadyKnown(ValidationId(existing)))
+                    .bind(new.payer.as_str())
+                    .bind(new.amount_base_units.to_string())
+                    .bind(new.message.as_slice())
+                    .bind(rows::to_i64(new.block.number, "block number")?)
+                    .bind(new.block.hash.as_str())
+                    .bind(format!(
+                        "dropped in a reorg, then mined again in block {} {}",
+                        new.block.number, new.block.hash
+                    ))
+                    .bind(now.0))
             }
 
             /// Runs a guarded `UPDATE … WHERE id = $1 AND status = <from>`; maps "no row"
@@ -428,7 +483,7 @@ macro_rules! impl_store {
                 let inserted = Self::insert_validation(new, now)?
                     .fetch_optional(self.writer())
                     .await?;
-                self.recorded(inserted, &new.payment).await
+                self.recorded(inserted, new, now).await
             }
 
             async fn record_confirmed(
@@ -479,7 +534,7 @@ macro_rules! impl_store {
                     .bind(not_before.map(|t| t.0))
                     .fetch_optional(self.writer())
                     .await?;
-                self.recorded(inserted, p).await
+                self.recorded(inserted, new, now).await
             }
 
             async fn list_detected(
@@ -623,12 +678,22 @@ macro_rules! impl_store {
                     match inserted {
                         Some(id) => out.push(Recorded::Inserted(ValidationId(id))),
                         None => {
-                            let id: uuid::Uuid = sqlx::query_scalar(sql::ID_BY_PAYMENT)
-                                .bind(p.tx_hash.as_str())
-                                .bind(p.chain.as_str())
-                                .bind(i64::from(p.index))
-                                .fetch_one(&mut *tx)
-                                .await?;
+                            let (id, status): (uuid::Uuid, String) =
+                                sqlx::query_as(sql::KNOWN_BY_PAYMENT)
+                                    .bind(p.tx_hash.as_str())
+                                    .bind(p.chain.as_str())
+                                    .bind(i64::from(p.index))
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                            if status == ValidationStatus::Dropped.as_str() {
+                                if let Some(id) = Self::revive_dropped(n, now)?
+                                    .fetch_optional(&mut *tx)
+                                    .await?
+                                {
+                                    out.push(Recorded::Revived(ValidationId(id)));
+                                    continue;
+                                }
+                            }
                             out.push(Recorded::AlreadyKnown(ValidationId(id)));
                         }
                     }

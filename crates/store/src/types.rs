@@ -27,12 +27,15 @@ pub struct NewValidation {
 pub enum Recorded {
     Inserted(ValidationId),
     AlreadyKnown(ValidationId),
+    /// The payment was `dropped` (reorged out) and is in the canonical chain again:
+    /// the same validation went back to `detected`, with the new block.
+    Revived(ValidationId),
 }
 
 impl Recorded {
     pub fn id(self) -> ValidationId {
         match self {
-            Recorded::Inserted(id) | Recorded::AlreadyKnown(id) => id,
+            Recorded::Inserted(id) | Recorded::AlreadyKnown(id) | Recorded::Revived(id) => id,
         }
     }
 }

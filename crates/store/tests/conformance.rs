@@ -52,6 +52,7 @@ on_both_backends!(
     webhook_consumers_and_deliveries,
     notify_writes_outbox_atomically,
     registry_versions_are_checked_and_immutable,
+    a_dropped_payment_mined_again_is_detected_again,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1960,4 +1961,102 @@ async fn notify_writes_outbox_atomically(store: Arc<dyn Store>) {
         .await
         .is_err());
     assert_eq!(s.list_outbox_for(d3).await.unwrap().len(), 1);
+}
+
+/// A payment dropped in a reorg and mined again (same transaction, another block) goes
+/// back to `detected` in its new block, single and batch alike; the same reference
+/// with other content, or a payment that was never dropped, changes nothing.
+async fn a_dropped_payment_mined_again_is_detected_again(store: Arc<dyn Store>) {
+    use ValidationStatus::*;
+    let s = &*store;
+    let reorged = Reason::new("reorged", "block 100 left the canonical chain");
+    let dropped = |tx: &'static str| {
+        let reorged = reorged.clone();
+        async move {
+            let id = detected(s, "ethereum", tx).await;
+            s.drop_reorged(id, &reorged, T0.plus_millis(1))
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let again = |tx: &str| {
+        let mut n = new_validation("ethereum", tx, 0);
+        n.block = ChainBlock {
+            number: 103,
+            hash: "0xnewblock".into(),
+        };
+        n
+    };
+
+    // Single call.
+    let id = dropped("0xa1").await;
+    let later = T0.plus_millis(5);
+    assert_eq!(
+        s.record_detected(&again("0xa1"), later).await.unwrap(),
+        Recorded::Revived(id)
+    );
+    let r = get(s, id).await;
+    assert_eq!(r.status, Detected);
+    assert_eq!(r.block.number, 103);
+    assert_eq!(r.block.hash, "0xnewblock");
+    assert_eq!(r.reason.as_ref().map(|r| r.code.as_str()), Some("remined"));
+    assert_eq!(r.updated_at, later);
+    // Seen once more while detected: nothing changes.
+    assert_eq!(
+        s.record_detected(&again("0xa1"), T0.plus_millis(9))
+            .await
+            .unwrap(),
+        Recorded::AlreadyKnown(id)
+    );
+    assert_eq!(get(s, id).await, r);
+    // It is listed for the depth check and can be confirmed and queued like any other.
+    assert!(s
+        .list_detected(&chain("ethereum"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .any(|d| d.id == id));
+    assert_eq!(
+        s.confirm_and_enqueue(id, 3, None, T0.plus_millis(10))
+            .await
+            .unwrap(),
+        Queued
+    );
+
+    // Batch: revived, new and already known side by side.
+    let b = dropped("0xa2").await;
+    let fresh = new_validation("ethereum", "0xa3", 0);
+    let out = s
+        .record_detected_batch(&[again("0xa2"), fresh.clone(), again("0xa1")], later)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Recorded::Revived(b),
+            Recorded::Inserted(fresh.id),
+            Recorded::AlreadyKnown(id)
+        ]
+    );
+    assert_eq!(get(s, b).await.status, Detected);
+    assert_eq!(get(s, id).await.status, Queued);
+
+    // The same reference with another amount or message is not the same payment: it
+    // stays dropped.
+    let c = dropped("0xa4").await;
+    let before = get(s, c).await;
+    let mut other = again("0xa4");
+    other.amount_base_units += 1;
+    assert_eq!(
+        s.record_detected(&other, later).await.unwrap(),
+        Recorded::AlreadyKnown(c)
+    );
+    let mut other = again("0xa4");
+    other.message = b"another message".to_vec();
+    assert_eq!(
+        s.record_detected_batch(&[other], later).await.unwrap(),
+        vec![Recorded::AlreadyKnown(c)]
+    );
+    assert_eq!(get(s, c).await, before);
 }

@@ -271,7 +271,15 @@ async fn watch_progress(
                 );
                 last[i] = Some(v.status);
             }
-            if v.status.is_signed() || v.status.is_final() || v.status == ValidationStatus::Failed {
+            // A dropped payment could still come back if mined again; the demo stops
+            // waiting for it all the same.
+            if v.status.is_signed()
+                || v.status.is_final()
+                || matches!(
+                    v.status,
+                    ValidationStatus::Failed | ValidationStatus::Dropped
+                )
+            {
                 done += 1;
             }
         }

@@ -269,12 +269,7 @@ pub async fn start_demo_guardians(
         let chains: String = config
             .chains
             .iter()
-            .map(|c| {
-                format!(
-                    "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
-                    c.name
-                )
-            })
+            .map(|c| demo_chain_view(c, api_base))
             .collect();
         // The demo's dev Bitcoin backend stays at its start height, so each guardian's
         // own dev view sits at the same tip (real guardians name their own node).
@@ -349,6 +344,35 @@ pub async fn start_demo_guardians(
     })
 }
 
+/// The `[[chains]]` entry of a demo guardian for one chain of the demo's configuration.
+/// Dev chains live in the demo process and are read over its `dev_http` endpoint; an
+/// EVM chain (e.g. an anvil node named in `ubtc.toml`) is read from its node with the
+/// guardian's `evm` view, with the monitor's own settings (a real guardian names its
+/// own node instead).
+fn demo_chain_view(c: &crate::config::ChainConfig, api_base: &str) -> String {
+    let quoted = |v: &Option<String>, key: &str| {
+        v.as_deref()
+            .map(|a| format!("{key} = {a:?}\n"))
+            .unwrap_or_default()
+    };
+    match c.kind {
+        ubtc_core::ChainKind::Evm => format!(
+            "[[chains]]\nname = \"{}\"\nkind = \"evm\"\nurl = {:?}\nchain_id = {}\n\
+             confirmations = {}\n{}{}max_signatures_per_minute = 600\n",
+            c.name,
+            c.rpc_url.expose(),
+            c.chain_id.unwrap_or_default(),
+            c.confirmations,
+            quoted(&c.payment_contract, "payment_contract"),
+            quoted(&c.payment_address, "payment_address"),
+        ),
+        _ => format!(
+            "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
+            c.name
+        ),
+    }
+}
+
 fn demo_passphrase(path: &Path) -> anyhow::Result<Passphrase> {
     if !path.exists() {
         use rand::RngCore;
@@ -357,4 +381,49 @@ fn demo_passphrase(path: &Path) -> anyhow::Result<Passphrase> {
         crate::app::write_private(path, &hex::encode(bytes))?;
     }
     Ok(keystore::passphrase_from(Some(path), None)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The demo's guardians get an `evm` view for an EVM chain of `ubtc.toml` (and the
+    /// dev endpoint for a dev chain), which their own configuration loader accepts.
+    #[test]
+    fn demo_guardians_watch_evm_chains_with_evm_views() {
+        let evm: crate::config::ChainConfig = toml::from_str(
+            "name = \"anvil\"\nkind = \"evm\"\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             chain_id = 31337\npayment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\n\
+             min_payment = \"1000\"\nconfirmations = 2\n",
+        )
+        .unwrap();
+        let dev: crate::config::ChainConfig = toml::from_str(
+            "name = \"dev\"\nkind = \"dev\"\npayment_address = \"0xdef\"\n\
+             min_payment = \"1000\"\nconfirmations = 3\n",
+        )
+        .unwrap();
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
+             coordinators = [\"{}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}{}",
+            ubtc_guardian::GuardianKey::generate().public_hex(),
+            demo_chain_view(&evm, "http://127.0.0.1:8080"),
+            demo_chain_view(&dev, "http://127.0.0.1:8080"),
+        );
+        let g = GuardianConfig::parse(&text).unwrap();
+        let e = g.chains[0].evm_config().unwrap();
+        assert_eq!(
+            (e.chain_id, e.confirmations, e.rpc_url.as_str()),
+            (31337, 2, "http://127.0.0.1:8545")
+        );
+        assert_eq!(
+            e.payment_contract.as_deref(),
+            Some("0x5fbdb2315678afecb367f032d93f642f64180aa3")
+        );
+        assert_eq!(
+            g.chains[1].kind,
+            ubtc_guardian::config::ChainViewKind::DevHttp
+        );
+        assert_eq!(g.chains[1].url, "http://127.0.0.1:8080");
+    }
 }

@@ -13,8 +13,8 @@ mod guardian_cmd;
 mod registry_cmd;
 mod reserve_ops_cmd;
 mod reserves;
-mod verify_attestation;
 mod startup;
+mod verify_attestation;
 
 use std::collections::BTreeMap;
 use std::io::Read;

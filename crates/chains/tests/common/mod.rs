@@ -156,6 +156,32 @@ impl Anvil {
         Ok(hash)
     }
 
+    /// Signs a transaction with an unlocked account without sending it
+    /// (`eth_signTransaction`): the raw bytes can be broadcast again after a reorg.
+    pub async fn sign(&self, from: &str, to: &str, value_wei: u128, data: &[u8]) -> Result<String> {
+        let tx = json!({
+            "from": from,
+            "to": to,
+            "value": format!("0x{value_wei:x}"),
+            "data": format!("0x{}", hex::encode(data)),
+            "gas": "0x7a1200",
+        });
+        Ok(self.rpc.call("eth_signTransaction", json!([tx])).await?)
+    }
+
+    /// Broadcasts a raw signed transaction; returns its hash once it is mined (at once
+    /// when automine is off).
+    pub async fn send_raw(&self, raw: &str) -> Result<String> {
+        let hash: String = self
+            .rpc
+            .call("eth_sendRawTransaction", json!([raw]))
+            .await?;
+        if self.automine.load(std::sync::atomic::Ordering::SeqCst) {
+            self.receipt(&hash).await?;
+        }
+        Ok(hash)
+    }
+
     pub async fn receipt(&self, tx: &str) -> Result<Value> {
         // Anvil mines an automined transaction just after answering the send.
         for _ in 0..100 {
@@ -277,6 +303,23 @@ impl Deployed {
             .await
     }
 
+    /// A contract payment signed but not sent (see [`Anvil::sign`]).
+    pub async fn sign_contract_payment(
+        &self,
+        from: usize,
+        amount_wei: u128,
+        message: &[u8],
+    ) -> Result<String> {
+        self.anvil
+            .sign(
+                &self.accounts[from],
+                &self.router,
+                amount_wei,
+                &request_validation(message),
+            )
+            .await
+    }
+
     pub async fn pay_plain(&self, from: usize, amount_wei: u128, message: &[u8]) -> Result<String> {
         self.anvil
             .send(
@@ -328,6 +371,7 @@ pub async fn tick_until_idle(m: &Monitor) -> Result<MonitorTick> {
         }
         total.detected += t.detected;
         total.already_known += t.already_known;
+        total.remined += t.remined;
         total.queued += t.queued;
         total.delayed += t.delayed;
         total.rejected += t.rejected;
