@@ -12,6 +12,7 @@
 //! - call a proof valid when it did not check every script it contains: scripts the
 //!   small interpreter does not understand are *inconclusive*, never valid.
 
+pub mod attestation;
 pub mod bench;
 pub mod bip137;
 pub mod bip322;

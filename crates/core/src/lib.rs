@@ -8,6 +8,7 @@
 //! This crate must never do I/O, spawn tasks or depend on an async runtime.
 
 pub mod amount;
+pub mod attestation;
 pub mod bundle;
 pub mod chain;
 pub mod payment;
