@@ -74,6 +74,8 @@ pub enum AttestError {
         script: String,
         reserve: String,
     },
+    #[error("reserves {first} and {index} have the same script")]
+    SameScript { first: usize, index: usize },
     #[error("key {0} is in no reserve of this attestation")]
     KeyNotInAnyReserve(String),
     #[error("partial signatures from {key} rejected: {reason}")]
@@ -97,6 +99,7 @@ impl AttestError {
             Self::UnsupportedKind { .. } => "unsupported_reserve_kind",
             Self::AddressMismatch { .. } => "address_mismatch",
             Self::ScriptNotReserve { .. } => "utxo_script_not_reserve",
+            Self::SameScript { .. } => "duplicate_reserve",
             Self::KeyNotInAnyReserve(_) => "key_not_in_reserves",
             Self::BadPartial { .. } => "bad_partial",
             Self::NotEnoughSignatures { .. } => "not_enough_signatures",
@@ -313,6 +316,14 @@ impl PreparedPof {
                     stated: r.address.clone(),
                     derived,
                 });
+            }
+            // Two descriptor spellings of one script (keys listed in another order
+            // under sortedmulti) would let UTXOs move between reserves unnoticed.
+            if let Some(first) = reserves
+                .iter()
+                .position(|p: &ReservePlan| p.script_pubkey == plan.script_pubkey)
+            {
+                return Err(AttestError::SameScript { first, index });
             }
             reserves.push(plan);
         }
@@ -1279,15 +1290,25 @@ impl fmt::Display for AttestationReport {
         )?;
         writeln!(
             f,
-            "ratio: {} ppm computed, {} ppm stated",
+            "ratio: {} computed ({} ppm), {} ppm stated",
+            t.computed_ratio_ppm.map_or_else(
+                || "none (no supply)".to_string(),
+                |p| format!("{}.{:06}", p / 1_000_000, p % 1_000_000)
+            ),
             fmt_ppm(t.computed_ratio_ppm),
             fmt_ppm(t.stated_ratio_ppm)
         )?;
         writeln!(
             f,
-            "approvals: {} valid of {} needed (guardian keys from {})",
-            self.approvals_valid, self.approvals_needed, self.guardians_from
+            "approvals: {} valid of {} needed",
+            self.approvals_valid, self.approvals_needed
         )?;
+        if self.guardians_from == "challenge_reserve" {
+            writeln!(
+                f,
+                "  guardian keys: the challenge reserve's own (NOT PINNED: the document names its own reserves and guardians; pin a registry to check them)"
+            )?;
+        }
         for a in &self.approvals {
             let v = match a.verdict {
                 ApprovalState::Valid => "valid",

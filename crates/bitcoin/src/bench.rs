@@ -271,3 +271,266 @@ fn empty_report(d: Duration, failures: Vec<String>) -> BenchReport {
         failures,
     }
 }
+
+/// Verifying an attestation may cost at most this many times the raw ECDSA
+/// verification of the same number of signatures (M per multisig input).
+pub const ATTEST_TARGET_VERIFY_RATIO: f64 = 2.0;
+/// Making the largest attestation (partial signing, checks, combine, approvals) may
+/// take at most this long.
+pub const ATTEST_TARGET_MAKE_SECS: f64 = 10.0;
+
+/// One size of `ubtc bench attest`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttestBenchCase {
+    pub utxos: usize,
+    /// Unsigned document, every signer's prepare + partial signing, the coordinator's
+    /// checks, combine, approvals, JSON.
+    pub make_secs: f64,
+    /// Of which: one guardian's prepare + partial signing.
+    pub guardian_sign_secs: f64,
+    /// Of which: the coordinator's check of both guardians' partials.
+    pub check_partials_secs: f64,
+    /// `ReserveAttestation::from_json` + `verify_attestation` of the document bytes.
+    pub verify_secs: f64,
+    /// Raw secp256k1 ECDSA verification of the proof's signatures (2 per multisig
+    /// input), pre-parsed, in the same run.
+    pub raw_ecdsa_secs: f64,
+    pub raw_ecdsa_checks: usize,
+    /// ECDSA verifications the verifier made (CHECKMULTISIG may try a key that did
+    /// not sign before the one that did).
+    pub verifier_ecdsa_checks: usize,
+    /// `verify_secs / raw_ecdsa_secs`.
+    pub verify_ratio: f64,
+    pub document_bytes: usize,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttestBenchReport {
+    pub cases: Vec<AttestBenchCase>,
+    pub target_verify_ratio: f64,
+    pub target_make_secs: f64,
+    pub targets_met: bool,
+    /// What this benchmark leaves out.
+    pub note: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+const ATTEST_NOTE: &str = "2-of-3 wsh(sortedmulti), the two signing guardians in process (each with its own key and its own prepare); the guardians' round over loopback, with their own Bitcoin views, is later work";
+
+impl fmt::Display for AttestBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "reserve attestation benchmark ({})", self.note)?;
+        writeln!(
+            f,
+            "  {:>6}  {:>8}  {:>11}  {:>9}  {:>8}  {:>14}  {:>8}  {:>9}",
+            "utxos",
+            "make s",
+            "1 guard. s",
+            "check s",
+            "verify s",
+            "raw ECDSA s (n)",
+            "ratio",
+            "doc bytes"
+        )?;
+        for c in &self.cases {
+            writeln!(
+                f,
+                "  {:>6}  {:>8.3}  {:>11.3}  {:>9.3}  {:>8.3}  {:>7.3} ({:>5})  {:>8.2}  {:>9}{}",
+                c.utxos,
+                c.make_secs,
+                c.guardian_sign_secs,
+                c.check_partials_secs,
+                c.verify_secs,
+                c.raw_ecdsa_secs,
+                c.raw_ecdsa_checks,
+                c.verify_ratio,
+                c.document_bytes,
+                if c.valid { "" } else { "  INVALID" }
+            )?;
+            writeln!(
+                f,
+                "          verifier ECDSA checks: {} for {} signatures",
+                c.verifier_ecdsa_checks, c.raw_ecdsa_checks
+            )?;
+        }
+        writeln!(
+            f,
+            "  targets: verify <= {:.1}x raw ECDSA, make < {:.0} s at the largest size",
+            self.target_verify_ratio, self.target_make_secs
+        )?;
+        for failure in &self.failures {
+            writeln!(f, "  FAILURE: {failure}")?;
+        }
+        writeln!(
+            f,
+            "targets {}",
+            if self.targets_met { "met" } else { "NOT met" }
+        )
+    }
+}
+
+/// `ubtc bench attest`: makes and verifies an attestation of each size in `sizes`.
+pub fn bench_attest(sizes: &[usize]) -> AttestBenchReport {
+    let mut cases = Vec::new();
+    let mut failures = Vec::new();
+    for &n in sizes {
+        match attest_case(n) {
+            Ok(c) => cases.push(c),
+            Err(e) => failures.push(format!("{n} UTXOs: {e}")),
+        }
+    }
+    let targets_met = failures.is_empty()
+        && cases
+            .iter()
+            .all(|c| c.valid && c.verify_ratio <= ATTEST_TARGET_VERIFY_RATIO)
+        && cases
+            .iter()
+            .max_by_key(|c| c.utxos)
+            .is_some_and(|c| c.make_secs < ATTEST_TARGET_MAKE_SECS);
+    AttestBenchReport {
+        cases,
+        target_verify_ratio: ATTEST_TARGET_VERIFY_RATIO,
+        target_make_secs: ATTEST_TARGET_MAKE_SECS,
+        targets_met,
+        note: ATTEST_NOTE,
+        failures,
+    }
+}
+
+fn attest_case(n: usize) -> Result<AttestBenchCase, String> {
+    use bitcoin::hashes::{sha256, Hash};
+    use ubtc_core::attestation::{
+        AttestationContent, AttestedBlock, AttestedReserve, AttestedSupply, RegistryRef,
+        ReserveAttestation, ReserveStatus,
+    };
+    use ubtc_core::bundle::{BitcoinNetwork, Utxo};
+
+    use crate::attestation::{approve, verify_attestation, PreparedPof, VerifyOptions};
+
+    let key = |b: u8| SecretKey::from_slice(&[b; 32]).map_err(|e| e.to_string());
+    let guardians = [key(0x11)?, key(0x22)?, key(0x33)?];
+    let policy = SortedMulti::new(
+        2,
+        guardians
+            .iter()
+            .map(|k| CompressedPublicKey(k.public_key(&SECP)))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    let script = hex::encode(policy.script_pubkey(Wrapping::Wsh).as_bytes());
+    let utxos = (0..n)
+        .map(|i| Utxo {
+            txid: sha256::Hash::hash(&(i as u64).to_le_bytes()).to_string(),
+            vout: (i % 4) as u32,
+            amount_sats: 100_000 + i as u64,
+            script_pubkey_hex: script.clone(),
+        })
+        .collect();
+    let content = AttestationContent {
+        network: BitcoinNetwork::Bitcoin,
+        bitcoin_block: AttestedBlock {
+            height: 900_000,
+            hash: "00".repeat(32),
+        },
+        reserves: vec![AttestedReserve {
+            address: policy.address(Network::Bitcoin, Wrapping::Wsh).to_string(),
+            descriptor: policy.descriptor_wsh(),
+            status: ReserveStatus::Active,
+            utxos,
+        }],
+        supply: vec![AttestedSupply {
+            chain: ubtc_core::ChainId::parse("ethereum").map_err(|e| e.to_string())?,
+            token: format!("0x{}", "ab".repeat(20)),
+            block_number: 20_000_000,
+            block_hash: format!("0x{}", "cd".repeat(32)),
+            supply: ubtc_core::TokenAmount::new(100_000_000, 8),
+        }],
+        registry: RegistryRef {
+            version: 1,
+            fingerprint: "11".repeat(32),
+        },
+        audit_head: "22".repeat(32),
+        created_at: ubtc_core::Timestamp::from_millis(1_796_000_000_000),
+    };
+
+    // Make: the first two guardians in configuration order sign.
+    let started = Instant::now();
+    let mut att = ReserveAttestation::unsigned(content).map_err(|e| e.to_string())?;
+    let coordinator = PreparedPof::prepare(&att).map_err(|e| e.to_string())?;
+    let mut partials = Vec::new();
+    let mut guardian_sign_secs = 0.0;
+    for g in &guardians[..2] {
+        let t = Instant::now();
+        let own = PreparedPof::prepare(&att).map_err(|e| e.to_string())?;
+        partials.push(own.sign(g).map_err(|e| e.to_string())?);
+        guardian_sign_secs = t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let verified = partials
+        .iter()
+        .map(|p| coordinator.check(p.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let check_partials_secs = t.elapsed().as_secs_f64();
+    att.pof = coordinator.combine(&verified).map_err(|e| e.to_string())?;
+    att.approvals = guardians[..2].iter().map(|g| approve(&att, g)).collect();
+    let bytes = serde_json::to_vec(&att).map_err(|e| e.to_string())?;
+    let make_secs = started.elapsed().as_secs_f64();
+
+    // The raw baseline: the same signatures, parsed beforehand.
+    let mut raw = Vec::with_capacity(2 * n);
+    for p in &partials {
+        for (sig, msg) in p.signatures.iter().zip(coordinator.sighashes()) {
+            if let Some(sig) = sig {
+                let der = sig.split_last().map(|(_, d)| d).unwrap_or_default();
+                let parsed = bitcoin::secp256k1::ecdsa::Signature::from_der(der)
+                    .map_err(|e| e.to_string())?;
+                raw.push((*msg, parsed, p.pubkey.0));
+            }
+        }
+    }
+    // Alternate the two measurements so that both see the same machine load.
+    let (mut raw_secs, mut verify_secs) = (f64::MAX, f64::MAX);
+    let mut report = None;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let ok = raw
+            .iter()
+            .all(|(m, s, k)| SECP.verify_ecdsa(black_box(m), s, k).is_ok());
+        raw_secs = raw_secs.min(t.elapsed().as_secs_f64());
+        if !ok {
+            return Err("a raw signature does not verify".into());
+        }
+        let t = Instant::now();
+        let parsed = ReserveAttestation::from_json(black_box(&bytes)).map_err(|e| e.to_string())?;
+        let r = verify_attestation(&parsed, &VerifyOptions::default());
+        verify_secs = verify_secs.min(t.elapsed().as_secs_f64());
+        report = Some(r);
+    }
+    let report = report.ok_or("no verification ran")?;
+    if !report.valid {
+        return Err(format!(
+            "the attestation does not verify: {:?}",
+            report.errors
+        ));
+    }
+    Ok(AttestBenchCase {
+        utxos: n,
+        make_secs,
+        guardian_sign_secs,
+        check_partials_secs,
+        verify_secs,
+        raw_ecdsa_secs: raw_secs,
+        raw_ecdsa_checks: raw.len(),
+        verifier_ecdsa_checks: report.ecdsa_checks,
+        verify_ratio: if raw_secs > 0.0 {
+            verify_secs / raw_secs
+        } else {
+            f64::MAX
+        },
+        document_bytes: bytes.len(),
+        valid: report.valid,
+    })
+}

@@ -67,3 +67,16 @@ pub fn fuzz_bundle(data: &[u8]) {
         let _ = serde_json::to_string(&report);
     }
 }
+
+/// Reserve attestation JSON parsing and offline verification. Input: the document
+/// bytes.
+pub fn fuzz_attestation(data: &[u8]) {
+    if let Ok(att) = ubtc_core::attestation::ReserveAttestation::from_json(data) {
+        let report = crate::attestation::verify_attestation(
+            &att,
+            &crate::attestation::VerifyOptions::default(),
+        );
+        let _ = report.to_string();
+        let _ = serde_json::to_string(&report);
+    }
+}

@@ -660,3 +660,79 @@ fn docs_example_is_current_and_valid() {
         "docs/attestation.md must show the example's text"
     );
 }
+
+#[test]
+fn one_script_under_two_descriptor_spellings_is_refused() {
+    let k = keys();
+    let mut c = content(&k);
+    // sortedmulti sorts its keys: another key order is another string, the same script.
+    let mut keys: Vec<CompressedPublicKey> = k.guardians.iter().map(pubkey).collect();
+    keys.sort_by_key(|p| p.to_bytes());
+    keys.swap(0, 1);
+    let listed: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    let spelled =
+        descriptor::with_checksum(&format!("wsh(sortedmulti(2,{}))", listed.join(","))).unwrap();
+    assert_ne!(spelled, c.reserves[0].descriptor);
+    c.reserves
+        .push(reserve(spelled, ReserveStatus::Retired, &[]));
+    let att = ReserveAttestation::unsigned(c).unwrap();
+    assert!(matches!(
+        PreparedPof::prepare(&att),
+        Err(AttestError::SameScript { .. })
+    ));
+}
+
+/// Deterministic xorshift, so that a failure reproduces.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Random one- and two-byte edits of a valid document: whatever still parses as a
+/// different document must not verify.
+#[test]
+fn no_edit_of_a_valid_document_verifies() {
+    use bitcoin::base64::Engine as _;
+    let att = valid_attestation();
+    let json = serde_json::to_string(&att).unwrap().into_bytes();
+    let decode = |s: &str| {
+        bitcoin::base64::engine::general_purpose::STANDARD
+            .decode(s.strip_prefix("pof").unwrap_or(s))
+            .ok()
+    };
+    let alphabet = b"0123456789abcdefABCDEF\"{}[],:xz+/=-.";
+    let mut state = 0x5eed_a77e_u64;
+    let (mut parsed, mut changed) = (0, 0);
+    for _ in 0..4000 {
+        let mut m = json.clone();
+        for _ in 0..=(next(&mut state) % 2) {
+            let i = (next(&mut state) as usize) % m.len();
+            m[i] = alphabet[(next(&mut state) as usize) % alphabet.len()];
+        }
+        let Ok(edited) = ReserveAttestation::from_json(&m) else {
+            continue;
+        };
+        parsed += 1;
+        if edited == att {
+            continue;
+        }
+        let mut same_but_pof = edited.clone();
+        same_but_pof.pof = att.pof.clone();
+        if same_but_pof == att && decode(&edited.pof) == decode(&att.pof) {
+            continue; // another base64 spelling of the same proof
+        }
+        changed += 1;
+        let report = verify_attestation(&edited, &VerifyOptions::default());
+        assert!(
+            !report.valid,
+            "an edit verified: {}",
+            String::from_utf8_lossy(&m)
+        );
+    }
+    assert!(
+        changed > 500,
+        "too few edits parsed ({parsed} parsed, {changed} changed)"
+    );
+}

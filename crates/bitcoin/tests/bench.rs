@@ -28,3 +28,17 @@ fn bench_runs_every_case() {
 fn print_bench() {
     println!("{}", bench_sign(Duration::from_millis(1000)));
 }
+
+#[test]
+fn attest_bench_makes_and_verifies() {
+    let report = ubtc_bitcoin::bench::bench_attest(&[1, 30]);
+    assert!(report.failures.is_empty(), "{report}");
+    assert_eq!(report.cases.len(), 2);
+    for c in &report.cases {
+        assert!(c.valid);
+        assert_eq!(c.raw_ecdsa_checks, 2 * (c.utxos + 1));
+        assert!(c.verifier_ecdsa_checks >= c.raw_ecdsa_checks);
+        assert!(c.verify_secs > 0.0 && c.raw_ecdsa_secs > 0.0);
+    }
+    assert!(report.to_string().contains("raw ECDSA"));
+}

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use ubtc_bitcoin::fuzzing::{fuzz_bundle, fuzz_pof, fuzz_signature};
+use ubtc_bitcoin::fuzzing::{fuzz_attestation, fuzz_bundle, fuzz_pof, fuzz_signature};
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -88,6 +88,16 @@ fn bundle_target() {
     for seed in seeds("bundle") {
         for input in mutations(&seed, 48, &mut rng) {
             fuzz_bundle(&input);
+        }
+    }
+}
+
+#[test]
+fn attestation_target() {
+    let mut rng = Rng(0x5eed_0004);
+    for seed in seeds("attestation") {
+        for input in mutations(&seed, 96, &mut rng) {
+            fuzz_attestation(&input);
         }
     }
 }

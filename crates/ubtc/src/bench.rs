@@ -18,6 +18,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1500)]
         ms: u64,
     },
+    /// Makes (2-of-3 partial signing + combine, in process) and verifies a reserve
+    /// attestation over 100, 1,000 and 10,000 UTXOs, beside raw ECDSA verification of
+    /// the same signatures.
+    Attest {
+        #[arg(long)]
+        json: bool,
+        /// UTXO counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1_000, 10_000])]
+        sizes: Vec<usize>,
+    },
     /// Signed validations per second with 2-of-3 guardians over loopback HTTP, beside
     /// the single-key local signer in the same run, and p50/p99 of one signing round;
     /// then the whole pipeline with each signer, three interleaved runs, median ratio.
@@ -100,6 +110,17 @@ pub async fn run(_config_path: Option<&Path>, what: BenchCommand) -> anyhow::Res
             pg_url,
         } => {
             let report = pipeline::run(&pg_url, count).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        BenchCommand::Attest { json, sizes } => {
+            let report =
+                tokio::task::spawn_blocking(move || ubtc_bitcoin::bench::bench_attest(&sizes))
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

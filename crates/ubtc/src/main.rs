@@ -12,6 +12,7 @@ mod demo;
 mod guardian_cmd;
 mod reserve_ops_cmd;
 mod reserves;
+mod verify_attestation;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -49,8 +50,8 @@ enum Command {
     Worker,
     /// Applies database migrations and exits.
     Migrate,
-    /// Verifies a proof bundle offline (FILE, or - for stdin). Exit 0 valid, 1 invalid,
-    /// 2 unreadable input.
+    /// Verifies a proof bundle or a reserve attestation offline (FILE, or - for stdin).
+    /// Exit 0 valid, 1 invalid, 2 unreadable input.
     Verify {
         file: String,
         /// Print the report as JSON.
@@ -311,24 +312,27 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     app::join_all(tasks, cancel).await
 }
 
-/// Reads a bundle from a file or stdin. Exit 0 valid, 1 invalid, 2 unreadable.
+/// Reads a bundle or an attestation from a file or stdin. Exit 0 valid, 1 invalid, 2 unreadable.
 fn verify_bundle(file: &str, json: bool) -> ExitCode {
     let mut bytes = Vec::new();
     let read = if file == "-" {
         std::io::stdin()
             .lock()
-            .take(ubtc_core::bundle::BUNDLE_MAX_BYTES as u64 + 1)
+            .take(verify_attestation::MAX_INPUT_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
             .map(|_| ())
     } else {
         std::fs::File::open(file).and_then(|f| {
-            f.take(ubtc_core::bundle::BUNDLE_MAX_BYTES as u64 + 1)
+            f.take(verify_attestation::MAX_INPUT_BYTES as u64 + 1)
                 .read_to_end(&mut bytes)
                 .map(|_| ())
         })
     };
     if let Err(e) = read {
         return unreadable(json, &format!("cannot read {file}: {e}"));
+    }
+    if let Some(code) = verify_attestation::dispatch(&bytes, file, json) {
+        return code;
     }
     let bundle = match ubtc_core::ProofBundle::from_json(&bytes) {
         Ok(b) => b,
