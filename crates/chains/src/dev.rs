@@ -559,8 +559,9 @@ impl BitcoinBackend for DevBitcoin {
     }
 }
 
-/// Name shown as the token of [`DevSupply`] entries.
-pub const DEV_TOKEN: &str = "dev-token";
+/// Name shown as the token of [`DevSupply`] entries: letters and digits only, as a
+/// reserve attestation's supply `token` must be.
+pub const DEV_TOKEN: &str = "devtoken";
 
 /// A fixed wrapped-token supply on a dev chain, which has no token contract, so that
 /// the demo's reserve snapshots show a ratio. Reported at the chain's head block.
