@@ -100,6 +100,9 @@ fn utxo(n: u32, amount_sats: u64, script_hex: &str) -> Utxo {
     }
 }
 
+/// A guardian's Bitcoin view of the reserve, from the true UTXOs and their script.
+type View = fn(&[Utxo], &str) -> Vec<Utxo>;
+
 struct Net {
     chain: ChainId,
     dev: DevChain,
@@ -121,7 +124,7 @@ impl Drop for Net {
 impl Net {
     /// Three guardians of a 2-of-3 reserve; `views[i]` edits guardian i's Bitcoin view
     /// of the reserve's UTXOs (the true set by default).
-    async fn new(views: [fn(&[Utxo], &str) -> Vec<Utxo>; 3]) -> Self {
+    async fn new(views: [View; 3]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let chain = ChainId::parse("dev").unwrap();
         let dev = DevChain::new(chain.clone(), "0xc0ffee", 2);
