@@ -15,6 +15,7 @@
 
 pub mod attest;
 pub mod bench;
+pub mod bench_attest;
 pub mod config;
 pub mod coordinator;
 pub mod coordinator_attest;
