@@ -1013,3 +1013,157 @@ async fn attest_handler(
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::protocol::REQUEST_TAG;
+
+    fn config(extra: &str) -> Result<AttestConfig, ConfigError> {
+        let c: AttestConfig = toml::from_str(&format!(
+            "network = \"regtest\"\napprovals = \"a.jsonl\"\n{extra}"
+        ))
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        c.check().map(|_| c)
+    }
+
+    #[test]
+    fn attest_section_refuses_bad_supply_views_and_retired_reserves() {
+        let c = config("").unwrap();
+        assert_eq!(c.max_block_age_blocks, MAX_BLOCK_AGE_BLOCKS_DEFAULT);
+        let evm = "[[supply]]\nchain = \"eth\"\nkind = \"evm\"\nurl = \"http://127.0.0.1:8545\"\n\
+                   token = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\n";
+        assert!(config(evm).is_ok());
+        for (bad, why) in [
+            (format!("{evm}{evm}"), "twice"),
+            (evm.replace("http://", "ftp://"), "http"),
+            (
+                evm.replace(
+                    "token = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\n",
+                    "",
+                ),
+                "token",
+            ),
+            (format!("{evm}commitment = \"finalized\"\n"), "commitment"),
+            (
+                "retired_reserves = [\"wpkh(02aa)\"]\n".to_owned(),
+                "retired_reserves",
+            ),
+        ] {
+            match config(&bad) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{why}: {m}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // An unknown kind or field is refused at parse.
+        assert!(config(&evm.replace("\"evm\"", "\"bitcoin\"")).is_err());
+        assert!(config("max_age = 3\n").is_err());
+    }
+
+    fn guardian(dir: &std::path::Path, coordinator: &GuardianKey) -> Arc<AttestGuardian> {
+        let key = GuardianKey::generate();
+        let policy = SortedMulti::new(1, vec![bitcoin::CompressedPublicKey(key.public())]).unwrap();
+        Arc::new(
+            AttestGuardian::new(
+                key,
+                Arc::new(ubtc_chains::dev::DevBitcoin::new(100)),
+                AttestPolicy {
+                    coordinators: vec![coordinator.public()],
+                    network: BitcoinNetwork::Regtest,
+                    active: vec![policy.descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh)],
+                    retired: Vec::new(),
+                    supply: HashMap::new(),
+                    max_block_age_blocks: 6,
+                    max_request_ttl_ms: 60_000,
+                },
+                &dir.join("attest.jsonl"),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn request(g: &AttestGuardian) -> AttestRequest {
+        let address = ubtc_bitcoin::descriptor::Descriptor::parse(&g.active[0])
+            .unwrap()
+            .address(bitcoin::Network::Regtest)
+            .to_string();
+        let content = ubtc_core::attestation::AttestationContent {
+            network: BitcoinNetwork::Regtest,
+            bitcoin_block: ubtc_core::attestation::AttestedBlock {
+                height: 100,
+                hash: ubtc_chains::dev::DevBitcoin::hash_at(100),
+            },
+            reserves: vec![ubtc_core::attestation::AttestedReserve {
+                address,
+                descriptor: g.active[0].clone(),
+                status: ReserveStatus::Active,
+                utxos: Vec::new(),
+            }],
+            supply: Vec::new(),
+            registry: ubtc_core::attestation::RegistryRef {
+                version: 1,
+                fingerprint: "7f".repeat(32),
+            },
+            audit_head: "a1".repeat(32),
+            created_at: Timestamp::from_millis(1_796_670_000_000),
+        };
+        let now = Timestamp::now();
+        AttestRequest {
+            request_id: Uuid::new_v4(),
+            issued_at: now,
+            expires_at: now.plus_millis(30_000),
+            attestation: ReserveAttestation::unsigned(content).unwrap(),
+        }
+    }
+
+    fn outcome(g: &AttestGuardian, sealed: &Envelope) -> AttestOutcome {
+        let (answer, _): (AttestAnswer, _) =
+            protocol::open(ATTEST_ANSWER_TAG, sealed, &[g.public_key()]).unwrap();
+        answer.outcome
+    }
+
+    #[tokio::test]
+    async fn a_statement_signature_or_a_stranger_cannot_ask_for_an_attestation() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = GuardianKey::generate();
+        let g = guardian(dir.path(), &coordinator);
+        let req = request(&g);
+        // Signed by the coordinator, but under the statement protocol's tag.
+        let wrong_tag = protocol::seal(REQUEST_TAG, &req, &coordinator).unwrap();
+        let stranger = protocol::seal(ATTEST_REQUEST_TAG, &req, &GuardianKey::generate()).unwrap();
+        for env in [wrong_tag, stranger] {
+            match outcome(&g, &g.handle(&env).await.unwrap()) {
+                AttestOutcome::Refused { code, .. } => {
+                    assert_eq!(code, RefusalCode::BadRequestSignature)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(std::fs::read_to_string(dir.path().join("attest.jsonl"))
+            .unwrap()
+            .is_empty());
+        // The same request properly signed is approved (an empty reserve is a true
+        // attestation of zero), recorded, and the same answer comes back on a retry.
+        let good = protocol::seal(ATTEST_REQUEST_TAG, &req, &coordinator).unwrap();
+        let first = outcome(&g, &g.handle(&good).await.unwrap());
+        let again = outcome(&g, &g.handle(&good).await.unwrap());
+        match (first, again) {
+            (
+                AttestOutcome::Approved { partials: a, .. },
+                AttestOutcome::Approved { partials: b, .. },
+            ) => assert_eq!(a, b),
+            other => panic!("{other:?}"),
+        }
+        // A stated total that is not the computed one.
+        let mut lie = request(&g);
+        lie.attestation.totals.reserve_sats = 1;
+        let sealed = protocol::seal(ATTEST_REQUEST_TAG, &lie, &coordinator).unwrap();
+        match outcome(&g, &g.handle(&sealed).await.unwrap()) {
+            AttestOutcome::Refused { code, .. } => {
+                assert_eq!(code, RefusalCode::AttestationMismatch)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
