@@ -7,7 +7,10 @@
 //! anything else with a reason code. The [`coordinator::Coordinator`] implements the
 //! pipeline's `ReserveSigner`: it asks all guardians at once over HTTP
 //! ([`protocol`]), checks every answer against the guardian's registered key, and
-//! completes the BIP-322 multisig signature at M.
+//! completes the BIP-322 multisig signature at M. Guardians also make reserve
+//! attestations ([`attest`]): each compares the proposed UTXO set and supply with its
+//! own nodes before it signs its proof-of-funds partials and its approval; the
+//! coordinator's side is [`coordinator_attest::AttestationSigner`].
 //!
 //! This crate must never hold more than one guardian key in a guardian process, never
 //! sign a statement it did not rebuild itself, and never count a partial signature it
