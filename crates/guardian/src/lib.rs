@@ -7,15 +7,21 @@
 //! anything else with a reason code. The [`coordinator::Coordinator`] implements the
 //! pipeline's `ReserveSigner`: it asks all guardians at once over HTTP
 //! ([`protocol`]), checks every answer against the guardian's registered key, and
-//! completes the BIP-322 multisig signature at M.
+//! completes the BIP-322 multisig signature at M. Guardians also make reserve
+//! attestations ([`attest`]): each compares the proposed UTXO set and supply with its
+//! own nodes before it signs its proof-of-funds partials and its approval; the
+//! coordinator's side is [`coordinator_attest::AttestationSigner`].
 //!
 //! This crate must never hold more than one guardian key in a guardian process, never
 //! sign a statement it did not rebuild itself, and never count a partial signature it
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
+pub mod attest;
 pub mod bench;
+pub mod bench_attest;
 pub mod config;
 pub mod coordinator;
+pub mod coordinator_attest;
 pub mod devchain;
 pub mod keystore;
 pub mod metrics;
@@ -71,7 +77,7 @@ pub async fn run_guardian(
     println!("guardian key {}", guardian.public_key());
     println!("guardian listening on {addr}");
     tracing::info!(%addr, key = %guardian.public_key(), "guardian running");
-    let router = match reserve_guardian(config)? {
+    let mut router = match reserve_guardian(config)? {
         Some(reserve) => {
             tracing::info!(
                 "serving reserve operations at {}",
@@ -81,6 +87,17 @@ pub async fn run_guardian(
         }
         None => server::router(guardian),
     };
+    if config.attest.is_some() {
+        let pass = keystore::passphrase_from(
+            config.passphrase_file.as_deref(),
+            Some(&config.passphrase_env),
+        )?;
+        let key = keystore::load(&config.keystore, &pass)?;
+        if let Some(attest) = attest::AttestGuardian::from_config(config, key)? {
+            tracing::info!("serving reserve attestations at {}", attest::ATTEST_PATH);
+            router = router.merge(attest::router(std::sync::Arc::new(attest)));
+        }
+    }
     server::serve(listener, router, cancel)
         .await
         .map_err(GuardianError::Serve)
