@@ -496,6 +496,20 @@ pub fn verify_bundle_pinned(bundle: &ProofBundle, pin: Option<&RegistryPin>) -> 
                     })
                 })
                 .map(|v| v.version);
+            if let Some(listed) = report.registry_version {
+                // Accepted (it was a reserve when a version the pin reaches listed it),
+                // but a reader should know the guardians have since retired it.
+                if let Some(later) = accepted.iter().find(|v| {
+                    v.version > listed
+                        && v.reserve(&r.address)
+                            .is_none_or(|x| x.status != ReserveStatus::Active)
+                }) {
+                    warnings.push(format!(
+                        "reserve {} is retired or gone in registry version {}",
+                        r.address, later.version
+                    ));
+                }
+            }
             if report.registry_version.is_none() && registry.error.is_none() {
                 errors.push(format!(
                     "reserve {} ({}) is not an active reserve of the {} registry or of any later version signed by its guardians",

@@ -406,6 +406,12 @@ fn the_real_bundle_is_valid_against_the_pinned_registry_and_shows_its_keys() {
     let r = verify_bundle_pinned(&b3, Some(&RegistryPin::Versions(vec![chain[0].clone()])));
     assert!(r.is_valid(), "{r}");
     assert_eq!(r.registry.current_version, Some(3));
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("retired or gone in registry version 3")),
+        "{r}"
+    );
 
     // Unpinned: valid signatures, but the verdict says nobody pinned anything.
     let r = verify_bundle(&b);

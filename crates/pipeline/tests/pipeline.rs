@@ -553,12 +553,16 @@ async fn bundles_carry_the_latest_reserve_snapshot(h: &Harness) {
     assert!(figures.healthy && !figures.stale);
     let report = ubtc_bitcoin::bundle::verify_bundle(&bundle);
     assert!(report.is_valid(), "{report}");
-    // The figures are covered by the proof of funds: no warning about them.
+    // This signer writes no proof of funds: the figures are the operator's unsigned
+    // claim, and the report says that no amount is proven.
+    assert!(bundle.proof_of_funds.is_none());
+    assert!(!report.funds_proven);
     assert!(
-        !report
+        report
             .warnings
             .iter()
-            .any(|w| w.contains("reserve figures")),
+            .any(|w| w.contains("unsigned reserve figures claim 1.00000000 BTC")),
         "{report}"
     );
+    assert!(report.unsigned.iter().any(|u| u.field == "reserve_figures"));
 }

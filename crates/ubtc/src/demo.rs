@@ -198,7 +198,14 @@ pub async fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<(
         if let Some(v) = latest.first() {
             println!("Fetch a proof and check it yourself:");
             println!("  curl -s {base}/v1/proofs/{} > proof.json", v.id);
-            println!("  ubtc verify proof.json");
+            let registry = config.data_dir.join("registry.json");
+            if registry.exists() {
+                // Pinned to the registry this demo published: unpinned, a proof
+                // only shows that some keys signed.
+                println!("  ubtc verify proof.json --registry {}", registry.display());
+            } else {
+                println!("  ubtc verify proof.json");
+            }
         }
         println!("Pay with your own message:");
         println!("  ubtc demo pay --url {base} --message \"hello from me\"");

@@ -42,7 +42,12 @@ fn seed_history(data: &Path) {
             .add_reserve_address(
                 &ubtc_store::NewReserveAddress {
                     address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
-                    descriptor: String::new(),
+                    // An active reserve is published in the signed registry, so it
+                    // needs its descriptor (BIP-173's example key).
+                    descriptor: ubtc_bitcoin::descriptor::with_checksum(
+                        "wpkh(0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798)",
+                    )
+                    .unwrap(),
                     kind: "p2wpkh".into(),
                     label: Some("cold storage".into()),
                 },
