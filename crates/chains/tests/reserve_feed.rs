@@ -1096,3 +1096,80 @@ async fn gas_figures() -> Result<()> {
     println!("mint, SecureWrappedBTC (2-of-3 authorisation, reserve check): {gated_gas} gas");
     Ok(())
 }
+
+#[tokio::test]
+async fn malformed_reports_and_sets_are_refused() -> Result<()> {
+    let anvil = Anvil::start().await?;
+    let acct = anvil.accounts().await?;
+    let relayer = &acct[0];
+    let gs = guardians(1, 3);
+    let feed = deploy_feed(&anvil, relayer, &gs, 2, [0; 32]).await?;
+    let t = now(&anvil).await?;
+    let signed = |r: &Report| sign_all(&[&gs[0], &gs[1]], r.digest(ANVIL_CHAIN_ID, &feed));
+
+    // Signed by two guardians, and still refused: the guardians' word has limits too.
+    let future = Report::new(1, 1_000, 0, t + 3_600);
+    send_refused(
+        &anvil,
+        relayer,
+        &feed,
+        &encode_submit(&future, &signed(&future)),
+        "TimestampInFuture(uint64)",
+    )
+    .await?;
+    let too_much = Report::new(1, 2_100_000_000_000_001, 0, t);
+    send_refused(
+        &anvil,
+        relayer,
+        &feed,
+        &encode_submit(&too_much, &signed(&too_much)),
+        "ReserveTooLarge(uint64)",
+    )
+    .await?;
+    let ok = Report::new(1, 1_000, 0, t);
+    let mut cut = signed(&ok);
+    cut.pop();
+    send_refused(
+        &anvil,
+        relayer,
+        &feed,
+        &encode_submit(&ok, &cut),
+        "BadSignatureLength(uint256)",
+    )
+    .await?;
+    let mut bad_v = signed(&ok);
+    bad_v[64] = 29;
+    send_refused(
+        &anvil,
+        relayer,
+        &feed,
+        &encode_submit(&ok, &bad_v),
+        "BadSignature(uint256)",
+    )
+    .await?;
+    assert_eq!(latest_round(&anvil, &feed).await?, 0);
+
+    // A rotation to a set with a repeated member, signed by the current set.
+    let next = vec![w_addr(&gs[0].address), w_addr(&gs[0].address)];
+    let digest = typed_digest(
+        FEED_NAME,
+        ANVIL_CHAIN_ID,
+        &feed,
+        struct_hash(
+            GUARDIAN_SET_TYPE,
+            &[keccak256(&next.concat()), w_u(1), w_u(0)],
+        ),
+    );
+    let call = encode_call(
+        "setGuardians(address[],uint8,bytes)",
+        vec![
+            Arg::Words(next),
+            Arg::W(w_u(1)),
+            Arg::Bytes(sign_all(&[&gs[0], &gs[1]], digest)),
+        ],
+    );
+    send_refused(&anvil, relayer, &feed, &call, "BadGuardianSet()").await?;
+    let nonce = view(&anvil, &feed, selector("nonce()").to_vec()).await?;
+    assert_eq!(word_at(&nonce, 0), 0, "a refused rotation uses no nonce");
+    Ok(())
+}
