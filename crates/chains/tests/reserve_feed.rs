@@ -1173,3 +1173,86 @@ async fn malformed_reports_and_sets_are_refused() -> Result<()> {
     assert_eq!(word_at(&nonce, 0), 0, "a refused rotation uses no nonce");
     Ok(())
 }
+
+/// `ubtc_chains::evm::feed` (what the guardians and the relayer will use) builds digests
+/// and calls the contracts accept, and agrees with the spec-derived helpers above.
+#[tokio::test]
+async fn the_feed_module_builds_what_the_contracts_accept() -> Result<()> {
+    use ubtc_chains::evm::feed;
+    let s = token_setup(10_000, 0).await?;
+    let relayer = &s.acct[0];
+    let keys: Vec<SecretKey> = s.gs.iter().map(|g| g.key).collect();
+    let sign_with = |idx: &[usize], digest: Word| {
+        feed::pack_signatures(
+            idx.iter()
+                .map(|&i| feed::sign_digest(&keys[i], digest))
+                .collect(),
+        )
+    };
+
+    let r = feed::Report {
+        btc_height: 200,
+        btc_block_hash: [2; 32],
+        reserve_sats: 20_000,
+        other_chains_supply: 1_000,
+        other_chains_digest: [3; 32],
+        attestation_digest: [4; 32],
+        timestamp: now(&s.anvil).await?,
+    };
+    let spec = Report {
+        btc_height: r.btc_height,
+        btc_block_hash: r.btc_block_hash,
+        reserve_sats: r.reserve_sats,
+        other_chains_supply: r.other_chains_supply,
+        other_chains_digest: r.other_chains_digest,
+        attestation_digest: r.attestation_digest,
+        timestamp: r.timestamp,
+    };
+    let digest = r.digest(ANVIL_CHAIN_ID, &s.feed)?;
+    assert_eq!(digest, spec.digest(ANVIL_CHAIN_ID, &s.feed));
+    // Keys passed in any order: the packing sorts them.
+    let sigs = sign_with(&[2, 0], digest);
+    assert_eq!(r.submit_call(&sigs), encode_submit(&spec, &sigs));
+    send_ok(&s.anvil, relayer, &s.feed, &r.submit_call(&sigs)).await?;
+
+    let m = feed::MintAuthorisation {
+        recipient: s.acct[4].clone(),
+        amount: 5_000,
+        deposit_txid: [5; 32],
+        deposit_vout: 0,
+        nonce: 77,
+    };
+    let md = m.digest(ANVIL_CHAIN_ID, &s.token)?;
+    send_ok(
+        &s.anvil,
+        relayer,
+        &s.token,
+        &m.mint_call(&sign_with(&[1, 2], md))?,
+    )
+    .await?;
+    assert_eq!(s.balance(&s.acct[4]).await?, 5_000);
+
+    let fp = [9; 32];
+    let rd = feed::registry_digest(ANVIL_CHAIN_ID, &s.feed, fp, 0)?;
+    let call = encode_call(
+        "setRegistry(bytes32,bytes)",
+        vec![Arg::W(fp), Arg::Bytes(sign_with(&[0, 1], rd))],
+    );
+    send_ok(&s.anvil, relayer, &s.feed, &call).await?;
+
+    let next: Vec<String> = guardians(30, 2).into_iter().map(|g| g.address).collect();
+    let gd = feed::guardian_set_digest(ANVIL_CHAIN_ID, &s.feed, &next, 2, 1)?;
+    let words = next.iter().map(|a| w_addr(a)).collect();
+    let call = encode_call(
+        "setGuardians(address[],uint8,bytes)",
+        vec![
+            Arg::Words(words),
+            Arg::W(w_u(2)),
+            Arg::Bytes(sign_with(&[0, 2], gd)),
+        ],
+    );
+    send_ok(&s.anvil, relayer, &s.feed, &call).await?;
+    let isg = encode_call("isGuardian(address)", vec![Arg::W(w_addr(&next[1]))]);
+    assert_eq!(word_at(&view(&s.anvil, &s.feed, isg).await?, 0), 1);
+    Ok(())
+}
