@@ -1217,7 +1217,7 @@ async fn the_feed_module_builds_what_the_contracts_accept() -> Result<()> {
 
     let m = feed::MintAuthorisation {
         recipient: s.acct[4].clone(),
-        amount: 5_000,
+        amount_sats: 5_000,
         deposit_txid: [5; 32],
         deposit_vout: 0,
         nonce: 77,

@@ -123,7 +123,8 @@ impl Report {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MintAuthorisation {
     pub recipient: String,
-    pub amount: u128,
+    /// Token base units: sats (8 decimals).
+    pub amount_sats: u128,
     /// The deposit's txid in its displayed (RPC) byte order.
     pub deposit_txid: Word,
     pub deposit_vout: u32,
@@ -134,7 +135,7 @@ impl MintAuthorisation {
     fn fields(&self) -> Result<[Word; 5], AbiError> {
         Ok([
             word_address(&self.recipient)?,
-            word_u128(self.amount),
+            word_u128(self.amount_sats),
             self.deposit_txid,
             word_u128(self.deposit_vout.into()),
             word_u128(self.nonce),
