@@ -16,6 +16,7 @@
 
 pub mod abi;
 pub mod bench;
+pub mod feed;
 pub mod minter;
 pub mod rpc;
 
