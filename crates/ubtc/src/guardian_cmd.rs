@@ -17,7 +17,7 @@ use ubtc_guardian::keystore::{self, Passphrase};
 use ubtc_guardian::{Coordinator, CoordinatorSettings, GuardianConfig, GuardianEndpoint};
 use ubtc_store::{NewReserveAddress, Store};
 
-use crate::config::Config;
+use crate::config::{ChainSource, Config};
 
 /// Environment variable holding a guardian keystore passphrase.
 pub const PASSPHRASE_ENV: &str = "UBTC_GUARDIAN_PASSPHRASE";
@@ -355,18 +355,20 @@ fn demo_chain_view(c: &crate::config::ChainConfig, api_base: &str) -> String {
             .map(|a| format!("{key} = {a:?}\n"))
             .unwrap_or_default()
     };
-    match c.kind {
-        ubtc_core::ChainKind::Evm => format!(
+    match &c.source {
+        ChainSource::Evm(e) => format!(
             "[[chains]]\nname = \"{}\"\nkind = \"evm\"\nurl = {:?}\nchain_id = {}\n\
              confirmations = {}\n{}{}max_signatures_per_minute = 600\n",
             c.name,
-            c.rpc_url.expose(),
-            c.chain_id.unwrap_or_default(),
+            e.rpc_url.expose(),
+            e.chain_id,
             c.confirmations,
-            quoted(&c.payment_contract, "payment_contract"),
-            quoted(&c.payment_address, "payment_address"),
+            quoted(&e.payment_contract, "payment_contract"),
+            quoted(&e.payment_address, "payment_address"),
         ),
-        _ => format!(
+        // The demo's guardians read Solana chains over the demo's dev endpoint as
+        // well: the demo runs no Solana node of its own.
+        ChainSource::Solana(_) | ChainSource::Dev(_) => format!(
             "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
             c.name
         ),
