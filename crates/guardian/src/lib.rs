@@ -13,6 +13,7 @@
 //! sign a statement it did not rebuild itself, and never count a partial signature it
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod coordinator;
