@@ -13,11 +13,13 @@
 //!   small interpreter does not understand are *inconclusive*, never valid.
 
 pub mod attestation;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bip137;
 pub mod bip322;
 pub mod bundle;
 pub mod descriptor;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod multisig;
 pub mod pof;

@@ -13,7 +13,7 @@
 //! - the **finaliser** verifies every partial signature against the key it names before
 //!   it counts, and runs the script interpreter on every input of the final
 //!   transaction ([`finalize_release`]): a transaction it returns is valid by the same
-//!   rules as the proof verifier of issue #2.
+//!   rules as a BIP-322 proof (the strict interpreter of [`crate::script`]).
 //!
 //! What this module does NOT know: whether the listed UTXOs exist with the stated
 //! amounts. BIP-143 commits each input's signature to that input's amount only, so a
@@ -567,7 +567,7 @@ pub fn finalize_release(
 }
 
 /// Checks that `tx` pays out no more than it spends, then runs the strict interpreter
-/// (the verifier of issue #2) on every input. `prevouts` (the spent outputs, in input
+/// of BIP-322 verification ([`crate::script`]) on every input. `prevouts` (the spent outputs, in input
 /// order) are TRUSTED: this function cannot know whether they exist with these
 /// amounts; the caller takes them from a view it trusts (a guardian from its own node).
 pub fn verify_release_tx(tx: &Transaction, prevouts: &[TxOut]) -> Result<(), ReleaseError> {

@@ -726,7 +726,8 @@ mod tests {
         let token = "0x00000000000000000000000000000000000000aa";
         let base = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
-             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n"
+             coordinators = [\"{KEY}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}",
+            policy()
         );
         let chain = format!(
             "[[chains]]\nname = \"ethereum\"\nkind = \"evm\"\nurl = \"https://node.example/key\"\n\

@@ -17,7 +17,9 @@
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
 pub mod attest;
+#[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "bench")]
 pub mod bench_attest;
 pub mod config;
 pub mod coordinator;

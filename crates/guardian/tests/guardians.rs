@@ -202,10 +202,15 @@ async fn the_public_board_publishes_no_guardian_address() {
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["guardians"].as_array().unwrap().len(), 3, "{body}");
     assert_eq!(view["guardians"][0]["public_key"], h.keys[0].public_hex());
-    assert!(
-        view["guardians"][0]["last_seen"].is_string()
-            || view["guardians"][0]["last_seen"].is_number()
-    );
+    // The round completes at M, so the guardian that answered last may have been
+    // dropped; at least M of them were seen.
+    let seen = view["guardians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["last_seen"].is_string() || g["last_seen"].is_number())
+        .count();
+    assert!(seen >= 2, "{body}");
     for url in &h.urls {
         let hostport = url.trim_start_matches("http://").trim_end_matches('/');
         assert!(!body.contains(hostport), "{hostport} published: {body}");

@@ -526,7 +526,8 @@ async fn end_to_end(w: World) {
     assert_eq!((t.releases_signed, t.releases_broadcast), (1, 1), "{t:?}");
     let rel = w.store.get_release(rel.id).await.unwrap().unwrap();
     assert_eq!(rel.state, ReleaseState::Broadcast);
-    // Independently: the final transaction passes the #2 interpreter on every input.
+    // Independently: the final transaction passes the strict script interpreter of the
+    // proof verifier on every input.
     let request: release::ReleaseRequest = serde_json::from_str(&rel.psbt).unwrap();
     let plan = request.plan().unwrap();
     let tx: bitcoin::Transaction =
@@ -1089,7 +1090,7 @@ impl Lone {
     }
 }
 
-/// Review finding 1: BIP-143 signs each input's amount alone, so the guardian takes
+/// BIP-143 signs each input's amount alone, so the guardian takes
 /// amounts from its own view, and never signs one outpoint for two releases.
 #[tokio::test]
 async fn guardian_checks_input_amounts_and_signs_an_outpoint_once() {
@@ -1148,7 +1149,7 @@ async fn guardian_checks_input_amounts_and_signs_an_outpoint_once() {
     l.ask(op).await.unwrap();
 }
 
-/// Review finding 2: concurrent requests for one operation id with different PSBTs get
+/// Concurrent requests for one operation id with different PSBTs get
 /// one approval, not one each (the decision is re-checked after the chain reads).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_for_one_release_get_one_approval() {
@@ -1173,7 +1174,7 @@ async fn concurrent_requests_for_one_release_get_one_approval() {
     }
 }
 
-/// Review finding 3: a deposit stated without its vout and the same deposit with vout 0
+/// A deposit stated without its vout and the same deposit with vout 0
 /// are one outpoint: it backs one mint.
 #[tokio::test]
 async fn one_deposit_output_backs_one_mint_however_it_is_named() {
@@ -1205,7 +1206,7 @@ async fn one_deposit_output_backs_one_mint_however_it_is_named() {
     l.ask(op).await.unwrap();
 }
 
-/// Review finding 6: the redeemer comes from the coordinator (docs/reserve-ops.md, trust
+/// The redeemer comes from the coordinator (docs/reserve-ops.md, trust
 /// assumptions); the guardian at least refuses the reserve's own address, where
 /// "paid to the redeemer" and "change" cannot be told apart.
 #[tokio::test]

@@ -1291,7 +1291,7 @@ mod tests {
         bitcoin.broadcast(&release::tx_hex(&tx)).await.unwrap();
     }
 
-    /// Review finding 4: a UTXO spent by a release that is not final is not picked
+    /// A UTXO spent by a release that is not final is not picked
     /// for the next one.
     #[tokio::test]
     async fn releases_do_not_share_inputs() {
@@ -1311,7 +1311,7 @@ mod tests {
         assert_eq!(e.code(), "insufficient_reserves");
     }
 
-    /// Review finding 5: a release the guardians refuse for good fails with the reason
+    /// A release the guardians refuse for good fails with the reason
     /// instead of staying `built`; a refusal that may pass later leaves it waiting.
     #[tokio::test]
     async fn a_release_refused_for_good_fails() {
@@ -1344,7 +1344,7 @@ mod tests {
         assert!(audit.iter().any(|a| a.action == "reserve.release.failed"));
     }
 
-    /// Review finding 4: a release whose input another transaction spent fails (built:
+    /// A release whose input another transaction spent fails (built:
     /// before asking the guardians; signed: when its broadcast is refused) instead of
     /// being retried on every tick.
     #[tokio::test]

@@ -370,7 +370,7 @@ async fn governor_holds_under_concurrency(s: Arc<dyn Store>) {
     assert_eq!(s.list_mints(None, 10).await.unwrap().len(), 1);
 }
 
-/// Review finding 5: a release the guardians refuse for good gets a terminal `failed`
+/// A release the guardians refuse for good gets a terminal `failed`
 /// with its reason instead of sitting `built` forever; a broadcast one cannot fail.
 async fn a_release_that_cannot_be_signed_fails_for_good(s: Arc<dyn Store>) {
     let mut rels = Vec::new();

@@ -20,12 +20,11 @@ use ubtc_chains::solana::{Commitment, SolanaAdapter, SolanaConfig};
 use ubtc_chains::{BitcoinBackend, ChainAdapter};
 use ubtc_core::bundle::BitcoinNetwork;
 use ubtc_core::payment::Payer;
-use ubtc_core::ChainKind;
 use ubtc_core::{ChainId, Timestamp};
 use ubtc_pipeline::{ChainPolicy, LocalKeySigner, Monitor, ReserveSigner, Worker, WorkerConfig};
 use ubtc_store::{NewReserveAddress, Store};
 
-use crate::config::{ChainConfig, Config};
+use crate::config::{ChainConfig, ChainSource, Config, SignerKind};
 
 pub fn network(n: BitcoinNetwork) -> bitcoin::Network {
     match n {
@@ -213,7 +212,7 @@ pub struct WorkerSigner {
 }
 
 pub async fn worker_signer(config: &Config, store: &dyn Store) -> anyhow::Result<WorkerSigner> {
-    if config.signer.kind == "guardians" {
+    if config.signer.kind == SignerKind::Guardians {
         let coordinator = guardian_signer(config, store).await?;
         let address = coordinator
             .address()
@@ -240,14 +239,14 @@ pub fn chain_infos(config: &Config) -> anyhow::Result<Vec<ChainInfo>> {
         .map(|c| {
             Ok(ChainInfo {
                 name: c.name.clone(),
-                kind: c.kind,
-                native_unit: c.kind.native_unit().to_owned(),
+                kind: c.kind(),
+                native_unit: c.kind().native_unit().to_owned(),
                 min_payment_base_units: config.min_payment(c)?,
                 confirmations: c.confirmations,
-                payment_address: c.payment_address.clone(),
-                payment_contract: c.payment_contract.clone(),
-                token: c.token_contract.clone().map(|address| ubtc_api::TokenInfo {
-                    address,
+                payment_address: c.payment_address().map(str::to_owned),
+                payment_contract: c.payment_contract().map(str::to_owned),
+                token: c.token_contract().map(|address| ubtc_api::TokenInfo {
+                    address: address.to_owned(),
                     symbol: "uBTC".into(),
                     decimals: ubtc_chains::evm::TOKEN_DECIMALS,
                 }),
@@ -267,7 +266,7 @@ pub fn worker_config(config: &Config, worker_id: String) -> WorkerConfig {
         native_units: config
             .chains
             .iter()
-            .map(|c| (c.name.clone(), c.kind.native_unit().to_owned()))
+            .map(|c| (c.name.clone(), c.kind().native_unit().to_owned()))
             .collect(),
     }
 }
@@ -295,45 +294,40 @@ pub fn build_chains(config: &Config) -> anyhow::Result<Chains> {
             min_payment_base_units: min,
             scan_max_blocks: c.scan_max_blocks,
         };
-        if c.kind == ChainKind::Evm {
-            let mut evm = EvmConfig::new(
-                c.name.clone(),
-                c.chain_id.context("evm chain without chain_id")?,
-                c.rpc_url.expose(),
-            );
-            evm.payment_contract = c.payment_contract.clone();
-            evm.payment_address = c.payment_address.clone();
-            evm.token_contract = c.token_contract.clone();
-            evm.confirmations = c.confirmations;
-            evm.start_block = c.start_block;
-            let adapter =
-                Arc::new(EvmAdapter::new(evm).with_context(|| format!("chain {}", c.name))?);
-            chains.evm.insert(c.name.clone(), adapter.clone());
-            chains.adapters.push((adapter, policy, c.clone()));
-            continue;
-        }
-        if c.kind == ChainKind::Solana {
-            let address = c
-                .payment_address
-                .as_deref()
-                .context("solana chain without payment_address")?;
-            let mut solana = SolanaConfig::new(c.name.clone(), c.rpc_url.expose(), address);
-            solana.token_mint = c.token_contract.clone();
-            solana.start_slot = c.start_block;
-            if let Some(commitment) = c.commitment.as_deref() {
-                solana.commitment =
-                    Commitment::parse(commitment).with_context(|| format!("chain {}", c.name))?;
+        match &c.source {
+            ChainSource::Evm(e) => {
+                let mut evm = EvmConfig::new(c.name.clone(), e.chain_id, e.rpc_url.expose());
+                evm.payment_contract = e.payment_contract.clone();
+                evm.payment_address = e.payment_address.clone();
+                evm.token_contract = e.token_contract.clone();
+                evm.confirmations = c.confirmations;
+                evm.start_block = e.start_block;
+                let adapter =
+                    Arc::new(EvmAdapter::new(evm).with_context(|| format!("chain {}", c.name))?);
+                chains.evm.insert(c.name.clone(), adapter.clone());
+                chains.adapters.push((adapter, policy, c.clone()));
             }
-            let adapter =
-                Arc::new(SolanaAdapter::new(solana).with_context(|| format!("chain {}", c.name))?);
-            chains.solana.insert(c.name.clone(), adapter.clone());
-            chains.adapters.push((adapter, policy, c.clone()));
-            continue;
+            ChainSource::Solana(s) => {
+                let mut solana =
+                    SolanaConfig::new(c.name.clone(), s.rpc_url.expose(), &s.payment_address);
+                solana.token_mint = s.token_contract.clone();
+                solana.start_slot = s.start_block;
+                if let Some(commitment) = s.commitment.as_deref() {
+                    solana.commitment = Commitment::parse(commitment)
+                        .with_context(|| format!("chain {}", c.name))?;
+                }
+                let adapter = Arc::new(
+                    SolanaAdapter::new(solana).with_context(|| format!("chain {}", c.name))?,
+                );
+                chains.solana.insert(c.name.clone(), adapter.clone());
+                chains.adapters.push((adapter, policy, c.clone()));
+            }
+            ChainSource::Dev(d) => {
+                let dev = DevChain::new(c.name.clone(), &d.payment_address, c.confirmations);
+                chains.dev.insert(c.name.clone(), (dev.clone(), min));
+                chains.adapters.push((Arc::new(dev), policy, c.clone()));
+            }
         }
-        let address = c.payment_address.clone().unwrap_or_default();
-        let dev = DevChain::new(c.name.clone(), &address, c.confirmations);
-        chains.dev.insert(c.name.clone(), (dev.clone(), min));
-        chains.adapters.push((Arc::new(dev), policy, c.clone()));
     }
     Ok(chains)
 }
@@ -417,10 +411,14 @@ pub fn spawn_pipeline(
             Ok(())
         });
         if let Some((dev, _)) = chains.dev.get(&chain_config.name) {
-            if chain_config.dev_block_ms > 0 {
+            let block_ms = match &chain_config.source {
+                ChainSource::Dev(d) => d.dev_block_ms,
+                ChainSource::Evm(_) | ChainSource::Solana(_) => 0,
+            };
+            if block_ms > 0 {
                 let dev = dev.clone();
                 let cancel = cancel.clone();
-                let every = Duration::from_millis(chain_config.dev_block_ms);
+                let every = Duration::from_millis(block_ms);
                 tasks.spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     loop {

@@ -186,7 +186,7 @@ pub struct BitcoinConfig {
     pub network: BitcoinNetwork,
     /// `dev` (in-process), `esplora` (`esplora_url`) or `core` (Bitcoin Core JSON-RPC at
     /// `rpc_url`). `ubtc demo` always uses `dev`.
-    pub backend: String,
+    pub backend: BitcoinBackendKind,
     /// Height the dev backend starts at.
     pub dev_start_height: u32,
     /// `esplora`: the API base (`https://blockstream.info/api`).
@@ -205,7 +205,7 @@ pub struct BitcoinConfig {
 pub struct SignerConfig {
     /// `local`: one P2WPKH reserve key in this process. `guardians`: the worker
     /// coordinates M-of-N guardian daemons (docs/guardians.md).
-    pub kind: String,
+    pub kind: SignerKind,
     /// File holding the local reserve key (64 hex characters). Empty:
     /// `reserve-key.hex` in `data_dir`, created on first start.
     pub key_file: PathBuf,
@@ -261,59 +261,208 @@ pub struct PipelineSettings {
     pub monitor_lease_secs: u64,
 }
 
+/// `bitcoin.backend`: where reserve balances and UTXOs are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitcoinBackendKind {
+    Dev,
+    Esplora,
+    Core,
+}
+
+impl BitcoinBackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BitcoinBackendKind::Dev => "dev",
+            BitcoinBackendKind::Esplora => "esplora",
+            BitcoinBackendKind::Core => "core",
+        }
+    }
+}
+
+impl fmt::Display for BitcoinBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `signer.kind`: who holds the reserve keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignerKind {
+    Local,
+    Guardians,
+}
+
+/// `log.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter (`info`, `ubtc=debug,sqlx=warn`, …).
     pub level: String,
 }
 
+/// One `[[chains]]` entry: the fields every chain has, and those of its kind.
+///
+/// The kind's fields live in [`ChainSource`], an enum tagged by `kind`, so a field of
+/// another kind is refused when the file is read and every place that builds a chain
+/// matches on the kind: a new kind does not compile until each of them handles it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     pub name: ChainId,
-    pub kind: ChainKind,
-    /// Where payments are sent (dev chain and plain transfers).
-    #[serde(default)]
-    pub payment_address: Option<String>,
     /// Smallest accepted payment in the chain's native base unit, as a decimal string.
     pub min_payment: String,
     pub confirmations: u64,
     #[serde(default = "default_scan_max_blocks")]
     pub scan_max_blocks: u64,
-    /// Dev chain only: mine a block this often (0: only when told).
-    #[serde(default)]
-    pub dev_block_ms: u64,
-    /// EVM: the JSON-RPC endpoint (it may hold a provider key, so it is a secret).
-    #[serde(default)]
-    pub rpc_url: Secret,
-    /// EVM: the EIP-155 chain id the node must report; a mismatch stops the start.
-    #[serde(default)]
-    pub chain_id: Option<u64>,
-    /// EVM: the `PaymentRouter` contract (contract payments).
-    #[serde(default)]
-    pub payment_contract: Option<String>,
-    /// EVM: the `WrappedBTC` token contract; Solana: the wrapped token's SPL mint
-    /// (supply for the reserve ratio).
-    #[serde(default)]
-    pub token_contract: Option<String>,
-    /// EVM: first block scanned when the monitor has no cursor yet (the router's
-    /// deployment block); Solana: the first slot.
-    #[serde(default)]
-    pub start_block: u64,
     /// How long this chain's monitor sleeps when idle (0: `pipeline.poll_ms`).
     #[serde(default)]
     pub poll_ms: u64,
-    /// Dev chain only: the wrapped-token supply it reports, in satoshis (the dev chain
-    /// has no token contract; 0: none).
+    // `flatten` cannot be combined with `deny_unknown_fields` on this struct, so unknown
+    // keys are refused one level down: every key this struct does not take reaches the
+    // kind's struct, and each of those denies the keys it does not know.
+    #[serde(flatten)]
+    pub source: ChainSource,
+}
+
+/// Where a chain's payments come from, by `kind`, each with only its own fields.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ChainSource {
+    Evm(EvmChainConfig),
+    Solana(SolanaChainConfig),
+    Dev(DevChainConfig),
+}
+
+/// `kind = "evm"`: Ethereum, Polygon, Arbitrum, BSC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmChainConfig {
+    /// The JSON-RPC endpoint (it may hold a provider key, so it is a secret).
+    pub rpc_url: Secret,
+    /// The EIP-155 chain id the node must report; a mismatch stops the start.
+    pub chain_id: u64,
+    /// The `PaymentRouter` contract (contract payments).
     #[serde(default)]
-    pub dev_supply_sats: u64,
-    /// Solana: the commitment at which a payment counts, `finalized` (default) or
-    /// `confirmed`.
+    pub payment_contract: Option<String>,
+    /// Plain transfers to this address.
+    #[serde(default)]
+    pub payment_address: Option<String>,
+    /// The `WrappedBTC` token contract (supply for the reserve ratio).
+    #[serde(default)]
+    pub token_contract: Option<String>,
+    /// First block scanned when the monitor has no cursor yet (the router's
+    /// deployment block).
+    #[serde(default)]
+    pub start_block: u64,
+}
+
+/// `kind = "solana"`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolanaChainConfig {
+    /// The JSON-RPC endpoint (it may hold a provider key, so it is a secret).
+    pub rpc_url: Secret,
+    /// Where payments are sent (a base58 public key).
+    pub payment_address: String,
+    /// The wrapped token's SPL mint (supply for the reserve ratio).
+    #[serde(default)]
+    pub token_contract: Option<String>,
+    /// The first slot scanned when the monitor has no cursor yet.
+    #[serde(default)]
+    pub start_block: u64,
+    /// The commitment at which a payment counts, `finalized` (default) or `confirmed`.
     #[serde(default)]
     pub commitment: Option<String>,
+}
+
+/// `kind = "dev"`: the in-process development chain of `ubtc demo` and the tests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevChainConfig {
+    /// Where payments are sent.
+    pub payment_address: String,
+    /// Mine a block this often (0: only when told).
+    #[serde(default)]
+    pub dev_block_ms: u64,
+    /// The wrapped-token supply it reports, in satoshis (the dev chain has no token
+    /// contract; 0: none).
+    #[serde(default)]
+    pub dev_supply_sats: u64,
+}
+
+impl ChainConfig {
+    pub fn kind(&self) -> ChainKind {
+        match self.source {
+            ChainSource::Evm(_) => ChainKind::Evm,
+            ChainSource::Solana(_) => ChainKind::Solana,
+            ChainSource::Dev(_) => ChainKind::Dev,
+        }
+    }
+
+    /// Where payers send plain transfers, if the chain takes them.
+    pub fn payment_address(&self) -> Option<&str> {
+        match &self.source {
+            ChainSource::Evm(c) => c.payment_address.as_deref(),
+            ChainSource::Solana(c) => Some(&c.payment_address),
+            ChainSource::Dev(c) => Some(&c.payment_address),
+        }
+    }
+
+    /// The contract payers call, if the chain has one.
+    pub fn payment_contract(&self) -> Option<&str> {
+        match &self.source {
+            ChainSource::Evm(c) => c.payment_contract.as_deref(),
+            ChainSource::Solana(_) | ChainSource::Dev(_) => None,
+        }
+    }
+
+    /// The wrapped token (EVM contract or SPL mint), if configured.
+    pub fn token_contract(&self) -> Option<&str> {
+        match &self.source {
+            ChainSource::Evm(c) => c.token_contract.as_deref(),
+            ChainSource::Solana(c) => c.token_contract.as_deref(),
+            ChainSource::Dev(_) => None,
+        }
+    }
+}
+
+/// A solana chain needs an RPC URL; addresses are base58 public keys; the commitment is
+/// `confirmed` or `finalized`.
+fn validate_solana(name: &ChainId, chain: &SolanaChainConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    if chain.rpc_url.is_empty() {
+        return bad(format!("chains.{name}: a solana chain needs rpc_url"));
+    }
+    for (what, value) in [
+        ("payment_address", Some(chain.payment_address.as_str())),
+        ("token_contract", chain.token_contract.as_deref()),
+    ] {
+        if let Some(v) = value {
+            if let Err(e) = ubtc_chains::solana::wire::decode_pubkey(v) {
+                return bad(format!(
+                    "chains.{name}.{what} {v:?} is not a Solana address: {e}"
+                ));
+            }
+        }
+    }
+    if let Some(c) = chain.commitment.as_deref() {
+        if ubtc_chains::solana::Commitment::parse(c).is_err() {
+            return bad(format!(
+                "chains.{name}.commitment must be confirmed or finalized, not {c:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_scan_max_blocks() -> u64 {
@@ -338,20 +487,15 @@ impl Default for Config {
             reserve_ops: ReserveOpsConfig::default(),
             chains: vec![ChainConfig {
                 name: ChainId::parse("dev").unwrap_or_else(|_| unreachable!("valid literal")),
-                kind: ChainKind::Dev,
-                payment_address: Some("0xdef0000000000000000000000000000000000001".into()),
                 min_payment: "1000".into(),
                 confirmations: 3,
                 scan_max_blocks: 500,
-                dev_block_ms: 1000,
-                rpc_url: Secret::default(),
-                chain_id: None,
-                payment_contract: None,
-                token_contract: None,
-                start_block: 0,
                 poll_ms: 0,
-                dev_supply_sats: 200_000_000,
-                commitment: None,
+                source: ChainSource::Dev(DevChainConfig {
+                    payment_address: "0xdef0000000000000000000000000000000000001".into(),
+                    dev_block_ms: 1000,
+                    dev_supply_sats: 200_000_000,
+                }),
             }],
         }
     }
@@ -384,7 +528,7 @@ impl Default for BitcoinConfig {
     fn default() -> Self {
         Self {
             network: BitcoinNetwork::Regtest,
-            backend: "dev".into(),
+            backend: BitcoinBackendKind::Dev,
             dev_start_height: 850_000,
             esplora_url: String::new(),
             rpc_url: Secret::default(),
@@ -398,7 +542,7 @@ impl Default for BitcoinConfig {
 impl Default for SignerConfig {
     fn default() -> Self {
         Self {
-            kind: "local".into(),
+            kind: SignerKind::Local,
             key_file: PathBuf::new(),
             threshold: 0,
             guardians: Vec::new(),
@@ -429,7 +573,7 @@ impl Default for PipelineSettings {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: "text".into(),
+            format: LogFormat::Text,
             level: "info".into(),
         }
     }
@@ -810,7 +954,7 @@ impl Config {
         }
         let o = &self.reserve_ops;
         if o.enabled {
-            if self.signer.kind != "guardians" {
+            if self.signer.kind != SignerKind::Guardians {
                 return bad("reserve_ops.enabled needs signer.kind = \"guardians\"".into());
             }
             if o.minter_keystore.as_os_str().is_empty() {
@@ -859,38 +1003,24 @@ impl Config {
         if self.pipeline.monitor_lease_secs < 2 {
             return bad("pipeline.monitor_lease_secs must be at least 2".into());
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return bad(format!(
-                "log.format must be text or json, not {:?}",
-                self.log.format
-            ));
-        }
         let b = &self.bitcoin;
         let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
-        match b.backend.as_str() {
-            "dev" => {}
-            "esplora" if http(&b.esplora_url) => {}
-            "esplora" => return bad("bitcoin.esplora_url must be an http(s) URL".into()),
-            "core" if http(b.rpc_url.expose()) => {}
-            "core" => return bad("bitcoin.rpc_url must be an http(s) URL".into()),
-            other => {
-                return bad(format!(
-                    "bitcoin.backend must be dev, esplora or core, not {other:?}"
-                ))
+        match b.backend {
+            BitcoinBackendKind::Dev => {}
+            BitcoinBackendKind::Esplora if http(&b.esplora_url) => {}
+            BitcoinBackendKind::Esplora => {
+                return bad("bitcoin.esplora_url must be an http(s) URL".into())
             }
+            BitcoinBackendKind::Core if http(b.rpc_url.expose()) => {}
+            BitcoinBackendKind::Core => return bad("bitcoin.rpc_url must be an http(s) URL".into()),
         }
         if b.timeout_ms == 0 {
             return bad("bitcoin.timeout_ms must be at least 1".into());
         }
-        match self.signer.kind.as_str() {
-            "local" => {}
-            "guardians" => {
+        match self.signer.kind {
+            SignerKind::Local => {}
+            SignerKind::Guardians => {
                 self.guardian_keys()?;
-            }
-            other => {
-                return bad(format!(
-                    "signer.kind {other:?} is not available (local, guardians)"
-                ))
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -905,72 +1035,26 @@ impl Config {
                     chain.name
                 ));
             }
-            if chain.kind == ChainKind::Dev
-                && chain.payment_address.as_deref().is_none_or(str::is_empty)
-            {
-                return bad(format!("chains.{}.payment_address is required", chain.name));
-            }
-            if chain.kind == ChainKind::Evm {
-                if chain.rpc_url.is_empty() || chain.chain_id.is_none() {
-                    return bad(format!(
-                        "chains.{}: an evm chain needs rpc_url and chain_id",
-                        chain.name
-                    ));
+            match &chain.source {
+                ChainSource::Dev(dev) if dev.payment_address.is_empty() => {
+                    return bad(format!("chains.{}.payment_address is required", chain.name));
                 }
-                if chain.payment_contract.is_none() && chain.payment_address.is_none() {
-                    return bad(format!(
-                        "chains.{}: an evm chain needs payment_contract or payment_address",
-                        chain.name
-                    ));
+                ChainSource::Dev(_) => {}
+                ChainSource::Evm(evm) => {
+                    if evm.rpc_url.is_empty() {
+                        return bad(format!(
+                            "chains.{}: an evm chain needs rpc_url and chain_id",
+                            chain.name
+                        ));
+                    }
+                    if evm.payment_contract.is_none() && evm.payment_address.is_none() {
+                        return bad(format!(
+                            "chains.{}: an evm chain needs payment_contract or payment_address",
+                            chain.name
+                        ));
+                    }
                 }
-            }
-            if chain.kind == ChainKind::Solana {
-                self.validate_solana(chain)?;
-            } else if chain.commitment.is_some() {
-                return bad(format!(
-                    "chains.{}.commitment applies to solana chains only",
-                    chain.name
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// A solana chain needs an RPC URL and a payment address; addresses are base58
-    /// public keys; the commitment is `confirmed` or `finalized`.
-    fn validate_solana(&self, chain: &ChainConfig) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        let name = &chain.name;
-        if chain.rpc_url.is_empty() {
-            return bad(format!("chains.{name}: a solana chain needs rpc_url"));
-        }
-        let Some(address) = chain.payment_address.as_deref() else {
-            return bad(format!(
-                "chains.{name}: a solana chain needs payment_address"
-            ));
-        };
-        for (what, value) in [
-            ("payment_address", Some(address)),
-            ("token_contract", chain.token_contract.as_deref()),
-        ] {
-            if let Some(v) = value {
-                if let Err(e) = ubtc_chains::solana::wire::decode_pubkey(v) {
-                    return bad(format!(
-                        "chains.{name}.{what} {v:?} is not a Solana address: {e}"
-                    ));
-                }
-            }
-        }
-        if chain.payment_contract.is_some() || chain.chain_id.is_some() {
-            return bad(format!(
-                "chains.{name}: payment_contract and chain_id apply to evm chains only"
-            ));
-        }
-        if let Some(c) = chain.commitment.as_deref() {
-            if ubtc_chains::solana::Commitment::parse(c).is_err() {
-                return bad(format!(
-                    "chains.{name}.commitment must be confirmed or finalized, not {c:?}"
-                ));
+                ChainSource::Solana(solana) => validate_solana(&chain.name, solana)?,
             }
         }
         Ok(())
@@ -1191,20 +1275,21 @@ mod tests {
         let full = format!("{chain}chain_id = 1\nrpc_url = \"https://node.example/key-abc\"\npayment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"\ntoken_contract = \"0xe7f1725e7734ce288f8367e1bb143e90bb3f0512\"\nstart_block = 100\npoll_ms = 4000\n");
         std::fs::write(&path, &full).unwrap();
         let c = Config::load(Some(&path), &env(&[])).unwrap();
-        assert_eq!(c.chains[0].chain_id, Some(1));
-        assert_eq!(c.chains[0].start_block, 100);
+        let ChainSource::Evm(evm) = &c.chains[0].source else {
+            panic!("an evm chain: {:?}", c.chains[0]);
+        };
+        assert_eq!((evm.chain_id, evm.start_block), (1, 100));
+        assert_eq!(c.chains[0].poll_ms, 4000);
         // The RPC URL may hold a provider key.
         assert!(!format!("{c:?}").contains("key-abc"));
         // Without an RPC URL and chain id, or without anywhere to pay: invalid.
         for bad in [
             chain.to_owned(),
             format!("{chain}chain_id = 1\nrpc_url = \"http://x\"\n"),
+            format!("{chain}chain_id = 1\nrpc_url = \"\"\npayment_address = \"0x1\"\n"),
         ] {
             std::fs::write(&path, bad).unwrap();
-            assert!(matches!(
-                Config::load(Some(&path), &env(&[])).unwrap_err(),
-                ConfigError::Invalid(_)
-            ));
+            assert!(refused(&path));
         }
     }
 
@@ -1218,8 +1303,12 @@ mod tests {
         let full = format!("{chain}{address}{rpc}token_contract = \"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr\"\ncommitment = \"confirmed\"\nstart_block = 5\n");
         std::fs::write(&path, &full).unwrap();
         let c = Config::load(Some(&path), &env(&[])).unwrap();
-        assert_eq!(c.chains[0].kind, ChainKind::Solana);
-        assert_eq!(c.chains[0].commitment.as_deref(), Some("confirmed"));
+        assert_eq!(c.chains[0].kind(), ChainKind::Solana);
+        let ChainSource::Solana(solana) = &c.chains[0].source else {
+            panic!("a solana chain: {:?}", c.chains[0]);
+        };
+        assert_eq!(solana.commitment.as_deref(), Some("confirmed"));
+        assert_eq!(solana.start_block, 5);
         assert!(!format!("{c:?}").contains("key-abc"));
         // Missing RPC URL or address, an address that is not base58 of 32 bytes, an
         // unknown commitment, EVM-only keys, a commitment on another kind: invalid.
@@ -1233,14 +1322,113 @@ mod tests {
             "[[chains]]\nname = \"dev\"\nkind = \"dev\"\nmin_payment = \"1\"\nconfirmations = 1\npayment_address = \"0x1\"\ncommitment = \"finalized\"\n".to_owned(),
         ] {
             std::fs::write(&path, &bad).unwrap();
+            assert!(refused(&path), "{bad}");
+        }
+    }
+
+    /// Refused, by the file's parse (a field of another kind, a missing field) or by
+    /// validation (a value out of range).
+    fn refused(path: &Path) -> bool {
+        matches!(
+            Config::load(Some(path), &env(&[])),
+            Err(ConfigError::File { .. } | ConfigError::Invalid(_))
+        )
+    }
+
+    /// The error a file gets, as text.
+    fn file_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ubtc.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_field_of_another_chain_kind_is_refused_by_name() {
+        let dev = "[[chains]]\nname = \"dev\"\nkind = \"dev\"\nmin_payment = \"1\"\nconfirmations = 1\npayment_address = \"0x1\"\n";
+        let evm = "[[chains]]\nname = \"eth\"\nkind = \"evm\"\nmin_payment = \"1\"\nconfirmations = 1\nrpc_url = \"http://x\"\nchain_id = 1\npayment_address = \"0x1\"\n";
+        let solana = "[[chains]]\nname = \"sol\"\nkind = \"solana\"\nmin_payment = \"1\"\nconfirmations = 1\nrpc_url = \"http://x\"\npayment_address = \"9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM\"\n";
+        // Each kind alone is accepted, so each refusal below is the extra field's.
+        for ok in [dev, evm, solana] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ubtc.toml");
+            std::fs::write(&path, ok).unwrap();
+            Config::load(Some(&path), &env(&[])).unwrap();
+        }
+        for (base, field) in [
+            (dev, "rpc_url = \"http://node\""),
+            (dev, "chain_id = 1"),
+            (
+                dev,
+                "payment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"",
+            ),
+            (
+                dev,
+                "token_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"",
+            ),
+            (dev, "start_block = 7"),
+            (dev, "commitment = \"finalized\""),
+            (evm, "dev_block_ms = 10"),
+            (evm, "dev_supply_sats = 10"),
+            (evm, "commitment = \"finalized\""),
+            (solana, "chain_id = 1"),
+            (
+                solana,
+                "payment_contract = \"0x5fbdb2315678afecb367f032d93f642f64180aa3\"",
+            ),
+            (solana, "dev_block_ms = 10"),
+            (evm, "rpc_urll = \"http://typo\""),
+        ] {
+            let e = file_error(&format!("{base}{field}\n"));
+            let key = field.split(' ').next().unwrap();
             assert!(
-                matches!(
-                    Config::load(Some(&path), &env(&[])).unwrap_err(),
-                    ConfigError::Invalid(_)
-                ),
-                "{bad}"
+                e.contains(&format!("unknown field `{key}`")),
+                "{field}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_chain_kind_or_a_missing_field_of_the_kind_is_refused() {
+        let base = "[[chains]]\nname = \"x\"\nmin_payment = \"1\"\nconfirmations = 1\npayment_address = \"0x1\"\n";
+        let e = file_error(&format!("{base}kind = \"ton\"\n"));
+        assert!(e.contains("unknown variant `ton`"), "{e}");
+        let e = file_error(base);
+        assert!(e.contains("missing field `kind`"), "{e}");
+        let e = file_error(&format!("{base}kind = \"evm\"\nrpc_url = \"http://x\"\n"));
+        assert!(e.contains("missing field `chain_id`"), "{e}");
+        let e = file_error(
+            "[[chains]]\nname = \"x\"\nkind = \"dev\"\nmin_payment = \"1\"\nconfirmations = 1\n",
+        );
+        assert!(e.contains("missing field `payment_address`"), "{e}");
+    }
+
+    #[test]
+    fn signer_backend_and_log_format_are_closed_sets() {
+        for (text, value) in [
+            ("[signer]\nkind = \"hsm\"\n", "hsm"),
+            ("[bitcoin]\nbackend = \"electrum\"\n", "electrum"),
+            ("[log]\nformat = \"xml\"\n", "xml"),
+        ] {
+            let e = file_error(text);
+            assert!(e.contains(&format!("unknown variant `{value}`")), "{e}");
+        }
+        let e = Config::load(None, &env(&[("UBTC_LOG_FORMAT", "yaml")])).unwrap_err();
+        assert!(matches!(e, ConfigError::Env { .. }), "{e}");
+        let c = Config::load(
+            None,
+            &env(&[
+                ("UBTC_LOG_FORMAT", "json"),
+                ("UBTC_BITCOIN_BACKEND", "esplora"),
+                ("UBTC_BITCOIN_ESPLORA_URL", "http://127.0.0.1:3002"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.bitcoin.backend, BitcoinBackendKind::Esplora);
+        assert_eq!(c.signer.kind, SignerKind::Local);
     }
 
     #[test]
@@ -1372,9 +1560,9 @@ mod tests {
         };
         assert!(m.contains("[[signer.guardians]]"), "{m}");
         let m = match Config::load(None, &env(&[("UBTC_SIGNER_KIND", "hsm")])) {
-            Err(ConfigError::Invalid(m)) => m,
+            Err(ConfigError::Env { message, .. }) => message,
             other => panic!("{other:?}"),
         };
-        assert!(m.contains("local, guardians"), "{m}");
+        assert!(m.contains("expected `local` or `guardians`"), "{m}");
     }
 }

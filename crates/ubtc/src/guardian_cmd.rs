@@ -17,7 +17,7 @@ use ubtc_guardian::keystore::{self, Passphrase};
 use ubtc_guardian::{Coordinator, CoordinatorSettings, GuardianConfig, GuardianEndpoint};
 use ubtc_store::{NewReserveAddress, Store};
 
-use crate::config::Config;
+use crate::config::{ChainSource, Config};
 
 /// Environment variable holding a guardian keystore passphrase.
 pub const PASSPHRASE_ENV: &str = "UBTC_GUARDIAN_PASSPHRASE";
@@ -355,18 +355,20 @@ fn demo_chain_view(c: &crate::config::ChainConfig, api_base: &str) -> String {
             .map(|a| format!("{key} = {a:?}\n"))
             .unwrap_or_default()
     };
-    match c.kind {
-        ubtc_core::ChainKind::Evm => format!(
+    match &c.source {
+        ChainSource::Evm(e) => format!(
             "[[chains]]\nname = \"{}\"\nkind = \"evm\"\nurl = {:?}\nchain_id = {}\n\
              confirmations = {}\n{}{}max_signatures_per_minute = 600\n",
             c.name,
-            c.rpc_url.expose(),
-            c.chain_id.unwrap_or_default(),
+            e.rpc_url.expose(),
+            e.chain_id,
             c.confirmations,
-            quoted(&c.payment_contract, "payment_contract"),
-            quoted(&c.payment_address, "payment_address"),
+            quoted(&e.payment_contract, "payment_contract"),
+            quoted(&e.payment_address, "payment_address"),
         ),
-        _ => format!(
+        // The demo's guardians read Solana chains over the demo's dev endpoint as
+        // well: the demo runs no Solana node of its own.
+        ChainSource::Solana(_) | ChainSource::Dev(_) => format!(
             "[[chains]]\nname = \"{}\"\nkind = \"dev_http\"\nurl = \"{api_base}\"\nmax_signatures_per_minute = 600\n",
             c.name
         ),
@@ -388,6 +390,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// A 1-of-1 reserve over a fresh key: the `[policy]` every guardian configuration
+    /// needs.
+    fn one_key_reserve() -> String {
+        let key = bitcoin::CompressedPublicKey(ubtc_guardian::GuardianKey::generate().public());
+        ubtc_bitcoin::multisig::SortedMulti::new(1, vec![key])
+            .unwrap()
+            .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh)
+    }
+
     /// The demo's guardians get an `evm` view for an EVM chain of `ubtc.toml` (and the
     /// dev endpoint for a dev chain), which their own configuration loader accepts.
     #[test]
@@ -405,8 +416,10 @@ mod tests {
         .unwrap();
         let text = format!(
             "listen = \"127.0.0.1:0\"\nkeystore = \"k.json\"\napprovals = \"a.jsonl\"\n\
-             coordinators = [\"{}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n{}{}",
+             coordinators = [\"{}\"]\n[bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n\
+             [policy]\nreserves = [\"{}\"]\n{}{}",
             ubtc_guardian::GuardianKey::generate().public_hex(),
+            one_key_reserve(),
             demo_chain_view(&evm, "http://127.0.0.1:8080"),
             demo_chain_view(&dev, "http://127.0.0.1:8080"),
         );

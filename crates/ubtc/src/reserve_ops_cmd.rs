@@ -17,14 +17,13 @@ use ubtc_chains::evm::rpc::RetryPolicy;
 use ubtc_chains::solana::minter::{MinterKey, SolanaMinter};
 use ubtc_chains::solana::{Commitment, SolanaConfig};
 use ubtc_chains::BitcoinBackend;
-use ubtc_core::ChainKind;
 use ubtc_guardian::keystore::{self, Passphrase};
 use ubtc_guardian::reserve_ops::{load_minter_key, ReserveEndpoint, ReserveOpsClient};
 use ubtc_pipeline::reserve_ops::{ReserveOps, ReserveOpsSettings, TokenMinter};
 use ubtc_pipeline::solana_minter::SolanaTokenMinter;
 use ubtc_store::Store;
 
-use crate::config::Config;
+use crate::config::{ChainSource, Config, SolanaChainConfig};
 
 /// `None` when `reserve_ops.enabled` is off.
 pub fn build(
@@ -78,33 +77,41 @@ pub fn build(
     let minter_key = load_minter_key(&o.minter_keystore, &minter_pass)
         .with_context(|| format!("minter keystore {}", o.minter_keystore.display()))?;
     let mut minters: HashMap<String, Arc<dyn TokenMinter>> = HashMap::new();
-    for c in config.chains.iter().filter(|c| c.kind == ChainKind::Evm) {
-        let (Some(token), Some(chain_id)) = (c.token_contract.as_deref(), c.chain_id) else {
-            continue;
+    for c in &config.chains {
+        let minter: Arc<dyn TokenMinter> = match &c.source {
+            ChainSource::Evm(e) => {
+                let Some(token) = e.token_contract.as_deref() else {
+                    continue;
+                };
+                let minter = EvmMinter::new(
+                    e.rpc_url.expose(),
+                    e.chain_id,
+                    token,
+                    minter_key,
+                    RetryPolicy::default(),
+                )
+                .with_context(|| format!("minter on {}", c.name))?;
+                tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
+                Arc::new(minter)
+            }
+            ChainSource::Solana(s) => {
+                let Some(mint) = s.token_contract.as_deref() else {
+                    continue;
+                };
+                if o.solana_minter_keystore.as_os_str().is_empty() {
+                    tracing::warn!(chain = %c.name, "reserve ops: no Solana minter (reserve_ops.solana_minter_keystore is not set); mints and burns on this chain are refused as unknown_chain");
+                    continue;
+                }
+                let minter =
+                    solana_minter(&c.name, s, mint, &o.solana_minter_keystore, &minter_pass)
+                        .with_context(|| format!("minter on {}", c.name))?;
+                tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
+                Arc::new(minter)
+            }
+            // The dev chain has no token to mint.
+            ChainSource::Dev(_) => continue,
         };
-        let minter = EvmMinter::new(
-            c.rpc_url.expose(),
-            chain_id,
-            token,
-            minter_key,
-            RetryPolicy::default(),
-        )
-        .with_context(|| format!("minter on {}", c.name))?;
-        tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
-        minters.insert(c.name.to_string(), Arc::new(minter));
-    }
-    for c in config.chains.iter().filter(|c| c.kind == ChainKind::Solana) {
-        let Some(mint) = c.token_contract.as_deref() else {
-            continue;
-        };
-        if o.solana_minter_keystore.as_os_str().is_empty() {
-            tracing::warn!(chain = %c.name, "reserve ops: no Solana minter (reserve_ops.solana_minter_keystore is not set); mints and burns on this chain are refused as unknown_chain");
-            continue;
-        }
-        let minter = solana_minter(c, mint, &o.solana_minter_keystore, &minter_pass)
-            .with_context(|| format!("minter on {}", c.name))?;
-        tracing::info!(chain = %c.name, minter = %minter.address(), "reserve ops: minter ready");
-        minters.insert(c.name.to_string(), Arc::new(minter));
+        minters.insert(c.name.to_string(), minter);
     }
     let settings = ReserveOpsSettings {
         network: crate::app::network(config.bitcoin.network),
@@ -129,16 +136,13 @@ pub fn build(
 /// guardian keystore format like the EVM minter key (32 random bytes, created with
 /// `ubtc keys guardian-init --keystore FILE`), used as an ed25519 seed.
 fn solana_minter(
-    c: &crate::config::ChainConfig,
+    name: &ubtc_core::ChainId,
+    c: &SolanaChainConfig,
     mint: &str,
     keystore_path: &std::path::Path,
     pass: &Passphrase,
 ) -> anyhow::Result<SolanaTokenMinter> {
-    let address = c
-        .payment_address
-        .as_deref()
-        .context("solana chain without payment_address")?;
-    let mut solana = SolanaConfig::new(c.name.clone(), c.rpc_url.expose(), address);
+    let mut solana = SolanaConfig::new(name.clone(), c.rpc_url.expose(), &c.payment_address);
     solana.token_mint = Some(mint.to_owned());
     if let Some(commitment) = c.commitment.as_deref() {
         solana.commitment = Commitment::parse(commitment)?;
@@ -450,7 +454,11 @@ mod tests {
         let keystore_path = dir.path().join("solana-minter.json");
         ubtc_guardian::reserve_ops::store_minter_key(&keystore_path, secret, &pass).unwrap();
 
-        let minter = solana_minter(&config.chains[0], mint, &keystore_path, &pass).unwrap();
+        let crate::config::ChainSource::Solana(solana) = &config.chains[0].source else {
+            panic!("a solana chain");
+        };
+        let name = &config.chains[0].name;
+        let minter = solana_minter(name, solana, mint, &keystore_path, &pass).unwrap();
         assert_eq!(
             minter.address(),
             MinterKey::from_secret(secret.secret_bytes()).address()
@@ -458,8 +466,8 @@ mod tests {
         assert!(!format!("{minter:?}").contains(&format!("{:?}", secret.secret_bytes())));
         // A wrong passphrase or a missing file: refused, no minter.
         let wrong = Passphrase::new("another passphrase").unwrap();
-        assert!(solana_minter(&config.chains[0], mint, &keystore_path, &wrong).is_err());
+        assert!(solana_minter(name, solana, mint, &keystore_path, &wrong).is_err());
         let missing = dir.path().join("none.json");
-        assert!(solana_minter(&config.chains[0], mint, &missing, &pass).is_err());
+        assert!(solana_minter(name, solana, mint, &missing, &pass).is_err());
     }
 }

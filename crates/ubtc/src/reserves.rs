@@ -14,7 +14,7 @@ use ubtc_pipeline::snapshot::{ReserveSnapshotter, SnapshotConfig};
 use ubtc_store::Store;
 
 use crate::app::Chains;
-use crate::config::Config;
+use crate::config::{BitcoinBackendKind, ChainSource, Config};
 
 pub fn snapshot_config(config: &Config) -> SnapshotConfig {
     let r = &config.reserves;
@@ -31,17 +31,21 @@ pub fn snapshot_config(config: &Config) -> SnapshotConfig {
 pub fn supply_sources(config: &Config, chains: &Chains) -> Vec<Arc<dyn SupplySource>> {
     let mut sources: Vec<Arc<dyn SupplySource>> = Vec::new();
     for c in &config.chains {
-        if let Some(evm) = chains.evm.get(&c.name) {
-            if c.token_contract.is_some() {
-                sources.push(evm.clone());
+        match &c.source {
+            ChainSource::Evm(e) => {
+                if let (Some(evm), Some(_)) = (chains.evm.get(&c.name), &e.token_contract) {
+                    sources.push(evm.clone());
+                }
             }
-        } else if let Some(solana) = chains.solana.get(&c.name) {
-            if c.token_contract.is_some() {
-                sources.push(solana.clone());
+            ChainSource::Solana(s) => {
+                if let (Some(solana), Some(_)) = (chains.solana.get(&c.name), &s.token_contract) {
+                    sources.push(solana.clone());
+                }
             }
-        } else if let Some((dev, _)) = chains.dev.get(&c.name) {
-            if c.dev_supply_sats > 0 {
-                sources.push(Arc::new(DevSupply::new(dev.clone(), c.dev_supply_sats)));
+            ChainSource::Dev(d) => {
+                if let (Some((dev, _)), true) = (chains.dev.get(&c.name), d.dev_supply_sats > 0) {
+                    sources.push(Arc::new(DevSupply::new(dev.clone(), d.dev_supply_sats)));
+                }
             }
         }
     }
@@ -96,13 +100,13 @@ pub fn bitcoin_backend(config: &Config) -> anyhow::Result<Option<Arc<dyn Bitcoin
         timeout: Duration::from_millis(b.timeout_ms),
         ..RetryPolicy::default()
     };
-    let backend: Arc<dyn BitcoinBackend> = match b.backend.as_str() {
-        "dev" => return Ok(None),
-        "esplora" => Arc::new(
+    let backend: Arc<dyn BitcoinBackend> = match b.backend {
+        BitcoinBackendKind::Dev => return Ok(None),
+        BitcoinBackendKind::Esplora => Arc::new(
             ubtc_chains::esplora::EsploraBackend::new(&b.esplora_url, retry)
                 .context("bitcoin.esplora_url")?,
         ),
-        "core" => {
+        BitcoinBackendKind::Core => {
             let auth = (!b.rpc_user.is_empty()).then(|| ubtc_chains::bitcoind::RpcAuth {
                 user: b.rpc_user.clone(),
                 password: b.rpc_password.expose().to_owned(),
@@ -112,7 +116,6 @@ pub fn bitcoin_backend(config: &Config) -> anyhow::Result<Option<Arc<dyn Bitcoin
                     .context("bitcoin.rpc_url")?,
             )
         }
-        other => anyhow::bail!("bitcoin.backend {other:?} is not dev, esplora or core"),
     };
     tracing::info!(backend = %b.backend, "Bitcoin backend");
     Ok(Some(backend))
@@ -131,18 +134,16 @@ mod tests {
     fn backends_from_configuration() {
         let mut config = Config::default();
         assert!(bitcoin_backend(&config).unwrap().is_none());
-        config.bitcoin.backend = "esplora".into();
+        config.bitcoin.backend = BitcoinBackendKind::Esplora;
         config.bitcoin.esplora_url = "http://127.0.0.1:3002".into();
         config.validate().unwrap();
         assert!(bitcoin_backend(&config).unwrap().is_some());
-        config.bitcoin.backend = "core".into();
+        config.bitcoin.backend = BitcoinBackendKind::Core;
         assert!(config.validate().is_err(), "core needs rpc_url");
         config.bitcoin.rpc_url = crate::config::Secret::new("http://127.0.0.1:8332");
         config.bitcoin.rpc_user = "u".into();
         config.bitcoin.rpc_password = crate::config::Secret::new("p");
         config.validate().unwrap();
         assert!(bitcoin_backend(&config).unwrap().is_some());
-        config.bitcoin.backend = "electrum".into();
-        assert!(config.validate().is_err());
     }
 }

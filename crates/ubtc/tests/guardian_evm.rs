@@ -73,22 +73,39 @@ impl<'a> View<'a> {
     }
 }
 
-/// Writes `guardian.toml` with one `evm` chain view, and starts `ubtc guardian
-/// --config` on a free port. `Err` with its standard error when it exits instead.
+/// The `wsh(sortedmulti(M, …))` reserve of `keys`, as the coordinator sends it and a
+/// guardian's `[policy]` names it.
+fn reserve_of(threshold: usize, keys: &[&GuardianKey]) -> String {
+    let keys = keys
+        .iter()
+        .map(|k| bitcoin::CompressedPublicKey(k.public()))
+        .collect();
+    ubtc_bitcoin::multisig::SortedMulti::new(threshold, keys)
+        .unwrap()
+        .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh)
+}
+
+/// Writes `guardian.toml` with one `evm` chain view and a `[policy]` naming `reserve`,
+/// and starts `ubtc guardian --config` on a free port with `key`. `Err` with its
+/// standard error when it exits instead.
 fn start_guardian(
     dir: &Path,
     coordinator: &GuardianKey,
     view: View<'_>,
+    key: &GuardianKey,
+    reserve: &str,
 ) -> Result<Guardian, String> {
     std::fs::create_dir_all(dir).unwrap();
     let ks = dir.join("keystore.json");
-    let key = keystore::create(&ks, &keystore::Passphrase::new(PASSPHRASE).unwrap()).unwrap();
+    let json = keystore::encrypt(key, &keystore::Passphrase::new(PASSPHRASE).unwrap()).unwrap();
+    std::fs::write(&ks, json).unwrap();
     let config = dir.join("guardian.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
              [bitcoin]\nbackend = \"dev\"\ndev_height = {BTC_TIP}\n\
+             [policy]\nreserves = [\"{reserve}\"]\n\
              [[chains]]\nname = \"anvil\"\nkind = \"evm\"\nurl = \"{}\"\nchain_id = {}\n\
              payment_contract = \"{}\"\nconfirmations = {CONFIRMATIONS}\n",
             ks.display().to_string(),
@@ -156,14 +173,19 @@ impl Net {
         assert_eq!(paid.router, other.router);
         let tmp = tempfile::tempdir().unwrap();
         let coordinator_key = GuardianKey::generate();
+        let keys: Vec<GuardianKey> = (0..3).map(|_| GuardianKey::generate()).collect();
+        let reserve = reserve_of(2, &keys.iter().collect::<Vec<_>>());
         let guardians = [&paid, &paid, &other]
             .iter()
+            .zip(&keys)
             .enumerate()
-            .map(|(i, node)| {
+            .map(|(i, (node, key))| {
                 start_guardian(
                     &tmp.path().join(format!("g{}", i + 1)),
                     &coordinator_key,
                     View::of(node),
+                    key,
+                    &reserve,
                 )
                 .unwrap()
             })
@@ -179,19 +201,26 @@ impl Net {
 
     /// A coordinator over some of the guardians (`which`, named g1… by position in
     /// the whole set), threshold `m`.
-    fn coordinator_of(&self, which: &[usize], m: usize) -> Coordinator {
-        let endpoints = which
-            .iter()
-            .map(|&i| GuardianEndpoint {
+    /// A coordinator of the guardians' 2-of-3 reserve that reaches only the guardians
+    /// in `which`: the others stand behind an address where nothing listens, so they
+    /// count as down. Every guardian names that one reserve in its `[policy]`, so a
+    /// coordinator of any other set of keys would be refused as `unknown_reserve`.
+    fn coordinator_of(&self, which: &[usize]) -> Coordinator {
+        let endpoints = (0..self.guardians.len())
+            .map(|i| GuardianEndpoint {
                 name: format!("g{}", i + 1),
-                url: self.guardians[i].url.clone(),
+                url: if which.contains(&i) {
+                    self.guardians[i].url.clone()
+                } else {
+                    format!("http://127.0.0.1:{}", anvil::free_port())
+                },
                 key: self.guardians[i].key,
             })
             .collect();
         Coordinator::new(
             self.coordinator_key.clone(),
             endpoints,
-            m,
+            2,
             CoordinatorSettings {
                 network: bitcoin::Network::Regtest,
                 timeout: Duration::from_secs(10),
@@ -288,12 +317,12 @@ async fn guardians_sign_evm_payments_their_own_nodes_confirm() {
     // One block deep of three: both guardians of the paid chain refuse on their own
     // rule; nothing is recorded.
     let s = net.statement(&tx).await;
-    let detail = refusal_detail(net.coordinator_of(&[0, 1], 2).sign(&s).await);
+    let detail = refusal_detail(net.coordinator_of(&[0, 1]).sign(&s).await);
     assert!(detail.contains("g1: payment_unconfirmed"), "{detail}");
     assert!(detail.contains("g2: payment_unconfirmed"), "{detail}");
 
     net.paid.anvil.mine(CONFIRMATIONS).await.unwrap();
-    let signed = net.coordinator_of(&[0, 1, 2], 2).sign(&s).await.unwrap();
+    let signed = net.coordinator_of(&[0, 1, 2]).sign(&s).await.unwrap();
     let approved: Vec<&str> = signed
         .approvals
         .iter()
@@ -310,19 +339,19 @@ async fn guardians_sign_evm_payments_their_own_nodes_confirm() {
 
     // g3's node never saw the payment: it refuses, alone or with a statement that the
     // others signed.
-    let detail = refusal_detail(net.coordinator_of(&[2], 1).sign(&s).await);
+    let detail = refusal_detail(net.coordinator_of(&[2]).sign(&s).await);
     assert!(detail.contains("g3: payment_unknown"), "{detail}");
 
     // A statement that lies about the payment (another message under the same
     // transaction) is refused by the guardians that have the payment.
     let mut forged = s.clone();
     forged.message = ubtc_core::StatementMessage::parse(b"not what was paid for").unwrap();
-    let detail = refusal_detail(net.coordinator_of(&[0, 1], 2).sign(&forged).await);
+    let detail = refusal_detail(net.coordinator_of(&[0, 1]).sign(&forged).await);
     assert!(detail.contains("g1: statement_mismatch"), "{detail}");
     // A second payment claimed in a transaction that made one: nothing at that index.
     let mut invented = s.clone();
     invented.payment.index = 1;
-    let detail = refusal_detail(net.coordinator_of(&[0, 1], 2).sign(&invented).await);
+    let detail = refusal_detail(net.coordinator_of(&[0, 1]).sign(&invented).await);
     assert!(detail.contains("g1: payment_unknown"), "{detail}");
     // Only the signed statement was recorded, by the two guardians that approved it.
     let recorded = |g: &str| {
@@ -340,7 +369,7 @@ async fn a_reorged_payment_is_refused_then_signed_once_mined_again() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = anvil::sqlite_store(dir.path()).await.unwrap();
     let monitor = anvil::monitor(Arc::new(net.adapter()), store.clone(), 1_000, 50);
-    let coordinator = Arc::new(net.coordinator_of(&[0, 1, 2], 2));
+    let coordinator = Arc::new(net.coordinator_of(&[0, 1, 2]));
     let worker = Worker::new(
         store.clone(),
         coordinator.clone() as Arc<dyn ReserveSigner>,
@@ -436,9 +465,11 @@ async fn a_guardian_checks_its_node_at_start() {
     let node = anvil::Deployed::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let coordinator = GuardianKey::generate();
+    let key = GuardianKey::generate();
+    let reserve = reserve_of(1, &[&key]);
     let mut view = View::of(&node);
     view.chain_id = 1;
-    let err = start_guardian(&tmp.path().join("id"), &coordinator, view)
+    let err = start_guardian(&tmp.path().join("id"), &coordinator, view, &key, &reserve)
         .err()
         .unwrap();
     assert!(
@@ -449,7 +480,7 @@ async fn a_guardian_checks_its_node_at_start() {
     let mut view = View::of(&node);
     let not_a_contract = node.payment_address.clone();
     view.router = &not_a_contract;
-    let err = start_guardian(&tmp.path().join("code"), &coordinator, view)
+    let err = start_guardian(&tmp.path().join("code"), &coordinator, view, &key, &reserve)
         .err()
         .unwrap();
     assert!(err.contains("no contract code"), "{err}");
@@ -457,7 +488,7 @@ async fn a_guardian_checks_its_node_at_start() {
     let down = format!("http://127.0.0.1:{}", anvil::free_port());
     let mut view = View::of(&node);
     view.url = &down;
-    let g = start_guardian(&tmp.path().join("down"), &coordinator, view).unwrap();
+    let g = start_guardian(&tmp.path().join("down"), &coordinator, view, &key, &reserve).unwrap();
     let c = Coordinator::new(
         coordinator.clone(),
         vec![GuardianEndpoint {

@@ -636,17 +636,35 @@ async fn prometheus_scrapes_every_process_and_the_alerts_fire() {
     let worker_metrics = free_addr();
     let mut guardians = Vec::new();
     let mut signer_guardians = String::new();
-    for i in 1..=3 {
+    // Each guardian's `[policy]` names the 2-of-3 reserve of all three keys, so the
+    // keys come first.
+    let keys: Vec<ubtc_guardian::GuardianKey> = (0..3)
+        .map(|_| ubtc_guardian::GuardianKey::generate())
+        .collect();
+    let reserve = ubtc_bitcoin::multisig::SortedMulti::new(
+        2,
+        keys.iter()
+            .map(|k| bitcoin::CompressedPublicKey(k.public()))
+            .collect(),
+    )
+    .unwrap()
+    .descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh);
+    for (i, key) in (1..=3).zip(&keys) {
         let gdir = dir.path().join(format!("g{i}"));
         std::fs::create_dir_all(&gdir).unwrap();
         let ks = gdir.join("keystore.json");
-        let key = keystore::create(&ks, &keystore::Passphrase::new(PASSPHRASE).unwrap()).unwrap();
+        std::fs::write(
+            &ks,
+            keystore::encrypt(key, &keystore::Passphrase::new(PASSPHRASE).unwrap()).unwrap(),
+        )
+        .unwrap();
         let config = gdir.join("guardian.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
                  [bitcoin]\nbackend = \"dev\"\ndev_height = 850000\n\
+                 [policy]\nreserves = [\"{reserve}\"]\n\
                  [[chains]]\nname = \"dev\"\nkind = \"dev_http\"\nurl = \"http://{worker_metrics}\"\n",
                 ks.display().to_string(),
                 gdir.join("approvals.jsonl").display().to_string(),

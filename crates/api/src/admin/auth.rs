@@ -292,8 +292,9 @@ pub(crate) async fn authenticate(
     if let Some(webhook_admin) = state.webhook_admin.as_ref() {
         if webhook_admin.matches_key(presented) {
             return Ok(principal(
-                // Narrow on purpose: the key reaches only the webhook routes
-                // (finding 12), never reserve operations or accounts.
+                // Narrow on purpose: a static key in a configuration file is easier
+                // to leak than an account with TOTP, so it reaches only the webhook
+                // routes, never reserve operations or accounts.
                 "bootstrap-webhooks".to_owned(),
                 vec![Role::Webhooks],
                 Credential::BootstrapKey,

@@ -15,6 +15,7 @@
 //! build time than the few calls here are worth.
 
 pub mod abi;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod feed;
 pub mod minter;
