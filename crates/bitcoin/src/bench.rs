@@ -317,7 +317,7 @@ pub struct AttestBenchReport {
     pub failures: Vec<String>,
 }
 
-const ATTEST_NOTE: &str = "2-of-3 wsh(sortedmulti), the two signing guardians in process (each with its own key and its own prepare); the guardians' round over loopback, with their own Bitcoin views, is later work";
+const ATTEST_NOTE: &str = "2-of-3 wsh(sortedmulti), the two signing guardians in process (each with its own key and its own prepare); the real guardians' round over loopback, with their own Bitcoin views, is timed in the next table";
 
 impl fmt::Display for AttestBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -439,6 +439,24 @@ impl DevBitcoin {
         utxo
     }
 
+    /// Adds `utxo` as an unspent output of `address` confirmed in the block at `height`
+    /// (at most the tip). A guardian's dev Bitcoin view is given the reserve outputs
+    /// this way (`[[bitcoin.dev_utxos]]` of `guardian.toml`), so that several processes
+    /// can hold the same UTXO set without sharing memory.
+    pub fn insert_utxo(&self, address: &str, utxo: Utxo, height: u32) {
+        let mut inner = self.lock();
+        let height = height.min(inner.height);
+        inner.txs.insert(utxo.txid.clone(), height);
+        inner
+            .scripts
+            .insert(utxo.script_pubkey_hex.clone(), address.to_owned());
+        inner
+            .utxos
+            .entry(address.to_owned())
+            .or_default()
+            .push(utxo);
+    }
+
     /// Every unspent output, by address (tests check what a release left behind).
     pub fn all_utxos(&self) -> HashMap<String, Vec<Utxo>> {
         self.lock().utxos.clone()
@@ -541,8 +559,9 @@ impl BitcoinBackend for DevBitcoin {
     }
 }
 
-/// Name shown as the token of [`DevSupply`] entries.
-pub const DEV_TOKEN: &str = "dev-token";
+/// Name shown as the token of [`DevSupply`] entries: letters and digits only, as a
+/// reserve attestation's supply `token` must be.
+pub const DEV_TOKEN: &str = "devtoken";
 
 /// A fixed wrapped-token supply on a dev chain, which has no token contract, so that
 /// the demo's reserve snapshots show a ratio. Reported at the chain's head block.

@@ -61,6 +61,10 @@ pub struct GuardianConfig {
     /// What this guardian signs statements for (required: a guardian that does not
     /// name its reserves would sign for any descriptor holding its key).
     pub policy: PolicyConfig,
+    /// Also make reserve attestations (`POST /v1/attest`, docs/guardians.md): the
+    /// chains whose supply it checks. Without it the route refuses every request.
+    #[serde(default)]
+    pub attest: Option<crate::attest::AttestConfig>,
 }
 
 /// `[policy]` of `guardian.toml`.
@@ -135,6 +139,24 @@ pub struct GuardianBitcoin {
     /// Oldest stamp accepted, in blocks below this guardian's tip.
     #[serde(default = "default_stamp_age")]
     pub max_stamp_age_blocks: u32,
+    /// `dev`: unspent outputs this guardian's dev view holds (the demo and tests give
+    /// each guardian process the reserve UTXOs this way; a real view reads its node).
+    #[serde(default)]
+    pub dev_utxos: Vec<DevUtxoConfig>,
+}
+
+/// One `[[bitcoin.dev_utxos]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUtxoConfig {
+    pub address: String,
+    pub txid: String,
+    pub vout: u32,
+    pub amount_sats: u64,
+    pub script_pubkey_hex: String,
+    /// Block that confirmed it; default `dev_height`.
+    #[serde(default)]
+    pub height: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -157,6 +179,9 @@ impl GuardianBitcoin {
             BitcoinViewKind::Dev if self.dev_height.is_none() => {
                 invalid("backend \"dev\" needs dev_height")
             }
+            _ if self.backend != BitcoinViewKind::Dev && !self.dev_utxos.is_empty() => {
+                invalid("dev_utxos is for backend \"dev\" only")
+            }
             BitcoinViewKind::Esplora | BitcoinViewKind::Core => match &self.url {
                 Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(()),
                 _ => invalid("backend \"esplora\" or \"core\" needs an http(s) url"),
@@ -171,7 +196,23 @@ impl GuardianBitcoin {
         let chain_err = |e: ubtc_chains::ChainError| ConfigError::Invalid(format!("bitcoin: {e}"));
         let url = self.url.clone().unwrap_or_default();
         Ok(match self.backend {
-            BitcoinViewKind::Dev => Arc::new(DevBitcoin::new(self.dev_height.unwrap_or_default())),
+            BitcoinViewKind::Dev => {
+                let height = self.dev_height.unwrap_or_default();
+                let dev = DevBitcoin::new(height);
+                for u in &self.dev_utxos {
+                    dev.insert_utxo(
+                        &u.address,
+                        ubtc_core::bundle::Utxo {
+                            txid: u.txid.to_ascii_lowercase(),
+                            vout: u.vout,
+                            amount_sats: u.amount_sats,
+                            script_pubkey_hex: u.script_pubkey_hex.to_ascii_lowercase(),
+                        },
+                        u.height.unwrap_or(height),
+                    );
+                }
+                Arc::new(dev)
+            }
             BitcoinViewKind::Esplora => {
                 Arc::new(EsploraBackend::new(&url, RetryPolicy::default()).map_err(chain_err)?)
             }
@@ -468,6 +509,9 @@ impl GuardianConfig {
         }
         config.bitcoin.check()?;
         config.policy.check()?;
+        if let Some(attest) = &config.attest {
+            attest.check()?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for chain in &config.chains {
             if !names.insert(&chain.name) {

@@ -13,9 +13,12 @@
 //! sign a statement it did not rebuild itself, and never count a partial signature it
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
+pub mod attest;
 pub mod bench;
+pub mod bench_attest;
 pub mod config;
 pub mod coordinator;
+pub mod coordinator_attest;
 pub mod devchain;
 pub mod keystore;
 pub mod metrics;
@@ -71,7 +74,7 @@ pub async fn run_guardian(
     println!("guardian key {}", guardian.public_key());
     println!("guardian listening on {addr}");
     tracing::info!(%addr, key = %guardian.public_key(), "guardian running");
-    let router = match reserve_guardian(config)? {
+    let mut router = match reserve_guardian(config)? {
         Some(reserve) => {
             tracing::info!(
                 "serving reserve operations at {}",
@@ -81,6 +84,17 @@ pub async fn run_guardian(
         }
         None => server::router(guardian),
     };
+    if config.attest.is_some() {
+        let pass = keystore::passphrase_from(
+            config.passphrase_file.as_deref(),
+            Some(&config.passphrase_env),
+        )?;
+        let key = keystore::load(&config.keystore, &pass)?;
+        if let Some(attest) = attest::AttestGuardian::from_config(config, key)? {
+            tracing::info!("serving reserve attestations at {}", attest::ATTEST_PATH);
+            router = router.merge(attest::router(std::sync::Arc::new(attest)));
+        }
+    }
     server::serve(listener, router, cancel)
         .await
         .map_err(GuardianError::Serve)

@@ -137,6 +137,21 @@ pub enum RefusalCode {
     /// A proof of funds lists a UTXO that this guardian's Bitcoin view does not have
     /// unspent and confirmed, with that amount and script.
     UtxoSetMismatch,
+    /// An attestation's Bitcoin block is not on this guardian's Bitcoin view (above
+    /// its tip, or another hash at that height).
+    UnknownBlock,
+    /// An attestation's Bitcoin block is older than this guardian accepts
+    /// (`[attest] max_block_age_blocks`).
+    StaleBlock,
+    /// An attestation's supply entry differs from this guardian's own chain view at
+    /// that block, or a chain it watches has no entry.
+    SupplyMismatch,
+    /// An attestation's totals, ratio or text are not the ones rebuilt from its
+    /// fields, or its proof of funds cannot be built from them.
+    AttestationMismatch,
+    /// This guardian already approved another attestation for this Bitcoin block and
+    /// registry.
+    ConflictingAttestation,
 }
 
 impl RefusalCode {
@@ -159,6 +174,11 @@ impl RefusalCode {
             Self::UnknownReserve => "unknown_reserve",
             Self::FormNotAllowed => "form_not_allowed",
             Self::UtxoSetMismatch => "utxo_set_mismatch",
+            Self::UnknownBlock => "unknown_block",
+            Self::StaleBlock => "stale_block",
+            Self::SupplyMismatch => "supply_mismatch",
+            Self::AttestationMismatch => "attestation_mismatch",
+            Self::ConflictingAttestation => "conflicting_attestation",
         }
     }
 }
@@ -278,6 +298,11 @@ mod tests {
             RefusalCode::UnknownReserve,
             RefusalCode::FormNotAllowed,
             RefusalCode::UtxoSetMismatch,
+            RefusalCode::UnknownBlock,
+            RefusalCode::StaleBlock,
+            RefusalCode::SupplyMismatch,
+            RefusalCode::AttestationMismatch,
+            RefusalCode::ConflictingAttestation,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
