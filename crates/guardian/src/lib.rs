@@ -14,6 +14,7 @@
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
 pub mod attest;
+pub mod attest_maker;
 pub mod bench;
 pub mod bench_attest;
 pub mod config;
