@@ -159,8 +159,12 @@ pub struct ChainList<'a> {
 #[derive(Serialize)]
 pub struct ReservesView {
     pub addresses: Vec<ReserveAddressView>,
-    /// `null` until the first snapshot is taken.
+    /// `null` until the first snapshot is taken. The snapshotter's own reading,
+    /// signed by nobody: unproven.
     pub snapshot: Option<SnapshotView>,
+    /// The latest reserve attestation (guardian-signed, checkable with `ubtc verify`):
+    /// the proven figures. `null` until the first one is made.
+    pub attestation: Option<crate::attestations::AttestationView>,
 }
 
 #[derive(Serialize)]

@@ -26,6 +26,7 @@ pub enum ErrorCode {
     MethodNotAllowed,
     ValidationNotFound,
     ProofNotFound,
+    AttestationNotFound,
     WebhookNotFound,
     EventNotFound,
     Unauthorized,
@@ -75,7 +76,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 54] = [
+    pub const ALL: [ErrorCode; 55] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidParameter,
         ErrorCode::InvalidChain,
@@ -86,6 +87,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::ValidationNotFound,
         ErrorCode::ProofNotFound,
+        ErrorCode::AttestationNotFound,
         ErrorCode::WebhookNotFound,
         ErrorCode::EventNotFound,
         ErrorCode::Unauthorized,
@@ -146,6 +148,7 @@ impl ErrorCode {
             MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             ValidationNotFound => ("validation_not_found", StatusCode::NOT_FOUND),
             ProofNotFound => ("proof_not_found", StatusCode::NOT_FOUND),
+            AttestationNotFound => ("attestation_not_found", StatusCode::NOT_FOUND),
             WebhookNotFound => ("webhook_not_found", StatusCode::NOT_FOUND),
             EventNotFound => ("event_not_found", StatusCode::NOT_FOUND),
             Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),

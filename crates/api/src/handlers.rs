@@ -211,8 +211,12 @@ pub async fn reserves(State(state): State<ApiState>) -> Result<Json<ReservesView
         }
         None => Vec::new(),
     };
+    let attestation = state.store.latest_attestation().await?;
     let now = Timestamp::now();
     Ok(Json(ReservesView {
+        attestation: attestation
+            .as_ref()
+            .map(|a| crate::attestations::AttestationView::new(&a.summary, now)),
         addresses: addresses
             .iter()
             .map(|a| ReserveAddressView::from(a).with_balance(&balances))

@@ -14,6 +14,7 @@
 //! token fires.
 
 pub mod admin;
+mod attestations;
 pub mod cache;
 pub mod dashboard;
 mod dto;
@@ -132,6 +133,9 @@ fn routes(demo: bool) -> Routes {
         .get("/v1/reserves", reserves)
         .get("/v1/reserves/history", reserve_history)
         .get("/v1/reserves/registry", reserve_registry)
+        .get("/v1/attestations", attestations::list_attestations)
+        .get("/v1/attestations/latest", attestations::latest_attestation)
+        .get("/v1/attestations/{id}", attestations::get_attestation)
         .get("/v1/stats", stats)
         // Admin and operator routes (webhook consumers included): one table with
         // the roles of each, see admin/mod.rs.

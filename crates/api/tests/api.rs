@@ -636,7 +636,10 @@ async fn chains_reserves_and_stats() -> Result<()> {
     assert_eq!(body["items"][1]["token"]["symbol"], "uBTC");
 
     let (_, body) = app.get("/v1/reserves").await?;
-    assert_eq!(body, json!({"addresses": [], "snapshot": null}));
+    assert_eq!(
+        body,
+        json!({"addresses": [], "snapshot": null, "attestation": null})
+    );
 
     let taken_at = app.seed_reserves().await?;
     let (status, body) = app.get("/v1/reserves").await?;

@@ -17,6 +17,7 @@
 //! did not verify. The keys live encrypted at rest ([`keystore`]).
 
 pub mod attest;
+pub mod attest_maker;
 #[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(feature = "bench")]

@@ -9,6 +9,7 @@
 //! writes SQL.
 
 pub mod address;
+pub mod attest;
 pub mod bundle;
 pub mod leader;
 pub mod limiter;

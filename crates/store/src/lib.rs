@@ -387,6 +387,31 @@ pub trait Store:
         now: Timestamp,
     ) -> StoreResult<bool>;
 
+    // ----- reserve attestations -----
+
+    /// Stores a signed attestation and returns its figures. Storing the same document
+    /// (same digest) again stores nothing and returns the first row. Rows never change
+    /// afterwards except for [`Store::mark_attestation_reorged`]: both schemas refuse
+    /// any other UPDATE and any DELETE with a trigger. The caller verifies the document
+    /// before storing it; the store keeps what it is given.
+    async fn record_attestation(
+        &self,
+        attestation: &ubtc_core::attestation::ReserveAttestation,
+        now: Timestamp,
+    ) -> StoreResult<AttestationSummary>;
+    /// The newest attestation whose Bitcoin block has not been reorganised away.
+    async fn latest_attestation(&self) -> StoreResult<Option<StoredAttestation>>;
+    async fn get_attestation(&self, id: i64) -> StoreResult<Option<StoredAttestation>>;
+    /// Newest first, reorged ones included, keyset-paginated by `before` (an id).
+    async fn list_attestations(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AttestationSummary>>;
+    /// Marks an attestation whose Bitcoin block left the best chain. False when it is
+    /// unknown or already marked.
+    async fn mark_attestation_reorged(&self, id: i64, now: Timestamp) -> StoreResult<bool>;
+
     // ----- audit trail (admin API) -----
 
     /// Appends a record chained to the latest one ([`audit::audit_hash`]). One

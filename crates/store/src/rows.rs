@@ -386,3 +386,65 @@ impl From<AuditRow> for AuditEntry {
         }
     }
 }
+
+/// Columns of `attestations` without the document. Used by `concat!` in the SQL texts.
+macro_rules! attestation_columns {
+    () => {
+        "id, digest, bitcoin_height, bitcoin_hash, reserve_sats, supply_sats, ratio_ppm, \
+         registry_version, utxo_count, created_at, stored_at, reorged_at"
+    };
+}
+pub(crate) use attestation_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttestationRow {
+    id: i64,
+    digest: String,
+    bitcoin_height: i64,
+    bitcoin_hash: String,
+    reserve_sats: i64,
+    supply_sats: i64,
+    ratio_ppm: Option<i64>,
+    registry_version: i64,
+    utxo_count: i64,
+    created_at: i64,
+    stored_at: i64,
+    reorged_at: Option<i64>,
+}
+
+impl TryFrom<AttestationRow> for AttestationSummary {
+    type Error = StoreError;
+    fn try_from(r: AttestationRow) -> StoreResult<Self> {
+        Ok(AttestationSummary {
+            id: r.id,
+            digest: r.digest,
+            bitcoin_height: from_i64(r.bitcoin_height, "bitcoin_height")?,
+            bitcoin_hash: r.bitcoin_hash,
+            reserve_sats: from_i64(r.reserve_sats, "reserve_sats")?,
+            supply_sats: from_i64(r.supply_sats, "supply_sats")?,
+            ratio_ppm: r.ratio_ppm.map(|v| from_i64(v, "ratio_ppm")).transpose()?,
+            registry_version: from_i64(r.registry_version, "registry_version")?,
+            utxo_count: from_i64(r.utxo_count, "utxo_count")?,
+            created_at: Timestamp(r.created_at),
+            stored_at: Timestamp(r.stored_at),
+            reorged_at: r.reorged_at.map(Timestamp),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttestationBodyRow {
+    #[sqlx(flatten)]
+    summary: AttestationRow,
+    body: String,
+}
+
+impl TryFrom<AttestationBodyRow> for StoredAttestation {
+    type Error = StoreError;
+    fn try_from(r: AttestationBodyRow) -> StoreResult<Self> {
+        Ok(StoredAttestation {
+            summary: r.summary.try_into()?,
+            body: r.body,
+        })
+    }
+}

@@ -12,13 +12,42 @@
 //! The statement texts are `pub(crate)` constants so that [`crate::baseline`] issues
 //! exactly the same SQL.
 
-use crate::rows::{audit_columns, outbox_columns, validation_columns};
+use crate::rows::{attestation_columns, audit_columns, outbox_columns, validation_columns};
 
 pub(crate) const LIST_REGISTRY: &str = "SELECT body FROM reserve_registry ORDER BY version";
 pub(crate) const LAST_REGISTRY: &str =
     "SELECT body FROM reserve_registry ORDER BY version DESC LIMIT 1";
 pub(crate) const INSERT_REGISTRY: &str = "INSERT INTO reserve_registry (version, fingerprint, \
      body, published_at) VALUES ($1, $2, $3, $4)";
+
+/// `ON CONFLICT DO NOTHING`: storing the same signed document twice is harmless and
+/// keeps the first row (the caller then reads it back by digest).
+pub(crate) const INSERT_ATTESTATION: &str = "INSERT INTO attestations (digest, bitcoin_height, \
+     bitcoin_hash, reserve_sats, supply_sats, ratio_ppm, registry_version, utxo_count, \
+     created_at, stored_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (digest) DO NOTHING";
+pub(crate) const ATTESTATION_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    attestation_columns!(),
+    " FROM attestations WHERE digest = $1"
+);
+pub(crate) const ATTESTATION_BY_ID: &str = concat!(
+    "SELECT ",
+    attestation_columns!(),
+    ", body FROM attestations WHERE id = $1"
+);
+pub(crate) const LATEST_ATTESTATION: &str = concat!(
+    "SELECT ",
+    attestation_columns!(),
+    ", body FROM attestations WHERE reorged_at IS NULL ORDER BY id DESC LIMIT 1"
+);
+pub(crate) const LIST_ATTESTATIONS: &str = concat!(
+    "SELECT ",
+    attestation_columns!(),
+    " FROM attestations WHERE id < $1 ORDER BY id DESC LIMIT $2"
+);
+pub(crate) const MARK_ATTESTATION_REORGED: &str =
+    "UPDATE attestations SET reorged_at = $2 WHERE id = $1 AND reorged_at IS NULL";
 
 pub(crate) const INSERT_VALIDATION: &str = "INSERT INTO validations (id, chain, tx_hash, \
      tx_index, payer, amount_base_units, message, block_number, block_hash, status, \
@@ -1282,6 +1311,81 @@ macro_rules! impl_store {
                     prev_hash,
                     hash,
                 })
+            }
+
+            async fn record_attestation(
+                &self,
+                attestation: &ubtc_core::attestation::ReserveAttestation,
+                now: Timestamp,
+            ) -> StoreResult<AttestationSummary> {
+                let digest = hex::encode(attestation.digest());
+                let totals = attestation.totals;
+                let body = serde_json::to_string(attestation)
+                    .map_err(|e| StoreError::InvalidInput(format!("attestation: {e}")))?;
+                sqlx::query(sql::INSERT_ATTESTATION)
+                    .bind(digest.as_str())
+                    .bind(i64::from(attestation.bitcoin_block.height))
+                    .bind(attestation.bitcoin_block.hash.as_str())
+                    .bind(rows::to_i64(totals.reserve_sats, "reserve_sats")?)
+                    .bind(rows::to_i64(totals.supply_sats, "supply_sats")?)
+                    .bind(
+                        totals
+                            .ratio_ppm
+                            .map(|r| rows::to_i64(r, "ratio_ppm"))
+                            .transpose()?,
+                    )
+                    .bind(rows::to_i64(
+                        attestation.registry.version,
+                        "registry version",
+                    )?)
+                    .bind(rows::to_i64(attestation.utxo_count(), "utxo count")?)
+                    .bind(attestation.created_at.0)
+                    .bind(now.0)
+                    .bind(body)
+                    .execute(self.writer())
+                    .await?;
+                let row: rows::AttestationRow = sqlx::query_as(sql::ATTESTATION_BY_DIGEST)
+                    .bind(digest.as_str())
+                    .fetch_one(self.writer())
+                    .await?;
+                AttestationSummary::try_from(row)
+            }
+
+            async fn latest_attestation(&self) -> StoreResult<Option<StoredAttestation>> {
+                let row: Option<rows::AttestationBodyRow> = sqlx::query_as(sql::LATEST_ATTESTATION)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(StoredAttestation::try_from).transpose()
+            }
+
+            async fn get_attestation(&self, id: i64) -> StoreResult<Option<StoredAttestation>> {
+                let row: Option<rows::AttestationBodyRow> = sqlx::query_as(sql::ATTESTATION_BY_ID)
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(StoredAttestation::try_from).transpose()
+            }
+
+            async fn list_attestations(
+                &self,
+                before: Option<i64>,
+                limit: u32,
+            ) -> StoreResult<Vec<AttestationSummary>> {
+                let rows: Vec<rows::AttestationRow> = sqlx::query_as(sql::LIST_ATTESTATIONS)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(AttestationSummary::try_from).collect()
+            }
+
+            async fn mark_attestation_reorged(&self, id: i64, now: Timestamp) -> StoreResult<bool> {
+                let done = sqlx::query(sql::MARK_ATTESTATION_REORGED)
+                    .bind(id)
+                    .bind(now.0)
+                    .execute(self.writer())
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn list_registry_versions(

@@ -313,3 +313,33 @@ pub struct AuditCheck {
     /// Id of the first record whose hash or link does not match, if any.
     pub first_broken: Option<i64>,
 }
+
+/// A stored reserve attestation's figures, without its document (which can be several
+/// megabytes): what lists and pages show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationSummary {
+    /// Storage order: a later attestation has a larger id.
+    pub id: i64,
+    /// The attestation digest, 64 lowercase hex characters.
+    pub digest: String,
+    pub bitcoin_height: u32,
+    pub bitcoin_hash: String,
+    pub reserve_sats: u64,
+    pub supply_sats: u64,
+    pub ratio_ppm: Option<u64>,
+    pub registry_version: u64,
+    pub utxo_count: u64,
+    /// The document's own `created_at`.
+    pub created_at: Timestamp,
+    pub stored_at: Timestamp,
+    /// Set when the attested Bitcoin block was reorganised away.
+    pub reorged_at: Option<Timestamp>,
+}
+
+/// A stored reserve attestation: its figures and the signed document exactly as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAttestation {
+    pub summary: AttestationSummary,
+    /// The document's JSON.
+    pub body: String,
+}

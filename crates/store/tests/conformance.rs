@@ -53,6 +53,7 @@ on_both_backends!(
     notify_writes_outbox_atomically,
     registry_versions_are_checked_and_immutable,
     a_dropped_payment_mined_again_is_detected_again,
+    attestations_are_kept_paged_and_marked,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -2060,3 +2061,157 @@ async fn a_dropped_payment_mined_again_is_detected_again(store: Arc<dyn Store>) 
     );
     assert_eq!(get(s, c).await, before);
 }
+
+// ---------------------------------------------------------------- attestations
+
+/// An unsigned attestation at `height` holding `sats` (the store keeps what it is
+/// given; signatures are the pipeline's and the verifier's business).
+fn attestation(height: u32, sats: u64) -> ubtc_core::attestation::ReserveAttestation {
+    use ubtc_core::attestation::*;
+    use ubtc_core::bundle::{BitcoinNetwork, Utxo};
+    ReserveAttestation::unsigned(AttestationContent {
+        network: BitcoinNetwork::Regtest,
+        bitcoin_block: AttestedBlock {
+            height,
+            hash: format!("{height:064x}"),
+        },
+        reserves: vec![AttestedReserve {
+            address: "bcrt1qreserve".into(),
+            descriptor: "wpkh(02aa)#abcdefgh".into(),
+            status: ReserveStatus::Active,
+            utxos: vec![Utxo {
+                txid: format!("{:064x}", u64::from(height) * 7 + 1),
+                vout: 0,
+                amount_sats: sats,
+                script_pubkey_hex: "0014".to_owned() + &"ab".repeat(20),
+            }],
+        }],
+        supply: vec![AttestedSupply {
+            chain: chain("ethereum"),
+            token: "0xtoken".into(),
+            block_number: 100,
+            block_hash: "0xblock".into(),
+            supply: TokenAmount::new(100_000_000, 8),
+        }],
+        registry: RegistryRef {
+            version: 3,
+            fingerprint: "ab".repeat(32),
+        },
+        audit_head: "cd".repeat(32),
+        created_at: T0,
+    })
+    .unwrap()
+}
+
+async fn attestations_are_kept_paged_and_marked(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    assert!(s.latest_attestation().await.unwrap().is_none());
+    assert!(s.list_attestations(None, 10).await.unwrap().is_empty());
+    assert!(s.get_attestation(1).await.unwrap().is_none());
+
+    let mut ids = Vec::new();
+    for (i, height) in [100_u32, 106, 112].into_iter().enumerate() {
+        let att = attestation(height, 150_000_000 + i as u64);
+        let sum = s
+            .record_attestation(&att, Timestamp(T0.0 + i as i64))
+            .await
+            .unwrap();
+        assert_eq!(sum.digest, hex::encode(att.digest()));
+        assert_eq!(sum.bitcoin_height, height);
+        assert_eq!(sum.reserve_sats, 150_000_000 + i as u64);
+        assert_eq!(sum.supply_sats, 100_000_000);
+        assert_eq!(sum.ratio_ppm, att.totals.ratio_ppm);
+        assert_eq!(sum.registry_version, 3);
+        assert_eq!(sum.utxo_count, 1);
+        assert_eq!(sum.reorged_at, None);
+        // The same document again stores nothing new.
+        let again = s
+            .record_attestation(&att, Timestamp(T0.0 + 99))
+            .await
+            .unwrap();
+        assert_eq!(again, sum);
+        // The document comes back byte for byte and parses to what was stored.
+        let stored = s.get_attestation(sum.id).await.unwrap().unwrap();
+        assert_eq!(stored.summary, sum);
+        let back =
+            ubtc_core::attestation::ReserveAttestation::from_json(stored.body.as_bytes()).unwrap();
+        assert_eq!(back, att);
+        ids.push(sum.id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let latest = s.latest_attestation().await.unwrap().unwrap();
+    assert_eq!(latest.summary.id, ids[2]);
+
+    // Newest first, paged by id.
+    let page = s.list_attestations(None, 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
+    let next = s.list_attestations(Some(ids[1]), 2).await.unwrap();
+    assert_eq!(next.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[0]]);
+
+    // A reorged attestation stays listed, marked, and is no longer the latest.
+    assert!(s
+        .mark_attestation_reorged(ids[2], Timestamp(T0.0 + 50))
+        .await
+        .unwrap());
+    assert!(!s
+        .mark_attestation_reorged(ids[2], Timestamp(T0.0 + 60))
+        .await
+        .unwrap());
+    assert!(!s
+        .mark_attestation_reorged(9_999, Timestamp(T0.0 + 60))
+        .await
+        .unwrap());
+    let marked = s.get_attestation(ids[2]).await.unwrap().unwrap();
+    assert_eq!(marked.summary.reorged_at, Some(Timestamp(T0.0 + 50)));
+    let latest = s.latest_attestation().await.unwrap().unwrap();
+    assert_eq!(latest.summary.id, ids[1]);
+    let all = s.list_attestations(None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].reorged_at, Some(Timestamp(T0.0 + 50)));
+}
+
+/// The schema itself refuses to edit or delete a stored attestation: only the
+/// reorged mark may be set, once. Raw SQL on the store's own pool, on both backends.
+macro_rules! attestation_rows_are_immutable {
+    ($name:ident, $make:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let (store, _cleanup) = $make.await;
+            let sum = store
+                .record_attestation(&attestation(200, 5), T0)
+                .await
+                .unwrap();
+            let id = sum.id;
+            for edit in [
+                format!("UPDATE attestations SET reserve_sats = 6 WHERE id = {id}"),
+                format!("UPDATE attestations SET body = 'x' WHERE id = {id}"),
+                format!("UPDATE attestations SET reorged_at = 1, reserve_sats = 6 WHERE id = {id}"),
+                format!("DELETE FROM attestations WHERE id = {id}"),
+            ] {
+                let err = sqlx::query(&edit).execute(store.pool()).await.unwrap_err();
+                assert!(err.to_string().contains("immutable"), "{edit}: {err}");
+            }
+            let still = store.get_attestation(id).await.unwrap().unwrap();
+            assert_eq!(still.summary, sum);
+            sqlx::query(&format!(
+                "UPDATE attestations SET reorged_at = 7 WHERE id = {id}"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+            let err = sqlx::query(&format!(
+                "UPDATE attestations SET reorged_at = 8 WHERE id = {id}"
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains("immutable"), "{err}");
+        }
+    };
+}
+attestation_rows_are_immutable!(sqlite_attestation_rows_are_immutable, sqlite_store(1));
+attestation_rows_are_immutable!(postgres_attestation_rows_are_immutable, pg_store(2));
