@@ -103,7 +103,11 @@ fn bundle_signed_by_old_reserve(g: &[SecretKey; 3], registry: Vec<RegistryVersio
     // The two leaked keys of the retired reserve.
     let partials: Vec<_> = [&g[0], &g[1]]
         .iter()
-        .map(|k| prepared.verify_partial(prepared.sign_partial(k).unwrap()).unwrap())
+        .map(|k| {
+            prepared
+                .verify_partial(prepared.sign_partial(k).unwrap())
+                .unwrap()
+        })
         .collect();
     b.reserves = vec![ReserveSignature {
         address: policy.address(Network::Bitcoin, Wrapping::Wsh).to_string(),
@@ -142,7 +146,7 @@ fn a_reserve_retired_in_the_current_registry_version_is_not_silently_valid() {
 /// An attestation made by someone holding no guardian key at all: one reserve
 /// `wpkh(ATTACKER)` with an invented 20,000,000 BTC UTXO, 1 BTC of supply, the real
 /// registry's fingerprint in its `registry` field, approved by the attacker.
-pub fn self_made_attestation(real_registry: &RegistryVersion) -> ReserveAttestation {
+fn self_made_attestation(real_registry: &RegistryVersion) -> ReserveAttestation {
     let attacker = key(0x66);
     let desc = descriptor::with_checksum(&format!("wpkh({})", cpk(&attacker))).unwrap();
     let parsed = Descriptor::parse(&desc).unwrap();
@@ -179,9 +183,7 @@ pub fn self_made_attestation(real_registry: &RegistryVersion) -> ReserveAttestat
     };
     let mut att = ReserveAttestation::unsigned(content).unwrap();
     let prepared = PreparedPof::prepare(&att).unwrap();
-    let partials = prepared
-        .check(prepared.sign(&attacker).unwrap())
-        .unwrap();
+    let partials = prepared.check(prepared.sign(&attacker).unwrap()).unwrap();
     att.pof = prepared.combine(&[partials]).unwrap();
     att.approvals = vec![approve(&att, &attacker)];
     att
@@ -199,7 +201,10 @@ fn a_self_made_attestation_is_not_reported_valid_without_a_pin() {
     let r = verify_attestation(&att, &VerifyOptions::default());
     let text = r.to_string();
     assert!(text.contains(&v1.fingerprint()), "{text}");
-    assert_eq!(r.totals.proven_reserve_sats, 2_000_000_000_000_000, "{text}");
+    assert_eq!(
+        r.totals.proven_reserve_sats, 2_000_000_000_000_000,
+        "{text}"
+    );
     assert!(
         !text.starts_with("reserve attestation: VALID"),
         "a forger's attestation is reported VALID:\n{text}"
