@@ -24,7 +24,8 @@
 //! removed or reordered, an amount changed by one satoshi or a script that is not the
 //! reserve's is refused before any signature is checked; then each input's witness is
 //! checked against the policy its reserve's descriptor names, with the sighash that
-//! was computed once.
+//! was computed once. Only a pinned registry ([`verify_attestation_pinned`]) says the
+//! reserves and approvers are the real ones; without it the verdict is `unpinned`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

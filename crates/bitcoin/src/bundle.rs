@@ -8,10 +8,12 @@
 //! exist and are still unspent is not something an offline verifier can know; the
 //! report says so.
 //!
-//! Which reserves are real is the reserve registry's to say: every reserve of a bundle
-//! must be in the registry version the user pinned (`--registry FILE` or
-//! `--registry-fingerprint HEX`) or in a later version reachable from it by a chain of
-//! guardian signatures. Without a pin the bundle is checked against its own registry
+//! Which reserves are real is the reserve registry's to say: the verifier follows the
+//! registry from the version the user pinned (`--registry FILE` or
+//! `--registry-fingerprint HEX`) through every later version reachable by guardian
+//! signatures, and every reserve of a bundle must be active in the newest of them (a
+//! reserve retired since is refused, not excused by an older version that listed it).
+//! Without a pin the bundle is checked against its own registry
 //! and the report says loudly that nothing pins it: a forger can bring a registry of
 //! their own keys. Fields that no signature covers (figures, supply, payment amount
 //! and block, approval metadata) are listed as unsigned and never make a bundle valid.
