@@ -24,7 +24,8 @@
 //! removed or reordered, an amount changed by one satoshi or a script that is not the
 //! reserve's is refused before any signature is checked; then each input's witness is
 //! checked against the policy its reserve's descriptor names, with the sighash that
-//! was computed once.
+//! was computed once. Only a pinned registry ([`verify_attestation_pinned`]) says the
+//! reserves and approvers are the real ones; without it the verdict is `unpinned`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -42,11 +43,14 @@ use ubtc_core::attestation::{
     ReserveAttestation, ReserveStatus, MAX_MONEY_SATS,
 };
 use ubtc_core::bundle::Utxo;
+use ubtc_core::registry::ReserveStatus as RegistryStatus;
 
 use crate::bip322::{ToSignParams, MAX_POF_SIGNATURE_CHARS, PSBT_GLOBAL_GENERIC_SIGNED_MESSAGE};
+use crate::bundle::RegistryPin;
 use crate::descriptor::{Descriptor, DescriptorError};
 use crate::multisig::Wrapping;
 use crate::pof::{self, SpendableUtxo};
+use crate::registry as reg;
 use crate::script::is_strict_der;
 use crate::SECP;
 
@@ -911,7 +915,15 @@ pub struct TotalsCheck {
 /// approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttestationReport {
+    /// Every check passed against the guardian set the approvals were counted
+    /// against. Read it with `pinned`: unpinned, that set is the document's own.
     pub valid: bool,
+    /// True when the approvals were counted against guardians the caller supplied
+    /// (a pinned registry, or a set given directly), not the document's own keys.
+    pub pinned: bool,
+    /// `valid` (pinned), `unpinned` (consistent, but nothing outside the document
+    /// vouches for its reserves or guardians) or `invalid`.
+    pub verdict: &'static str,
     pub network: &'static str,
     pub bitcoin_height: u32,
     pub bitcoin_block_hash: String,
@@ -928,7 +940,8 @@ pub struct AttestationReport {
     pub approvals: Vec<ApprovalVerdict>,
     pub approvals_valid: usize,
     pub approvals_needed: usize,
-    /// Where the guardian keys came from: `given` or `challenge_reserve`.
+    /// Where the guardian keys came from: `pinned_registry`, `given` or
+    /// `challenge_reserve`.
     pub guardians_from: &'static str,
     pub errors: Vec<ReportError>,
     /// What an offline check cannot establish.
@@ -1171,8 +1184,12 @@ pub fn verify_attestation(att: &ReserveAttestation, options: &VerifyOptions) -> 
         .and_then(|i| att.reserves.get(i))
         .map(|r| r.address.clone())
         .unwrap_or_default();
+    let valid = errors.is_empty();
+    let pinned = options.guardians.is_some();
     AttestationReport {
-        valid: errors.is_empty(),
+        valid,
+        pinned,
+        verdict: verdict_of(valid, pinned),
         network: att.network.as_str(),
         bitcoin_height: att.bitcoin_block.height,
         bitcoin_block_hash: att.bitcoin_block.hash.clone(),
@@ -1195,6 +1212,166 @@ pub fn verify_attestation(att: &ReserveAttestation, options: &VerifyOptions) -> 
     }
 }
 
+fn verdict_of(valid: bool, pinned: bool) -> &'static str {
+    match (valid, pinned) {
+        (false, _) => "invalid",
+        (true, true) => "valid",
+        (true, false) => "unpinned",
+    }
+}
+
+/// Verifies `att` against the reserve registry the caller pinned (none: like
+/// [`verify_attestation`] with no guardians, so at best `unpinned`).
+///
+/// An attestation names its registry version and fingerprint but does not carry the
+/// chain, so only a pinned chain ([`RegistryPin::Versions`]) can check it: the
+/// chain's first version is trusted as given and the rest must follow by guardian
+/// signatures ([`reg::follow`]). The version the attestation names must be the
+/// newest of that chain, with the same fingerprint; every attested reserve must be
+/// listed there with the same descriptor and status; and the approvals are counted
+/// against that version's guardians and threshold, never the document's own keys.
+/// Requiring the newest version is strict on purpose: once the guardians publish a
+/// version that retires a reserve or replaces a guardian (its key leaked, say), an
+/// attestation under the older version proves nothing about today. To check an
+/// attestation from before that, pin the chain up to the version it names.
+pub fn verify_attestation_pinned(
+    att: &ReserveAttestation,
+    pin: Option<&RegistryPin>,
+) -> AttestationReport {
+    let Some(pin) = pin else {
+        return verify_attestation(att, &VerifyOptions::default());
+    };
+    let (guardians, registry_errors) = check_registry(att, pin);
+    // Without a usable version no key counts: falling back to the document's own
+    // keys would let the pin be bypassed by a chain that does not verify.
+    let guardians = guardians.unwrap_or(GuardianSet {
+        keys: Vec::new(),
+        threshold: 1,
+    });
+    let mut report = verify_attestation(
+        att,
+        &VerifyOptions {
+            guardians: Some(guardians),
+        },
+    );
+    report.guardians_from = "pinned_registry";
+    if !registry_errors.is_empty() {
+        let mut errors = registry_errors;
+        errors.append(&mut report.errors);
+        report.errors = errors;
+        report.valid = false;
+    }
+    report.verdict = verdict_of(report.valid, report.pinned);
+    report
+}
+
+/// The guardian set of the registry version `att` names, once that version is the
+/// newest of the pinned chain and lists every attested reserve as attested; the
+/// errors otherwise (the set is still returned when only reserves disagree).
+fn check_registry(
+    att: &ReserveAttestation,
+    pin: &RegistryPin,
+) -> (Option<GuardianSet>, Vec<ReportError>) {
+    let fail = |code: &'static str, message: String| (None, vec![ReportError { code, message }]);
+    let file = match pin {
+        RegistryPin::Fingerprint(fp) => {
+            return fail(
+                "registry_chain_needed",
+                format!(
+                    "a reserve attestation carries its registry's version and fingerprint, not                      the registry: pin it with --registry FILE (the chain from the version you                      trust); a fingerprint alone ({fp}) cannot check its reserves or guardians"
+                ),
+            )
+        }
+        RegistryPin::Versions(file) => file,
+    };
+    let Some(first) = file.first() else {
+        return fail("registry_empty", "the pinned registry file is empty".into());
+    };
+    let accepted = match reg::follow(first, file) {
+        Ok(a) => a,
+        Err(e) => return fail(e.code(), format!("pinned registry file: {e}")),
+    };
+    let newest = accepted[accepted.len() - 1];
+    if att.registry.version != newest.version {
+        return fail(
+            "registry_version_not_current",
+            format!(
+                "the attestation names registry version {}; the pinned chain's newest version                  is {} (pin the chain up to version {} to check an older attestation)",
+                att.registry.version, newest.version, att.registry.version
+            ),
+        );
+    }
+    if att.registry.fingerprint != newest.fingerprint() {
+        return fail(
+            "registry_fingerprint_mismatch",
+            format!(
+                "the attestation names registry version {} with fingerprint {}; the pinned                  version {} has fingerprint {}",
+                att.registry.version,
+                att.registry.fingerprint,
+                newest.version,
+                newest.fingerprint()
+            ),
+        );
+    }
+    if newest.network != att.network {
+        return fail(
+            "registry_network_mismatch",
+            format!(
+                "the pinned registry is for {}, the attestation for {}",
+                newest.network.as_str(),
+                att.network.as_str()
+            ),
+        );
+    }
+    let mut keys = Vec::with_capacity(newest.guardians.len());
+    for k in &newest.guardians {
+        match k.parse::<PublicKey>() {
+            Ok(k) => keys.push(k),
+            Err(_) => {
+                return fail(
+                    "registry_guardian_invalid",
+                    format!(
+                        "pinned registry version {}: guardian key {k} does not parse",
+                        newest.version
+                    ),
+                )
+            }
+        }
+    }
+    let guardians = GuardianSet {
+        keys,
+        threshold: usize::try_from(newest.guardian_threshold).unwrap_or(usize::MAX),
+    };
+    let mut errors = Vec::new();
+    for r in &att.reserves {
+        let expected = match r.status {
+            ReserveStatus::Active => RegistryStatus::Active,
+            ReserveStatus::Retired => RegistryStatus::Retired,
+        };
+        match newest.reserve(&r.address) {
+            Some(x) if x.descriptor == r.descriptor && x.status == expected => {}
+            Some(x) if x.descriptor == r.descriptor => errors.push(ReportError {
+                code: "reserve_status_mismatch",
+                message: format!(
+                    "reserve {} is attested as {} but is {} in registry version {}",
+                    r.address,
+                    r.status.as_str(),
+                    x.status.as_str(),
+                    newest.version
+                ),
+            }),
+            _ => errors.push(ReportError {
+                code: "reserve_not_in_registry",
+                message: format!(
+                    "reserve {} ({}) is not a reserve of registry version {}",
+                    r.address, r.descriptor, newest.version
+                ),
+            }),
+        }
+    }
+    (Some(guardians), errors)
+}
+
 fn fmt_ppm(p: Option<u64>) -> String {
     p.map_or_else(|| "none".into(), |p| p.to_string())
 }
@@ -1209,11 +1386,23 @@ const REPORT_MAX_UTXO_LINES: usize = 50;
 
 impl fmt::Display for AttestationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "reserve attestation: {}",
-            if self.valid { "VALID" } else { "INVALID" }
-        )?;
+        match self.verdict {
+            "valid" if self.guardians_from == "pinned_registry" => writeln!(
+                f,
+                "reserve attestation: VALID (reserves and guardians checked against the pinned registry)"
+            )?,
+            "valid" => writeln!(
+                f,
+                "reserve attestation: VALID (approvals checked against the given guardian keys)"
+            )?,
+            "unpinned" => writeln!(
+                f,
+                "reserve attestation: UNPINNED: the document is consistent, but NOTHING PINS ITS \
+                 RESERVES OR GUARDIANS (anybody can sign one with keys of their own); pass \
+                 --registry FILE"
+            )?,
+            _ => writeln!(f, "reserve attestation: INVALID")?,
+        }
         writeln!(f, "  network:        {}", self.network)?;
         writeln!(
             f,
@@ -1223,8 +1412,14 @@ impl fmt::Display for AttestationReport {
         writeln!(f, "  digest:         {}", self.digest)?;
         writeln!(
             f,
-            "  registry:       version {} fingerprint {} (not pinned by this check)",
-            self.registry_version, self.registry_fingerprint
+            "  registry:       version {} fingerprint {}{}",
+            self.registry_version,
+            self.registry_fingerprint,
+            if self.guardians_from == "pinned_registry" {
+                " (checked against the pinned registry)"
+            } else {
+                " (not pinned by this check)"
+            }
         )?;
         writeln!(f, "  audit head:     {}", self.audit_head)?;
         writeln!(f, "  challenge:      {}", self.challenge_address)?;

@@ -8,10 +8,12 @@
 //! exist and are still unspent is not something an offline verifier can know; the
 //! report says so.
 //!
-//! Which reserves are real is the reserve registry's to say: every reserve of a bundle
-//! must be in the registry version the user pinned (`--registry FILE` or
-//! `--registry-fingerprint HEX`) or in a later version reachable from it by a chain of
-//! guardian signatures. Without a pin the bundle is checked against its own registry
+//! Which reserves are real is the reserve registry's to say: the verifier follows the
+//! registry from the version the user pinned (`--registry FILE` or
+//! `--registry-fingerprint HEX`) through every later version reachable by guardian
+//! signatures, and every reserve of a bundle must be active in the newest of them (a
+//! reserve retired since is refused, not excused by an older version that listed it).
+//! Without a pin the bundle is checked against its own registry
 //! and the report says loudly that nothing pins it: a forger can bring a registry of
 //! their own keys. Fields that no signature covers (figures, supply, payment amount
 //! and block, approval metadata) are listed as unsigned and never make a bundle valid.
@@ -56,8 +58,8 @@ pub struct ReserveReport {
     /// in it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<Vec<String>>,
-    /// The registry version that lists this reserve as active (the newest accepted
-    /// one that does), when the bundle was checked against a registry.
+    /// The newest accepted registry version, when it lists this reserve as active
+    /// (the only version a reserve is judged against).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -487,36 +489,27 @@ pub fn verify_bundle_pinned(bundle: &ProofBundle, pin: Option<&RegistryPin>) -> 
             }
         }
         if has_registry {
-            report.registry_version = accepted
-                .iter()
-                .rev()
-                .find(|v| {
-                    v.reserve(&r.address).is_some_and(|x| {
-                        x.descriptor == r.descriptor && x.status == ReserveStatus::Active
-                    })
-                })
-                .map(|v| v.version);
-            if let Some(listed) = report.registry_version {
-                // Accepted (it was a reserve when a version the pin reaches listed it),
-                // but a reader should know the guardians have since retired it.
-                if let Some(later) = accepted.iter().find(|v| {
-                    v.version > listed
-                        && v.reserve(&r.address)
-                            .is_none_or(|x| x.status != ReserveStatus::Active)
-                }) {
-                    warnings.push(format!(
-                        "reserve {} is retired or gone in registry version {}",
-                        r.address, later.version
-                    ));
+            // Judged against the newest version the verifier accepts, never an older
+            // one: once the guardians retire or drop a reserve (its keys leaked, say),
+            // a signature by it proves nothing about the reserves today, whatever an
+            // older version said.
+            if let Some(current) = accepted.last() {
+                match current.reserve(&r.address) {
+                    Some(x) if x.descriptor == r.descriptor && x.status == ReserveStatus::Active => {
+                        report.registry_version = Some(current.version);
+                    }
+                    Some(x) if x.descriptor == r.descriptor => errors.push(format!(
+                        "reserve {} is retired in registry version {}, the newest the verifier accepts",
+                        r.address, current.version
+                    )),
+                    _ => errors.push(format!(
+                        "reserve {} ({}) is not an active reserve of registry version {}, the newest the {} registry reaches by guardian signatures",
+                        r.address,
+                        r.descriptor,
+                        current.version,
+                        if registry.pinned { "pinned" } else { "bundle's" }
+                    )),
                 }
-            }
-            if report.registry_version.is_none() && registry.error.is_none() {
-                errors.push(format!(
-                    "reserve {} ({}) is not an active reserve of the {} registry or of any later version signed by its guardians",
-                    r.address,
-                    r.descriptor,
-                    if registry.pinned { "pinned" } else { "bundle's" }
-                ));
             }
         }
         reserves.push(report);

@@ -11,15 +11,19 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{CompressedPublicKey, Network};
 use ubtc_bitcoin::attestation::{
-    approve, verify_attestation, AttestError, GuardianSet, PreparedPof, UtxoState, VerifyOptions,
+    approve, verify_attestation, verify_attestation_pinned, AttestError, AttestationReport,
+    GuardianSet, PreparedPof, UtxoState, VerifyOptions,
 };
+use ubtc_bitcoin::bundle::RegistryPin;
 use ubtc_bitcoin::descriptor::{self, Descriptor};
 use ubtc_bitcoin::multisig::{SortedMulti, Wrapping};
+use ubtc_bitcoin::registry::{self as reg, ProposedReserve};
 use ubtc_core::attestation::{
     AttestationContent, AttestedBlock, AttestedReserve, AttestedSupply, RegistryRef,
     ReserveAttestation, ReserveStatus, ATTESTATION_MAX_UTXOS,
 };
 use ubtc_core::bundle::{BitcoinNetwork, Utxo};
+use ubtc_core::registry::RegistryVersion;
 use ubtc_core::{ChainId, Timestamp, TokenAmount};
 
 fn secret(b: u8) -> SecretKey {
@@ -200,7 +204,9 @@ fn mixed_attestation_verifies_offline() {
     let back = ReserveAttestation::from_json(att.to_json_pretty().as_bytes()).unwrap();
     assert_eq!(back, att);
     let text = report.to_string();
-    assert!(text.starts_with("reserve attestation: VALID"), "{text}");
+    // Nothing pinned: consistent, but only the document vouches for its reserves.
+    assert!(text.starts_with("reserve attestation: UNPINNED"), "{text}");
+    assert_eq!(report.verdict, "unpinned");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["valid"], true);
     assert_eq!(json["utxos"][0]["verdict"], "proven");
@@ -785,4 +791,227 @@ fn ten_thousand_utxos_at_the_limit() {
     // try per input.
     assert!(report.ecdsa_checks <= 3 * (ATTESTATION_MAX_UTXOS + 1));
     eprintln!("10,000-UTXO sh(wsh) proof: {} characters", att.pof.len());
+}
+
+// ------------------------------------------------------------ pinned registry
+
+fn proposed(descriptor: &str, active: bool) -> ProposedReserve {
+    ProposedReserve {
+        address: Descriptor::parse(descriptor)
+            .unwrap()
+            .address(Network::Bitcoin)
+            .to_string(),
+        descriptor: descriptor.to_string(),
+        active,
+    }
+}
+
+/// The registry the holder pins: the three reserves of [`content`] as they are
+/// attested (the `sh(wsh)` one retired), the three guardians, `threshold` approvals.
+fn registry_v1(k: &Keys, threshold: u32) -> RegistryVersion {
+    let v = reg::propose(
+        None,
+        BitcoinNetwork::Bitcoin,
+        k.guardians.iter().map(|g| pubkey(g).to_string()).collect(),
+        threshold,
+        &[
+            proposed(&multi_descriptor(k, Wrapping::Wsh), true),
+            proposed(&single_descriptor(k), true),
+            proposed(&multi_descriptor(k, Wrapping::ShWsh), false),
+        ],
+    )
+    .unwrap();
+    let unsigned = v.clone();
+    let mut v = v;
+    for g in &k.guardians[..2] {
+        reg::add_signature(&mut v, reg::sign(&unsigned, g));
+    }
+    v
+}
+
+/// Version 2 retires the single-key reserve; signed by two guardians of version 1.
+fn registry_v2(k: &Keys, v1: &RegistryVersion) -> RegistryVersion {
+    let v = reg::propose(
+        Some(v1),
+        BitcoinNetwork::Bitcoin,
+        v1.guardians.clone(),
+        2,
+        &[
+            proposed(&multi_descriptor(k, Wrapping::Wsh), true),
+            proposed(&single_descriptor(k), false),
+            proposed(&multi_descriptor(k, Wrapping::ShWsh), false),
+        ],
+    )
+    .unwrap();
+    let unsigned = v.clone();
+    let mut v = v;
+    for g in &k.guardians[1..] {
+        reg::add_signature(&mut v, reg::sign(&unsigned, g));
+    }
+    v
+}
+
+/// The honest attestation of [`valid_attestation`], naming `registry`.
+fn attestation_under(k: &Keys, registry: &RegistryVersion) -> ReserveAttestation {
+    let mut c = content(k);
+    c.registry = RegistryRef {
+        version: registry.version,
+        fingerprint: registry.fingerprint(),
+    };
+    make(
+        c,
+        &[k.guardians[0], k.guardians[2], k.single],
+        &[k.guardians[0], k.guardians[2]],
+    )
+}
+
+fn report_codes(r: &AttestationReport) -> Vec<&'static str> {
+    r.errors.iter().map(|e| e.code).collect()
+}
+
+/// An attestation made by someone holding no guardian key at all: one reserve
+/// `wpkh(ATTACKER)` with an invented 20,000,000 BTC UTXO, 1 BTC of supply, the real
+/// registry's fingerprint in its `registry` field, approved by the attacker.
+fn self_made_attestation(real_registry: &RegistryVersion) -> ReserveAttestation {
+    let attacker = secret(0x66);
+    let desc = descriptor::with_checksum(&format!("wpkh({})", pubkey(&attacker))).unwrap();
+    let mut c = content(&keys());
+    c.reserves = vec![reserve(
+        desc,
+        ReserveStatus::Active,
+        &[(9, 2_000_000_000_000_000)],
+    )];
+    c.supply.truncate(1);
+    c.supply[0].supply = TokenAmount::new(1_000_000_000_000_000_000, 18);
+    c.registry = RegistryRef {
+        version: real_registry.version,
+        fingerprint: real_registry.fingerprint(),
+    };
+    make(c, &[attacker], &[attacker])
+}
+
+/// Without a pin the verifier can only count approvals against the document's own
+/// keys, so a forger approves their own attestation. The report must not call that
+/// VALID next to the real registry's fingerprint: it says UNPINNED.
+#[test]
+fn a_self_made_attestation_is_unpinned_not_valid_without_a_pin() {
+    let real = registry_v1(&keys(), 2);
+    let att = self_made_attestation(&real);
+    let r = verify_attestation(&att, &VerifyOptions::default());
+    let text = r.to_string();
+    assert!(text.contains(&real.fingerprint()), "{text}");
+    assert_eq!(
+        r.totals.proven_reserve_sats, 2_000_000_000_000_000,
+        "{text}"
+    );
+    assert!(
+        !text.starts_with("reserve attestation: VALID"),
+        "a forger's attestation is reported VALID:\n{text}"
+    );
+    assert!(text.starts_with("reserve attestation: UNPINNED"), "{text}");
+    assert!(!r.pinned);
+    assert_eq!(r.verdict, "unpinned");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["verdict"], "unpinned");
+    assert_eq!(json["pinned"], false);
+    // verify_attestation_pinned with no pin is the same verdict.
+    assert_eq!(verify_attestation_pinned(&att, None).verdict, "unpinned");
+}
+
+#[test]
+fn a_pinned_registry_checks_an_attestations_reserves_and_guardians() {
+    let k = keys();
+    let v1 = registry_v1(&k, 2);
+    let pin = RegistryPin::Versions(vec![v1.clone()]);
+    let honest = attestation_under(&k, &v1);
+    let r = verify_attestation_pinned(&honest, Some(&pin));
+    assert!(r.is_valid(), "{r}");
+    assert!(r.pinned);
+    assert_eq!(r.verdict, "valid");
+    assert_eq!(r.guardians_from, "pinned_registry");
+    assert!(
+        r.to_string()
+            .starts_with("reserve attestation: VALID (reserves and guardians checked against the pinned registry)"),
+        "{r}"
+    );
+
+    // The forger's attestation names the real registry: its reserve is not in it and
+    // the forger is no guardian of it.
+    let forged = self_made_attestation(&v1);
+    let r = verify_attestation_pinned(&forged, Some(&pin));
+    assert!(!r.is_valid(), "{r}");
+    assert_eq!(r.verdict, "invalid");
+    assert!(
+        r.to_string().starts_with("reserve attestation: INVALID"),
+        "{r}"
+    );
+    let codes = report_codes(&r);
+    assert!(codes.contains(&"reserve_not_in_registry"), "{r}");
+    assert!(codes.contains(&"approvals_insufficient"), "{r}");
+    assert_eq!(r.approvals_valid, 0);
+
+    // A fingerprint alone cannot check an attestation, which carries no chain.
+    let r = verify_attestation_pinned(&honest, Some(&RegistryPin::Fingerprint(v1.fingerprint())));
+    assert!(!r.is_valid());
+    assert_eq!(
+        report_codes(&r),
+        vec!["registry_chain_needed", "approvals_insufficient"]
+    );
+
+    // The approver set and threshold are the registry's, not the challenge
+    // reserve's: a registry asking for three approvals refuses two.
+    let v1_three = registry_v1(&k, 3);
+    let att = attestation_under(&k, &v1_three);
+    let r = verify_attestation_pinned(&att, Some(&RegistryPin::Versions(vec![v1_three])));
+    assert_eq!(r.approvals_needed, 3, "{r}");
+    assert_eq!(report_codes(&r), vec!["approvals_insufficient"]);
+
+    // Naming another fingerprint under the pinned version number.
+    let mut other = v1.clone();
+    other.guardian_threshold = 1;
+    let att = attestation_under(&k, &other);
+    let r = verify_attestation_pinned(&att, Some(&pin));
+    assert!(
+        report_codes(&r).contains(&"registry_fingerprint_mismatch"),
+        "{r}"
+    );
+
+    // Version 2 retires the single-key reserve. The v1 attestation is superseded for
+    // a holder who trusts v2; one who pins only v1 still checks it.
+    let v2 = registry_v2(&k, &v1);
+    let both = RegistryPin::Versions(vec![v1.clone(), v2.clone()]);
+    let r = verify_attestation_pinned(&honest, Some(&both));
+    assert!(
+        report_codes(&r).contains(&"registry_version_not_current"),
+        "{r}"
+    );
+    assert!(!r.is_valid());
+    // Under v2, attesting the retired reserve as active is a lie about its status.
+    let att = attestation_under(&k, &v2);
+    let r = verify_attestation_pinned(&att, Some(&both));
+    assert_eq!(report_codes(&r), vec!["reserve_status_mismatch"], "{r}");
+    // ...and attested as retired, it verifies.
+    let mut c = content(&k);
+    c.reserves[1].status = ReserveStatus::Retired;
+    c.registry = RegistryRef {
+        version: 2,
+        fingerprint: v2.fingerprint(),
+    };
+    let att = make(
+        c,
+        &[k.guardians[0], k.guardians[2], k.single],
+        &[k.guardians[1], k.guardians[2]],
+    );
+    let r = verify_attestation_pinned(&att, Some(&both));
+    assert!(r.is_valid(), "{r}");
+
+    // A pinned chain that does not verify counts no approval at all.
+    let mut broken = v2.clone();
+    broken.signatures.truncate(1);
+    let r = verify_attestation_pinned(&att, Some(&RegistryPin::Versions(vec![v1, broken])));
+    assert!(
+        report_codes(&r).contains(&"registry_not_enough_signatures"),
+        "{r}"
+    );
+    assert_eq!(r.approvals_valid, 0);
 }

@@ -400,18 +400,9 @@ fn the_real_bundle_is_valid_against_the_pinned_registry_and_shows_its_keys() {
     let pin = RegistryPin::Fingerprint(chain[0].fingerprint());
     assert_eq!(verify_bundle_pinned(&b, Some(&pin)).verdict, "valid");
 
-    // Pinned to v1 while the bundle carries v1..v3: the reserve is active in v1
-    // (retired later), and the chain verifies.
-    let b3 = real_bundle(&fx, chain.clone());
-    let r = verify_bundle_pinned(&b3, Some(&RegistryPin::Versions(vec![chain[0].clone()])));
-    assert!(r.is_valid(), "{r}");
-    assert_eq!(r.registry.current_version, Some(3));
-    assert!(
-        r.warnings
-            .iter()
-            .any(|w| w.contains("retired or gone in registry version 3")),
-        "{r}"
-    );
+    // The reserve is active in the newest version the verifier reaches (v1): it is
+    // judged against v1 and says so.
+    assert_eq!(j["registry"]["current_version"], 1);
 
     // Unpinned: valid signatures, but the verdict says nobody pinned anything.
     let r = verify_bundle(&b);
@@ -420,6 +411,103 @@ fn the_real_bundle_is_valid_against_the_pinned_registry_and_shows_its_keys() {
     assert!(r.to_string().starts_with("proof bundle: UNPINNED"), "{r}");
     assert!(r.to_string().contains(&chain[0].fingerprint()), "{r}");
     assert_eq!(json(&r)["verdict"], "unpinned");
+}
+
+/// The guardians retire a reserve (its keys leaked, say) in version 3. A bundle its
+/// two leaked keys sign, carrying that very version, is judged against the newest
+/// version the verifier accepts (v3), never an older one that still listed the
+/// reserve: INVALID, whatever the pin, and unpinned too.
+#[test]
+fn a_reserve_retired_in_the_newest_accepted_registry_version_makes_a_bundle_invalid() {
+    let fx = fixture();
+    let chain = chain(&fx);
+    let b = real_bundle(&fx, chain.clone());
+    let pins = [
+        RegistryPin::Versions(vec![chain[0].clone()]),
+        RegistryPin::Fingerprint(chain[0].fingerprint()),
+        RegistryPin::Versions(chain.clone()),
+    ];
+    for pin in &pins {
+        let r = verify_bundle_pinned(&b, Some(pin));
+        assert_eq!(r.registry.current_version, Some(3), "{r}");
+        assert!(
+            !r.is_valid(),
+            "a reserve retired in v3 verifies against v3:\n{r}"
+        );
+        assert_eq!(r.verdict, "invalid");
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.contains("is retired in registry version 3")),
+            "{r}"
+        );
+        assert_eq!(
+            json(&r)["reserves"][0]["registry_version"],
+            serde_json::Value::Null
+        );
+        assert!(r.to_string().starts_with("proof bundle: INVALID"), "{r}");
+    }
+    let r = verify_bundle(&b);
+    assert_eq!(r.verdict, "invalid", "{r}");
+
+    // A bundle made while v2 was current carries v1..v2: the reserve is active in
+    // v2, the newest version it reaches, so it is valid against a v1 pin...
+    let before = real_bundle(&fx, chain[..2].to_vec());
+    let r = verify_bundle_pinned(&before, Some(&pins[0]));
+    assert!(r.is_valid(), "{r}");
+    assert_eq!(r.registry.current_version, Some(2));
+    assert_eq!(json(&r)["reserves"][0]["registry_version"], 2);
+    // ...and invalid for a verifier who already trusts v3.
+    let r = verify_bundle_pinned(&before, Some(&RegistryPin::Versions(chain.clone())));
+    assert!(!r.is_valid(), "{r}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("is retired in registry version 3")),
+        "{r}"
+    );
+
+    // Dropped rather than retired: the same, with its own message.
+    let v4 = reg::propose(
+        Some(&chain[2]),
+        BitcoinNetwork::Bitcoin,
+        chain[2].guardians.clone(),
+        2,
+        &[proposed(
+            &SortedMulti::new(3, fx.guardians.iter().map(cpk).collect()).unwrap(),
+            true,
+        )],
+    )
+    .unwrap();
+    let v4 = signed(v4, &[&fx.guardians[0], &fx.guardians[1]]);
+    let mut four = chain.clone();
+    four.push(v4);
+    let r = verify_bundle_pinned(&real_bundle(&fx, four), Some(&pins[0]));
+    assert!(!r.is_valid(), "{r}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains("is not an active reserve of registry version 4")),
+        "{r}"
+    );
+}
+
+#[test]
+fn two_versions_with_one_number_in_a_chain_are_a_fork() {
+    let fx = fixture();
+    let chain = chain(&fx);
+    // Another version 2, signed by the same guardians: a second history.
+    let other_v2 = signed(
+        next_of(&fx, &chain[0]),
+        &[&fx.guardians[0], &fx.guardians[1]],
+    );
+    let forked = vec![chain[0].clone(), chain[1].clone(), other_v2];
+    let e = reg::follow(&chain[0], &forked).unwrap_err();
+    assert_eq!(e, RegistryError::Fork(2));
+    assert_eq!(e.code(), "registry_fork");
+    // The same version twice is no fork.
+    let repeated = vec![chain[0].clone(), chain[1].clone(), chain[1].clone()];
+    assert_eq!(reg::follow(&chain[0], &repeated).unwrap().len(), 2);
 }
 
 #[test]

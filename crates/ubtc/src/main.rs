@@ -53,8 +53,8 @@ enum Command {
     /// Applies database migrations and exits.
     Migrate,
     /// Verifies a proof bundle or a reserve attestation offline (FILE, or - for stdin).
-    /// Exit 0 valid (read the report: without a pin a bundle says UNPINNED), 1 invalid,
-    /// 2 unreadable input.
+    /// Exit 0 valid (read the report: without a pin it says UNPINNED; --require-pin
+    /// makes that exit 1), 1 invalid, 2 unreadable input.
     Verify {
         file: String,
         /// Print the report as JSON.
@@ -68,6 +68,10 @@ enum Command {
         /// the bundle must carry.
         #[arg(long)]
         registry_fingerprint: Option<String>,
+        /// Exit 1 unless the verdict is VALID against a pin: UNPINNED (nothing outside
+        /// the document vouches for its reserves) counts as a failure.
+        #[arg(long)]
+        require_pin: bool,
     },
     /// Verifies one BIP-322 or BIP-137 signature. Exit 0 valid, 1 invalid, 2 unreadable.
     VerifyMessage {
@@ -134,7 +138,16 @@ fn main() -> ExitCode {
             json,
             registry,
             registry_fingerprint,
-        } => return verify_bundle(&file, json, registry.as_deref(), registry_fingerprint),
+            require_pin,
+        } => {
+            return verify_bundle(
+                &file,
+                json,
+                registry.as_deref(),
+                registry_fingerprint,
+                require_pin,
+            )
+        }
         Command::VerifyMessage {
             address,
             message,
@@ -385,6 +398,7 @@ fn verify_bundle(
     json: bool,
     registry: Option<&std::path::Path>,
     registry_fingerprint: Option<String>,
+    require_pin: bool,
 ) -> ExitCode {
     let pin = match (registry, registry_fingerprint) {
         (Some(path), _) => {
@@ -439,7 +453,8 @@ fn verify_bundle(
     if let Err(e) = read {
         return unreadable(json, &format!("cannot read {file}: {e}"));
     }
-    if let Some(code) = verify_attestation::dispatch(&bytes, file, json) {
+    if let Some(code) = verify_attestation::dispatch(&bytes, file, json, pin.as_ref(), require_pin)
+    {
         return code;
     }
     let bundle = match ubtc_core::ProofBundle::from_json(&bytes) {
@@ -455,7 +470,7 @@ fn verify_bundle(
     } else {
         emit(&report.to_string());
     }
-    if report.is_valid() {
+    if report.is_valid() && (report.pinned || !require_pin) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,10 +1,12 @@
 //! `ubtc verify` for reserve attestations: the input is told apart from a proof bundle
-//! by its `format` field, then verified offline. Exit 0 valid, 1 invalid, 2 unreadable.
+//! by its `format` field, then verified offline against the pinned registry, if any.
+//! Exit 0 valid (or unpinned, unless the pin is required), 1 invalid, 2 unreadable.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use ubtc_bitcoin::attestation::{verify_attestation, VerifyOptions};
+use ubtc_bitcoin::attestation::verify_attestation_pinned;
+use ubtc_bitcoin::bundle::RegistryPin;
 use ubtc_core::attestation::{ReserveAttestation, ATTESTATION_FORMAT, ATTESTATION_MAX_BYTES};
 
 /// The most bytes `ubtc verify` reads: enough for the larger of the two documents.
@@ -22,7 +24,13 @@ struct Peek {
 
 /// Verifies `bytes` when they are an attestation; `None` for anything else (the
 /// caller reads it as a bundle and reports what is wrong with it).
-pub fn dispatch(bytes: &[u8], file: &str, json: bool) -> Option<ExitCode> {
+pub fn dispatch(
+    bytes: &[u8],
+    file: &str,
+    json: bool,
+    pin: Option<&RegistryPin>,
+    require_pin: bool,
+) -> Option<ExitCode> {
     // Peeking ignores every other field, so it costs one pass and no allocation of
     // the document's lists.
     let is_attestation = match serde_json::from_slice::<Peek>(bytes) {
@@ -52,7 +60,7 @@ pub fn dispatch(bytes: &[u8], file: &str, json: bool) -> Option<ExitCode> {
             return Some(ExitCode::from(2));
         }
     };
-    let report = verify_attestation(&att, &VerifyOptions::default());
+    let report = verify_attestation_pinned(&att, pin);
     // A closed pipe (`ubtc verify FILE | head`) is not an error of the document:
     // write errors are ignored rather than panicking in print!.
     let mut out = std::io::stdout().lock();
@@ -65,7 +73,7 @@ pub fn dispatch(bytes: &[u8], file: &str, json: bool) -> Option<ExitCode> {
     } else {
         write!(out, "{report}")
     };
-    Some(if report.is_valid() {
+    Some(if report.is_valid() && (report.pinned || !require_pin) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,5 +1,5 @@
 //! `ubtc verify` on reserve attestations, through the real binary: the worked example
-//! of docs/attestation.md verifies (exit 0, from a file and from stdin); edited copies
+//! of docs/attestation.md verifies, unpinned (exit 0, from a file and from stdin); edited copies
 //! exit 1; unreadable ones exit 2, each with its reason, never a panic.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -53,13 +53,18 @@ fn verify_reads_attestations() {
     let out = verify(&good, false);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.starts_with("reserve attestation: VALID"), "{stdout}");
+    // The example is consistent, but nothing pins it: exit 0, said on the first line.
+    assert!(
+        stdout.starts_with("reserve attestation: UNPINNED"),
+        "{stdout}"
+    );
     assert!(stdout.contains("2.25010000 BTC proven"), "{stdout}");
     assert!(stdout.contains("claimed and signed"), "{stdout}");
 
     let out = verify(&good, true);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["valid"], true);
+    assert_eq!(report["verdict"], "unpinned");
     assert_eq!(report["totals"]["proven_reserve_sats"], 225_010_000);
     assert_eq!(report["utxos"].as_array().unwrap().len(), 4);
 
