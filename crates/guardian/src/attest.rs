@@ -1300,4 +1300,55 @@ mod tests {
         let lines = std::fs::read_to_string(dir.path().join("attest.jsonl")).unwrap();
         assert_eq!(lines.lines().count(), 1);
     }
+
+    /// The served registry is loaded only when its chain verifies and its latest
+    /// version's active reserves are exactly the policy's.
+    #[test]
+    fn registry_file_must_verify_and_match_the_policy() {
+        use ubtc_bitcoin::registry as reg;
+        let dir = tempfile::tempdir().unwrap();
+        let key = GuardianKey::generate();
+        let policy = SortedMulti::new(1, vec![bitcoin::CompressedPublicKey(key.public())]).unwrap();
+        let descriptor = policy.descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh);
+        let address = Descriptor::parse(&descriptor)
+            .unwrap()
+            .address(bitcoin::Network::Regtest)
+            .to_string();
+        let mut v1 = reg::propose(
+            None,
+            BitcoinNetwork::Regtest,
+            vec![key.public_hex()],
+            1,
+            &[reg::ProposedReserve {
+                address,
+                descriptor: descriptor.clone(),
+                active: true,
+            }],
+        )
+        .unwrap();
+        let signature = key.sign_registry(&v1);
+        reg::add_signature(&mut v1, signature);
+        let write = |name: &str, versions: &[ubtc_core::registry::RegistryVersion]| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                serde_json::to_vec(&json!({ "versions": versions })).unwrap(),
+            )
+            .unwrap();
+            path
+        };
+        let good = write("good.json", std::slice::from_ref(&v1));
+        let pinned = load_registry(&good, std::slice::from_ref(&descriptor)).unwrap();
+        assert_eq!(pinned.version, 1);
+        assert_eq!(pinned.fingerprint, v1.fingerprint());
+        match load_registry(&good, &[]) {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("[policy] reserves"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut unsigned = v1.clone();
+        unsigned.signatures.clear();
+        let bad = write("unsigned.json", &[unsigned]);
+        assert!(load_registry(&bad, std::slice::from_ref(&descriptor)).is_err());
+        assert!(load_registry(&dir.path().join("missing.json"), &[]).is_err());
+    }
 }
