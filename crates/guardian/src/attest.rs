@@ -99,9 +99,9 @@ pub struct AttestConfig {
     #[serde(default)]
     pub supply: Vec<SupplyViewConfig>,
     /// The registry chain this guardian serves, as `ubtc keys registry-export` writes
-    /// it. Without it the registry reference is not checked (a warning at start).
-    #[serde(default)]
-    pub registry_file: Option<PathBuf>,
+    /// it; required: a guardian that does not know its registry would sign any
+    /// reference.
+    pub registry_file: PathBuf,
 }
 
 fn default_block_age() -> u32 {
@@ -548,7 +548,8 @@ pub struct AttestPolicy {
     pub supply: HashMap<ChainId, SupplyView>,
     pub max_block_age_blocks: u32,
     pub max_request_ttl_ms: i64,
-    /// The registry version it serves; `None` leaves the reference unchecked.
+    /// The registry version it serves (`from_config` always sets it); `None`, for
+    /// in-process harnesses only, leaves the reference unchecked.
     pub registry: Option<ubtc_core::attestation::RegistryRef>,
 }
 
@@ -593,13 +594,7 @@ impl AttestGuardian {
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        let registry = match &a.registry_file {
-            Some(path) => Some(load_registry(path, &active)?),
-            None => {
-                tracing::warn!("[attest] has no registry_file: attestations' registry references are not checked");
-                None
-            }
-        };
+        let registry = Some(load_registry(&a.registry_file, &active)?);
         let policy = AttestPolicy {
             registry,
             coordinators: config.coordinator_keys()?,
@@ -1093,7 +1088,7 @@ mod tests {
 
     fn config(extra: &str) -> Result<AttestConfig, ConfigError> {
         let c: AttestConfig = toml::from_str(&format!(
-            "network = \"regtest\"\napprovals = \"a.jsonl\"\n{extra}"
+            "network = \"regtest\"\napprovals = \"a.jsonl\"\nregistry_file = \"r.json\"\n{extra}"
         ))
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         c.check().map(|_| c)
@@ -1130,6 +1125,11 @@ mod tests {
         // An unknown kind or field is refused at parse.
         assert!(config(&evm.replace("\"evm\"", "\"bitcoin\"")).is_err());
         assert!(config("max_age = 3\n").is_err());
+        // No registry_file: refused at parse, never a guardian that signs any registry.
+        assert!(
+            toml::from_str::<AttestConfig>("network = \"regtest\"\napprovals = \"a.jsonl\"\n")
+                .is_err()
+        );
     }
 
     fn guardian(dir: &std::path::Path, coordinator: &GuardianKey) -> Arc<AttestGuardian> {
