@@ -14,12 +14,15 @@
 //!   every chain it watches has an entry (`supply_mismatch`; `chain_unavailable` when
 //!   it cannot read);
 //! - the totals, ratio and text are the ones rebuilt from the fields
-//!   (`attestation_mismatch`).
+//!   (`attestation_mismatch`);
+//! - the registry reference is the latest version of the chain in
+//!   `[attest] registry_file` (verified at load, its reserves checked against
+//!   `[policy] reserves`); any other version or fingerprint is `registry_mismatch`.
 //!
 //! Then it rebuilds the proof of funds itself ([`PreparedPof::prepare`]: one sighash
-//! per input), records its approval durably — one attestation digest per (Bitcoin
-//! block height, registry fingerprint): another document for the same block is
-//! `conflicting_attestation`, the identical one gets the same answer again — and only
+//! per input), records its approval durably — one attestation digest per Bitcoin
+//! block height: another document for the same block (another registry reference
+//! included) is `conflicting_attestation`, the identical one gets the same answer again — and only
 //! then answers with its partial signatures for every input its key signs and its
 //! approval of the attestation digest. ECDSA nonces are deterministic (RFC 6979), so
 //! the repeated answer carries the same signatures without storing them.
@@ -95,6 +98,10 @@ pub struct AttestConfig {
     /// carry exactly these chains.
     #[serde(default)]
     pub supply: Vec<SupplyViewConfig>,
+    /// The registry chain this guardian serves, as `ubtc keys registry-export` writes
+    /// it; required: a guardian that does not know its registry would sign any
+    /// reference.
+    pub registry_file: PathBuf,
 }
 
 fn default_block_age() -> u32 {
@@ -209,6 +216,47 @@ impl AttestConfig {
         }
         Ok(out)
     }
+}
+
+/// Reads and verifies the exported registry chain at `path` and returns a reference
+/// to its latest version, whose active reserves must be exactly `active`.
+pub fn load_registry(
+    path: &std::path::Path,
+    active: &[String],
+) -> Result<ubtc_core::attestation::RegistryRef, ConfigError> {
+    #[derive(Deserialize)]
+    struct Exported {
+        versions: Vec<ubtc_core::registry::RegistryVersion>,
+    }
+    let bad = |why: String| {
+        ConfigError::Invalid(format!("attest.registry_file {}: {why}", path.display()))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let exported: Exported = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let accepted =
+        ubtc_bitcoin::registry::verify_chain(&exported.versions).map_err(|e| bad(e.to_string()))?;
+    let latest = accepted
+        .last()
+        .ok_or_else(|| bad("no version".to_owned()))?;
+    let mut listed: Vec<String> = latest
+        .reserves
+        .iter()
+        .filter(|r| r.status == ubtc_core::registry::ReserveStatus::Active)
+        .map(|r| canonical(&r.descriptor))
+        .collect();
+    let mut policy: Vec<String> = active.iter().map(|d| canonical(d)).collect();
+    listed.sort();
+    policy.sort();
+    if listed != policy {
+        return Err(bad(format!(
+            "the active reserves of version {} are not [policy] reserves",
+            latest.version
+        )));
+    }
+    Ok(ubtc_core::attestation::RegistryRef {
+        version: latest.version,
+        fingerprint: latest.fingerprint(),
+    })
 }
 
 /// A descriptor in the text the coordinator sends: `SortedMulti::descriptor` for a
@@ -437,8 +485,7 @@ pub struct AttestAnswer {
     pub at: Timestamp,
 }
 
-/// One recorded approval: the guardian approves one attestation per Bitcoin block and
-/// registry.
+/// One recorded approval: the guardian approves one attestation per Bitcoin block.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestRecord {
@@ -453,7 +500,7 @@ pub struct AttestRecord {
 
 struct AttestLog {
     file: JsonLines<AttestRecord>,
-    by_block: HashMap<(u32, String), AttestRecord>,
+    by_block: HashMap<u32, AttestRecord>,
 }
 
 /// The guardian's attestation service.
@@ -469,6 +516,7 @@ pub struct AttestGuardian {
     supply: HashMap<ChainId, SupplyView>,
     max_block_age_blocks: u32,
     max_request_ttl_ms: i64,
+    registry: Option<ubtc_core::attestation::RegistryRef>,
     /// One lock around check-record-answer: one digest per block, even under
     /// concurrent requests.
     log: Mutex<AttestLog>,
@@ -500,6 +548,9 @@ pub struct AttestPolicy {
     pub supply: HashMap<ChainId, SupplyView>,
     pub max_block_age_blocks: u32,
     pub max_request_ttl_ms: i64,
+    /// The registry version it serves (`from_config` always sets it); `None`, for
+    /// in-process harnesses only, leaves the reference unchecked.
+    pub registry: Option<ubtc_core::attestation::RegistryRef>,
 }
 
 impl AttestGuardian {
@@ -511,10 +562,7 @@ impl AttestGuardian {
         approvals: &std::path::Path,
     ) -> Result<Self, RecordError> {
         let (file, records) = JsonLines::<AttestRecord>::open(approvals)?;
-        let by_block = records
-            .into_iter()
-            .map(|r| ((r.block_height, r.registry_fingerprint.clone()), r))
-            .collect();
+        let by_block = records.into_iter().map(|r| (r.block_height, r)).collect();
         Ok(Self {
             key,
             coordinators: policy.coordinators,
@@ -525,6 +573,7 @@ impl AttestGuardian {
             supply: policy.supply,
             max_block_age_blocks: policy.max_block_age_blocks,
             max_request_ttl_ms: policy.max_request_ttl_ms,
+            registry: policy.registry,
             log: Mutex::new(AttestLog { file, by_block }),
         })
     }
@@ -539,13 +588,15 @@ impl AttestGuardian {
             return Ok(None);
         };
         a.check()?;
-        let active = config
+        let active: Vec<String> = config
             .policy
             .reserves()?
             .into_iter()
             .map(|(d, _)| d)
             .collect();
+        let registry = Some(load_registry(&a.registry_file, &active)?);
         let policy = AttestPolicy {
+            registry,
             coordinators: config.coordinator_keys()?,
             network: a.network,
             active,
@@ -682,7 +733,9 @@ impl AttestGuardian {
         digest: &str,
         request_id: Uuid,
     ) -> Result<Timestamp, Refusal> {
-        let slot = (att.bitcoin_block.height, att.registry.fingerprint.clone());
+        // Keyed on the height alone: a registry reference is part of the document, so
+        // varying it must not buy a second approval for the same block.
+        let slot = att.bitcoin_block.height;
         let (recorded_at, syncer) = {
             let mut log = self.log.lock().await;
             if let Some(seen) = log.by_block.get(&slot) {
@@ -690,8 +743,8 @@ impl AttestGuardian {
                     return refusal(
                         RefusalCode::ConflictingAttestation,
                         format!(
-                            "already approved attestation {} for block {} and registry {}",
-                            seen.attestation_digest, slot.0, slot.1
+                            "already approved attestation {} for block {slot}",
+                            seen.attestation_digest
                         ),
                     );
                 }
@@ -763,6 +816,19 @@ impl AttestGuardian {
                 RefusalCode::AttestationMismatch,
                 "the text is not the one rebuilt from the document's fields",
             );
+        }
+        if let Some(pinned) = &self.registry {
+            if att.registry.version != pinned.version
+                || att.registry.fingerprint != pinned.fingerprint
+            {
+                return refusal(
+                    RefusalCode::RegistryMismatch,
+                    format!(
+                        "the attestation names registry version {} ({}); this guardian serves version {} ({})",
+                        att.registry.version, att.registry.fingerprint, pinned.version, pinned.fingerprint
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -1022,7 +1088,7 @@ mod tests {
 
     fn config(extra: &str) -> Result<AttestConfig, ConfigError> {
         let c: AttestConfig = toml::from_str(&format!(
-            "network = \"regtest\"\napprovals = \"a.jsonl\"\n{extra}"
+            "network = \"regtest\"\napprovals = \"a.jsonl\"\nregistry_file = \"r.json\"\n{extra}"
         ))
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         c.check().map(|_| c)
@@ -1059,6 +1125,11 @@ mod tests {
         // An unknown kind or field is refused at parse.
         assert!(config(&evm.replace("\"evm\"", "\"bitcoin\"")).is_err());
         assert!(config("max_age = 3\n").is_err());
+        // No registry_file: refused at parse, never a guardian that signs any registry.
+        assert!(
+            toml::from_str::<AttestConfig>("network = \"regtest\"\napprovals = \"a.jsonl\"\n")
+                .is_err()
+        );
     }
 
     fn guardian(dir: &std::path::Path, coordinator: &GuardianKey) -> Arc<AttestGuardian> {
@@ -1076,6 +1147,10 @@ mod tests {
                     supply: HashMap::new(),
                     max_block_age_blocks: 6,
                     max_request_ttl_ms: 60_000,
+                    registry: Some(ubtc_core::attestation::RegistryRef {
+                        version: 1,
+                        fingerprint: "7f".repeat(32),
+                    }),
                 },
                 &dir.join("attest.jsonl"),
             )
@@ -1084,6 +1159,10 @@ mod tests {
     }
 
     fn request(g: &AttestGuardian) -> AttestRequest {
+        request_for(g, 1, "7f".repeat(32))
+    }
+
+    fn request_for(g: &AttestGuardian, version: u64, fingerprint: String) -> AttestRequest {
         let address = ubtc_bitcoin::descriptor::Descriptor::parse(&g.active[0])
             .unwrap()
             .address(bitcoin::Network::Regtest)
@@ -1102,8 +1181,8 @@ mod tests {
             }],
             supply: Vec::new(),
             registry: ubtc_core::attestation::RegistryRef {
-                version: 1,
-                fingerprint: "7f".repeat(32),
+                version,
+                fingerprint,
             },
             audit_head: "a1".repeat(32),
             created_at: Timestamp::from_millis(1_796_670_000_000),
@@ -1165,5 +1244,111 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn refused_with(g: &AttestGuardian, sealed: &Envelope) -> RefusalCode {
+        match outcome(g, sealed) {
+            AttestOutcome::Refused { code, .. } => code,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Another registry version or fingerprint than the one served is refused before
+    /// anything is recorded; after one approval for a block, a document for the same
+    /// block naming another fingerprint is refused too (it is another digest).
+    #[tokio::test]
+    async fn another_registry_or_a_second_document_for_a_block_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = GuardianKey::generate();
+        let g = guardian(dir.path(), &coordinator);
+        let rebuild = |g: &AttestGuardian, version: u64, fingerprint: String| {
+            let req = request_for(g, version, fingerprint);
+            protocol::seal(ATTEST_REQUEST_TAG, &req, &coordinator).unwrap()
+        };
+        for (version, fingerprint) in [(1, "6e".repeat(32)), (2, "7f".repeat(32))] {
+            let sealed = rebuild(&g, version, fingerprint);
+            assert_eq!(
+                refused_with(&g, &g.handle(&sealed).await.unwrap()),
+                RefusalCode::RegistryMismatch
+            );
+        }
+        assert!(std::fs::read_to_string(dir.path().join("attest.jsonl"))
+            .unwrap()
+            .is_empty());
+        let good = protocol::seal(ATTEST_REQUEST_TAG, &request(&g), &coordinator).unwrap();
+        assert!(matches!(
+            outcome(&g, &g.handle(&good).await.unwrap()),
+            AttestOutcome::Approved { .. }
+        ));
+
+        // A guardian that pins no registry: the same block under another fingerprint
+        // is still one approval per block.
+        let dir = tempfile::tempdir().unwrap();
+        let mut unpinned = Arc::try_unwrap(guardian(dir.path(), &coordinator)).unwrap();
+        unpinned.registry = None;
+        let unpinned = Arc::new(unpinned);
+        let first = rebuild(&unpinned, 1, "7f".repeat(32));
+        assert!(matches!(
+            outcome(&unpinned, &unpinned.handle(&first).await.unwrap()),
+            AttestOutcome::Approved { .. }
+        ));
+        let other = rebuild(&unpinned, 1, "6e".repeat(32));
+        assert_eq!(
+            refused_with(&unpinned, &unpinned.handle(&other).await.unwrap()),
+            RefusalCode::ConflictingAttestation
+        );
+        let lines = std::fs::read_to_string(dir.path().join("attest.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 1);
+    }
+
+    /// The served registry is loaded only when its chain verifies and its latest
+    /// version's active reserves are exactly the policy's.
+    #[test]
+    fn registry_file_must_verify_and_match_the_policy() {
+        use ubtc_bitcoin::registry as reg;
+        let dir = tempfile::tempdir().unwrap();
+        let key = GuardianKey::generate();
+        let policy = SortedMulti::new(1, vec![bitcoin::CompressedPublicKey(key.public())]).unwrap();
+        let descriptor = policy.descriptor(ubtc_bitcoin::multisig::Wrapping::Wsh);
+        let address = Descriptor::parse(&descriptor)
+            .unwrap()
+            .address(bitcoin::Network::Regtest)
+            .to_string();
+        let mut v1 = reg::propose(
+            None,
+            BitcoinNetwork::Regtest,
+            vec![key.public_hex()],
+            1,
+            &[reg::ProposedReserve {
+                address,
+                descriptor: descriptor.clone(),
+                active: true,
+            }],
+        )
+        .unwrap();
+        let signature = key.sign_registry(&v1);
+        reg::add_signature(&mut v1, signature);
+        let write = |name: &str, versions: &[ubtc_core::registry::RegistryVersion]| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                serde_json::to_vec(&json!({ "versions": versions })).unwrap(),
+            )
+            .unwrap();
+            path
+        };
+        let good = write("good.json", std::slice::from_ref(&v1));
+        let pinned = load_registry(&good, std::slice::from_ref(&descriptor)).unwrap();
+        assert_eq!(pinned.version, 1);
+        assert_eq!(pinned.fingerprint, v1.fingerprint());
+        match load_registry(&good, &[]) {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("[policy] reserves"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut unsigned = v1.clone();
+        unsigned.signatures.clear();
+        let bad = write("unsigned.json", &[unsigned]);
+        assert!(load_registry(&bad, std::slice::from_ref(&descriptor)).is_err());
+        assert!(load_registry(&dir.path().join("missing.json"), &[]).is_err());
     }
 }

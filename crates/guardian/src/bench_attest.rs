@@ -161,6 +161,10 @@ async fn round_case(n: usize) -> Result<RoundCase, String> {
                 )]),
                 max_block_age_blocks: 6,
                 max_request_ttl_ms: 120_000,
+                registry: Some(RegistryRef {
+                    version: 1,
+                    fingerprint: "11".repeat(32),
+                }),
             },
             &dir.join(format!("g{i}.jsonl")),
         )

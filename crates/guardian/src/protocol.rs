@@ -149,9 +149,11 @@ pub enum RefusalCode {
     /// An attestation's totals, ratio or text are not the ones rebuilt from its
     /// fields, or its proof of funds cannot be built from them.
     AttestationMismatch,
-    /// This guardian already approved another attestation for this Bitcoin block and
-    /// registry.
+    /// This guardian already approved another attestation for this Bitcoin block.
     ConflictingAttestation,
+    /// An attestation names a registry version or fingerprint other than the one this
+    /// guardian serves (`[attest] registry_file`).
+    RegistryMismatch,
 }
 
 impl RefusalCode {
@@ -179,6 +181,7 @@ impl RefusalCode {
             Self::SupplyMismatch => "supply_mismatch",
             Self::AttestationMismatch => "attestation_mismatch",
             Self::ConflictingAttestation => "conflicting_attestation",
+            Self::RegistryMismatch => "registry_mismatch",
         }
     }
 }

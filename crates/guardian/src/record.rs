@@ -12,7 +12,13 @@
 //! - a torn last line (bytes after the last newline: a crash in the middle of a write,
 //!   before its fsync returned and so before anything was answered) is cut off on open
 //!   (the file is truncated to its last complete line and synced) and logged, so the
-//!   next line is never glued onto the fragment;
+//!   next line is never glued onto the fragment; the cut bytes are first saved beside
+//!   the file (`FILE.torn-<unix millis>`), so a hand-edited file loses nothing silently;
+//! - a write that fails while the guardian runs (a full disk, an I/O error) is undone
+//!   at once: the file is truncated back to its length before the write and synced, so
+//!   the next approval is never glued onto a fragment and then answered. When even that
+//!   fails the file is marked unusable and every later append fails (the guardian
+//!   answers `internal`) until it is reopened, where the open rule above applies;
 //! - any other line that does not parse stops the guardian with an error naming the
 //!   file and the line: skipping it could forget an approval that was answered.
 
@@ -20,7 +26,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -51,6 +57,19 @@ pub struct TornTail {
     pub line: usize,
     /// Bytes removed.
     pub bytes: usize,
+    /// Where the removed bytes were saved.
+    pub saved_to: PathBuf,
+}
+
+/// Faults a unit test injects into [`JsonLines::append`]: no full disk can be made on
+/// this machine, so the failing writer is simulated.
+#[cfg(test)]
+#[derive(Default)]
+struct Faults {
+    /// Write only this many bytes of the next line, then fail.
+    short_write: Option<usize>,
+    /// Fail the truncation that undoes a failed write.
+    truncate_fails: bool,
 }
 
 /// An append-only, fsync'd JSON-lines file of `R` records (see the module docs for the
@@ -61,6 +80,13 @@ pub struct JsonLines<R> {
     file: Arc<std::fs::File>,
     flush: Arc<FlushState>,
     torn: Option<TornTail>,
+    /// Held across measure-write-undo, so undoing one failed write can never cut a line
+    /// another append wrote meanwhile.
+    write_lock: Mutex<()>,
+    /// A failed write could not be undone: the file may end in a fragment.
+    unusable: AtomicBool,
+    #[cfg(test)]
+    faults: Mutex<Faults>,
     _record: PhantomData<fn(R) -> R>,
 }
 
@@ -118,9 +144,11 @@ impl<R: Serialize + DeserializeOwned> JsonLines<R> {
         if complete < bytes.len() {
             // Checked only after every complete line parsed: a damaged file is left
             // exactly as found, for the operator to look at.
+            let saved_to = save_fragment(path, &bytes[complete..]).map_err(io)?;
             let fragment = TornTail {
                 line: lines + 1,
                 bytes: bytes.len() - complete,
+                saved_to,
             };
             file.set_len(complete as u64).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -128,6 +156,7 @@ impl<R: Serialize + DeserializeOwned> JsonLines<R> {
                 path = %path.display(),
                 line = fragment.line,
                 bytes = fragment.bytes,
+                saved_to = %fragment.saved_to.display(),
                 "cut a torn last line off the approval record (a write interrupted before it was answered)"
             );
             torn = Some(fragment);
@@ -138,6 +167,10 @@ impl<R: Serialize + DeserializeOwned> JsonLines<R> {
                 file: Arc::new(file),
                 flush: Arc::new(FlushState::default()),
                 torn,
+                write_lock: Mutex::new(()),
+                unusable: AtomicBool::new(false),
+                #[cfg(test)]
+                faults: Mutex::new(Faults::default()),
                 _record: PhantomData,
             },
             records,
@@ -161,16 +194,71 @@ impl<R: Serialize + DeserializeOwned> JsonLines<R> {
             source: std::io::Error::other(e),
         })?;
         line.push('\n');
+        let io = |source| RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let _writing = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.unusable.load(Ordering::SeqCst) {
+            return Err(io(std::io::Error::other(
+                "an earlier failed write could not be undone; reopen the record",
+            )));
+        }
+        let before = self.file.metadata().map_err(io)?.len();
         // One write of the whole line (O_APPEND): a crash leaves at most a torn tail.
-        (&*self.file)
-            .write_all(line.as_bytes())
-            .map_err(|source| RecordError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
+        if let Err(source) = self.write_line(line.as_bytes()) {
+            match self.undo(before) {
+                Ok(()) => tracing::warn!(
+                    path = %self.path.display(),
+                    error = %source,
+                    "a write to the approval record failed; truncated back to its last line"
+                ),
+                Err(undo) => {
+                    self.unusable.store(true, Ordering::SeqCst);
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %source,
+                        undo_error = %undo,
+                        "a write to the approval record failed and could not be undone; \
+                         refusing every later approval until it is reopened"
+                    );
+                }
+            }
+            return Err(io(source));
+        }
         // Counted once written: a flush that reads this count afterwards covers it.
         self.flush.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn write_line(&self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .short_write
+            .take()
+        {
+            (&*self.file).write_all(&bytes[..n.min(bytes.len())])?;
+            return Err(std::io::Error::other("injected short write"));
+        }
+        (&*self.file).write_all(bytes)
+    }
+
+    /// Cuts the file back to `len` bytes and syncs it.
+    fn undo(&self, len: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .truncate_fails
+        {
+            return Err(std::io::Error::other("injected truncation failure"));
+        }
+        self.file.set_len(len)?;
+        self.file.sync_data()
     }
 
     /// [`JsonLines::append`], then waits until it is on disk.
@@ -188,6 +276,20 @@ impl<R: Serialize + DeserializeOwned> JsonLines<R> {
             target: self.flush.written.load(Ordering::SeqCst),
         }
     }
+}
+
+/// Writes a torn fragment to `FILE.torn-<unix millis>` (synced) before it is cut.
+fn save_fragment(path: &Path, fragment: &[u8]) -> std::io::Result<PathBuf> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".torn-{}", Timestamp::now().as_millis()));
+    let saved = PathBuf::from(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&saved)?;
+    f.write_all(fragment)?;
+    f.sync_all()?;
+    Ok(saved)
 }
 
 /// One approval, as recorded.
@@ -359,7 +461,16 @@ mod tests {
         drop(log);
         tear(&path, b"{\"payment\":{\"cha");
         let mut log = ApprovalLog::open(&path).unwrap();
-        assert_eq!(log.torn_tail(), Some(&TornTail { line: 3, bytes: 16 }));
+        let torn = log.torn_tail().unwrap();
+        assert_eq!((torn.line, torn.bytes), (3, 16));
+        assert_eq!(
+            std::fs::read(&torn.saved_to).unwrap(),
+            b"{\"payment\":{\"cha"
+        );
+        assert!(torn
+            .saved_to
+            .to_string_lossy()
+            .starts_with(&format!("{}.torn-", path.display())));
         assert_eq!(log.len(), 2);
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
         log.append(approval("0x03")).unwrap();
@@ -418,5 +529,62 @@ mod tests {
         assert_eq!(log.torn_tail().map(|t| t.line), Some(1));
         assert!(log.is_empty());
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+    }
+
+    /// A write that fails half way is undone before the error returns: the next
+    /// approval starts on a fresh line and a reopen finds every record, no fragment.
+    #[test]
+    fn a_failed_write_is_truncated_away_and_the_next_append_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut log = ApprovalLog::open(&path).unwrap();
+        log.append(approval("0x01")).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        log.file.faults.lock().unwrap().short_write = Some(20);
+        assert!(matches!(
+            log.append(approval("0x02")),
+            Err(RecordError::Io { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        log.append(approval("0x03")).unwrap();
+        log.syncer().sync().unwrap();
+        drop(log);
+        let log = ApprovalLog::open(&path).unwrap();
+        assert!(log.torn_tail().is_none());
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.for_payment(&approval("0x03").payment).len(), 1);
+    }
+
+    /// When the undo fails too, the record refuses every later append (so nothing is
+    /// glued onto the fragment and answered) until it is reopened; the reopen cuts the
+    /// fragment under the open rule and keeps it beside the file.
+    #[test]
+    fn a_failed_write_that_cannot_be_undone_makes_the_record_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let log = JsonLines::<Approval>::open(&path).unwrap().0;
+        log.append(&approval("0x01")).unwrap();
+        {
+            let mut f = log.faults.lock().unwrap();
+            f.short_write = Some(20);
+            f.truncate_fails = true;
+        }
+        assert!(log.append(&approval("0x02")).is_err());
+        let fragment_len = std::fs::read(&path).unwrap().len();
+        log.faults.lock().unwrap().truncate_fails = false;
+        match log.append(&approval("0x03")) {
+            Err(e @ RecordError::Io { .. }) => assert!(e.to_string().contains("reopen"), "{e}"),
+            other => panic!("expected the record to be unusable, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap().len(), fragment_len);
+        drop(log);
+        let (log, records) = JsonLines::<Approval>::open(&path).unwrap();
+        assert_eq!(records.len(), 1);
+        let torn = log.torn_tail().unwrap();
+        assert_eq!(torn.bytes, 20);
+        assert_eq!(std::fs::read(&torn.saved_to).unwrap().len(), 20);
+        log.append(&approval("0x04")).unwrap();
+        drop(log);
+        assert_eq!(JsonLines::<Approval>::open(&path).unwrap().1.len(), 2);
     }
 }

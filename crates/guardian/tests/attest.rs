@@ -159,6 +159,10 @@ async fn guardians_read_the_evm_supply_at_the_attested_block() {
                 )]),
                 max_block_age_blocks: 6,
                 max_request_ttl_ms: 60_000,
+                registry: Some(RegistryRef {
+                    version: 1,
+                    fingerprint: "7f".repeat(32),
+                }),
             },
             &dir.path().join(format!("g{i}.jsonl")),
         )
@@ -213,7 +217,7 @@ async fn guardians_read_the_evm_supply_at_the_attested_block() {
         };
     // Today's supply stated for the past block: refused by every guardian.
     let e = coordinator
-        .sign_attestation(proposal(&now, "6f"))
+        .sign_attestation(proposal(&now, "7f"))
         .await
         .unwrap_err();
     let codes: HashMap<String, String> = e.codes().into_iter().collect();

@@ -110,6 +110,8 @@ struct Net {
     descriptor: String,
     address: String,
     utxos: Vec<Utxo>,
+    /// The registry version every guardian serves (`[attest] registry_file`).
+    registry: RegistryRef,
     procs: Vec<Proc>,
     _tmp: tempfile::TempDir,
     cancel: CancellationToken,
@@ -163,6 +165,34 @@ impl Net {
             .enumerate()
             .map(|(i, a)| utxo(i as u32, *a, &script))
             .collect();
+        // Registry version 1 of this reserve, signed 2-of-3, exported as the guardians
+        // read it.
+        let mut v1 = ubtc_bitcoin::registry::propose(
+            None,
+            ubtc_core::bundle::BitcoinNetwork::Regtest,
+            keys.iter().map(GuardianKey::public_hex).collect(),
+            2,
+            &[ubtc_bitcoin::registry::ProposedReserve {
+                address: address.clone(),
+                descriptor: descriptor.clone(),
+                active: true,
+            }],
+        )
+        .unwrap();
+        for k in &keys[..2] {
+            let signature = k.sign_registry(&v1);
+            ubtc_bitcoin::registry::add_signature(&mut v1, signature);
+        }
+        let registry_file = tmp.path().join("registry.json");
+        std::fs::write(
+            &registry_file,
+            serde_json::to_vec(&serde_json::json!({ "versions": [&v1] })).unwrap(),
+        )
+        .unwrap();
+        let registry = RegistryRef {
+            version: 1,
+            fingerprint: v1.fingerprint(),
+        };
         let mut procs = Vec::new();
         for (i, view) in views.iter().enumerate() {
             let dir = tmp.path().join(format!("g{i}"));
@@ -170,13 +200,14 @@ impl Net {
                 "listen = \"127.0.0.1:0\"\nkeystore = {:?}\napprovals = {:?}\ncoordinators = [\"{}\"]\n\
                  chains = []\n\
                  [policy]\nreserves = [\"{descriptor}\"]\n\
-                 [attest]\nnetwork = \"regtest\"\napprovals = {:?}\n\
+                 [attest]\nnetwork = \"regtest\"\napprovals = {:?}\nregistry_file = {:?}\n\
                  [[attest.supply]]\nchain = \"dev\"\nkind = \"dev_http\"\nurl = \"{supply_url}\"\n\
                  [bitcoin]\nbackend = \"dev\"\ndev_height = {BTC_TIP}\n",
                 dir.join("keystore.json").display().to_string(),
                 dir.join("approvals.jsonl").display().to_string(),
                 coordinator_key.public_hex(),
                 dir.join("attestations.jsonl").display().to_string(),
+                registry_file.display().to_string(),
             );
             for u in view(&utxos, &script) {
                 toml.push_str(&format!(
@@ -203,6 +234,7 @@ impl Net {
             descriptor,
             address,
             utxos,
+            registry,
             procs,
             _tmp: tmp,
             cancel,
@@ -262,10 +294,7 @@ impl Net {
                 block_hash: supply.block_hash,
                 supply: supply.supply,
             }],
-            registry: RegistryRef {
-                version: 1,
-                fingerprint: "7f".repeat(32),
-            },
+            registry: self.registry.clone(),
             audit_head: "a1".repeat(32),
             created_at: Timestamp::from_millis(1_796_670_000_000),
         }
@@ -390,8 +419,6 @@ async fn guardians_refuse_a_utxo_set_their_view_does_not_have() {
     invented.reserves[0]
         .utxos
         .push(utxo(7, 2_000_000_000_000, &net.utxos[0].script_pubkey_hex));
-    invented.registry.version = 2;
-    invented.registry.fingerprint = "6e".repeat(32);
     let e = net
         .coordinator()
         .sign_attestation(invented)
@@ -400,13 +427,24 @@ async fn guardians_refuse_a_utxo_set_their_view_does_not_have() {
     assert!(codes_all(&e, "utxo_set_mismatch"), "{e}");
     let mut raised = net.proposal().await;
     raised.reserves[0].utxos[0].amount_sats += 1;
-    raised.registry.fingerprint = "5d".repeat(32);
     let e = net
         .coordinator()
         .sign_attestation(raised)
         .await
         .unwrap_err();
     assert_eq!(codes(&e)["g1"], "utxo_set_mismatch", "{e}");
+
+    // The true reserve under another registry fingerprint or version: every guardian
+    // serves version 1 with its own fingerprint and refuses the reference.
+    for (version, fingerprint) in [(1, "6e".repeat(32)), (2, net.registry.fingerprint.clone())] {
+        let mut other = net.proposal().await;
+        other.registry = RegistryRef {
+            version,
+            fingerprint,
+        };
+        let e = net.coordinator().sign_attestation(other).await.unwrap_err();
+        assert!(codes_all(&e, "registry_mismatch"), "{e}");
+    }
 }
 
 fn codes_all(e: &AttestRoundError, code: &str) -> bool {
@@ -502,8 +540,8 @@ async fn one_guardian_down_still_attests_two_down_make_nothing() {
         .await
         .unwrap();
     assert_eq!(ubtc_verify(&att), 0);
-    let mut next = net.proposal().await;
-    next.registry.fingerprint = "3c".repeat(32);
+    // The same document again: the one guardian left answers it as before.
+    let next = net.proposal().await;
     net.procs[1].kill();
     let e = net.coordinator().sign_attestation(next).await.unwrap_err();
     let down = codes(&e);

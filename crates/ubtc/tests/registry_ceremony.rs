@@ -34,21 +34,30 @@ fn value_after(stdout: &str, label: &str) -> String {
 }
 
 fn sign(dir: &Path, db: &str, file: &Path, guardian: usize) -> Output {
+    sign_with(dir, db, file, guardian, &["--yes"])
+}
+
+fn sign_with(dir: &Path, db: &str, file: &Path, guardian: usize, extra: &[&str]) -> Output {
     let g = dir.join(format!("g{guardian}"));
-    run_ubtc(
-        dir,
-        db,
-        &[
-            "keys",
-            "registry-sign",
-            file.to_str().unwrap(),
-            "--keystore",
-            g.join("keystore.json").to_str().unwrap(),
-            "--passphrase-file",
-            g.join("passphrase").to_str().unwrap(),
-        ],
-        &[],
-    )
+    let keystore = g.join("keystore.json");
+    let passphrase = g.join("passphrase");
+    let mut args = vec![
+        "keys",
+        "registry-sign",
+        file.to_str().unwrap(),
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "--passphrase-file",
+        passphrase.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run_ubtc(dir, db, &args, &[])
+}
+
+fn refused(out: &Output, code: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(code), "expected {code}: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,6 +106,14 @@ async fn propose_sign_publish_and_export() {
     }
     let out = ok(&run_ubtc(d, &db.url, &propose, &[]));
     let fingerprint = value_after(&out, "fingerprint:");
+
+    // Without --yes (standard input is not a terminal here) nothing is signed.
+    let before = std::fs::read(&v1).unwrap();
+    refused(
+        &sign_with(d, &db.url, &v1, 1, &[]),
+        "registry_confirmation_required",
+    );
+    assert_eq!(std::fs::read(&v1).unwrap(), before);
 
     // One signature is not a quorum: refused with its code, nothing stored.
     let signed = ok(&sign(d, &db.url, &v1, 1));
@@ -150,7 +167,65 @@ async fn propose_sign_publish_and_export() {
         &["keys", "registry-propose", "--out", v2.to_str().unwrap()],
         &[],
     ));
-    ok(&sign(d, &db.url, &v2, 2));
+    let v1_export = d.join("registry-v1.json");
+    ok(&run_ubtc(
+        d,
+        &db.url,
+        &[
+            "keys",
+            "registry-export",
+            "--out",
+            v1_export.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let shown = ok(&sign_with(
+        d,
+        &db.url,
+        &v2,
+        2,
+        &["--yes", "--previous", v1_export.to_str().unwrap()],
+    ));
+    assert!(
+        shown.contains(&format!("~ reserve {reserve}: active -> retired")),
+        "the guardian sees what changed: {shown}"
+    );
+    // Another version 2 (same content but a lower guardian threshold): refused by the
+    // guardian's rules, and even with --allow-unusual refused by guardian 2, which
+    // already signed a different version 2. Nothing is written.
+    let fork = d.join("v2-fork.json");
+    let mut other: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&v2).unwrap()).unwrap();
+    other["guardian_threshold"] = 1.into();
+    other["signatures"] = serde_json::json!([]);
+    std::fs::write(&fork, serde_json::to_vec_pretty(&other).unwrap()).unwrap();
+    let fork_before = std::fs::read(&fork).unwrap();
+    refused(&sign(d, &db.url, &fork, 3), "registry_policy_refused");
+    refused(
+        &sign_with(d, &db.url, &fork, 2, &["--yes", "--allow-unusual"]),
+        "registry_version_already_signed",
+    );
+    assert_eq!(std::fs::read(&fork).unwrap(), fork_before);
+    // A proposal that does not link to the version given as --previous.
+    let mut unlinked = other.clone();
+    unlinked["guardian_threshold"] = 2.into();
+    unlinked["previous"] = "00".repeat(32).into();
+    let unlinked_file = d.join("v2-unlinked.json");
+    std::fs::write(
+        &unlinked_file,
+        serde_json::to_vec_pretty(&unlinked).unwrap(),
+    )
+    .unwrap();
+    refused(
+        &sign_with(
+            d,
+            &db.url,
+            &unlinked_file,
+            1,
+            &["--yes", "--previous", v1_export.to_str().unwrap()],
+        ),
+        "registry_previous_mismatch",
+    );
     ok(&sign(d, &db.url, &v2, 3));
     ok(&run_ubtc(
         d,
