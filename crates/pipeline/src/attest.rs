@@ -20,6 +20,7 @@ use ubtc_core::attestation::{
     AttestationContent, AttestedBlock, AttestedReserve, AttestedSupply, RegistryRef,
     ReserveAttestation, ReserveStatus,
 };
+use ubtc_core::registry::RegistryVersion;
 use ubtc_core::{BlockStamp, Timestamp};
 use ubtc_store::{AttestationSummary, Store};
 
@@ -164,7 +165,7 @@ impl Attester {
         tip: &BlockStamp,
         now: Timestamp,
     ) -> Result<AttestTick, PipelineError> {
-        let proposal = match self.propose(tip, now).await? {
+        let (proposal, registry) = match self.propose(tip, now).await? {
             Ok(p) => p,
             Err(refusal) => return Ok(self.refused(refusal)),
         };
@@ -181,6 +182,31 @@ impl Attester {
             return Ok(self.refused(AttestRefusal {
                 codes: vec![("attester".into(), "attestation_mismatch".into())],
                 detail: "the signed attestation is not the one proposed".into(),
+            }));
+        }
+        // What is published as proven must verify as a holder checks it: its proof of
+        // funds, and M approvals of the guardians of the registry version it names. The
+        // signers are not trusted to have done that. Verification is CPU-bound (seconds
+        // at 10,000 UTXOs), so it runs off the async workers.
+        let checked = made.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            ubtc_bitcoin::attestation::verify_attestation_pinned(
+                &checked,
+                Some(&ubtc_bitcoin::bundle::RegistryPin::Versions(registry)),
+            )
+        })
+        .await
+        .map_err(|e| ChainError::BadResponse(format!("attestation check failed to run: {e}")))?;
+        if !report.is_valid() {
+            let detail = report
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(self.refused(AttestRefusal {
+                codes: vec![("attester".into(), "attestation_unverified".into())],
+                detail: format!("the signed attestation does not verify: {detail}"),
             }));
         }
         let summary = self.store.record_attestation(&made, now).await?;
@@ -212,20 +238,23 @@ impl Attester {
         AttestTick::Refused(refusal)
     }
 
-    /// The proposal at `tip`, or a refusal of the attester's own (no registry, or the
-    /// tip moved while the UTXO sets were read, so they are not all at `tip`).
+    /// The proposal at `tip` with the registry chain it names (its last version), or a
+    /// refusal of the attester's own (no registry, or the tip moved while the UTXO sets
+    /// were read, so they are not all at `tip`).
     async fn propose(
         &self,
         tip: &BlockStamp,
         now: Timestamp,
-    ) -> Result<Result<AttestationContent, AttestRefusal>, PipelineError> {
+    ) -> Result<Result<(AttestationContent, Vec<RegistryVersion>), AttestRefusal>, PipelineError>
+    {
         let own = |code: &str, detail: String| {
             Ok(Err(AttestRefusal {
                 codes: vec![("attester".into(), code.into())],
                 detail,
             }))
         };
-        let Some(registry) = self.store.list_registry_versions().await?.pop() else {
+        let chain = self.store.list_registry_versions().await?;
+        let Some(registry) = chain.last() else {
             return own("no_registry", "no reserve registry is published".into());
         };
         let mut reserves = Vec::with_capacity(registry.reserves.len());
@@ -271,7 +300,7 @@ impl Attester {
             Some(e) => e.hash,
             None => ubtc_store::audit::AUDIT_GENESIS_HASH.to_owned(),
         };
-        Ok(Ok(AttestationContent {
+        let content = AttestationContent {
             network: registry.network,
             bitcoin_block: AttestedBlock {
                 height: tip.height,
@@ -285,7 +314,8 @@ impl Attester {
             },
             audit_head,
             created_at: now,
-        }))
+        };
+        Ok(Ok((content, chain)))
     }
 
     /// Marks each recent attestation whose block hash is no longer the best chain's at

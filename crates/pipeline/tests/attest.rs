@@ -282,6 +282,43 @@ async fn a_maker_that_signs_other_figures_is_not_stored() {
     assert!(s.store.latest_attestation().await.unwrap().is_none());
 }
 
+/// One key alone cannot get figures published as proven: a maker that returns the
+/// proposed document with its approvals copied from one guardian is refused before
+/// anything is stored, because the verifier counts distinct guardians of the registry.
+#[tokio::test]
+async fn a_maker_with_one_guardians_approval_is_not_stored() {
+    struct OneKey(TwoOfThree);
+    #[async_trait]
+    impl AttestationMaker for OneKey {
+        async fn make(
+            &self,
+            proposal: AttestationContent,
+        ) -> Result<ReserveAttestation, AttestRefusal> {
+            let mut att = self.0.make(proposal).await?;
+            let first = att.approvals[0].clone();
+            att.approvals = vec![first.clone(), first];
+            Ok(att)
+        }
+    }
+    let s = setup().await;
+    let one = Attester::new(
+        s.bitcoin.clone(),
+        Vec::new(),
+        s.store.clone(),
+        Arc::new(OneKey(TwoOfThree {
+            refuse: AtomicBool::new(false),
+        })),
+        AttestConfig::default(),
+    );
+    match one.tick(Timestamp(1)).await.unwrap() {
+        AttestTick::Refused(r) => {
+            assert_eq!(r.codes[0].1, "attestation_unverified", "{}", r.detail)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(s.store.latest_attestation().await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_reorged_block_marks_its_attestation() {
     let s = setup().await;
