@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> apt-get install -y ${missing[*]}"
   { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
     { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }; } ||
-    echo "could not install ${missing[*]} (not root?): the monitoring and load-balancer tests will skip" >&2
+    echo "could not install ${missing[*]} (not root?): the monitoring and load-balancer tests will fail (UBTC_SKIP_OPS_TESTS=1 skips them)" >&2
 fi
 if [ -x /usr/bin/promtool ]; then
   echo "==> promtool: deploy/prometheus"

@@ -1278,7 +1278,7 @@ fn check_registry(
             return fail(
                 "registry_chain_needed",
                 format!(
-                    "a reserve attestation carries its registry's version and fingerprint, not                      the registry: pin it with --registry FILE (the chain from the version you                      trust); a fingerprint alone ({fp}) cannot check its reserves or guardians"
+                    "a reserve attestation carries its registry's version and fingerprint, not the registry: pin it with --registry FILE (the chain from the version you trust); a fingerprint alone ({fp}) cannot check its reserves or guardians"
                 ),
             )
         }
@@ -1296,7 +1296,7 @@ fn check_registry(
         return fail(
             "registry_version_not_current",
             format!(
-                "the attestation names registry version {}; the pinned chain's newest version                  is {} (pin the chain up to version {} to check an older attestation)",
+                "the attestation names registry version {}; the pinned chain's newest version is {} (pin the chain up to version {} to check an older attestation)",
                 att.registry.version, newest.version, att.registry.version
             ),
         );
@@ -1305,7 +1305,7 @@ fn check_registry(
         return fail(
             "registry_fingerprint_mismatch",
             format!(
-                "the attestation names registry version {} with fingerprint {}; the pinned                  version {} has fingerprint {}",
+                "the attestation names registry version {} with fingerprint {}; the pinned version {} has fingerprint {}",
                 att.registry.version,
                 att.registry.fingerprint,
                 newest.version,

@@ -667,9 +667,11 @@ fn check_approvals(
                 a.guardian_key
             ));
         }
+        // Only a multisig witness names its signers; a single-key reserve holding the
+        // same key would otherwise leave the answer unknown and hide a contradiction.
         let multisig: Vec<&ReserveReport> = reserves
             .iter()
-            .filter(|r| r.valid && r.keys.contains(&a.guardian_key))
+            .filter(|r| r.valid && r.signed_by.is_some() && r.keys.contains(&a.guardian_key))
             .collect();
         if let Some(signed) = multisig
             .iter()

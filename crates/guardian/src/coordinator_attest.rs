@@ -141,6 +141,15 @@ impl AttestCoordinator {
                 format!("{threshold} of {} guardians", guardians.len()),
             ));
         }
+        // Approvals are counted per answer: one key listed twice would count twice
+        // toward M, which the verifier (distinct keys) then refuses.
+        let mut keys = std::collections::HashSet::new();
+        if let Some(g) = guardians.iter().find(|g| !keys.insert(g.key)) {
+            return Err(CoordinatorError::Guardian(
+                g.name.clone(),
+                "its key is listed for another guardian too".into(),
+            ));
+        }
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -344,5 +353,36 @@ impl AttestationSigner for LocalAttestationSigner {
         })
         .await
         .map_err(|e| AttestRoundError::Internal(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// One guardian listed twice would answer twice and reach M alone.
+    #[test]
+    fn a_key_listed_for_two_guardians_is_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let one = GuardianKey::generate();
+        let other = GuardianKey::generate();
+        let endpoint = |name: &str, key: &GuardianKey| GuardianEndpoint {
+            name: name.into(),
+            url: "http://127.0.0.1:1".into(),
+            key: key.public(),
+        };
+        let new = |guardians| {
+            AttestCoordinator::new(
+                GuardianKey::generate(),
+                guardians,
+                2,
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            )
+        };
+        let err = new(vec![endpoint("g1", &one), endpoint("g2", &one)]).unwrap_err();
+        assert!(err.to_string().contains("g2"), "{err}");
+        assert!(new(vec![endpoint("g1", &one), endpoint("g2", &other)]).is_ok());
     }
 }

@@ -149,8 +149,6 @@ impl StepOutcome for WebhookTick {
     }
 }
 
-pub use crate::address::is_private;
-
 /// Resolves names like the system does, then refuses the name if any address it
 /// resolves to is not public, so the check holds for the address actually connected
 /// to (no DNS rebinding between a check and the connection). A name with a mix of

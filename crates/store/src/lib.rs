@@ -412,13 +412,8 @@ pub trait Store:
     /// unknown or already marked.
     async fn mark_attestation_reorged(&self, id: i64, now: Timestamp) -> StoreResult<bool>;
 
-    // ----- audit trail (admin API) -----
+    // ----- reserve registry -----
 
-    /// Appends a record chained to the latest one ([`audit::audit_hash`]). One
-    /// transaction that holds the append lock (PostgreSQL: a transaction-level
-    /// advisory lock; SQLite: `BEGIN IMMEDIATE`), so concurrent appends form one chain;
-    /// a unique index on `prev_hash` refuses a fork even without the lock. The table
-    /// refuses UPDATE and DELETE (triggers on both backends).
     /// Every stored reserve registry version, oldest first.
     async fn list_registry_versions(
         &self,
@@ -433,6 +428,13 @@ pub trait Store:
         now: Timestamp,
     ) -> StoreResult<()>;
 
+    // ----- audit trail (admin API) -----
+
+    /// Appends a record chained to the latest one ([`audit::audit_hash`]). One
+    /// transaction that holds the append lock (PostgreSQL: a transaction-level
+    /// advisory lock; SQLite: `BEGIN IMMEDIATE`), so concurrent appends form one chain;
+    /// a unique index on `prev_hash` refuses a fork even without the lock. The table
+    /// refuses UPDATE and DELETE (triggers on both backends).
     async fn append_audit(&self, entry: &NewAuditEntry, now: Timestamp) -> StoreResult<AuditEntry>;
     /// Newest first, keyset-paginated by `before` (a record id).
     async fn list_audit(&self, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEntry>>;

@@ -199,8 +199,6 @@ impl Net {
         }
     }
 
-    /// A coordinator over some of the guardians (`which`, named g1… by position in
-    /// the whole set), threshold `m`.
     /// A coordinator of the guardians' 2-of-3 reserve that reaches only the guardians
     /// in `which`: the others stand behind an address where nothing listens, so they
     /// count as down. Every guardian names that one reserve in its `[policy]`, so a
